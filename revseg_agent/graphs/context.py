@@ -1,0 +1,41 @@
+"""Run-time context: the live objects and settings nodes reach through `Runtime[Context]`."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from revseg_agent.policies.base import Policy, SamplingParams
+from revseg_agent.tools.base import ProgressCallback, Tracker
+from revseg_agent.video import DEFAULT_NUM_FRAMES
+
+#: Sampling used when an answer did not parse and the node asks again (greedy would repeat it).
+RETRY_SAMPLING = SamplingParams(do_sample=True, temperature=1.0, top_p=0.95)
+
+
+@dataclass
+class Context:
+    """Injected into every node (LangGraph `context_schema`); swap `policy` / `tracker` here.
+
+    `on_parse_failure` decides what happens when an answer still does not parse after
+    `max_attempts`: `"fail"` ends the run with a typed error recorded in the trace; `"fallback"`
+    substitutes a documented default (round 1: the middle sampled frame and the query itself as
+    the description; round 2: the centre box covering the middle half of the keyframe), marks the
+    step with `fallback` in the trace, and carries on.
+    """
+
+    policy: Policy
+    tracker: Tracker
+    num_frames: int = DEFAULT_NUM_FRAMES
+    max_attempts: int = 3
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    retry_sampling: SamplingParams = RETRY_SAMPLING
+    on_parse_failure: Literal["fail", "fallback"] = "fail"
+    #: Round 2 continues the round-1 conversation (video, question, answer) when True, as in
+    #: ReVSeg's two-round chain; when False it sees the keyframe and the grounding prompt alone.
+    round2_with_history: bool = True
+    #: Where the tracking node writes its masks (COCO RLE JSON).
+    artifacts_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="revseg-")))
+    track_progress: ProgressCallback | None = None

@@ -1,0 +1,301 @@
+"""The graph's nodes: one explicit step of the ReVSeg chain each.
+
+- `sample_frames`: open the video, uniformly sample the frames round 1 sees.
+- `semantic_interpretation`: round 1. The policy reads the query against the sampled frames and
+  answers with a keyframe id and an explicit object description (retried when it does not parse).
+- `temporal_evidence_selection`: turns round 1's chosen frame id into the keyframe's index and
+  timestamp in the original video (a person may correct it here before grounding).
+- `spatial_grounding`: round 2. The policy sees the keyframe and boxes the described object;
+  boxes are mapped from the model's resized image to the frame (retried when unusable).
+- `track`: the tracker propagates the box(es) from the keyframe through the whole video.
+
+Nodes reach the policy and tracker only through `Runtime[Context]`; they return state updates
+with one trace record each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+import numpy as np
+from langgraph.runtime import Runtime
+
+from revseg_agent.errors import InputError
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.state import RevsegState
+from revseg_agent.masks_io import write_masks_json
+from revseg_agent.parsing import KeyframeAnswer, ParseError, parse_box_answer, parse_keyframe_answer, to_frame_space
+from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoFrames, VisualPart
+from revseg_agent.prompts import SYSTEM_PROMPT, round1_text, round2_text
+from revseg_agent.registry import resolve_policy, resolve_tracker
+from revseg_agent.traces import StepError, StepRecord, VisualRecord
+from revseg_agent.types import Box
+from revseg_agent.video import open_video
+
+SAMPLE_FRAMES = "sample_frames"
+SEMANTIC_INTERPRETATION = "semantic_interpretation"
+TEMPORAL_EVIDENCE_SELECTION = "temporal_evidence_selection"
+SPATIAL_GROUNDING = "spatial_grounding"
+TRACK = "track"
+NODES = (SAMPLE_FRAMES, SEMANTIC_INTERPRETATION, TEMPORAL_EVIDENCE_SELECTION, SPATIAL_GROUNDING, TRACK)
+
+FRAMES_REF = "frames"
+KEYFRAME_REF = "keyframe"
+
+
+def _error(node: str, code: str, message: str) -> dict[str, Any]:
+    return {"node": node, "code": code, "message": message}
+
+
+def _record(node: str, started: float, **fields: Any) -> dict[str, Any]:
+    return StepRecord(node=node, started_at=started, duration_s=time.time() - started, **fields).to_state()  # type: ignore[arg-type]
+
+
+def round1_messages(state: RevsegState) -> list[ChatMessage]:
+    return [
+        ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]),
+        ChatMessage(
+            role="user",
+            content=[
+                VisualPart(type="video", ref=FRAMES_REF),
+                TextPart(text=round1_text(state["query"], state["sampled_timestamps"])),
+            ],
+        ),
+    ]
+
+
+def _frames_record(state: RevsegState) -> VisualRecord:
+    return VisualRecord(
+        kind="video",
+        video_path=state["video_path"],
+        frame_indices=list(state["sampled_indices"]),
+        fps=state["fps"],
+        total_num_frames=state["num_video_frames"],
+    )
+
+
+def _sampled_frames(state: RevsegState) -> VideoFrames:
+    video = open_video(state["video_path"], fps=state["fps"])
+    return VideoFrames(
+        frames=video.read(state["sampled_indices"]),
+        frame_indices=list(state["sampled_indices"]),
+        fps=state["fps"],
+        total_num_frames=state["num_video_frames"],
+    )
+
+
+# -- nodes -------------------------------------------------------------------------------------
+def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
+    started = time.time()
+    if not state.get("query", "").strip():
+        raise InputError("the query is empty")
+    video = open_video(state["video_path"])
+    sample = video.sample(runtime.context.num_frames)
+    parsed = {"num_video_frames": video.num_frames, "fps": video.info.fps, "sampled_indices": list(sample.indices)}
+    return {
+        "num_video_frames": video.num_frames,
+        "fps": video.info.fps,
+        "frame_size": [video.info.height, video.info.width],
+        "sampled_indices": list(sample.indices),
+        "sampled_timestamps": [round(t, 4) for t in sample.timestamps],
+        "round1_attempts": 0,
+        "round2_attempts": 0,
+        "error": None,
+        "steps": [_record(SAMPLE_FRAMES, started, parsed=parsed)],
+    }
+
+
+def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Round 1: interpret the query over the sampled frames; answer a keyframe and a description."""
+    started = time.time()
+    ctx = runtime.context
+    attempt = state.get("round1_attempts", 0) + 1
+    messages = round1_messages(state)
+    visuals = {FRAMES_REF: _sampled_frames(state)}
+    sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
+    gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
+    answer = parse_keyframe_answer(gen.text, len(state["sampled_indices"]))
+    update: dict[str, Any] = {"round1_attempts": attempt, "round1_completion": gen.text}
+    record: dict[str, Any] = {
+        "attempt": attempt,
+        "messages": messages,
+        "visuals": {FRAMES_REF: _frames_record(state)},
+        "completion": gen.text,
+        "prompt_ids": gen.prompt_ids,
+        "completion_ids": gen.completion_ids,
+        "logprobs": gen.logprobs,
+        "model_image_sizes": gen.video_sizes,
+    }
+    if isinstance(answer, KeyframeAnswer):
+        update.update(keyframe_position=answer.position, description=answer.description)
+        record["parsed"] = {
+            "frame_position": answer.position,
+            "description": answer.description,
+            "think": answer.think,
+            "strict_format": answer.strict_format,
+        }
+    else:
+        record["error"] = StepError(code=answer.code, message=answer.message)
+        if attempt >= ctx.max_attempts:
+            if ctx.on_parse_failure == "fallback":
+                position = len(state["sampled_indices"]) // 2
+                update.update(keyframe_position=position, description=state["query"].strip())
+                record["fallback"] = "middle sampled frame; the query as the description"
+            else:
+                update["error"] = _error(
+                    SEMANTIC_INTERPRETATION,
+                    answer.code,
+                    f"round 1 gave no usable answer in {attempt} attempts (last: {answer.message})",
+                )
+    update["steps"] = [_record(SEMANTIC_INTERPRETATION, started, **record)]
+    return update
+
+
+def temporal_evidence_selection(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Map the chosen sampled frame to the keyframe's index and time in the original video."""
+    started = time.time()
+    position = state["keyframe_position"]
+    sampled = state["sampled_indices"]
+    if not 0 <= position < len(sampled):
+        err = _error(
+            TEMPORAL_EVIDENCE_SELECTION,
+            "frame_id_out_of_range",
+            f"keyframe position {position} is outside the {len(sampled)} sampled frames",
+        )
+        return {"error": err, "steps": [_record(TEMPORAL_EVIDENCE_SELECTION, started, error=err)]}
+    index = sampled[position]
+    timestamp = state["sampled_timestamps"][position]
+    parsed = {"frame_position": position, "keyframe_index": index, "timestamp": timestamp}
+    return {
+        "keyframe_index": index,
+        "keyframe_timestamp": timestamp,
+        "steps": [_record(TEMPORAL_EVIDENCE_SELECTION, started, parsed=parsed)],
+    }
+
+
+def _centre_box(height: int, width: int) -> Box:
+    return Box(width / 4, height / 4, 3 * width / 4, 3 * height / 4)
+
+
+def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Round 2: box the described object on the keyframe; map boxes to frame coordinates."""
+    started = time.time()
+    ctx = runtime.context
+    height, width = state["frame_size"]
+    key = state["keyframe_index"]
+    if not 0 <= key < state["num_video_frames"]:
+        err = _error(
+            SPATIAL_GROUNDING, "keyframe_out_of_range",
+            f"keyframe {key} is outside the video's {state['num_video_frames']} frames",
+        )
+        return {"error": err, "steps": [_record(SPATIAL_GROUNDING, started, error=err)]}
+    attempt = state.get("round2_attempts", 0) + 1
+    video = open_video(state["video_path"], fps=state["fps"])
+    visuals: dict[str, VideoFrames | ImageFrame] = {KEYFRAME_REF: ImageFrame(video.frame(key))}
+    records = {KEYFRAME_REF: VisualRecord(kind="image", video_path=state["video_path"], frame_indices=[key])}
+    ask = ChatMessage(
+        role="user",
+        content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text=round2_text(state["description"]))],
+    )
+    if ctx.round2_with_history and state.get("round1_completion") is not None:
+        messages = [
+            *round1_messages(state),
+            ChatMessage(role="assistant", content=[TextPart(text=state["round1_completion"])]),
+            ask,
+        ]
+        visuals[FRAMES_REF] = _sampled_frames(state)
+        records[FRAMES_REF] = _frames_record(state)
+    else:
+        messages = [ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]), ask]
+    sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
+    gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
+    model_size = tuple(gen.image_sizes[-1]) if gen.image_sizes else (height, width)
+    answer = parse_box_answer(gen.text)
+    boxes: tuple[Box, ...] | ParseError = (
+        to_frame_space(answer, model_size=model_size, frame_size=(height, width))  # type: ignore[arg-type]
+        if not isinstance(answer, ParseError)
+        else answer
+    )
+    update: dict[str, Any] = {"round2_attempts": attempt}
+    record: dict[str, Any] = {
+        "attempt": attempt,
+        "messages": messages,
+        "visuals": records,
+        "completion": gen.text,
+        "prompt_ids": gen.prompt_ids,
+        "completion_ids": gen.completion_ids,
+        "logprobs": gen.logprobs,
+        "model_image_sizes": gen.image_sizes,
+    }
+    if isinstance(boxes, ParseError):
+        record["error"] = StepError(code=boxes.code, message=boxes.message)
+        if attempt >= ctx.max_attempts:
+            if ctx.on_parse_failure == "fallback":
+                update["boxes"] = [_centre_box(height, width).to_list()]
+                record["fallback"] = "centre box covering the middle half of the keyframe"
+            else:
+                update["error"] = _error(
+                    SPATIAL_GROUNDING, boxes.code,
+                    f"round 2 gave no usable box in {attempt} attempts (last: {boxes.message})",
+                )
+    else:
+        update["boxes"] = [b.to_list() for b in boxes]
+        record["parsed"] = {
+            "boxes": update["boxes"],
+            "model_boxes": [b.to_list() for b in answer.boxes],  # type: ignore[union-attr]
+            "model_size": list(model_size),
+            "strict_format": answer.strict_format,  # type: ignore[union-attr]
+        }
+    update["steps"] = [_record(SPATIAL_GROUNDING, started, **record)]
+    return update
+
+
+def _validate_boxes(raw: Any, height: int, width: int) -> list[Box] | str:
+    try:
+        boxes = [Box.from_list(b) for b in raw]
+    except (TypeError, ValueError) as exc:
+        return f"boxes must be lists of 4 numbers: {exc}"
+    if not boxes:
+        return "no box to track"
+    for b in boxes:
+        clipped = b.clip(width, height)
+        if b.is_degenerate() or clipped.is_degenerate():
+            return f"box {b.to_list()} is degenerate or outside the {width}x{height} frame"
+    return [b.clip(width, height) for b in boxes]
+
+
+def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Propagate the keyframe box(es) through the whole video with the tracker."""
+    started = time.time()
+    ctx = runtime.context
+    height, width = state["frame_size"]
+    boxes = _validate_boxes(state.get("boxes"), height, width)
+    if isinstance(boxes, str):
+        err = _error(TRACK, "box_invalid", boxes)
+        return {"error": err, "steps": [_record(TRACK, started, error=err)]}
+    tracker = resolve_tracker(ctx.tracker)
+    video = open_video(state["video_path"], fps=state["fps"])
+    result = tracker.track(
+        video, frame_index=state["keyframe_index"], boxes=boxes, progress=ctx.track_progress
+    )
+    key = json.dumps([state["video_path"], state["keyframe_index"], state["boxes"], tracker.name])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = write_masks_json(
+        ctx.artifacts_dir / f"masks-{digest}.json",
+        result,
+        video_path=state["video_path"],
+        keyframe_index=state["keyframe_index"],
+        boxes=[b.to_list() for b in boxes],
+        tracker=tracker.name,
+    )
+    areas = result.masks.reshape(result.num_frames, -1).mean(axis=1)
+    parsed = {
+        "tracker": tracker.name,
+        "frames": result.num_frames,
+        "empty_frames": int((areas == 0).sum()),
+        "mean_area_ratio": round(float(np.mean(areas)), 6),
+    }
+    return {"masks_path": str(path), "steps": [_record(TRACK, started, parsed=parsed)]}

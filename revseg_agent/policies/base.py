@@ -1,0 +1,105 @@
+"""The `Policy` swap point: what the graph needs from a vision-language model.
+
+A policy turns a chat (text plus visuals referenced by name) into `n` completions and reports
+what training needs to replay them: prompt token ids, completion token ids, per-token
+sampling-time log-probs, and the size each image was resized to (boxes are written in it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    type: Literal["text"] = "text"
+    text: str
+
+
+class VisualPart(BaseModel):
+    """A visual placed in a message, by reference: `ref` names an entry of the `visuals` mapping."""
+
+    model_config = ConfigDict(frozen=True)
+    type: Literal["image", "video"]
+    ref: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    role: Literal["system", "user", "assistant"]
+    content: list[TextPart | VisualPart]
+
+
+@dataclass(frozen=True)
+class VideoFrames:
+    """Sampled frames of one video with the timing the model needs (RGB uint8 `(H, W, 3)`)."""
+
+    frames: Sequence[np.ndarray]
+    frame_indices: Sequence[int]
+    fps: float
+    total_num_frames: int
+
+
+@dataclass(frozen=True)
+class ImageFrame:
+    """One RGB uint8 `(H, W, 3)` image (e.g. the keyframe)."""
+
+    pixels: np.ndarray
+
+
+Visual = VideoFrames | ImageFrame
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings. Log-probs are of `softmax(logits / temperature)`, as TRL computes them."""
+
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    max_new_tokens: int = 512
+    seed: int | None = None
+
+
+GREEDY = SamplingParams()
+
+
+@dataclass
+class Generation:
+    """One completion and what is needed to replay it for training."""
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    logprobs: list[float]
+    #: `(height, width)` of each image as the model saw it, in message order.
+    image_sizes: list[tuple[int, int]] = field(default_factory=list)
+    #: `(height, width)` of each video's frames as the model saw them, in message order.
+    video_sizes: list[tuple[int, int]] = field(default_factory=list)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A vision-language model the graph can ask. Implementations: `QwenVLPolicy`."""
+
+    @property
+    def name(self) -> str:
+        """A stable identifier (hub id or path) recorded in traces."""
+        ...
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        visuals: Mapping[str, Visual],
+        *,
+        sampling: SamplingParams = GREEDY,
+        n: int = 1,
+    ) -> list[Generation]:
+        """Return `n` completions of the assistant's next turn."""
+        ...

@@ -1,0 +1,287 @@
+"""Qwen2.5-VL as a `Policy`, on transformers.
+
+Visual inputs are prepared the way Qwen's own code prepares them (qwen-vl-utils: pixel budgets,
+resizing to multiples of 28), and the round-1 frames reach the processor with their real temporal
+metadata (`video_metadata`: fps, total frame count, original indices), so M-RoPE's temporal
+positions match the video's time axis instead of an assumed 24 fps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from revseg_agent.errors import CheckpointError
+from revseg_agent.policies.base import (
+    GREEDY,
+    ChatMessage,
+    Generation,
+    ImageFrame,
+    SamplingParams,
+    TextPart,
+    VideoFrames,
+    Visual,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
+#: Qwen2.5-VL's patch size times its spatial merge size: resized sides are multiples of this.
+PATCH_SIZE = 14
+FRAME_FACTOR = 2  # temporal patch size: videos are padded to an even number of frames
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """bf16 on a GPU (as Qwen2.5-VL is released), fp32 on the CPU (bf16 matmuls are slow there)."""
+    return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
+
+
+class QwenVLPolicy:
+    """A Qwen2.5-VL checkpoint (hub id or local folder) answering the graph's prompts."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        *,
+        name: str,
+        image_max_pixels: int | None = None,
+        video_max_pixels: int | None = None,
+        video_total_pixels: int | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self._name = name
+        self.image_max_pixels = image_max_pixels
+        self.video_max_pixels = video_max_pixels
+        self.video_total_pixels = video_total_pixels
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path = DEFAULT_POLICY,
+        *,
+        device: str | None = None,
+        dtype: torch.dtype | str | None = None,
+        attn_implementation: str | None = None,
+        image_max_pixels: int | None = None,
+        video_max_pixels: int | None = None,
+        video_total_pixels: int | None = None,
+        revision: str | None = None,
+    ) -> QwenVLPolicy:
+        """Load a Qwen2.5-VL checkpoint and its processor.
+
+        `name_or_path` is anything `from_pretrained` takes: a hub id such as
+        `Qwen/Qwen2.5-VL-7B-Instruct` or a local folder (e.g. a fine-tuned checkpoint).
+        `attn_implementation` is passed through (`"sdpa"`, `"flash_attention_2"`, `"eager"`).
+        Pixel budgets default to the processor's own limits.
+        """
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        name = str(name_or_path)
+        if _looks_local(name) and not Path(name).expanduser().is_dir():
+            raise CheckpointError(f"policy checkpoint folder does not exist: {name}")
+        device = device or default_device()
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        dtype = dtype or default_dtype(device)
+        kwargs: dict[str, Any] = {"dtype": dtype, "revision": revision}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+            processor = AutoProcessor.from_pretrained(name, revision=revision)
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"cannot load policy {name!r}: {exc}") from exc
+        if getattr(model.config, "model_type", None) not in {"qwen2_5_vl", "qwen2_vl"}:
+            raise CheckpointError(
+                f"{name!r} is a {model.config.model_type!r} model; QwenVLPolicy needs Qwen2.5-VL"
+            )
+        model.to(device).eval()
+        logger.info("loaded policy %s on %s (%s)", name, device, dtype)
+        return cls(
+            model,
+            processor,
+            name=name,
+            image_max_pixels=image_max_pixels,
+            video_max_pixels=video_max_pixels,
+            video_total_pixels=video_total_pixels,
+        )
+
+    # -- input preparation ---------------------------------------------------------------------
+    def _budget(self, which: str) -> tuple[int, int]:
+        """`(min_pixels, max_pixels)` of the processor's image or video processor."""
+        proc = getattr(self.processor, f"{which}_processor")
+        size = proc.size
+        lo = size.get("shortest_edge") if hasattr(size, "get") else size.shortest_edge
+        hi = size.get("longest_edge") if hasattr(size, "get") else size.longest_edge
+        return int(lo), int(hi)
+
+    def _qwen_messages(
+        self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
+    ) -> tuple[list[dict[str, Any]], list[VideoFrames]]:
+        out: list[dict[str, Any]] = []
+        videos: list[VideoFrames] = []
+        img_lo, img_hi = self._budget("image")
+        vid_lo, vid_hi = self._budget("video")
+        for msg in messages:
+            content: list[dict[str, Any]] = []
+            for part in msg.content:
+                if isinstance(part, TextPart):
+                    content.append({"type": "text", "text": part.text})
+                    continue
+                visual = visuals.get(part.ref)
+                if visual is None:
+                    raise KeyError(f"message refers to visual {part.ref!r}, which was not given")
+                if part.type == "image":
+                    if not isinstance(visual, ImageFrame):
+                        raise TypeError(f"visual {part.ref!r} is used as an image but is a video")
+                    content.append({
+                        "type": "image",
+                        "image": Image.fromarray(visual.pixels),
+                        "min_pixels": img_lo,
+                        "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
+                    })
+                else:
+                    if not isinstance(visual, VideoFrames):
+                        raise TypeError(f"visual {part.ref!r} is used as a video but is an image")
+                    element: dict[str, Any] = {
+                        "type": "video",
+                        "video": [Image.fromarray(f) for f in visual.frames],
+                        "min_pixels": vid_lo,
+                        "max_pixels": min(vid_hi, self.video_max_pixels or vid_hi),
+                    }
+                    if self.video_total_pixels:
+                        element["total_pixels"] = self.video_total_pixels
+                    content.append(element)
+                    videos.append(visual)
+            out.append({"role": msg.role, "content": content})
+        return out, videos
+
+    def prepare_inputs(
+        self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
+    ) -> dict[str, Any]:
+        """Tokenise a chat with its visuals into model inputs (also used by training replay)."""
+        from qwen_vl_utils import process_vision_info
+
+        qmsgs, videos = self._qwen_messages(messages, visuals)
+        images, video_inputs, _ = process_vision_info(
+            qmsgs, return_video_kwargs=True, return_video_metadata=True
+        )
+        video_tensors = None
+        metadata = None
+        if video_inputs:
+            video_tensors = [v for v, _ in video_inputs]
+            metadata = []
+            for tensor, clip in zip(video_tensors, videos, strict=True):
+                indices = list(clip.frame_indices)
+                # qwen-vl-utils pads to an even count by repeating the last frame; mirror it.
+                indices += [indices[-1]] * (int(tensor.shape[0]) - len(indices))
+                metadata.append({
+                    "fps": float(clip.fps),
+                    "total_num_frames": int(clip.total_num_frames),
+                    "frames_indices": indices,
+                })
+        text = self.processor.apply_chat_template(qmsgs, tokenize=False, add_generation_prompt=True)
+        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt", "padding": True}
+        if images:
+            kwargs["images"] = images
+        if video_tensors:
+            kwargs["videos"] = video_tensors
+            kwargs["video_metadata"] = metadata
+            kwargs["do_sample_frames"] = False
+        inputs = self.processor(**kwargs)
+        return dict(inputs)
+
+    @staticmethod
+    def _sizes(grid: torch.Tensor | None) -> list[tuple[int, int]]:
+        if grid is None:
+            return []
+        return [(int(h) * PATCH_SIZE, int(w) * PATCH_SIZE) for _, h, w in grid.tolist()]
+
+    # -- generation ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        visuals: Mapping[str, Visual],
+        *,
+        sampling: SamplingParams = GREEDY,
+        n: int = 1,
+    ) -> list[Generation]:
+        inputs = self.prepare_inputs(messages, visuals)
+        image_sizes = self._sizes(inputs.get("image_grid_thw"))
+        video_sizes = self._sizes(inputs.get("video_grid_thw"))
+        device = self.device
+        model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        tokenizer = self.processor.tokenizer
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "do_sample": sampling.do_sample,
+            "num_return_sequences": n,
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        if sampling.do_sample:
+            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        else:
+            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+        out = self.model.generate(**model_inputs, **gen_kwargs)
+        prompt_len = int(model_inputs["input_ids"].shape[1])
+        prompt_ids = model_inputs["input_ids"][0].tolist()
+        sequences = out.sequences[:, prompt_len:]
+        temperature = sampling.temperature if sampling.do_sample else 1.0
+        logits = torch.stack(out.logits, dim=1).float() / temperature  # (n, T, V)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
+        eos_ids = self._eos_ids()
+        results = []
+        for row in range(sequences.shape[0]):
+            ids = sequences[row].tolist()
+            end = next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))
+            completion = ids[:end]
+            results.append(
+                Generation(
+                    text=tokenizer.decode(completion, skip_special_tokens=True),
+                    prompt_ids=prompt_ids,
+                    completion_ids=completion,
+                    logprobs=[float(x) for x in logprobs[row, :end].tolist()],
+                    image_sizes=image_sizes,
+                    video_sizes=video_sizes,
+                )
+            )
+        return results
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
+        ids.add(int(self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")))
+        return {int(i) for i in ids if i is not None}
+
+
+def pil_frames(frames: Sequence[np.ndarray]) -> list[Image.Image]:
+    return [Image.fromarray(f) for f in frames]

@@ -1,0 +1,51 @@
+"""Build policies and trackers from short text specs, for the CLI and for `langgraph dev`.
+
+A `Context` normally holds live objects; a served graph receives JSON, so it may hold specs:
+- policy: anything `from_pretrained` takes (hub id or local folder);
+- tracker: `classical`, `sam2:<checkpoint path>[:<config name>]` or `sam2-hub:<hub id>`.
+Loaded objects are cached per spec so a served graph loads each model once.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from revseg_agent.errors import InputError
+from revseg_agent.policies.base import Policy
+from revseg_agent.tools.base import Tracker
+
+
+@lru_cache(maxsize=4)
+def load_policy(spec: str, device: str | None = None) -> Policy:
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    return QwenVLPolicy.from_pretrained(spec, device=device)
+
+
+@lru_cache(maxsize=4)
+def load_tracker(spec: str, device: str | None = None) -> Tracker:
+    kind, _, rest = spec.partition(":")
+    if kind == "classical":
+        from revseg_agent.tools.classical import ClassicalTracker
+
+        return ClassicalTracker()
+    if kind == "sam2":
+        from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG, SAM2Tracker
+
+        checkpoint, _, config = rest.partition(":")
+        if not checkpoint:
+            raise InputError("a sam2 tracker spec needs a checkpoint: sam2:<path>[:<config>]")
+        return SAM2Tracker.from_checkpoint(checkpoint, config or DEFAULT_SAM2_CONFIG, device=device)
+    if kind == "sam2-hub":
+        from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_HUB_ID, SAM2Tracker
+
+        return SAM2Tracker.from_pretrained(rest or DEFAULT_SAM2_HUB_ID, device=device)
+    raise InputError(f"unknown tracker spec {spec!r}: use classical, sam2:<checkpoint> or sam2-hub:<id>")
+
+
+def resolve_policy(policy: Policy | str) -> Policy:
+    return load_policy(policy) if isinstance(policy, str) else policy
+
+
+def resolve_tracker(tracker: Tracker | str) -> Tracker:
+    return load_tracker(tracker) if isinstance(tracker, str) else tracker

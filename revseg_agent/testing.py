@@ -1,0 +1,104 @@
+"""Test doubles for the two swap points, shipped beside them (as httpx ships `MockTransport`).
+
+`ScriptedPolicy` answers from a script instead of a model; `BoxTracker` fills the prompted box on
+every frame instead of tracking. They let you test graphs, retries and interrupts without
+weights. They are never used by the library itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from revseg_agent.policies.base import GREEDY, ChatMessage, Generation, ImageFrame, SamplingParams, Visual
+from revseg_agent.tools.base import ProgressCallback
+from revseg_agent.types import Box, MaskTrack
+from revseg_agent.video import Video
+
+
+@dataclass
+class ScriptedCall:
+    messages: list[ChatMessage]
+    visual_refs: list[str]
+    sampling: SamplingParams
+    n: int
+
+
+@dataclass
+class ScriptedPolicy:
+    """Replies with `replies` in order (or `reply(messages)` when given); records every call.
+
+    Image sizes are reported as the images' own sizes, so box answers are in frame pixels.
+    """
+
+    replies: Sequence[str] = ()
+    reply: Callable[[Sequence[ChatMessage]], str] | None = None
+    calls: list[ScriptedCall] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "scripted"
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        visuals: Mapping[str, Visual],
+        *,
+        sampling: SamplingParams = GREEDY,
+        n: int = 1,
+    ) -> list[Generation]:
+        index = len(self.calls)
+        self.calls.append(ScriptedCall(list(messages), list(visuals), sampling, n))
+        if self.reply is not None:
+            text = self.reply(messages)
+        elif index < len(self.replies):
+            text = self.replies[index]
+        else:
+            raise AssertionError(f"ScriptedPolicy has no reply #{index + 1} (script has {len(self.replies)})")
+        sizes = [tuple(v.pixels.shape[:2]) for v in visuals.values() if isinstance(v, ImageFrame)]
+        ids = [ord(c) % 256 for c in text]
+        return [
+            Generation(
+                text=text,
+                prompt_ids=[1, 2, 3],
+                completion_ids=ids,
+                logprobs=[-0.5] * len(ids),
+                image_sizes=[(int(h), int(w)) for h, w in sizes],
+            )
+            for _ in range(n)
+        ]
+
+
+@dataclass
+class BoxTracker:
+    """A fake tracker: the mask of every frame is the prompted box itself."""
+
+    calls: list[tuple[int, list[Box]]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return "box"
+
+    def work_units(self, video: Video) -> int:
+        return video.num_frames
+
+    def track(
+        self,
+        video: Video,
+        *,
+        frame_index: int,
+        boxes: Sequence[Box],
+        progress: ProgressCallback | None = None,
+    ) -> MaskTrack:
+        self.calls.append((frame_index, list(boxes)))
+        n, h, w = video.num_frames, video.info.height, video.info.width
+        masks = np.zeros((n, h, w), dtype=bool)
+        for box in boxes:
+            x, y, bw, bh = box.to_int_xywh()
+            masks[:, y : y + bh, x : x + bw] = True
+        if progress is not None:
+            for _ in range(n):
+                progress(1)
+        return MaskTrack(masks, {1: masks.copy()})
