@@ -18,6 +18,12 @@ from pathlib import Path
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def safe_name(identifier: str, *, max_length: int = 120) -> str:
     """A file-name-safe version of an id: no separators, no `..`, never empty."""
     cleaned = _UNSAFE.sub("_", identifier).strip("._") or "_"
@@ -33,6 +39,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        Path(tmp).chmod(0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         Path(tmp).replace(path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,6 +62,7 @@ def atomic_output_dir(final: str | Path, *, overwrite: bool = False) -> Iterator
         raise FileExistsError(f"output folder {final} exists and is not empty (pass overwrite)")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
     except BaseException:

@@ -88,7 +88,8 @@ def parse_keyframe_answer(text: str, num_frames: int) -> KeyframeAnswer | ParseE
             f"frame id {frame_id} is outside {FRAME_ID_BASE}..{FRAME_ID_BASE + num_frames - 1}",
         )
     desc = _DESCRIPTION.search(body)
-    description = desc.group(1).strip().splitlines()[0].strip() if desc else ""
+    lines = desc.group(1).strip().splitlines() if desc else []
+    description = lines[0].strip() if lines else ""
     if not description:
         return ParseError("no_description", "the answer has no 'object description: <text>'")
     return KeyframeAnswer(

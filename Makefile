@@ -1,0 +1,48 @@
+# Set-up and the two README commands. `make demo` and `make test` create the venv when needed.
+# torch/torchvision go in first, then sam2 without build isolation (its isolated build would
+# download another torch and fail on a CUDA build it can skip), then the package itself.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+SAM2_SPEC ?= sam2==1.1.0
+STAMP := $(VENV)/.revseg-installed
+
+.PHONY: install demo test lint typecheck check bench serve clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip setuptools wheel
+	$(PIP) install --quiet $(TORCH_SPEC)
+	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation $(SAM2_SPEC)
+	$(PIP) install --quiet -e ".[dev,sam2]"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/revseg demo --out demo-out
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check revseg_agent tests benchmarks
+	$(VENV)/bin/ruff format --check revseg_agent tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+check: lint typecheck test
+
+bench: install
+	$(PY) benchmarks/classical_tracker_davis.py
+	$(PY) benchmarks/graph_overhead.py
+
+serve: install
+	$(PIP) install --quiet -e ".[serve]"
+	$(VENV)/bin/langgraph dev --host 127.0.0.1
+
+clean:
+	rm -rf $(VENV) .cache demo-out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,250 @@
+"""`revseg`: the command line.
+
+    revseg segment VIDEO QUERY --out DIR [--policy HUB_ID_OR_PATH] [--tracker sam2|classical]
+                   [--sam2-config NAME] [--sam2-checkpoint PATH] [--frames N] [--device cpu|cuda] [--step]
+    revseg demo [--out DIR]          offline demo on a generated clip with a tiny random-init policy
+    revseg tiny-policy DIR           write a tiny random-init Qwen2.5-VL checkpoint (tests, demos)
+
+Exit codes: 0 success; 2 bad input (arguments, video, checkpoint); 3 the reasoning chain failed
+(e.g. an answer that never parsed; the trace summary is printed); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from revseg_agent.errors import CheckpointError, InputError, PipelineFailure, RevsegError, VideoError
+from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
+
+logger = logging.getLogger("revseg_agent.cli")
+
+EXIT_BAD_INPUT = 2
+EXIT_CHAIN_FAILED = 3
+
+
+def _add_segment_options(p: argparse.ArgumentParser) -> None:
+    from revseg_agent.policies.qwen import DEFAULT_POLICY
+    from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG
+
+    p.add_argument("--policy", default=DEFAULT_POLICY, help="hub id or local folder of a Qwen2.5-VL checkpoint")
+    p.add_argument("--tracker", choices=["sam2", "classical"], default="sam2")
+    p.add_argument("--sam2-config", default=DEFAULT_SAM2_CONFIG, help="sam2 config name")
+    p.add_argument("--sam2-checkpoint", help="SAM2 checkpoint (.pt); default: download facebook/sam2.1-hiera-large")
+    p.add_argument("--sam2-image-size", type=int, help="lower SAM2's input size (default 1024) to save memory")
+    p.add_argument("--frames", type=int, default=DEFAULT_NUM_FRAMES, help="frames sampled for round 1")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--max-attempts", type=int, default=3, help="attempts per round when an answer does not parse")
+    p.add_argument(
+        "--on-parse-failure", choices=["fail", "fallback"], default="fail",
+        help="after the last attempt: fail (exit 3) or use the documented fallback (see Context)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="revseg", description="Reasoning video object segmentation (ReVSeg).")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment the object a query refers to, on every frame")
+    seg.add_argument("video", help="video file (mp4, avi, ...) or folder of frames")
+    seg.add_argument("query", help="what to segment, e.g. 'the dog that jumps last'")
+    seg.add_argument("--out", required=True, type=Path, help="output folder")
+    seg.add_argument("--step", action="store_true", help="pause after each node; show and optionally edit state")
+    _add_segment_options(seg)
+
+    demo = sub.add_parser("demo", help="offline demo: generated clip, tiny random-init policy, classical tracker")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--cache", type=Path, default=Path(".cache/revseg-demo"))
+
+    tiny = sub.add_parser("tiny-policy", help="write a tiny random-init Qwen2.5-VL checkpoint")
+    tiny.add_argument("out", type=Path)
+    tiny.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _load_tracker(args: argparse.Namespace) -> Any:
+    if args.tracker == "classical":
+        from revseg_agent.tools.classical import ClassicalTracker
+
+        return ClassicalTracker()
+    from revseg_agent.tools.sam2_tracker import SAM2Tracker
+
+    if args.sam2_checkpoint:
+        return SAM2Tracker.from_checkpoint(
+            args.sam2_checkpoint, args.sam2_config, device=args.device, image_size=args.sam2_image_size
+        )
+    return SAM2Tracker.from_pretrained(device=args.device, image_size=args.sam2_image_size)
+
+
+def _show(node: str, update: dict[str, Any]) -> None:
+    shown = {k: v for k, v in update.items() if k != "steps"}
+    for step in update.get("steps", []):
+        if step.get("completion") is not None:
+            shown["completion"] = step["completion"]
+        if step.get("error"):
+            shown["step_error"] = step["error"]
+        if step.get("fallback"):
+            shown["fallback"] = step["fallback"]
+    print(f"── {node}")
+    for key, value in shown.items():
+        print(f"   {key}: {json.dumps(value) if not isinstance(value, str) else value}")
+
+
+def _prompt_edit(graph: Any, config: dict[str, Any]) -> bool:
+    """Ask the person what to do before the next node. Returns False to stop."""
+    nxt = ", ".join(graph.get_state(config).next)
+    while True:
+        print(f"next: {nxt}. [Enter] continue · set KEY=JSON (e.g. set keyframe_index=12) · q quit")
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            return True
+        if not line:
+            return True
+        if line in {"q", "quit"}:
+            return False
+        if line.startswith("set ") and "=" in line:
+            key, _, raw = line[4:].partition("=")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                print(f"   not JSON: {exc}")
+                continue
+            graph.update_state(config, {key.strip(): value})
+            print(f"   set {key.strip()} = {json.dumps(value)}")
+            continue
+        print("   unrecognised")
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from revseg_agent.graphs.context import Context
+    from revseg_agent.graphs.graph import build_graph
+    from revseg_agent.graphs.nodes import NODES
+    from revseg_agent.outputs import write_outputs
+    from revseg_agent.pipeline import result_from_state
+    from revseg_agent.policies.base import SamplingParams
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    if not args.query.strip():
+        raise InputError("the query is empty")
+    if args.frames < 1:
+        raise InputError(f"--frames must be at least 1, got {args.frames}")
+    if args.out.exists() and (not args.out.is_dir() or (any(args.out.iterdir()) and not args.overwrite)):
+        raise InputError(f"output folder {args.out} exists and is not empty (pass --overwrite)")
+    video = open_video(args.video)
+    policy = QwenVLPolicy.from_pretrained(args.policy, device=args.device)
+    tracker = _load_tracker(args)
+
+    bar: dict[str, Any] = {}
+
+    def progress(n: int) -> None:
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=tracker.work_units(video), desc=f"tracking ({tracker.name})", unit="frame")
+        bar["bar"].update(n)
+
+    context = Context(
+        policy=policy,
+        tracker=tracker,
+        num_frames=args.frames,
+        max_attempts=args.max_attempts,
+        on_parse_failure=args.on_parse_failure,
+        sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
+        track_progress=progress,
+    )
+    inputs: dict[str, Any] | None = {"video_path": str(args.video), "query": args.query}
+    if args.step:
+        from langgraph.checkpoint.memory import InMemorySaver
+
+        graph = build_graph(checkpointer=InMemorySaver(), interrupt_after=NODES)
+        config: dict[str, Any] = {"configurable": {"thread_id": uuid.uuid4().hex}}
+        while True:
+            for update in graph.stream(inputs, config, context=context, stream_mode="updates"):
+                for node, values in update.items():
+                    if node != "__interrupt__":
+                        _show(node, values)
+            inputs = None
+            if not graph.get_state(config).next:
+                break
+            if not _prompt_edit(graph, config):
+                print("stopped; nothing written")
+                return EXIT_CHAIN_FAILED
+        state = graph.get_state(config).values
+    else:
+        state = build_graph().invoke(inputs, context=context)
+    if "bar" in bar:
+        bar["bar"].close()
+    try:
+        result = result_from_state(state, context)
+    except PipelineFailure as failure:
+        from revseg_agent.pipeline import trace_from_state
+
+        print(trace_from_state(state, context).summary(), file=sys.stderr)
+        print(f"error: the reasoning chain failed at {failure.node} ({failure.code}); nothing written",
+              file=sys.stderr)
+        return EXIT_CHAIN_FAILED
+    write_outputs(args.out, video=video, track=result.masks, trace=result.trace,
+                  masks_json=result.trace.result.masks_path or "", overwrite=args.overwrite)
+    print(result.trace.summary())
+    print(f"wrote {video.num_frames} masks, masks.json, overlay.mp4 and trace.json to {args.out}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from revseg_agent.demo import make_demo_clip
+    from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+    policy_dir = args.cache / "tiny-qwen2.5-vl"
+    if not (policy_dir / "config.json").is_file():
+        build_tiny_qwen2_5_vl(policy_dir)
+    clip = make_demo_clip(args.cache / "clip.mp4")
+    print(
+        "NOTE: this demo runs the real pipeline with a TINY RANDOMLY INITIALISED Qwen2.5-VL (no trained\n"
+        "weights can be downloaded here). Its answers are noise, so the graph retries, then uses the\n"
+        "documented fallback (middle sampled frame, centre box), recorded in trace.json. For real results\n"
+        "pass --policy Qwen/Qwen2.5-VL-7B-Instruct (or a ReVSeg checkpoint) on a GPU.\n"
+    )
+    seg_args = build_parser().parse_args([
+        "segment", str(clip), "the red square that moves to the right", "--out", str(args.out),
+        "--policy", str(policy_dir), "--tracker", "classical", "--device", "cpu",
+        "--on-parse-failure", "fallback", "--max-new-tokens", "48", "--overwrite",
+    ])
+    return run_segment(seg_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "segment":
+            return run_segment(args)
+        if args.command == "demo":
+            return run_demo(args)
+        if args.command == "tiny-policy":
+            from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+            print(build_tiny_qwen2_5_vl(args.out, seed=args.seed))
+            return 0
+    except (InputError, VideoError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RevsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CHAIN_FAILED
+    except KeyboardInterrupt:
+        print("interrupted; nothing written", file=sys.stderr)
+        return 130
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""One call from a video and a query to masks and a trace: `segment(...)`.
+
+A thin convenience over the graph for people who do not need to step through nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from revseg_agent.errors import PipelineFailure
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.graph import build_graph
+from revseg_agent.masks_io import read_masks_json
+from revseg_agent.registry import resolve_policy, resolve_tracker
+from revseg_agent.traces import Trace
+from revseg_agent.types import MaskTrack
+
+
+@dataclass
+class SegmentationResult:
+    trace: Trace
+    masks: MaskTrack
+
+
+def trace_from_state(state: dict[str, Any], context: Context) -> Trace:
+    return Trace.from_state(
+        state, policy=resolve_policy(context.policy).name, tracker=resolve_tracker(context.tracker).name
+    )
+
+
+def result_from_state(state: dict[str, Any], context: Context) -> SegmentationResult:
+    """The masks and trace of a finished run; raises `PipelineFailure` if the chain failed."""
+    trace = trace_from_state(state, context)
+    if trace.error is not None or not trace.result.masks_path:
+        err = trace.error
+        raise PipelineFailure(
+            f"{trace.error_node}: {err.message}" if err else "the run did not reach tracking",
+            node=trace.error_node or "unknown",
+            code=err.code if err else "incomplete",
+        )
+    return SegmentationResult(trace=trace, masks=read_masks_json(trace.result.masks_path))
+
+
+def segment(video_path: str | Path, query: str, context: Context) -> SegmentationResult:
+    """Run the whole chain on one video and query."""
+    state = build_graph().invoke({"video_path": str(video_path), "query": query}, context=context)
+    return result_from_state(state, context)

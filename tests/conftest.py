@@ -1,0 +1,71 @@
+"""Shared fixtures: generated clips, tiny real models saved to disk, and the shared DAVIS data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from revseg_agent.demo import demo_frames, make_demo_clip
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DAVIS = SHARED_DATA / "davis2016-subset"
+DAVIS_SEQUENCES = ("blackswan", "car-shadow", "dog")
+
+
+@pytest.fixture(scope="session")
+def demo_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 24-frame 320x240 mp4: a red square moving right, a blue circle moving down."""
+    return make_demo_clip(tmp_path_factory.mktemp("clip") / "clip.mp4")
+
+
+@pytest.fixture(scope="session")
+def demo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same clip as a folder of PNG frames (lossless)."""
+    folder = tmp_path_factory.mktemp("frames")
+    for i, f in enumerate(demo_frames()):
+        cv2.imwrite(str(folder / f"frame_{i}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init Qwen2.5-VL saved with save_pretrained (safetensors + processor)."""
+    from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen"), seed=0)
+
+
+SAM2_TEST_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+SAM2_TEST_IMAGE_SIZE = 128
+
+
+@pytest.fixture(scope="session")
+def tiny_sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-init SAM2.1 Hiera-T (the real config) saved as `{"model": state_dict}`."""
+    pytest.importorskip("sam2")
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    torch.manual_seed(0)
+    model = build_sam2_video_predictor(
+        SAM2_TEST_CONFIG, None, device="cpu",
+        hydra_overrides_extra=[f"++model.image_size={SAM2_TEST_IMAGE_SIZE}"],
+    )
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny_random.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def davis() -> Path:
+    if not DAVIS.is_dir():
+        pytest.skip(f"shared DAVIS data not found at {DAVIS}")
+    return DAVIS
+
+
+def davis_masks(root: Path, sequence: str) -> np.ndarray:
+    files = sorted((root / "Annotations" / sequence).glob("*.png"))
+    return np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in files])

@@ -1,0 +1,105 @@
+"""Parsing model text into typed results: the only place it happens."""
+
+from __future__ import annotations
+
+import pytest
+
+from revseg_agent.parsing import (
+    BoxAnswer,
+    KeyframeAnswer,
+    ParseError,
+    parse_box_answer,
+    parse_keyframe_answer,
+    to_frame_space,
+)
+from revseg_agent.types import Box
+
+ROUND1_CASES = [
+    # text, num_frames, expected (position, description, strict) or error code
+    ("<think>the van moves</think><answer>frame id: 2\nobject description: the silver minivan</answer>",
+     16, (1, "the silver minivan", True)),
+    ("<think>x</think>\n<answer>\nframe id: 16\nobject description: dog on the left\n</answer>",
+     16, (15, "dog on the left", True)),
+    ("<answer>Frame ID: 1\nObject Description: a cat</answer>", 16, (0, "a cat", False)),
+    ("<think>a</think><answer>frame id:3\nobject description: the man</answer> trailing", 8, (2, "the man", False)),
+    ("no tags at all", 16, "no_answer"),
+    ("<think>a</think><answer>object description: cat</answer>", 16, "no_frame_id"),
+    ("<think>a</think><answer>frame id: 0\nobject description: cat</answer>", 16, "frame_id_out_of_range"),
+    ("<think>a</think><answer>frame id: 17\nobject description: cat</answer>", 16, "frame_id_out_of_range"),
+    ("<think>a</think><answer>frame id: 4\nobject description:   </answer>", 16, "no_description"),
+    ("<think>a</think><answer>frame id: 4</answer>", 16, "no_description"),
+]
+
+
+@pytest.mark.parametrize(("text", "num_frames", "expected"), ROUND1_CASES)
+def test_parse_keyframe_answer(text: str, num_frames: int, expected: object) -> None:
+    result = parse_keyframe_answer(text, num_frames)
+    if isinstance(expected, str):
+        assert isinstance(result, ParseError)
+        assert result.code == expected
+    else:
+        assert isinstance(result, KeyframeAnswer)
+        assert (result.position, result.description, result.strict_format) == expected
+
+
+ROUND2_CASES = [
+    ("bbox: [10, 20, 110, 220]", [(10, 20, 110, 220)], True),
+    ("bbox: [10.5, 20, 110, 220.25]", [(10.5, 20, 110, 220.25)], True),
+    ("bbox: [1, 2, 3, 4]\nbbox: [5, 6, 7, 8]", [(1, 2, 3, 4), (5, 6, 7, 8)], True),
+    ("The dog is at bbox: [1, 2, 30, 40].", [(1, 2, 30, 40)], False),
+    ('```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}, {"bbox_2d": [5, 5, 9, 9], "label": "cat"}]\n```',
+     [(1, 2, 30, 40), (5, 5, 9, 9)], False),
+    ("bbox: [1, 2, 3]", None, False),
+    ("no box here", None, False),
+]
+
+
+@pytest.mark.parametrize(("text", "boxes", "strict"), ROUND2_CASES)
+def test_parse_box_answer(text: str, boxes: list[tuple[float, ...]] | None, strict: bool) -> None:
+    result = parse_box_answer(text)
+    if boxes is None:
+        assert isinstance(result, ParseError)
+        assert result.code == "no_box"
+    else:
+        assert isinstance(result, BoxAnswer)
+        assert [b.to_list() for b in result.boxes] == [list(map(float, b)) for b in boxes]
+        assert result.strict_format is strict
+
+
+def _answer(*boxes: tuple[float, float, float, float]) -> BoxAnswer:
+    return BoxAnswer(tuple(Box(*b) for b in boxes), strict_format=True)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "model_size", "frame_size", "expected"),
+    [
+        # Model saw 476x840 (multiples of 28) of an 480x854 frame: scale each axis separately.
+        ([(84, 119, 420, 357)], (476, 840), (480, 854), [(85.4, 120.0, 427.0, 360.0)]),
+        # Same size: unchanged.
+        ([(1, 2, 30, 40)], (240, 320), (240, 320), [(1, 2, 30, 40)]),
+        # Partly outside: clipped to the frame.
+        ([(-10, -5, 50, 300)], (240, 320), (240, 320), [(0, 0, 50, 240)]),
+        # Corners given in the wrong order: inverted boxes are rejected, not silently flipped.
+        ([(50, 60, 10, 20)], (240, 320), (240, 320), "box_degenerate"),
+        # Entirely outside the frame.
+        ([(400, 300, 500, 400)], (240, 320), (240, 320), "box_out_of_frame"),
+        # Thinner than 2 px.
+        ([(10, 10, 11, 50)], (240, 320), (240, 320), "box_degenerate"),
+        # One good, one bad: the bad one is dropped.
+        ([(10, 10, 11, 50), (10, 10, 50, 50)], (240, 320), (240, 320), [(10, 10, 50, 50)]),
+    ],
+)
+def test_to_frame_space(
+    boxes: list[tuple[float, float, float, float]],
+    model_size: tuple[int, int],
+    frame_size: tuple[int, int],
+    expected: object,
+) -> None:
+    result = to_frame_space(_answer(*boxes), model_size=model_size, frame_size=frame_size)
+    if isinstance(expected, str):
+        assert isinstance(result, ParseError)
+        assert result.code == expected
+    else:
+        assert isinstance(result, tuple)
+        got = [v for b in result for v in b.to_list()]
+        assert got == pytest.approx([float(v) for e in expected for v in e])  # type: ignore[attr-defined]
