@@ -113,7 +113,7 @@ class QwenVLPolicy:
         try:
             model = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
             processor = AutoProcessor.from_pretrained(name, revision=revision)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # missing files, bad config, shape mismatch
             raise CheckpointError(f"cannot load policy {name!r}: {exc}") from exc
         if getattr(model.config, "model_type", None) not in {"qwen2_5_vl", "qwen2_vl"}:
             raise CheckpointError(

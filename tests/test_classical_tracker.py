@@ -1,0 +1,67 @@
+"""The weight-free tracker: CSRT box propagation + GrabCut masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from revseg_agent.demo import DEMO_FRAMES, square_box
+from revseg_agent.errors import InputError
+from revseg_agent.tools.classical import ClassicalTracker
+from revseg_agent.video import open_video
+
+from .conftest import DAVIS_SEQUENCES, davis_masks
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+
+
+def _square_masks() -> np.ndarray:
+    masks = np.zeros((DEMO_FRAMES, 240, 320), bool)
+    for i in range(DEMO_FRAMES):
+        b = square_box(i)
+        masks[i, int(b.y1) : int(b.y2), int(b.x1) : int(b.x2)] = True
+    return masks
+
+
+def test_follows_the_square_both_ways(demo_clip: Path) -> None:
+    key = 12
+    ticks: list[int] = []
+    tracker = ClassicalTracker()
+    result = tracker.track(open_video(demo_clip), frame_index=key, boxes=[square_box(key)], progress=ticks.append)
+    gt = _square_masks()
+    ious = [_iou(p, g) for p, g in zip(result.masks, gt, strict=True)]
+    # Backward and forward both follow it (forward drifts a little where the blue circle comes close).
+    assert np.mean(ious[:key]) > 0.85 and np.mean(ious[key:]) > 0.75
+    assert ious[key] > 0.9
+    assert sum(ticks) == tracker.work_units(open_video(demo_clip)) == DEMO_FRAMES
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"frame_index": 0, "boxes": []}, "at least one box"),
+    ({"frame_index": DEMO_FRAMES, "boxes": [square_box(0)]}, "outside the video"),
+])
+def test_bad_prompts(demo_clip: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        ClassicalTracker().track(open_video(demo_clip), **kwargs)
+
+
+@pytest.mark.slow
+@pytest.mark.davis
+def test_davis_ground_truth_box_on_the_middle_frame(davis: Path) -> None:
+    """Real video: the floor sits below the benchmark figure (benchmarks/classical_tracker_davis.py)."""
+    from revseg_agent.types import Box
+
+    js = []
+    for seq in DAVIS_SEQUENCES:
+        gt = davis_masks(davis, seq)
+        key = len(gt) // 2
+        box = Box.from_mask(gt[key])
+        assert box is not None
+        result = ClassicalTracker().track(open_video(davis / "JPEGImages" / seq), frame_index=key, boxes=[box])
+        js.append(np.mean([_iou(p, g) for p, g in zip(result.masks, gt, strict=True)]))
+    assert np.mean(js) > 0.5, js

@@ -1,0 +1,95 @@
+"""The SAM2 tool on a random-init SAM2.1 Hiera-T saved as a real checkpoint and loaded strictly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from revseg_agent.errors import CheckpointError
+from revseg_agent.tools.sam2_tracker import JPEG_QUALITY, SAM2Tracker
+from revseg_agent.types import Box
+from revseg_agent.video import open_video
+
+from .conftest import SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
+
+pytestmark = pytest.mark.slow
+sam2_build = pytest.importorskip("sam2.build_sam")
+
+KEY = 6
+BOX = Box(68, 100, 108, 140)  # the red square on frame 6 of the demo clip
+
+
+def _direct_predictor_masks(checkpoint: Path, folder: Path, key: int, box: Box) -> np.ndarray:
+    """Drive sam2's own predictor by hand, the way its README does."""
+    predictor = sam2_build.build_sam2_video_predictor(
+        SAM2_TEST_CONFIG, str(checkpoint), device="cpu",
+        hydra_overrides_extra=[f"++model.image_size={SAM2_TEST_IMAGE_SIZE}"],
+    )
+    predictor.fill_hole_area = 0
+    out: dict[int, np.ndarray] = {}
+    with torch.inference_mode():
+        state = predictor.init_state(str(folder), offload_video_to_cpu=True)
+        predictor.add_new_points_or_box(state, frame_idx=key, obj_id=1, box=np.array(box.to_list(), np.float32))
+        for reverse in (False, True):
+            for idx, _, logits in predictor.propagate_in_video(state, start_frame_idx=key, reverse=reverse):
+                out[idx] = (logits[0, 0] > 0).numpy()
+    return np.stack([out[i] for i in range(len(out))])
+
+
+@pytest.fixture(scope="module")
+def tracker(tiny_sam2_checkpoint: Path) -> SAM2Tracker:
+    return SAM2Tracker.from_checkpoint(tiny_sam2_checkpoint, SAM2_TEST_CONFIG, device="cpu",
+                                       image_size=SAM2_TEST_IMAGE_SIZE)
+
+
+def _jpeg_folder(demo_clip: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for i, frame in enumerate(open_video(demo_clip).iter_frames()):
+        cv2.imwrite(str(folder / f"{i:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    return folder
+
+
+def test_masks_equal_the_predictor_driven_directly(
+    tracker: SAM2Tracker, tiny_sam2_checkpoint: Path, demo_clip: Path, tmp_path: Path
+) -> None:
+    folder = _jpeg_folder(demo_clip, tmp_path / "jpg")
+    expected = _direct_predictor_masks(tiny_sam2_checkpoint, folder, KEY, BOX)
+    ticks: list[int] = []
+    from_folder = tracker.track(open_video(folder), frame_index=KEY, boxes=[BOX], progress=ticks.append)
+    from_mp4 = tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX])
+    assert expected.shape == (24, 240, 320)
+    np.testing.assert_array_equal(from_folder.masks, expected)
+    np.testing.assert_array_equal(from_mp4.masks, expected)
+    assert sum(ticks) == tracker.work_units(open_video(folder)) == 25
+
+
+def test_several_boxes_are_tracked_as_separate_objects(tracker: SAM2Tracker, demo_clip: Path) -> None:
+    other = Box(222, 66, 258, 102)
+    result = tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX, other])
+    assert sorted(result.per_object) == [1, 2]
+    np.testing.assert_array_equal(result.masks, result.per_object[1] | result.per_object[2])
+
+
+def test_missing_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="not found"):
+        SAM2Tracker.from_checkpoint(tmp_path / "sam2.pt", SAM2_TEST_CONFIG, device="cpu")
+
+
+def test_checkpoint_missing_a_weight_is_rejected(tiny_sam2_checkpoint: Path, tmp_path: Path) -> None:
+    state = torch.load(tiny_sam2_checkpoint, map_location="cpu", weights_only=True)["model"]
+    state.pop(next(iter(state)))
+    broken = tmp_path / "broken.pt"
+    torch.save({"model": state}, broken)
+    with pytest.raises(CheckpointError, match="does not match"):
+        SAM2Tracker.from_checkpoint(broken, SAM2_TEST_CONFIG, device="cpu", image_size=SAM2_TEST_IMAGE_SIZE)
+
+
+def test_checkpoint_of_another_config_is_rejected(tiny_sam2_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not match"):
+        SAM2Tracker.from_checkpoint(tiny_sam2_checkpoint, "configs/sam2.1/sam2.1_hiera_s.yaml", device="cpu",
+                                    image_size=SAM2_TEST_IMAGE_SIZE)
