@@ -47,10 +47,12 @@ def main() -> None:
     js, mss = [], []
     for seq_dir in sorted((args.data / "JPEGImages").iterdir()):
         video = open_video(seq_dir)
-        gt = np.stack([
-            cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127
-            for p in sorted((args.data / "Annotations" / seq_dir.name).glob("*.png"))
-        ])
+        gt = np.stack(
+            [
+                cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127
+                for p in sorted((args.data / "Annotations" / seq_dir.name).glob("*.png"))
+            ]
+        )
         key = video.num_frames // 2
         box = Box.from_mask(gt[key])
         assert box is not None

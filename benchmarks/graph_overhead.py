@@ -24,8 +24,15 @@ from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.nodes import KEYFRAME_REF, round1_messages
 from revseg_agent.parsing import parse_box_answer, parse_keyframe_answer
-from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, SamplingParams, TextPart, VideoFrames, \
-    VisualPart
+from revseg_agent.policies.base import (
+    ChatMessage,
+    Generation,
+    ImageFrame,
+    SamplingParams,
+    TextPart,
+    VideoFrames,
+    VisualPart,
+)
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 from revseg_agent.prompts import SYSTEM_PROMPT, round2_text
@@ -43,8 +50,14 @@ class TimedPolicy:
     def name(self) -> str:
         return self.inner.name
 
-    def generate(self, messages: Sequence[ChatMessage], visuals: Mapping[str, VideoFrames | ImageFrame], *,
-                 sampling: SamplingParams, n: int = 1) -> list[Generation]:
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        visuals: Mapping[str, VideoFrames | ImageFrame],
+        *,
+        sampling: SamplingParams,
+        n: int = 1,
+    ) -> list[Generation]:
         start = time.perf_counter()
         try:
             return self.inner.generate(messages, visuals, sampling=sampling, n=n)
@@ -71,7 +84,9 @@ class TimedTracker:
             self.seconds += time.perf_counter() - start
 
 
-def direct_run(policy: TimedPolicy, tracker: TimedTracker, clip: Path, query: str, sampling: SamplingParams) -> None:
+def direct_run(
+    policy: TimedPolicy, tracker: TimedTracker, clip: Path, query: str, sampling: SamplingParams
+) -> None:
     """The chain as plain code: what the graph would cost with zero orchestration and tracing."""
     video = open_video(clip)
     sample = video.sample(16)
@@ -82,9 +97,13 @@ def direct_run(policy: TimedPolicy, tracker: TimedTracker, clip: Path, query: st
     position = getattr(answer, "position", len(sample) // 2)
     key = sample.indices[position]
     description = getattr(answer, "description", query)
-    ask = [ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]),
-           ChatMessage(role="user", content=[VisualPart(type="image", ref=KEYFRAME_REF),
-                                             TextPart(text=round2_text(description))])]
+    ask = [
+        ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]),
+        ChatMessage(
+            role="user",
+            content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text=round2_text(description))],
+        ),
+    ]
     policy.generate(ask, {KEYFRAME_REF: ImageFrame(video.frame(key))}, sampling=sampling)
     parse_box_answer(gen.text)
     h, w = video.info.height, video.info.width
@@ -100,8 +119,15 @@ def main() -> None:
     policy = TimedPolicy(QwenVLPolicy.from_pretrained(build_tiny_qwen2_5_vl(work / "tiny"), device="cpu"))
     tracker = TimedTracker(ClassicalTracker())
     sampling = SamplingParams(max_new_tokens=32)
-    context = Context(policy=policy, tracker=tracker, max_attempts=1, on_parse_failure="fallback",
-                      round2_with_history=False, sampling=sampling, artifacts_dir=work)
+    context = Context(
+        policy=policy,
+        tracker=tracker,
+        max_attempts=1,
+        on_parse_failure="fallback",
+        round2_with_history=False,
+        sampling=sampling,
+        artifacts_dir=work,
+    )
     graph = build_graph()
     query = "the red square that moves right"
     rows: dict[str, list[tuple[float, float]]] = {"graph": [], "direct": []}
@@ -122,11 +148,17 @@ def main() -> None:
     direct_total = statistics.median(t for t, _ in rows["direct"])
     print(f"{'run':<8} {'total ms':>9} {'policy+tracker ms':>18}")
     for kind in rows:
-        print(f"{kind:<8} {1000 * statistics.median(t for t, _ in rows[kind]):>9.1f} "
-              f"{1000 * statistics.median(m for _, m in rows[kind]):>18.1f}")
-    print(f"graph time outside policy and tracker: {100 * (graph_total - graph_models) / graph_total:.2f}%"
-          " (video decoding for the prompts, trace records, mask JSON, orchestration)")
-    print(f"graph overhead vs direct code: {100 * (graph_total - direct_total) / graph_total:.2f}% (goal < 5%)")
+        print(
+            f"{kind:<8} {1000 * statistics.median(t for t, _ in rows[kind]):>9.1f} "
+            f"{1000 * statistics.median(m for _, m in rows[kind]):>18.1f}"
+        )
+    print(
+        f"graph time outside policy and tracker: {100 * (graph_total - graph_models) / graph_total:.2f}%"
+        " (video decoding for the prompts, trace records, mask JSON, orchestration)"
+    )
+    print(
+        f"graph overhead vs direct code: {100 * (graph_total - direct_total) / graph_total:.2f}% (goal < 5%)"
+    )
 
 
 if __name__ == "__main__":

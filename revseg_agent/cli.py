@@ -32,16 +32,26 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from revseg_agent.policies.qwen import DEFAULT_POLICY
     from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG
 
-    p.add_argument("--policy", default=DEFAULT_POLICY, help="hub id or local folder of a Qwen2.5-VL checkpoint")
+    p.add_argument(
+        "--policy", default=DEFAULT_POLICY, help="hub id or local folder of a Qwen2.5-VL checkpoint"
+    )
     p.add_argument("--tracker", choices=["sam2", "classical"], default="sam2")
     p.add_argument("--sam2-config", default=DEFAULT_SAM2_CONFIG, help="sam2 config name")
-    p.add_argument("--sam2-checkpoint", help="SAM2 checkpoint (.pt); default: download facebook/sam2.1-hiera-large")
-    p.add_argument("--sam2-image-size", type=int, help="lower SAM2's input size (default 1024) to save memory")
+    p.add_argument(
+        "--sam2-checkpoint", help="SAM2 checkpoint (.pt); default: download facebook/sam2.1-hiera-large"
+    )
+    p.add_argument(
+        "--sam2-image-size", type=int, help="lower SAM2's input size (default 1024) to save memory"
+    )
     p.add_argument("--frames", type=int, default=DEFAULT_NUM_FRAMES, help="frames sampled for round 1")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--max-attempts", type=int, default=3, help="attempts per round when an answer does not parse")
     p.add_argument(
-        "--on-parse-failure", choices=["fail", "fallback"], default="fail",
+        "--max-attempts", type=int, default=3, help="attempts per round when an answer does not parse"
+    )
+    p.add_argument(
+        "--on-parse-failure",
+        choices=["fail", "fallback"],
+        default="fail",
         help="after the last attempt: fail (exit 3) or use the documented fallback (see Context)",
     )
     p.add_argument("--max-new-tokens", type=int, default=512)
@@ -49,7 +59,9 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="revseg", description="Reasoning video object segmentation (ReVSeg).")
+    parser = argparse.ArgumentParser(
+        prog="revseg", description="Reasoning video object segmentation (ReVSeg)."
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -57,10 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("video", help="video file (mp4, avi, ...) or folder of frames")
     seg.add_argument("query", help="what to segment, e.g. 'the dog that jumps last'")
     seg.add_argument("--out", required=True, type=Path, help="output folder")
-    seg.add_argument("--step", action="store_true", help="pause after each node; show and optionally edit state")
+    seg.add_argument(
+        "--step", action="store_true", help="pause after each node; show and optionally edit state"
+    )
     _add_segment_options(seg)
 
-    demo = sub.add_parser("demo", help="offline demo: generated clip, tiny random-init policy, classical tracker")
+    demo = sub.add_parser(
+        "demo", help="offline demo: generated clip, tiny random-init policy, classical tracker"
+    )
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
     demo.add_argument("--cache", type=Path, default=Path(".cache/revseg-demo"))
 
@@ -149,7 +165,9 @@ def run_segment(args: argparse.Namespace) -> int:
 
     def progress(n: int) -> None:
         if "bar" not in bar:
-            bar["bar"] = tqdm(total=tracker.work_units(video), desc=f"tracking ({tracker.name})", unit="frame")
+            bar["bar"] = tqdm(
+                total=tracker.work_units(video), desc=f"tracking ({tracker.name})", unit="frame"
+            )
         bar["bar"].update(n)
 
     context = Context(
@@ -189,11 +207,19 @@ def run_segment(args: argparse.Namespace) -> int:
         from revseg_agent.pipeline import trace_from_state
 
         print(trace_from_state(state, context).summary(), file=sys.stderr)
-        print(f"error: the reasoning chain failed at {failure.node} ({failure.code}); nothing written",
-              file=sys.stderr)
+        print(
+            f"error: the reasoning chain failed at {failure.node} ({failure.code}); nothing written",
+            file=sys.stderr,
+        )
         return EXIT_CHAIN_FAILED
-    write_outputs(args.out, video=video, track=result.masks, trace=result.trace,
-                  masks_json=result.trace.result.masks_path or "", overwrite=args.overwrite)
+    write_outputs(
+        args.out,
+        video=video,
+        track=result.masks,
+        trace=result.trace,
+        masks_json=result.trace.result.masks_path or "",
+        overwrite=args.overwrite,
+    )
     print(result.trace.summary())
     print(f"wrote {video.num_frames} masks, masks.json, overlay.mp4 and trace.json to {args.out}")
     return 0
@@ -213,17 +239,34 @@ def run_demo(args: argparse.Namespace) -> int:
         "documented fallback (middle sampled frame, centre box), recorded in trace.json. For real results\n"
         "pass --policy Qwen/Qwen2.5-VL-7B-Instruct (or a ReVSeg checkpoint) on a GPU.\n"
     )
-    seg_args = build_parser().parse_args([
-        "segment", str(clip), "the red square that moves to the right", "--out", str(args.out),
-        "--policy", str(policy_dir), "--tracker", "classical", "--device", "cpu",
-        "--on-parse-failure", "fallback", "--max-new-tokens", "48", "--overwrite",
-    ])
+    seg_args = build_parser().parse_args(
+        [
+            "segment",
+            str(clip),
+            "the red square that moves to the right",
+            "--out",
+            str(args.out),
+            "--policy",
+            str(policy_dir),
+            "--tracker",
+            "classical",
+            "--device",
+            "cpu",
+            "--on-parse-failure",
+            "fallback",
+            "--max-new-tokens",
+            "48",
+            "--overwrite",
+        ]
+    )
     return run_segment(seg_args)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         if args.command == "segment":
             return run_segment(args)

@@ -25,8 +25,8 @@ def square_box(index: int) -> Box:
 def demo_frames(num_frames: int = DEMO_FRAMES, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     h, w = DEMO_SIZE
-    background = (rng.integers(40, 90, (h // 8, w // 8, 3))).astype(np.uint8)
-    background = cv2.resize(background, (w, h), interpolation=cv2.INTER_NEAREST)
+    coarse = rng.integers(40, 90, (h // 8, w // 8, 3)).astype(np.uint8)
+    background = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_NEAREST)
     frames = []
     for i in range(num_frames):
         f = background.copy()
@@ -42,7 +42,7 @@ def make_demo_clip(path: str | Path, num_frames: int = DEMO_FRAMES) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = DEMO_SIZE
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), DEMO_FPS, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), DEMO_FPS, (w, h))
     if not writer.isOpened():
         raise OSError(f"OpenCV cannot write {path}")
     try:

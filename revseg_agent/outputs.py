@@ -24,10 +24,14 @@ logger = logging.getLogger(__name__)
 OVERLAY_FOURCC = "mp4v"
 
 
-def write_overlay_video(path: Path, video: Video, track: MaskTrack, *, keyframe: int | None,
-                        boxes: list[Box] | None) -> None:
+def write_overlay_video(
+    path: Path, video: Video, track: MaskTrack, *, keyframe: int | None, boxes: list[Box] | None
+) -> None:
     writer = cv2.VideoWriter(
-        str(path), cv2.VideoWriter_fourcc(*OVERLAY_FOURCC), video.info.fps, (video.info.width, video.info.height)
+        str(path),
+        cv2.VideoWriter.fourcc(*OVERLAY_FOURCC),
+        video.info.fps,
+        (video.info.width, video.info.height),
     )
     if not writer.isOpened():
         raise OSError(f"OpenCV cannot write {path}")
@@ -39,13 +43,22 @@ def write_overlay_video(path: Path, video: Video, track: MaskTrack, *, keyframe:
         writer.release()
 
 
-def write_outputs(out_dir: str | Path, *, video: Video, track: MaskTrack, trace: Trace,
-                  masks_json: str | Path, overwrite: bool = False) -> Path:
+def write_outputs(
+    out_dir: str | Path,
+    *,
+    video: Video,
+    track: MaskTrack,
+    trace: Trace,
+    masks_json: str | Path,
+    overwrite: bool = False,
+) -> Path:
     """Write `masks/<00000>.png` (0/255), `masks.json`, `overlay.mp4` and `trace.json` to `out_dir`."""
     boxes = [Box.from_list(b) for b in trace.result.boxes or []]
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
         write_png_masks(tmp / "masks", track.masks)
         shutil.copyfile(masks_json, tmp / "masks.json")
-        write_overlay_video(tmp / "overlay.mp4", video, track, keyframe=trace.result.keyframe_index, boxes=boxes)
+        write_overlay_video(
+            tmp / "overlay.mp4", video, track, keyframe=trace.result.keyframe_index, boxes=boxes
+        )
         trace.save(tmp / "trace.json")
     return Path(out_dir)

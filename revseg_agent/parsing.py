@@ -61,9 +61,7 @@ _STRICT_ROUND1 = re.compile(
     re.S,
 )
 _NUMBER = r"(-?\d+(?:\.\d+)?)"
-_BOX_LIST = re.compile(
-    rf"\[\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\]"
-)
+_BOX_LIST = re.compile(rf"\[\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\]")
 _STRICT_ROUND2 = re.compile(rf"^\s*(bbox:\s*{_BOX_LIST.pattern}\s*)+$", re.S)
 
 

@@ -78,7 +78,7 @@ class Video:
     # -- probing -----------------------------------------------------------------------------
     def _probe_container(self, fps: float | None) -> VideoInfo:
         try:
-            import decord  # type: ignore[import-untyped]
+            import decord
 
             try:
                 reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
@@ -101,8 +101,11 @@ class Video:
             if not ok or num <= 0:
                 raise VideoError(f"the video has zero frames: {self.path}")
             return VideoInfo(
-                str(self.path), num, float(fps or cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FOLDER_FPS),
-                int(frame.shape[1]), int(frame.shape[0]),
+                str(self.path),
+                num,
+                float(fps or cap.get(cv2.CAP_PROP_FPS) or DEFAULT_FOLDER_FPS),
+                int(frame.shape[1]),
+                int(frame.shape[0]),
             )
         finally:
             cap.release()

@@ -51,7 +51,9 @@ def tiny_sam2_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     model = build_sam2_video_predictor(
-        SAM2_TEST_CONFIG, None, device="cpu",
+        SAM2_TEST_CONFIG,
+        None,
+        device="cpu",
         hydra_overrides_extra=[f"++model.image_size={SAM2_TEST_IMAGE_SIZE}"],
     )
     path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny_random.pt"

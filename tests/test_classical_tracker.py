@@ -32,7 +32,9 @@ def test_follows_the_square_both_ways(demo_clip: Path) -> None:
     key = 12
     ticks: list[int] = []
     tracker = ClassicalTracker()
-    result = tracker.track(open_video(demo_clip), frame_index=key, boxes=[square_box(key)], progress=ticks.append)
+    result = tracker.track(
+        open_video(demo_clip), frame_index=key, boxes=[square_box(key)], progress=ticks.append
+    )
     gt = _square_masks()
     ious = [_iou(p, g) for p, g in zip(result.masks, gt, strict=True)]
     # Backward and forward both follow it (forward drifts a little where the blue circle comes close).
@@ -41,10 +43,13 @@ def test_follows_the_square_both_ways(demo_clip: Path) -> None:
     assert sum(ticks) == tracker.work_units(open_video(demo_clip)) == DEMO_FRAMES
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"frame_index": 0, "boxes": []}, "at least one box"),
-    ({"frame_index": DEMO_FRAMES, "boxes": [square_box(0)]}, "outside the video"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"frame_index": 0, "boxes": []}, "at least one box"),
+        ({"frame_index": DEMO_FRAMES, "boxes": [square_box(0)]}, "outside the video"),
+    ],
+)
 def test_bad_prompts(demo_clip: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         ClassicalTracker().track(open_video(demo_clip), **kwargs)
@@ -62,6 +67,8 @@ def test_davis_ground_truth_box_on_the_middle_frame(davis: Path) -> None:
         key = len(gt) // 2
         box = Box.from_mask(gt[key])
         assert box is not None
-        result = ClassicalTracker().track(open_video(davis / "JPEGImages" / seq), frame_index=key, boxes=[box])
+        result = ClassicalTracker().track(
+            open_video(davis / "JPEGImages" / seq), frame_index=key, boxes=[box]
+        )
         js.append(np.mean([_iou(p, g) for p, g in zip(result.masks, gt, strict=True)]))
     assert np.mean(js) > 0.5, js

@@ -21,16 +21,34 @@ QUERY = "the red square that moves right"
 
 
 def _segment(video: Path, out: Path, policy: Path, *extra: str) -> int:
-    return main([
-        "segment", str(video), QUERY, "--out", str(out), "--policy", str(policy),
-        "--tracker", "classical", "--device", "cpu", "--max-new-tokens", "16", *extra,
-    ])
+    return main(
+        [
+            "segment",
+            str(video),
+            QUERY,
+            "--out",
+            str(out),
+            "--policy",
+            str(policy),
+            "--tracker",
+            "classical",
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "16",
+            *extra,
+        ]
+    )
 
 
-def test_writes_every_output(demo_clip: Path, tiny_policy_dir: Path, tmp_path: Path,
-                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_writes_every_output(
+    demo_clip: Path, tiny_policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    assert _segment(demo_clip, out, tiny_policy_dir, "--on-parse-failure", "fallback", "--max-attempts", "1") == 0
+    assert (
+        _segment(demo_clip, out, tiny_policy_dir, "--on-parse-failure", "fallback", "--max-attempts", "1")
+        == 0
+    )
     pngs = sorted((out / "masks").iterdir())
     assert [p.name for p in pngs] == [f"{i:05d}.png" for i in range(DEMO_FRAMES)]
     stack = np.stack([cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in pngs])
@@ -42,15 +60,20 @@ def test_writes_every_output(demo_clip: Path, tiny_policy_dir: Path, tmp_path: P
     trace = Trace.load(out / "trace.json")
     assert trace.query == QUERY and trace.policy == str(tiny_policy_dir) and trace.tracker == "classical"
     assert [s.node for s in trace.steps] == [
-        "sample_frames", "semantic_interpretation", "temporal_evidence_selection", "spatial_grounding", "track",
+        "sample_frames",
+        "semantic_interpretation",
+        "temporal_evidence_selection",
+        "spatial_grounding",
+        "track",
     ]
     assert trace.steps[1].fallback and trace.steps[1].completion_ids
     assert "tracking (classical)" in capsys.readouterr().err  # the progress bar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left behind
 
 
-def test_chain_failure_writes_nothing(demo_clip: Path, tiny_policy_dir: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_chain_failure_writes_nothing(
+    demo_clip: Path, tiny_policy_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     assert _segment(demo_clip, out, tiny_policy_dir, "--max-attempts", "2") == EXIT_CHAIN_FAILED
     err = capsys.readouterr().err
@@ -58,17 +81,26 @@ def test_chain_failure_writes_nothing(demo_clip: Path, tiny_policy_dir: Path, tm
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("case", "message"), [
-    ("missing_video", "video not found"),
-    ("empty_folder", "no image files"),
-    ("empty_query", "query is empty"),
-    ("missing_policy", "policy checkpoint folder does not exist"),
-    ("missing_sam2", "SAM2 checkpoint not found"),
-    ("nonempty_out", "exists and is not empty"),
-    ("bad_frames", "--frames must be at least 1"),
-])
-def test_bad_input(case: str, message: str, demo_clip: Path, tiny_policy_dir: Path, tmp_path: Path,
-                   capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing_video", "video not found"),
+        ("empty_folder", "no image files"),
+        ("empty_query", "query is empty"),
+        ("missing_policy", "policy checkpoint folder does not exist"),
+        ("missing_sam2", "SAM2 checkpoint not found"),
+        ("nonempty_out", "exists and is not empty"),
+        ("bad_frames", "--frames must be at least 1"),
+    ],
+)
+def test_bad_input(
+    case: str,
+    message: str,
+    demo_clip: Path,
+    tiny_policy_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = tmp_path / "out"
     video, query, extra = str(demo_clip), QUERY, ["--tracker", "classical"]
     policy = str(tiny_policy_dir)
@@ -98,14 +130,20 @@ def test_bad_input(case: str, message: str, demo_clip: Path, tiny_policy_dir: Pa
 
 
 def test_step_mode_lets_a_person_edit_the_keyframe(
-    demo_clip: Path, tiny_policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    demo_clip: Path,
+    tiny_policy_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # Pauses come after sample_frames, semantic_interpretation, temporal_evidence_selection, spatial_grounding.
+    # Pauses come after sample_frames, semantic_interpretation, temporal_evidence_selection
+    # and spatial_grounding.
     answers = iter(["", "", "set keyframe_index=5", "", "set boxes=[[60, 100, 100, 140]]", ""])
     monkeypatch.setattr("builtins.input", lambda _prompt="": next(answers))
     out = tmp_path / "out"
-    code = _segment(demo_clip, out, tiny_policy_dir, "--step", "--on-parse-failure", "fallback", "--max-attempts", "1")
+    code = _segment(
+        demo_clip, out, tiny_policy_dir, "--step", "--on-parse-failure", "fallback", "--max-attempts", "1"
+    )
     assert code == 0
     shown = capsys.readouterr().out
     assert "── semantic_interpretation" in shown and "next: spatial_grounding" in shown
@@ -118,9 +156,21 @@ def test_step_mode_lets_a_person_edit_the_keyframe(
 
 def test_entry_point_runs_as_a_program(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "revseg_agent.cli", "segment", str(tmp_path / "missing.mp4"), "q",
-         "--out", str(tmp_path / "o"), "--tracker", "classical"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "revseg_agent.cli",
+            "segment",
+            str(tmp_path / "missing.mp4"),
+            "q",
+            "--out",
+            str(tmp_path / "o"),
+            "--tracker",
+            "classical",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == EXIT_BAD_INPUT
     assert "video not found" in proc.stderr

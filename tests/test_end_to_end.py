@@ -24,8 +24,14 @@ pytest.importorskip("sam2")
 
 def _sam2_args(checkpoint: Path) -> list[str]:
     return [
-        "--tracker", "sam2", "--sam2-checkpoint", str(checkpoint), "--sam2-config", SAM2_TEST_CONFIG,
-        "--sam2-image-size", str(SAM2_TEST_IMAGE_SIZE),
+        "--tracker",
+        "sam2",
+        "--sam2-checkpoint",
+        str(checkpoint),
+        "--sam2-config",
+        SAM2_TEST_CONFIG,
+        "--sam2-image-size",
+        str(SAM2_TEST_IMAGE_SIZE),
     ]
 
 
@@ -33,11 +39,28 @@ def test_cli_with_tiny_qwen_and_tiny_sam2_on_a_generated_clip(
     demo_clip: Path, tiny_policy_dir: Path, tiny_sam2_checkpoint: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    code = main([
-        "segment", str(demo_clip), "the red square", "--out", str(out), "--policy", str(tiny_policy_dir),
-        "--device", "cpu", "--frames", "8", "--max-new-tokens", "16", "--max-attempts", "1",
-        "--on-parse-failure", "fallback", *_sam2_args(tiny_sam2_checkpoint),
-    ])
+    code = main(
+        [
+            "segment",
+            str(demo_clip),
+            "the red square",
+            "--out",
+            str(out),
+            "--policy",
+            str(tiny_policy_dir),
+            "--device",
+            "cpu",
+            "--frames",
+            "8",
+            "--max-new-tokens",
+            "16",
+            "--max-attempts",
+            "1",
+            "--on-parse-failure",
+            "fallback",
+            *_sam2_args(tiny_sam2_checkpoint),
+        ]
+    )
     assert code == 0
     trace = Trace.load(out / "trace.json")
     assert trace.tracker == "sam2" and trace.ok
@@ -54,7 +77,11 @@ def test_python_api_on_a_real_davis_sequence(
         tiny_sam2_checkpoint, SAM2_TEST_CONFIG, device="cpu", image_size=SAM2_TEST_IMAGE_SIZE
     )
     context = Context(
-        policy=policy, tracker=tracker, artifacts_dir=tmp_path, max_attempts=1, on_parse_failure="fallback",
+        policy=policy,
+        tracker=tracker,
+        artifacts_dir=tmp_path,
+        max_attempts=1,
+        on_parse_failure="fallback",
         sampling=SamplingParams(max_new_tokens=16),
     )
     result = segment(davis / "JPEGImages" / "blackswan", "the bird swimming in the pond", context)

@@ -20,7 +20,9 @@ from revseg_agent.policies.base import TextPart, VisualPart
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
 from revseg_agent.traces import Trace
 
-ROUND1_OK = "<think>The square moves right.</think><answer>frame id: 3\nobject description: the red square</answer>"
+ROUND1_OK = (
+    "<think>The square moves right.</think><answer>frame id: 3\nobject description: the red square</answer>"
+)
 ROUND2_OK = "bbox: [36, 100, 76, 140]"
 SAMPLED = [0, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23]
 TIMES = [round(i / 12, 4) for i in SAMPLED]
@@ -36,12 +38,16 @@ START = {
 }
 
 
-def _stream(policy: ScriptedPolicy, video: Path, tmp_path: Path, **ctx: Any) -> list[tuple[str, dict[str, Any]]]:
+def _stream(
+    policy: ScriptedPolicy, video: Path, tmp_path: Path, **ctx: Any
+) -> list[tuple[str, dict[str, Any]]]:
     """Run the graph and return `[(node, update without steps)]`, with the masks path normalised."""
     context = Context(policy=policy, tracker=BoxTracker(), artifacts_dir=tmp_path, **ctx)
     out = []
     for update in build_graph().stream(
-        {"video_path": str(video), "query": "the thing that moves right"}, context=context, stream_mode="updates"
+        {"video_path": str(video), "query": "the thing that moves right"},
+        context=context,
+        stream_mode="updates",
     ):
         ((node, values),) = update.items()
         values = {k: v for k, v in values.items() if k != "steps"}
@@ -56,10 +62,15 @@ def test_happy_path_stream(demo_clip: Path, tmp_path: Path) -> None:
     policy = ScriptedPolicy([ROUND1_OK, ROUND2_OK])
     assert _stream(policy, demo_clip, tmp_path) == [
         ("sample_frames", START),
-        ("semantic_interpretation", {
-            "round1_attempts": 1, "round1_completion": ROUND1_OK,
-            "keyframe_position": 2, "description": "the red square",
-        }),
+        (
+            "semantic_interpretation",
+            {
+                "round1_attempts": 1,
+                "round1_completion": ROUND1_OK,
+                "keyframe_position": 2,
+                "description": "the red square",
+            },
+        ),
         ("temporal_evidence_selection", {"keyframe_index": 3, "keyframe_timestamp": 0.25}),
         ("spatial_grounding", {"round2_attempts": 1, "boxes": [[36.0, 100.0, 76.0, 140.0]]}),
         ("track", {"masks_path": "<masks>"}),
@@ -105,7 +116,8 @@ def test_failure_path_records_typed_error(demo_clip: Path, tmp_path: Path) -> No
     assert state["error"] == {
         "node": "semantic_interpretation",
         "code": "no_answer",
-        "message": "round 1 gave no usable answer in 3 attempts (last: round 1 has no <answer>...</answer> block)",
+        "message": "round 1 gave no usable answer in 3 attempts "
+        "(last: round 1 has no <answer>...</answer> block)",
     }
     assert "masks_path" not in state and len(policy.calls) == 3
     trace = trace_from_state(state, context)
@@ -124,20 +136,28 @@ def test_failure_path_records_typed_error(demo_clip: Path, tmp_path: Path) -> No
 def test_round2_failure_path(demo_clip: Path, tmp_path: Path) -> None:
     policy = ScriptedPolicy([ROUND1_OK, "bbox: [400, 300, 500, 400]", "nope"])
     stream = _stream(policy, demo_clip, tmp_path, max_attempts=2)
-    assert stream[-1] == ("spatial_grounding", {
-        "round2_attempts": 2,
-        "error": {
-            "node": "spatial_grounding",
-            "code": "no_box",
-            "message": "round 2 gave no usable box in 2 attempts (last: round 2 has no 'bbox: [x1, y1, x2, y2]')",
+    assert stream[-1] == (
+        "spatial_grounding",
+        {
+            "round2_attempts": 2,
+            "error": {
+                "node": "spatial_grounding",
+                "code": "no_box",
+                "message": "round 2 gave no usable box in 2 attempts "
+                "(last: round 2 has no 'bbox: [x1, y1, x2, y2]')",
+            },
         },
-    })
+    )
 
 
 def test_fallback_path_is_recorded(demo_clip: Path, tmp_path: Path) -> None:
     policy = ScriptedPolicy(["x", "y"])
     context = Context(
-        policy=policy, tracker=BoxTracker(), artifacts_dir=tmp_path, max_attempts=1, on_parse_failure="fallback"
+        policy=policy,
+        tracker=BoxTracker(),
+        artifacts_dir=tmp_path,
+        max_attempts=1,
+        on_parse_failure="fallback",
     )
     result = segment(demo_clip, "the square", context)
     assert result.trace.result.keyframe_index == SAMPLED[8]
@@ -157,10 +177,21 @@ def test_interrupt_edit_resume(demo_clip: Path, tmp_path: Path) -> None:
     context = Context(policy=policy, tracker=tracker, artifacts_dir=tmp_path)
     graph = build_graph(checkpointer=InMemorySaver(), interrupt_before=[SPATIAL_GROUNDING, TRACK])
     config: dict[str, Any] = {"configurable": {"thread_id": "t1"}}
-    first = [next(iter(u)) for u in graph.stream(
-        {"video_path": str(demo_clip), "query": "the square"}, config, context=context, stream_mode="updates"
-    )]
-    assert first == ["sample_frames", "semantic_interpretation", "temporal_evidence_selection", "__interrupt__"]
+    first = [
+        next(iter(u))
+        for u in graph.stream(
+            {"video_path": str(demo_clip), "query": "the square"},
+            config,
+            context=context,
+            stream_mode="updates",
+        )
+    ]
+    assert first == [
+        "sample_frames",
+        "semantic_interpretation",
+        "temporal_evidence_selection",
+        "__interrupt__",
+    ]
     snapshot = graph.get_state(config)
     assert snapshot.next == (SPATIAL_GROUNDING,)
     assert snapshot.values["keyframe_index"] == 3
@@ -168,7 +199,9 @@ def test_interrupt_edit_resume(demo_clip: Path, tmp_path: Path) -> None:
     graph.update_state(config, {"keyframe_index": 20, "description": "the red block"})
     second = [next(iter(u)) for u in graph.stream(None, config, context=context, stream_mode="updates")]
     assert second == ["spatial_grounding", "__interrupt__"]
-    assert policy.calls[1].messages[-1].content[1] == TextPart(text="Detect the red block with bbox coordinates.")
+    assert policy.calls[1].messages[-1].content[1] == TextPart(
+        text="Detect the red block with bbox coordinates."
+    )
 
     graph.update_state(config, {"boxes": [[180, 100, 220, 140]]})
     third = [next(iter(u)) for u in graph.stream(None, config, context=context, stream_mode="updates")]
@@ -182,7 +215,9 @@ def test_interrupt_edit_resume(demo_clip: Path, tmp_path: Path) -> None:
 
 
 def test_edited_state_is_validated(demo_clip: Path, tmp_path: Path) -> None:
-    context = Context(policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path)
+    context = Context(
+        policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path
+    )
     graph = build_graph(checkpointer=InMemorySaver(), interrupt_before=[TRACK])
     config: dict[str, Any] = {"configurable": {"thread_id": "t2"}}
     list(graph.stream({"video_path": str(demo_clip), "query": "q"}, config, context=context))
@@ -195,7 +230,9 @@ def test_sqlite_checkpointer_resumes_in_a_new_graph(demo_clip: Path, tmp_path: P
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     db = tmp_path / "runs.sqlite"
-    context = Context(policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path)
+    context = Context(
+        policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path
+    )
     config: dict[str, Any] = {"configurable": {"thread_id": "run-7"}}
     with sqlite3.connect(db, check_same_thread=False) as conn:
         graph = build_graph(checkpointer=SqliteSaver(conn), interrupt_before=[TEMPORAL_EVIDENCE_SELECTION])
@@ -209,7 +246,9 @@ def test_sqlite_checkpointer_resumes_in_a_new_graph(demo_clip: Path, tmp_path: P
 
 
 def test_trace_round_trips_through_json(demo_clip: Path, tmp_path: Path) -> None:
-    context = Context(policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path)
+    context = Context(
+        policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path
+    )
     result = segment(demo_clip, "the square", context)
     path = result.trace.save(tmp_path / "trace.json")
     loaded = Trace.load(path)
@@ -229,7 +268,9 @@ def test_empty_query_is_rejected(demo_clip: Path, tmp_path: Path) -> None:
 
 def test_multi_object_boxes_are_unioned(demo_clip: Path, tmp_path: Path) -> None:
     policy = ScriptedPolicy([ROUND1_OK, "bbox: [10, 10, 30, 30]\nbbox: [100, 100, 120, 130]"])
-    result = segment(demo_clip, "both things", Context(policy=policy, tracker=BoxTracker(), artifacts_dir=tmp_path))
+    result = segment(
+        demo_clip, "both things", Context(policy=policy, tracker=BoxTracker(), artifacts_dir=tmp_path)
+    )
     assert result.trace.result.boxes == [[10.0, 10.0, 30.0, 30.0], [100.0, 100.0, 120.0, 130.0]]
     assert int(result.masks.masks[0].sum()) == 20 * 20 + 20 * 30
     assert np.array_equal(result.masks.masks[0], result.masks.masks[-1])

@@ -16,12 +16,22 @@ from revseg_agent.types import Box
 
 ROUND1_CASES = [
     # text, num_frames, expected (position, description, strict) or error code
-    ("<think>the van moves</think><answer>frame id: 2\nobject description: the silver minivan</answer>",
-     16, (1, "the silver minivan", True)),
-    ("<think>x</think>\n<answer>\nframe id: 16\nobject description: dog on the left\n</answer>",
-     16, (15, "dog on the left", True)),
+    (
+        "<think>the van moves</think><answer>frame id: 2\nobject description: the silver minivan</answer>",
+        16,
+        (1, "the silver minivan", True),
+    ),
+    (
+        "<think>x</think>\n<answer>\nframe id: 16\nobject description: dog on the left\n</answer>",
+        16,
+        (15, "dog on the left", True),
+    ),
     ("<answer>Frame ID: 1\nObject Description: a cat</answer>", 16, (0, "a cat", False)),
-    ("<think>a</think><answer>frame id:3\nobject description: the man</answer> trailing", 8, (2, "the man", False)),
+    (
+        "<think>a</think><answer>frame id:3\nobject description: the man</answer> trailing",
+        8,
+        (2, "the man", False),
+    ),
     ("no tags at all", 16, "no_answer"),
     ("<think>a</think><answer>object description: cat</answer>", 16, "no_frame_id"),
     ("<think>a</think><answer>frame id: 0\nobject description: cat</answer>", 16, "frame_id_out_of_range"),
@@ -47,8 +57,12 @@ ROUND2_CASES = [
     ("bbox: [10.5, 20, 110, 220.25]", [(10.5, 20, 110, 220.25)], True),
     ("bbox: [1, 2, 3, 4]\nbbox: [5, 6, 7, 8]", [(1, 2, 3, 4), (5, 6, 7, 8)], True),
     ("The dog is at bbox: [1, 2, 30, 40].", [(1, 2, 30, 40)], False),
-    ('```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}, {"bbox_2d": [5, 5, 9, 9], "label": "cat"}]\n```',
-     [(1, 2, 30, 40), (5, 5, 9, 9)], False),
+    (
+        '```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}, '
+        '{"bbox_2d": [5, 5, 9, 9], "label": "cat"}]\n```',
+        [(1, 2, 30, 40), (5, 5, 9, 9)],
+        False,
+    ),
     ("bbox: [1, 2, 3]", None, False),
     ("no box here", None, False),
 ]

@@ -12,7 +12,14 @@ import torch
 
 from revseg_agent.demo import demo_frames
 from revseg_agent.errors import CheckpointError
-from revseg_agent.policies.base import ChatMessage, ImageFrame, SamplingParams, TextPart, VideoFrames, VisualPart
+from revseg_agent.policies.base import (
+    ChatMessage,
+    ImageFrame,
+    SamplingParams,
+    TextPart,
+    VideoFrames,
+    VisualPart,
+)
 from revseg_agent.policies.qwen import QwenVLPolicy
 
 pytestmark = pytest.mark.slow
@@ -22,11 +29,22 @@ VISUALS = {
     "clip": VideoFrames(frames=FRAMES, frame_indices=list(range(0, 160, 10)), fps=24.0, total_num_frames=160),
     "key": ImageFrame(FRAMES[5]),
 }
-VIDEO_CHAT = [ChatMessage(role="user", content=[VisualPart(type="video", ref="clip"), TextPart(text="Which frame?")])]
+VIDEO_CHAT = [
+    ChatMessage(role="user", content=[VisualPart(type="video", ref="clip"), TextPart(text="Which frame?")])
+]
 TWO_ROUNDS = [
     *VIDEO_CHAT,
-    ChatMessage(role="assistant", content=[TextPart(text="<answer>frame id: 6\nobject description: a red square</answer>")]),
-    ChatMessage(role="user", content=[VisualPart(type="image", ref="key"), TextPart(text="Detect a red square with bbox coordinates.")]),
+    ChatMessage(
+        role="assistant",
+        content=[TextPart(text="<answer>frame id: 6\nobject description: a red square</answer>")],
+    ),
+    ChatMessage(
+        role="user",
+        content=[
+            VisualPart(type="image", ref="key"),
+            TextPart(text="Detect a red square with bbox coordinates."),
+        ],
+    ),
 ]
 
 
@@ -66,7 +84,7 @@ def test_video_metadata_sets_temporal_positions(policy: QwenVLPolicy) -> None:
 
 def test_image_sizes_are_the_models_resized_input(policy: QwenVLPolicy) -> None:
     gen = policy.generate(TWO_ROUNDS, VISUALS, sampling=SamplingParams(max_new_tokens=4))[0]
-    (h, w), = gen.image_sizes
+    ((h, w),) = gen.image_sizes
     assert h % 28 == 0 and w % 28 == 0
     assert abs(w / h - 320 / 240) < 0.35  # aspect ratio kept within one patch
     assert len(gen.video_sizes) == 1
@@ -74,7 +92,10 @@ def test_image_sizes_are_the_models_resized_input(policy: QwenVLPolicy) -> None:
 
 def test_n_samples_in_one_call(policy: QwenVLPolicy) -> None:
     gens = policy.generate(
-        VIDEO_CHAT, VISUALS, sampling=SamplingParams(do_sample=True, temperature=1.0, max_new_tokens=10, seed=3), n=4
+        VIDEO_CHAT,
+        VISUALS,
+        sampling=SamplingParams(do_sample=True, temperature=1.0, max_new_tokens=10, seed=3),
+        n=4,
     )
     assert len(gens) == 4
     assert len({tuple(g.completion_ids) for g in gens}) > 1
@@ -91,7 +112,9 @@ def test_logprobs_match_a_forward_pass(policy: QwenVLPolicy) -> None:
     inputs["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if "mm_token_type_ids" in inputs:  # marks image/video tokens for M-RoPE; completion tokens are text
-        inputs["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion)], dim=1)
+        inputs["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
+        )
     with torch.no_grad():
         logits = policy.model(**inputs).logits[0].float()
     prompt_len = len(gen.prompt_ids)

@@ -26,14 +26,18 @@ BOX = Box(68, 100, 108, 140)  # the red square on frame 6 of the demo clip
 def _direct_predictor_masks(checkpoint: Path, folder: Path, key: int, box: Box) -> np.ndarray:
     """Drive sam2's own predictor by hand, the way its README does."""
     predictor = sam2_build.build_sam2_video_predictor(
-        SAM2_TEST_CONFIG, str(checkpoint), device="cpu",
+        SAM2_TEST_CONFIG,
+        str(checkpoint),
+        device="cpu",
         hydra_overrides_extra=[f"++model.image_size={SAM2_TEST_IMAGE_SIZE}"],
     )
     predictor.fill_hole_area = 0
     out: dict[int, np.ndarray] = {}
     with torch.inference_mode():
         state = predictor.init_state(str(folder), offload_video_to_cpu=True)
-        predictor.add_new_points_or_box(state, frame_idx=key, obj_id=1, box=np.array(box.to_list(), np.float32))
+        predictor.add_new_points_or_box(
+            state, frame_idx=key, obj_id=1, box=np.array(box.to_list(), np.float32)
+        )
         for reverse in (False, True):
             for idx, _, logits in predictor.propagate_in_video(state, start_frame_idx=key, reverse=reverse):
                 out[idx] = (logits[0, 0] > 0).numpy()
@@ -42,15 +46,19 @@ def _direct_predictor_masks(checkpoint: Path, folder: Path, key: int, box: Box) 
 
 @pytest.fixture(scope="module")
 def tracker(tiny_sam2_checkpoint: Path) -> SAM2Tracker:
-    return SAM2Tracker.from_checkpoint(tiny_sam2_checkpoint, SAM2_TEST_CONFIG, device="cpu",
-                                       image_size=SAM2_TEST_IMAGE_SIZE)
+    return SAM2Tracker.from_checkpoint(
+        tiny_sam2_checkpoint, SAM2_TEST_CONFIG, device="cpu", image_size=SAM2_TEST_IMAGE_SIZE
+    )
 
 
 def _jpeg_folder(demo_clip: Path, folder: Path) -> Path:
     folder.mkdir()
     for i, frame in enumerate(open_video(demo_clip).iter_frames()):
-        cv2.imwrite(str(folder / f"{i:05d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                    [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        cv2.imwrite(
+            str(folder / f"{i:05d}.jpg"),
+            cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+        )
     return folder
 
 
@@ -91,5 +99,9 @@ def test_checkpoint_missing_a_weight_is_rejected(tiny_sam2_checkpoint: Path, tmp
 
 def test_checkpoint_of_another_config_is_rejected(tiny_sam2_checkpoint: Path) -> None:
     with pytest.raises(CheckpointError, match="does not match"):
-        SAM2Tracker.from_checkpoint(tiny_sam2_checkpoint, "configs/sam2.1/sam2.1_hiera_s.yaml", device="cpu",
-                                    image_size=SAM2_TEST_IMAGE_SIZE)
+        SAM2Tracker.from_checkpoint(
+            tiny_sam2_checkpoint,
+            "configs/sam2.1/sam2.1_hiera_s.yaml",
+            device="cpu",
+            image_size=SAM2_TEST_IMAGE_SIZE,
+        )

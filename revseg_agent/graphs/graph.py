@@ -70,7 +70,9 @@ def build_graph(
     builder.add_edge(START, SAMPLE_FRAMES)
     builder.add_edge(SAMPLE_FRAMES, SEMANTIC_INTERPRETATION)
     builder.add_conditional_edges(
-        SEMANTIC_INTERPRETATION, _after_interpretation, [SEMANTIC_INTERPRETATION, TEMPORAL_EVIDENCE_SELECTION, END]
+        SEMANTIC_INTERPRETATION,
+        _after_interpretation,
+        [SEMANTIC_INTERPRETATION, TEMPORAL_EVIDENCE_SELECTION, END],
     )
     builder.add_conditional_edges(TEMPORAL_EVIDENCE_SELECTION, _after_selection, [SPATIAL_GROUNDING, END])
     builder.add_conditional_edges(SPATIAL_GROUNDING, _after_grounding, [SPATIAL_GROUNDING, TRACK, END])

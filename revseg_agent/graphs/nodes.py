@@ -27,7 +27,13 @@ from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.state import RevsegState
 from revseg_agent.masks_io import write_masks_json
-from revseg_agent.parsing import KeyframeAnswer, ParseError, parse_box_answer, parse_keyframe_answer, to_frame_space
+from revseg_agent.parsing import (
+    KeyframeAnswer,
+    ParseError,
+    parse_box_answer,
+    parse_keyframe_answer,
+    to_frame_space,
+)
 from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoFrames, VisualPart
 from revseg_agent.prompts import SYSTEM_PROMPT, round1_text, round2_text
 from revseg_agent.registry import resolve_policy, resolve_tracker
@@ -94,7 +100,11 @@ def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, An
         raise InputError("the query is empty")
     video = open_video(state["video_path"])
     sample = video.sample(runtime.context.num_frames)
-    parsed = {"num_video_frames": video.num_frames, "fps": video.info.fps, "sampled_indices": list(sample.indices)}
+    parsed = {
+        "num_video_frames": video.num_frames,
+        "fps": video.info.fps,
+        "sampled_indices": list(sample.indices),
+    }
     return {
         "num_video_frames": video.num_frames,
         "fps": video.info.fps,
@@ -188,7 +198,8 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
     key = state["keyframe_index"]
     if not 0 <= key < state["num_video_frames"]:
         err = _error(
-            SPATIAL_GROUNDING, "keyframe_out_of_range",
+            SPATIAL_GROUNDING,
+            "keyframe_out_of_range",
             f"keyframe {key} is outside the video's {state['num_video_frames']} frames",
         )
         return {"error": err, "steps": [_record(SPATIAL_GROUNDING, started, error=err)]}
@@ -198,7 +209,10 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
     records = {KEYFRAME_REF: VisualRecord(kind="image", video_path=state["video_path"], frame_indices=[key])}
     ask = ChatMessage(
         role="user",
-        content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text=round2_text(state["description"]))],
+        content=[
+            VisualPart(type="image", ref=KEYFRAME_REF),
+            TextPart(text=round2_text(state["description"])),
+        ],
     )
     if ctx.round2_with_history and state.get("round1_completion") is not None:
         messages = [
@@ -238,7 +252,8 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
                 record["fallback"] = "centre box covering the middle half of the keyframe"
             else:
                 update["error"] = _error(
-                    SPATIAL_GROUNDING, boxes.code,
+                    SPATIAL_GROUNDING,
+                    boxes.code,
                     f"round 2 gave no usable box in {attempt} attempts (last: {boxes.message})",
                 )
     else:

@@ -119,7 +119,7 @@ class QwenVLPolicy:
             raise CheckpointError(
                 f"{name!r} is a {model.config.model_type!r} model; QwenVLPolicy needs Qwen2.5-VL"
             )
-        model.to(device).eval()
+        model = model.to(device).eval()  # type: ignore[arg-type]  # transformers types `.to` oddly
         logger.info("loaded policy %s on %s (%s)", name, device, dtype)
         return cls(
             model,
@@ -158,12 +158,14 @@ class QwenVLPolicy:
                 if part.type == "image":
                     if not isinstance(visual, ImageFrame):
                         raise TypeError(f"visual {part.ref!r} is used as an image but is a video")
-                    content.append({
-                        "type": "image",
-                        "image": Image.fromarray(visual.pixels),
-                        "min_pixels": img_lo,
-                        "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
-                    })
+                    content.append(
+                        {
+                            "type": "image",
+                            "image": Image.fromarray(visual.pixels),
+                            "min_pixels": img_lo,
+                            "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
+                        }
+                    )
                 else:
                     if not isinstance(visual, VideoFrames):
                         raise TypeError(f"visual {part.ref!r} is used as a video but is an image")
@@ -199,11 +201,13 @@ class QwenVLPolicy:
                 indices = list(clip.frame_indices)
                 # qwen-vl-utils pads to an even count by repeating the last frame; mirror it.
                 indices += [indices[-1]] * (int(tensor.shape[0]) - len(indices))
-                metadata.append({
-                    "fps": float(clip.fps),
-                    "total_num_frames": int(clip.total_num_frames),
-                    "frames_indices": indices,
-                })
+                metadata.append(
+                    {
+                        "fps": float(clip.fps),
+                        "total_num_frames": int(clip.total_num_frames),
+                        "frames_indices": indices,
+                    }
+                )
         text = self.processor.apply_chat_template(qmsgs, tokenize=False, add_generation_prompt=True)
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt", "padding": True}
         if images:

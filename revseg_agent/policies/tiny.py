@@ -147,9 +147,7 @@ def build_tiny_qwen2_5_vl(
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out, safe_serialization=True)
 
-    image_processor = Qwen2VLImageProcessor(
-        size={"shortest_edge": 56 * 56, "longest_edge": image_max_pixels}
-    )
+    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": image_max_pixels})
     video_processor = Qwen2VLVideoProcessor(
         size={"shortest_edge": 56 * 56, "longest_edge": video_max_pixels * 2},
         cap_pixels_per_frame=True,

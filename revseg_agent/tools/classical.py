@@ -90,7 +90,9 @@ class ClassicalTracker:
         for box in boxes:
             small_box = box.rescale((h, w), (sh, sw)).clip(sw, sh)
             track_boxes = self._track_boxes(small, frame_index, small_box)
-            key_mask, key_models = self._grabcut(small[frame_index], track_boxes[frame_index] or small_box, None)
+            key_mask, key_models = self._grabcut(
+                small[frame_index], track_boxes[frame_index] or small_box, None
+            )
             objects.append((track_boxes, key_mask, key_models if self.config.reuse_colour_models else None))
         per_object = {obj: np.zeros((n, h, w), dtype=bool) for obj in range(1, len(boxes) + 1)}
         for i, frame in enumerate(small):
@@ -141,7 +143,7 @@ class ClassicalTracker:
         bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
         mode = cv2.GC_EVAL if models is not None else cv2.GC_INIT_WITH_MASK
         try:
-            cv2.grabCut(bgr, mask, None, bgd, fgd, self.config.grabcut_iterations, mode)
+            cv2.grabCut(bgr, mask, (0, 0, 0, 0), bgd, fgd, self.config.grabcut_iterations, mode)
         except cv2.error:
             logger.debug("GrabCut failed on a %dx%d box; using the box as the mask", bw, bh)
             return mask == cv2.GC_PR_FGD, models or (bgd, fgd)

@@ -47,8 +47,11 @@ def _is_sam2_jpeg_folder(path: Path) -> bool:
     if not path.is_dir():
         return False
     frames = [p for p in path.iterdir() if p.suffix.lower() in {".jpg", ".jpeg"}]
-    return bool(frames) and all(p.stem.isdigit() for p in frames) and len(frames) == sum(
-        1 for p in path.iterdir() if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+    return (
+        bool(frames)
+        and all(p.stem.isdigit() for p in frames)
+        and len(frames)
+        == sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     )
 
 
