@@ -70,7 +70,7 @@ def write_png_masks(folder: str | Path, masks: np.ndarray) -> None:
 
 
 #: Overlay colour (RGB) and opacity.
-OVERLAY_RGB = (255, 64, 32)
+OVERLAY_RGB = (255, 0, 255)  # magenta: rarely the colour of the object itself
 OVERLAY_ALPHA = 0.5
 
 

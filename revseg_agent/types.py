@@ -133,3 +133,10 @@ class MaskTrack:
     @property
     def num_frames(self) -> int:
         return int(self.masks.shape[0])
+
+    @classmethod
+    def from_objects(cls, per_object: dict[int, np.ndarray]) -> MaskTrack:
+        """Union the per-object stacks (all `(frames, height, width)`) into one track."""
+        stacks = list(per_object.values())
+        union = np.logical_or.reduce(stacks) if len(stacks) > 1 else stacks[0].astype(bool)
+        return cls(union, per_object)

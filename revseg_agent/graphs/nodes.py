@@ -34,7 +34,7 @@ from revseg_agent.parsing import (
     parse_keyframe_answer,
     to_frame_space,
 )
-from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoFrames, VisualPart
+from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, TextPart, VideoFrames, VisualPart
 from revseg_agent.prompts import SYSTEM_PROMPT, round1_text, round2_text
 from revseg_agent.registry import resolve_policy, resolve_tracker
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
@@ -58,6 +58,30 @@ def _error(node: str, code: str, message: str) -> dict[str, Any]:
 
 def _record(node: str, started: float, **fields: Any) -> dict[str, Any]:
     return StepRecord(node=node, started_at=started, duration_s=time.time() - started, **fields).to_state()  # type: ignore[arg-type]
+
+
+def _generation_record(
+    attempt: int,
+    messages: list[ChatMessage],
+    visuals: dict[str, VisualRecord],
+    gen: Generation,
+    sizes: list[tuple[int, int]],
+) -> dict[str, Any]:
+    """The trace fields of one policy call (what training replays)."""
+    return {
+        "attempt": attempt,
+        "messages": messages,
+        "visuals": visuals,
+        "completion": gen.text,
+        "prompt_ids": gen.prompt_ids,
+        "completion_ids": gen.completion_ids,
+        "logprobs": gen.logprobs,
+        "model_image_sizes": sizes,
+    }
+
+
+def _exhausted(node: str, attempt: int, error: ParseError, what: str) -> dict[str, Any]:
+    return _error(node, error.code, f"{what} in {attempt} attempts (last: {error.message})")
 
 
 def round1_messages(state: RevsegState) -> list[ChatMessage]:
@@ -129,16 +153,7 @@ def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> di
     gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
     answer = parse_keyframe_answer(gen.text, len(state["sampled_indices"]))
     update: dict[str, Any] = {"round1_attempts": attempt, "round1_completion": gen.text}
-    record: dict[str, Any] = {
-        "attempt": attempt,
-        "messages": messages,
-        "visuals": {FRAMES_REF: _frames_record(state)},
-        "completion": gen.text,
-        "prompt_ids": gen.prompt_ids,
-        "completion_ids": gen.completion_ids,
-        "logprobs": gen.logprobs,
-        "model_image_sizes": gen.video_sizes,
-    }
+    record = _generation_record(attempt, messages, {FRAMES_REF: _frames_record(state)}, gen, gen.video_sizes)
     if isinstance(answer, KeyframeAnswer):
         update.update(keyframe_position=answer.position, description=answer.description)
         record["parsed"] = {
@@ -155,10 +170,8 @@ def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> di
                 update.update(keyframe_position=position, description=state["query"].strip())
                 record["fallback"] = "middle sampled frame; the query as the description"
             else:
-                update["error"] = _error(
-                    SEMANTIC_INTERPRETATION,
-                    answer.code,
-                    f"round 1 gave no usable answer in {attempt} attempts (last: {answer.message})",
+                update["error"] = _exhausted(
+                    SEMANTIC_INTERPRETATION, attempt, answer, "round 1 gave no usable answer"
                 )
     update["steps"] = [_record(SEMANTIC_INTERPRETATION, started, **record)]
     return update
@@ -234,16 +247,7 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
         else answer
     )
     update: dict[str, Any] = {"round2_attempts": attempt}
-    record: dict[str, Any] = {
-        "attempt": attempt,
-        "messages": messages,
-        "visuals": records,
-        "completion": gen.text,
-        "prompt_ids": gen.prompt_ids,
-        "completion_ids": gen.completion_ids,
-        "logprobs": gen.logprobs,
-        "model_image_sizes": gen.image_sizes,
-    }
+    record = _generation_record(attempt, messages, records, gen, gen.image_sizes)
     if isinstance(boxes, ParseError):
         record["error"] = StepError(code=boxes.code, message=boxes.message)
         if attempt >= ctx.max_attempts:
@@ -251,11 +255,7 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
                 update["boxes"] = [_centre_box(height, width).to_list()]
                 record["fallback"] = "centre box covering the middle half of the keyframe"
             else:
-                update["error"] = _error(
-                    SPATIAL_GROUNDING,
-                    boxes.code,
-                    f"round 2 gave no usable box in {attempt} attempts (last: {boxes.message})",
-                )
+                update["error"] = _exhausted(SPATIAL_GROUNDING, attempt, boxes, "round 2 gave no usable box")
     else:
         update["boxes"] = [b.to_list() for b in boxes]
         record["parsed"] = {

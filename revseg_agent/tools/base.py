@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
+from revseg_agent.errors import InputError
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
@@ -37,3 +38,11 @@ class Tracker(Protocol):
     def work_units(self, video: Video) -> int:
         """How many progress units `track` reports for this video (for a progress bar's total)."""
         ...
+
+
+def check_prompt(video: Video, frame_index: int, boxes: Sequence[Box]) -> None:
+    """The checks every tracker makes before it starts (raises `InputError`)."""
+    if not boxes:
+        raise InputError("the tracker needs at least one box")
+    if not 0 <= frame_index < video.num_frames:
+        raise InputError(f"keyframe {frame_index} is outside the video's {video.num_frames} frames")

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from revseg_agent.errors import InputError
-from revseg_agent.tools.base import ProgressCallback
+from revseg_agent.tools.base import ProgressCallback, check_prompt
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
@@ -74,10 +73,7 @@ class ClassicalTracker:
         boxes: Sequence[Box],
         progress: ProgressCallback | None = None,
     ) -> MaskTrack:
-        if not boxes:
-            raise InputError("the tracker needs at least one box")
-        if not 0 <= frame_index < video.num_frames:
-            raise InputError(f"keyframe {frame_index} is outside the video's {video.num_frames} frames")
+        check_prompt(video, frame_index, boxes)
         scale = self._scale(video)
         h, w = video.info.height, video.info.width
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
@@ -104,10 +100,7 @@ class ClassicalTracker:
                 per_object[obj_id][i] = _upsample(mask, (h, w))
             if progress is not None:
                 progress(1)
-        union = np.zeros((n, h, w), dtype=bool)
-        for stack in per_object.values():
-            union |= stack
-        return MaskTrack(union, per_object)
+        return MaskTrack.from_objects(per_object)
 
     def _track_boxes(self, frames: list[np.ndarray], key: int, box: Box) -> list[Box | None]:
         """The box on every frame (None where CSRT lost the object)."""

@@ -17,8 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from revseg_agent.errors import CheckpointError, InputError
-from revseg_agent.tools.base import ProgressCallback
+from revseg_agent.errors import CheckpointError
+from revseg_agent.tools.base import ProgressCallback, check_prompt
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
@@ -155,10 +155,7 @@ class SAM2Tracker:
         boxes: Sequence[Box],
         progress: ProgressCallback | None = None,
     ) -> MaskTrack:
-        if not boxes:
-            raise InputError("the tracker needs at least one box")
-        if not 0 <= frame_index < video.num_frames:
-            raise InputError(f"keyframe {frame_index} is outside the video's {video.num_frames} frames")
+        check_prompt(video, frame_index, boxes)
         n, h, w = video.num_frames, video.info.height, video.info.width
         per_object = {obj: np.zeros((n, h, w), dtype=bool) for obj in range(1, len(boxes) + 1)}
         with tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp:
@@ -184,7 +181,4 @@ class SAM2Tracker:
                             progress(1)
             finally:
                 self.predictor.reset_state(state)
-        union = np.zeros((n, h, w), dtype=bool)
-        for stack in per_object.values():
-            union |= stack
-        return MaskTrack(union, per_object)
+        return MaskTrack.from_objects(per_object)
