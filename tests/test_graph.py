@@ -274,3 +274,35 @@ def test_multi_object_boxes_are_unioned(demo_clip: Path, tmp_path: Path) -> None
     assert result.trace.result.boxes == [[10.0, 10.0, 30.0, 30.0], [100.0, 100.0, 120.0, 130.0]]
     assert int(result.masks.masks[0].sum()) == 20 * 20 + 20 * 30
     assert np.array_equal(result.masks.masks[0], result.masks.masks[-1])
+
+
+def test_edited_keyframe_out_of_range_is_a_typed_error(demo_clip: Path, tmp_path: Path) -> None:
+    context = Context(policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path)
+    graph = build_graph(checkpointer=InMemorySaver(), interrupt_before=[SPATIAL_GROUNDING])
+    config: dict[str, Any] = {"configurable": {"thread_id": "t3"}}
+    list(graph.stream({"video_path": str(demo_clip), "query": "q"}, config, context=context))
+    graph.update_state(config, {"keyframe_index": 999})
+    list(graph.stream(None, config, context=context))
+    error = graph.get_state(config).values["error"]
+    assert (error["node"], error["code"]) == ("spatial_grounding", "keyframe_out_of_range")
+
+
+def test_served_graph_takes_specs_as_context(demo_clip: Path, tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """What `langgraph dev` does: import the graph named in langgraph.json, pass the context as JSON."""
+    import importlib
+    import json
+
+    spec = json.loads((Path(__file__).parents[1] / "langgraph.json").read_text())["graphs"]["revseg"]
+    module_path, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_path.removeprefix("./").removesuffix(".py").replace("/", "."))
+    served = getattr(module, attribute)
+    context = {
+        "policy": str(tiny_policy_dir),
+        "tracker": "classical",
+        "max_attempts": 1,
+        "on_parse_failure": "fallback",
+        "artifacts_dir": tmp_path,
+    }
+    state = served.invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
+    assert state["error"] is None and Path(state["masks_path"]).is_file()
+    assert [s["node"] for s in state["steps"]] == list(NODES)
