@@ -1,14 +1,17 @@
 """Weight-free tracker on real DAVIS sequences: ground-truth box on the middle frame -> masks.
 
 Prints per-sequence J (region IoU, DAVIS definition) and milliseconds per frame, then the mean.
+Runs the default configuration and the plain variant (CSRT box + GrabCut in the box, no mask
+prior) side by side.
 Usage: python benchmarks/classical_tracker_davis.py [--data ../shared/data/davis2016-subset]
-       [--work-size 320] [--iterations 2] [--no-reuse]
+       [--work-size 320] [--iterations 2] [--margin 0.1]
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -31,39 +34,37 @@ def main() -> None:
     parser.add_argument("--work-size", type=int, default=ClassicalTrackerConfig.work_size)
     parser.add_argument("--iterations", type=int, default=ClassicalTrackerConfig.grabcut_iterations)
     parser.add_argument("--margin", type=float, default=ClassicalTrackerConfig.box_margin)
-    parser.add_argument("--no-reuse", action="store_true", help="re-learn colour models on every frame")
     args = parser.parse_args()
     if not args.data.is_dir():
         raise SystemExit(f"DAVIS data not found at {args.data}")
     config = ClassicalTrackerConfig(
-        work_size=args.work_size,
-        grabcut_iterations=args.iterations,
-        box_margin=args.margin,
-        reuse_colour_models=not args.no_reuse,
+        work_size=args.work_size, grabcut_iterations=args.iterations, box_margin=args.margin
     )
-    tracker = ClassicalTracker(config)
-    print(f"config: {config}")
-    print(f"{'sequence':<12} {'frames':>6} {'J':>6} {'ms/frame':>9}")
-    js, mss = [], []
-    for seq_dir in sorted((args.data / "JPEGImages").iterdir()):
-        video = open_video(seq_dir)
-        gt = np.stack(
-            [
-                cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127
-                for p in sorted((args.data / "Annotations" / seq_dir.name).glob("*.png"))
-            ]
-        )
-        key = video.num_frames // 2
-        box = Box.from_mask(gt[key])
-        assert box is not None
-        start = time.perf_counter()
-        track = tracker.track(video, frame_index=key, boxes=[box])
-        ms = 1000 * (time.perf_counter() - start) / video.num_frames
-        j = float(np.mean([region_j(p, g) for p, g in zip(track.masks, gt, strict=True)]))
-        js.append(j)
-        mss.append(ms)
-        print(f"{seq_dir.name:<12} {video.num_frames:>6} {j:>6.3f} {ms:>9.1f}")
-    print(f"{'mean':<12} {'':>6} {np.mean(js):>6.3f} {np.mean(mss):>9.1f}")
+    variants = {"default": config, "no-prior": replace(config, mask_prior=False)}
+    sequences = sorted((args.data / "JPEGImages").iterdir())
+    print(f"{'variant':<9} {'sequence':<12} {'frames':>6} {'J':>6} {'ms/frame':>9}")
+    for label, variant in variants.items():
+        tracker = ClassicalTracker(variant)
+        js, mss = [], []
+        for seq_dir in sequences:
+            video = open_video(seq_dir)
+            gt = np.stack(
+                [
+                    cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127
+                    for p in sorted((args.data / "Annotations" / seq_dir.name).glob("*.png"))
+                ]
+            )
+            key = video.num_frames // 2
+            box = Box.from_mask(gt[key])
+            assert box is not None
+            start = time.perf_counter()
+            track = tracker.track(video, frame_index=key, boxes=[box])
+            ms = 1000 * (time.perf_counter() - start) / video.num_frames
+            j = float(np.mean([region_j(p, g) for p, g in zip(track.masks, gt, strict=True)]))
+            js.append(j)
+            mss.append(ms)
+            print(f"{label:<9} {seq_dir.name:<12} {video.num_frames:>6} {j:>6.3f} {ms:>9.1f}")
+        print(f"{label:<9} {'mean':<12} {'':>6} {np.mean(js):>6.3f} {np.mean(mss):>9.1f}")
 
 
 if __name__ == "__main__":

@@ -37,8 +37,8 @@ def test_follows_the_square_both_ways(demo_clip: Path) -> None:
     )
     gt = _square_masks()
     ious = [_iou(p, g) for p, g in zip(result.masks, gt, strict=True)]
-    # Backward and forward both follow it (forward drifts a little where the blue circle comes close).
-    assert np.mean(ious[:key]) > 0.85 and np.mean(ious[key:]) > 0.75
+    # Backward and forward both follow it, also where the blue circle comes close at the end.
+    assert min(ious[:key]) > 0.9 and min(ious[key:]) > 0.9
     assert ious[key] > 0.9
     assert sum(ticks) == tracker.work_units(open_video(demo_clip)) == DEMO_FRAMES
 
@@ -71,4 +71,4 @@ def test_davis_ground_truth_box_on_the_middle_frame(davis: Path) -> None:
             open_video(davis / "JPEGImages" / seq), frame_index=key, boxes=[box]
         )
         js.append(np.mean([_iou(p, g) for p, g in zip(result.masks, gt, strict=True)]))
-    assert np.mean(js) > 0.5, js
+    assert np.mean(js) > 0.65, js  # measured 0.739 (blackswan 0.800, car-shadow 0.581, dog 0.835)

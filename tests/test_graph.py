@@ -277,7 +277,9 @@ def test_multi_object_boxes_are_unioned(demo_clip: Path, tmp_path: Path) -> None
 
 
 def test_edited_keyframe_out_of_range_is_a_typed_error(demo_clip: Path, tmp_path: Path) -> None:
-    context = Context(policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path)
+    context = Context(
+        policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path
+    )
     graph = build_graph(checkpointer=InMemorySaver(), interrupt_before=[SPATIAL_GROUNDING])
     config: dict[str, Any] = {"configurable": {"thread_id": "t3"}}
     list(graph.stream({"video_path": str(demo_clip), "query": "q"}, config, context=context))

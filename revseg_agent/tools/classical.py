@@ -1,10 +1,15 @@
 """A weight-free tracker (OpenCV), so the whole pipeline runs offline on a CPU.
 
-Box propagation: OpenCV's CSRT correlation-filter tracker, started on the keyframe and run
-forward and backward. Mask per frame: GrabCut inside the tracked box. Both run on frames
-downscaled to `work_size` pixels on the long side, which is what makes it fast (GrabCut's cost
-grows with the pixel count) without losing much accuracy at DAVIS resolution; masks are
-upsampled back to the frame size. `benchmarks/classical_tracker_davis.py` measures it.
+Per object, starting on the keyframe and walking forward, then backward:
+1. OpenCV's CSRT correlation-filter tracker moves the box to the next frame;
+2. the previous frame's mask, shifted by the box's motion, is the shape prior: GrabCut starts
+   from it as "probably foreground", the rest of the region as "probably background";
+3. GrabCut's region is the CSRT box united with the shifted mask's box (so an object that grows
+   or that CSRT under-sizes is still covered), grown by `box_margin`;
+4. GrabCut uses the colour models learned on the keyframe (re-learning them per frame drifts).
+Everything runs on frames downscaled to `work_size` pixels on the long side (GrabCut's cost grows
+with the pixel count); masks are upsampled back. `benchmarks/classical_tracker_davis.py`
+measures it against the plain CSRT-box + per-frame GrabCut variant (`mask_prior=False`).
 """
 
 from __future__ import annotations
@@ -22,22 +27,26 @@ from revseg_agent.video import Video
 
 logger = logging.getLogger(__name__)
 
+Models = tuple[np.ndarray, np.ndarray]
+
 
 @dataclass(frozen=True)
 class ClassicalTrackerConfig:
     #: Long side, in pixels, of the frames the tracker and GrabCut work on.
     work_size: int = 320
-    #: GrabCut iterations per frame.
+    #: GrabCut iterations on each propagated frame.
     grabcut_iterations: int = 2
-    #: The GrabCut rectangle is the tracked box grown by this fraction of its size on each side.
-    box_margin: float = 0.05
-    #: Reuse the keyframe's colour models on the other frames (steadier than re-learning per frame).
-    reuse_colour_models: bool = True
+    #: GrabCut iterations on the keyframe, where the colour models are learned once.
+    keyframe_iterations: int = 5
+    #: GrabCut's region is the box grown by this fraction of its size on each side.
+    box_margin: float = 0.1
+    #: Start GrabCut from the previous mask shifted by the box motion (off: from the box alone).
+    mask_prior: bool = True
+    #: A mask covering less than this share of its box is not trusted as the next prior.
+    min_prior_fill: float = 0.2
 
 
 def _create_csrt() -> cv2.Tracker:
-    if hasattr(cv2, "TrackerCSRT_create"):
-        return cv2.TrackerCSRT_create()
     if hasattr(cv2, "TrackerCSRT"):
         return cv2.TrackerCSRT.create()
     legacy = getattr(cv2, "legacy", None)
@@ -49,8 +58,36 @@ def _create_csrt() -> cv2.Tracker:
     )
 
 
+def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a boolean mask to `(height, width)` with bilinear interpolation, thresholded at 0.5."""
+    if mask.shape == size:
+        return mask
+    up = cv2.resize(mask.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    return up >= 0.5
+
+
+def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    moved = cv2.warpAffine(
+        mask.astype(np.uint8),
+        np.float32([[1, 0, dx], [0, 1, dy]]),  # type: ignore[arg-type]
+        (mask.shape[1], mask.shape[0]),
+        flags=cv2.INTER_NEAREST,
+    )
+    return moved.astype(bool)
+
+
+def _union(a: Box, b: Box | None) -> Box:
+    if b is None:
+        return a
+    return Box(min(a.x1, b.x1), min(a.y1, b.y1), max(a.x2, b.x2), max(a.y2, b.y2))
+
+
+def _centre(b: Box) -> tuple[float, float]:
+    return (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2
+
+
 class ClassicalTracker:
-    """CSRT box tracking both ways from the keyframe + GrabCut inside the box on every frame."""
+    """CSRT box tracking + GrabCut with a shape prior, both ways from the keyframe."""
 
     def __init__(self, config: ClassicalTrackerConfig | None = None) -> None:
         self.config = config or ClassicalTrackerConfig()
@@ -62,9 +99,6 @@ class ClassicalTracker:
     def work_units(self, video: Video) -> int:
         return video.num_frames
 
-    def _scale(self, video: Video) -> float:
-        return min(1.0, self.config.work_size / max(video.info.width, video.info.height))
-
     def track(
         self,
         video: Video,
@@ -74,53 +108,76 @@ class ClassicalTracker:
         progress: ProgressCallback | None = None,
     ) -> MaskTrack:
         check_prompt(video, frame_index, boxes)
-        scale = self._scale(video)
         h, w = video.info.height, video.info.width
+        scale = min(1.0, self.config.work_size / max(w, h))
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
         small = [
-            cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else f
+            cv2.cvtColor(
+                cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else f, cv2.COLOR_RGB2BGR
+            )
             for f in video.iter_frames()
         ]
         n = len(small)
-        objects = []
-        for box in boxes:
-            small_box = box.rescale((h, w), (sh, sw)).clip(sw, sh)
-            track_boxes = self._track_boxes(small, frame_index, small_box)
-            key_mask, key_models = self._grabcut(
-                small[frame_index], track_boxes[frame_index] or small_box, None
-            )
-            objects.append((track_boxes, key_mask, key_models if self.config.reuse_colour_models else None))
         per_object = {obj: np.zeros((n, h, w), dtype=bool) for obj in range(1, len(boxes) + 1)}
-        for i, frame in enumerate(small):
-            for obj_id, (track_boxes, key_mask, models) in enumerate(objects, start=1):
-                box_i = track_boxes[i]
-                if box_i is None or box_i.is_degenerate():
-                    continue
-                mask = key_mask if i == frame_index else self._grabcut(frame, box_i, models)[0]
-                per_object[obj_id][i] = _upsample(mask, (h, w))
-            if progress is not None:
-                progress(1)
+        key_boxes = [b.rescale((h, w), (sh, sw)).clip(sw, sh) for b in boxes]
+        key_state: list[tuple[np.ndarray, Models]] = []
+        for obj, box in enumerate(key_boxes, start=1):
+            mask, models = self._grabcut(small[frame_index], box, None, None, self.config.keyframe_iterations)
+            per_object[obj][frame_index] = _upsample(mask, (h, w))
+            key_state.append((mask, models))
+        if progress is not None:
+            progress(1)
+        for order in (range(frame_index + 1, n), range(frame_index - 1, -1, -1)):
+            trackers = []
+            for box in key_boxes:
+                tracker = _create_csrt()
+                tracker.init(small[frame_index], box.to_int_xywh())
+                trackers.append(tracker)
+            prev = [(mask, box) for (mask, _), box in zip(key_state, key_boxes, strict=True)]
+            for i in order:
+                for k, tracker in enumerate(trackers):
+                    mask = self._step(small[i], tracker, prev, k, key_state[k][1])
+                    if mask is not None:
+                        per_object[k + 1][i] = _upsample(mask, (h, w))
+                if progress is not None:
+                    progress(1)
         return MaskTrack.from_objects(per_object)
 
-    def _track_boxes(self, frames: list[np.ndarray], key: int, box: Box) -> list[Box | None]:
-        """The box on every frame (None where CSRT lost the object)."""
-        out: list[Box | None] = [None] * len(frames)
-        out[key] = box
-        for order in (range(key + 1, len(frames)), range(key - 1, -1, -1)):
-            tracker = _create_csrt()
-            tracker.init(cv2.cvtColor(frames[key], cv2.COLOR_RGB2BGR), box.to_int_xywh())
-            for i in order:
-                ok, (x, y, bw, bh) = tracker.update(cv2.cvtColor(frames[i], cv2.COLOR_RGB2BGR))
-                out[i] = Box(x, y, x + bw, y + bh) if ok and bw > 0 and bh > 0 else None
-        return out
+    def _step(
+        self,
+        frame: np.ndarray,
+        tracker: cv2.Tracker,
+        prev: list[tuple[np.ndarray, Box]],
+        k: int,
+        models: Models,
+    ) -> np.ndarray | None:
+        """One frame of one object; updates `prev[k]`. None where CSRT lost the object."""
+        ok, (x, y, bw, bh) = tracker.update(frame)
+        if not ok or bw <= 0 or bh <= 0:
+            return None
+        box = Box(x, y, x + bw, y + bh)
+        prev_mask, prev_box = prev[k]
+        prior = None
+        region = box
+        if self.config.mask_prior:
+            (cx, cy), (px, py) = _centre(box), _centre(prev_box)
+            prior = _shift(prev_mask, cx - px, cy - py)
+            region = _union(box, Box.from_mask(prior))
+        mask, _ = self._grabcut(frame, region, prior, models, self.config.grabcut_iterations)
+        keep = mask if mask.sum() > self.config.min_prior_fill * box.area else prev_mask
+        prev[k] = (keep, box)
+        return mask
 
     def _grabcut(
         self,
-        frame: np.ndarray,
+        bgr: np.ndarray,
         box: Box,
-        models: tuple[np.ndarray, np.ndarray] | None,
-    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-        fh, fw = frame.shape[:2]
+        prior: np.ndarray | None,
+        models: Models | None,
+        iterations: int,
+    ) -> tuple[np.ndarray, Models]:
+        """GrabCut in `box` grown by the margin; `prior` marks probable foreground inside it."""
+        fh, fw = bgr.shape[:2]
         m = self.config.box_margin
         grown = Box(
             box.x1 - m * box.width, box.y1 - m * box.height, box.x2 + m * box.width, box.y2 + m * box.height
@@ -128,25 +185,20 @@ class ClassicalTracker:
         x, y, bw, bh = grown.to_int_xywh()
         bw, bh = min(bw, fw - x), min(bh, fh - y)
         mask = np.full((fh, fw), cv2.GC_BGD, np.uint8)
-        mask[y : y + bh, x : x + bw] = cv2.GC_PR_FGD
+        mask[y : y + bh, x : x + bw] = cv2.GC_PR_FGD if prior is None else cv2.GC_PR_BGD
+        if prior is not None:
+            inside = np.zeros((fh, fw), bool)
+            inside[y : y + bh, x : x + bw] = True
+            mask[prior & inside] = cv2.GC_PR_FGD
+        empty: Models = (np.zeros((1, 65)), np.zeros((1, 65)))
         if bw < 2 or bh < 2 or bw * bh >= fw * fh:
             # GrabCut needs background pixels to learn from; a full-frame box has none.
-            return mask == cv2.GC_PR_FGD, models or (np.zeros((1, 65)), np.zeros((1, 65)))
-        bgd, fgd = (models[0].copy(), models[1].copy()) if models else (np.zeros((1, 65)), np.zeros((1, 65)))
-        bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+            return mask == cv2.GC_PR_FGD, models or empty
+        bgd, fgd = (models[0].copy(), models[1].copy()) if models else empty
         mode = cv2.GC_EVAL if models is not None else cv2.GC_INIT_WITH_MASK
         try:
-            cv2.grabCut(bgr, mask, (0, 0, 0, 0), bgd, fgd, self.config.grabcut_iterations, mode)
+            cv2.grabCut(bgr, mask, (0, 0, 0, 0), bgd, fgd, iterations, mode)
         except cv2.error:
-            logger.debug("GrabCut failed on a %dx%d box; using the box as the mask", bw, bh)
+            logger.debug("GrabCut failed on a %dx%d region; using the region as the mask", bw, bh)
             return mask == cv2.GC_PR_FGD, models or (bgd, fgd)
-        fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-        return fg, (bgd, fgd)
-
-
-def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a boolean mask to `(height, width)` with bilinear interpolation, thresholded at 0.5."""
-    if mask.shape == size:
-        return mask
-    up = cv2.resize(mask.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    return up >= 0.5
+        return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD), (bgd, fgd)
