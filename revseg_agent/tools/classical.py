@@ -69,7 +69,7 @@ def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
     moved = cv2.warpAffine(
         mask.astype(np.uint8),
-        np.float32([[1, 0, dx], [0, 1, dy]]),  # type: ignore[arg-type]
+        np.array([[1, 0, dx], [0, 1, dy]], dtype=np.float32),
         (mask.shape[1], mask.shape[0]),
         flags=cv2.INTER_NEAREST,
     )
@@ -136,9 +136,9 @@ class ClassicalTracker:
             prev = [(mask, box) for (mask, _), box in zip(key_state, key_boxes, strict=True)]
             for i in order:
                 for k, tracker in enumerate(trackers):
-                    mask = self._step(small[i], tracker, prev, k, key_state[k][1])
-                    if mask is not None:
-                        per_object[k + 1][i] = _upsample(mask, (h, w))
+                    found = self._step(small[i], tracker, prev, k, key_state[k][1])
+                    if found is not None:
+                        per_object[k + 1][i] = _upsample(found, (h, w))
                 if progress is not None:
                     progress(1)
         return MaskTrack.from_objects(per_object)
