@@ -19,6 +19,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation $(SAM2_SPEC)
 	$(PIP) install --quiet -e ".[dev,sam2]"
+	# reference metrics for the tests; it declares opencv-python, which would overwrite the
+	# contrib build's cv2/ folder, so it goes in without dependencies (scikit-image is in [dev])
+	$(PIP) install --quiet --no-deps vos-benchmark==0.1.0
 	touch $(STAMP)
 
 demo: install
@@ -39,6 +42,7 @@ check: lint typecheck test
 bench: install
 	$(PY) benchmarks/classical_tracker_davis.py
 	$(PY) benchmarks/graph_overhead.py
+	$(PY) benchmarks/metrics_speed.py
 
 serve: install
 	$(PIP) install --quiet -e ".[serve]"
