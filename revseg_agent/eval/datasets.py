@@ -1,0 +1,457 @@
+"""The five benchmarks' published layouts, read into one typed sample model and written back.
+
+Each adapter knows where a benchmark keeps frames, expressions and ground truth, and where its
+official scripts (or servers) expect predictions:
+
+- mevis: `meta_expressions.json` + `mask_dict.json` (COCO RLE per anno id and frame);
+  predictions `PRED/<video>/<exp_id>/<frame>.png`.
+- revos: `meta_expressions_<split>_.json` + `mask_dict.json`; predictions as MeViS.
+- reasonvos: `meta_expressions.json` + `Annotations/<source>_<video>_<obj>/<frame>.png`;
+  predictions `PRED/<source>_<video>_<obj>/<exp_id>/<frame>.png`.
+- refytvos: `meta_expressions.json` (+ palette `Annotations/<video>/<frame>.png`, train split);
+  predictions `PRED/Annotations/<video>/<exp_id>/<frame>.png` (zip it for the server).
+- refdavis: `<set>.txt` lines `<video> <obj_id> "<text>"` + palette `Annotations/<video>/...`;
+  predictions `PRED/<set>/<video>/<exp_id>/<frame>.png`.
+
+Ground truth of an expression is the union of its target objects' masks (the benchmarks' rule).
+Ids become file names, so any id that is not a plain file name is rejected (never sanitised into
+another benchmark's id silently).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import cv2
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, Field
+
+from revseg_agent.errors import RevsegError
+from revseg_agent.masks_io import decode_rle
+
+DatasetName = Literal["mevis", "revos", "reasonvos", "refytvos", "refdavis"]
+DATASETS: tuple[str, ...] = ("mevis", "revos", "reasonvos", "refytvos", "refdavis")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]*$")
+
+#: ReVOS's `type_id`.
+REVOS_TYPES = {0: "referring", 1: "reasoning", 2: "no_target"}
+
+
+class DatasetError(RevsegError):
+    """A benchmark's files are missing, corrupt or inconsistent."""
+
+
+def check_id(value: str, what: str) -> str:
+    """Ids become folder and file names: refuse anything that could escape or alias a folder."""
+    if not _SAFE_ID.match(value) or ".." in value:
+        raise DatasetError(f"unsafe {what} {value!r}: ids must be plain file names")
+    return value
+
+
+class Sample(BaseModel):
+    """One (video, expression) pair of a benchmark."""
+
+    dataset: str
+    video: str
+    exp_id: str
+    text: str
+    frames: list[str]
+    subset: str | None = None
+    targets: list[str] = Field(default_factory=list)  # anno ids / object ids / annotation folders
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """A unique, file-name-safe key of the sample (`<video>__<exp_id>`)."""
+        return f"{self.video}__{self.exp_id}"
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DatasetError(f"missing file: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"corrupt JSON in {path}: {exc}") from exc
+
+
+def _expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise DatasetError(message)
+
+
+def read_mask_png(path: Path) -> np.ndarray:
+    """A binary mask PNG: non-zero is foreground (0/1, 0/255 and palette files alike)."""
+    with Image.open(path) as im:
+        return np.array(im) > 0 if im.mode in {"P", "L", "1", "I", "I;16"} else np.array(im.convert("L")) > 0
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), mask.astype(np.uint8) * 255):
+        raise OSError(f"cannot write {path}")
+
+
+class Benchmark(Protocol):
+    name: str
+    root: Path
+
+    def samples(self) -> list[Sample]: ...
+
+    def ground_truth(self, sample: Sample) -> np.ndarray | None:
+        """Union target masks `(frames, H, W)`, or None when the split has no public ground truth."""
+        ...
+
+    def frames_dir(self, sample: Sample) -> Path: ...
+
+    def prediction_dir(self, pred_root: Path, sample: Sample) -> Path: ...
+
+
+def prediction_paths(bench: Benchmark, pred_root: Path, sample: Sample) -> list[Path]:
+    folder = bench.prediction_dir(pred_root, sample)
+    return [folder / f"{frame}.png" for frame in sample.frames]
+
+
+def read_prediction(
+    bench: Benchmark, pred_root: Path, sample: Sample, size: tuple[int, int]
+) -> np.ndarray | None:
+    """The prediction stack, or None when its folder is missing. Missing frames or wrong sizes
+    are errors: they would otherwise turn into silently wrong numbers."""
+    folder = bench.prediction_dir(pred_root, sample)
+    if not folder.is_dir():
+        return None
+    masks = []
+    for path in prediction_paths(bench, pred_root, sample):
+        if not path.is_file():
+            raise DatasetError(f"prediction frame missing: {path}")
+        m = read_mask_png(path)
+        if m.shape != size:
+            raise DatasetError(
+                f"prediction {path} is {m.shape[1]}x{m.shape[0]}, ground truth is {size[1]}x{size[0]}"
+            )
+        masks.append(m)
+    return np.stack(masks)
+
+
+def write_prediction(bench: Benchmark, pred_root: Path, sample: Sample, masks: np.ndarray) -> None:
+    if len(masks) != len(sample.frames):
+        raise ValueError(f"{len(masks)} masks for {len(sample.frames)} frames of {sample.key}")
+    for path, mask in zip(prediction_paths(bench, pred_root, sample), masks, strict=True):
+        write_mask_png(path, mask)
+
+
+def _frame_files(folder: Path) -> dict[str, Path]:
+    return (
+        {p.stem: p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES} if folder.is_dir() else {}
+    )
+
+
+# -- MeViS and ReVOS (same schema) ------------------------------------------------------------
+class MevisBenchmark:
+    """MeViS: `meta_expressions.json`, `mask_dict.json`, `JPEGImages/<video>/<frame>.jpg`."""
+
+    name = "mevis"
+    meta_name = "meta_expressions.json"
+
+    def __init__(self, root: str | Path, split: str | None = None) -> None:
+        self.root = Path(root) if split is None or not (Path(root) / split).is_dir() else Path(root) / split
+        self.split = split
+        self._masks: dict[str, Any] | None = None
+
+    def _meta_path(self) -> Path:
+        return self.root / self.meta_name
+
+    def _subset(self, expression: dict[str, Any]) -> str | None:
+        return None
+
+    def samples(self) -> list[Sample]:
+        meta = _load_json(self._meta_path())
+        _expect(
+            isinstance(meta, dict) and isinstance(meta.get("videos"), dict),
+            f"{self._meta_path()}: no 'videos'",
+        )
+        out = []
+        for video, entry in sorted(meta["videos"].items()):
+            check_id(video, "video id")
+            frames = entry.get("frames")
+            _expect(isinstance(frames, list) and bool(frames), f"video {video}: no frame list")
+            for exp_id, exp in sorted(entry.get("expressions", {}).items(), key=lambda kv: _natural(kv[0])):
+                check_id(str(exp_id), "expression id")
+                anno = exp.get("anno_id", [])
+                out.append(
+                    Sample(
+                        dataset=self.name,
+                        video=video,
+                        exp_id=str(exp_id),
+                        text=str(exp.get("exp", "")),
+                        frames=[str(f) for f in frames],
+                        subset=self._subset(exp),
+                        targets=[str(a) for a in (anno if isinstance(anno, list) else [anno])],
+                        extra={"obj_id": exp.get("obj_id")},
+                    )
+                )
+        return out
+
+    def _mask_dict(self) -> dict[str, Any]:
+        if self._masks is None:
+            data = _load_json(self.root / "mask_dict.json")
+            _expect(isinstance(data, dict), f"{self.root / 'mask_dict.json'} is not an object")
+            self._masks = data
+        return self._masks
+
+    def ground_truth(self, sample: Sample) -> np.ndarray | None:
+        masks = self._mask_dict()
+        union: np.ndarray | None = None
+        size: tuple[int, int] | None = None
+        for anno in sample.targets:
+            _expect(anno in masks, f"{sample.key}: anno_id {anno} not in mask_dict.json")
+            rles = masks[anno]
+            _expect(
+                isinstance(rles, list) and len(rles) == len(sample.frames),
+                f"{sample.key}: anno_id {anno} has {len(rles) if isinstance(rles, list) else '?'} masks "
+                f"for {len(sample.frames)} frames",
+            )
+            for k, rle in enumerate(rles):
+                if rle is None:
+                    continue
+                shape = tuple(int(v) for v in rle["size"])
+                _expect(size is None or shape == size, f"{sample.key}: RLE size {shape} differs from {size}")
+                size = shape  # type: ignore[assignment]
+                if union is None:
+                    union = np.zeros((len(sample.frames), *shape), bool)
+                union[k] |= decode_rle(rle)
+        if union is None:
+            h, w = self._frame_size(sample)
+            union = np.zeros((len(sample.frames), h, w), bool)
+        return union
+
+    def _frame_size(self, sample: Sample) -> tuple[int, int]:
+        files = _frame_files(self.frames_dir(sample))
+        if sample.frames and sample.frames[0] in files:
+            with Image.open(files[sample.frames[0]]) as im:
+                return im.height, im.width
+        raise DatasetError(f"{sample.key}: every target is empty and no frame gives the size")
+
+    def frames_dir(self, sample: Sample) -> Path:
+        return self.root / "JPEGImages" / sample.video
+
+    def prediction_dir(self, pred_root: Path, sample: Sample) -> Path:
+        return pred_root / sample.video / sample.exp_id
+
+
+class RevosBenchmark(MevisBenchmark):
+    """ReVOS: MeViS's schema plus `type_id` (referring / reasoning / no-target)."""
+
+    name = "revos"
+
+    def _meta_path(self) -> Path:
+        split = self.split or "valid"
+        return self.root / f"meta_expressions_{split}_.json"
+
+    def _subset(self, expression: dict[str, Any]) -> str | None:
+        type_id = expression.get("type_id")
+        if not isinstance(type_id, int) or type_id not in REVOS_TYPES:
+            raise DatasetError(f"ReVOS: unknown type_id {type_id!r}")
+        return REVOS_TYPES[type_id]
+
+
+# -- ReasonVOS ------------------------------------------------------------------------------------
+class ReasonVOSBenchmark:
+    """ReasonVOS: expressions as a list per video; one PNG folder per target object."""
+
+    name = "reasonvos"
+
+    def __init__(self, root: str | Path, split: str | None = None) -> None:
+        self.root = Path(root)
+
+    def samples(self) -> list[Sample]:
+        path = self.root / "meta_expressions.json"
+        meta = _load_json(path)
+        _expect(isinstance(meta, dict) and isinstance(meta.get("videos"), dict), f"{path}: no 'videos'")
+        out = []
+        for video, entry in sorted(meta["videos"].items()):
+            check_id(video, "video id")
+            source = check_id(str(entry.get("source", "")), "source")
+            for exp in entry.get("expressions", []):
+                target = check_id(f"{source}_{video}_{exp['obj_id']}", "annotation folder")
+                out.append(
+                    Sample(
+                        dataset=self.name,
+                        video=video,
+                        exp_id=check_id(str(exp["exp_id"]), "expression id"),
+                        text=str(exp.get("exp_text", "")),
+                        frames=[str(f) for f in entry["frames"]],
+                        subset=source,
+                        targets=[target],
+                        extra={"is_sent": exp.get("is_sent"), "source": source},
+                    )
+                )
+        return out
+
+    def ground_truth(self, sample: Sample) -> np.ndarray | None:
+        folder = self.root / "Annotations" / sample.targets[0]
+        if not folder.is_dir():
+            return None
+        files = _frame_files(folder)
+        missing = [f for f in sample.frames if f not in files]
+        _expect(not missing, f"{folder}: ground-truth frames missing: {missing[:3]}")
+        return np.stack([read_mask_png(files[f]) for f in sample.frames])
+
+    def frames_dir(self, sample: Sample) -> Path:
+        return self.root / "JPEGImages" / sample.video
+
+    def prediction_dir(self, pred_root: Path, sample: Sample) -> Path:
+        return pred_root / sample.targets[0] / sample.exp_id
+
+
+# -- Ref-YouTube-VOS and Ref-DAVIS17 (palette annotations with object ids) --------------------------
+def _palette_object(files: dict[str, Path], frames: list[str], obj_id: int, folder: Path) -> np.ndarray:
+    missing = [f for f in frames if f not in files]
+    _expect(not missing, f"{folder}: ground-truth frames missing: {missing[:3]}")
+    stack = []
+    for f in frames:
+        with Image.open(files[f]) as im:
+            stack.append(np.array(im) == obj_id)
+    return np.stack(stack)
+
+
+class RefYTVOSBenchmark:
+    """Ref-YouTube-VOS: scored by its server; local ground truth exists for the train split only."""
+
+    name = "refytvos"
+
+    def __init__(self, root: str | Path, split: str | None = None) -> None:
+        self.root = Path(root) if split is None or not (Path(root) / split).is_dir() else Path(root) / split
+
+    def samples(self) -> list[Sample]:
+        path = self.root / "meta_expressions.json"
+        meta = _load_json(path)
+        _expect(isinstance(meta, dict) and isinstance(meta.get("videos"), dict), f"{path}: no 'videos'")
+        out = []
+        for video, entry in sorted(meta["videos"].items()):
+            check_id(video, "video id")
+            for exp_id, exp in sorted(entry["expressions"].items(), key=lambda kv: _natural(kv[0])):
+                out.append(
+                    Sample(
+                        dataset=self.name,
+                        video=video,
+                        exp_id=check_id(str(exp_id), "expression id"),
+                        text=str(exp.get("exp", "")),
+                        frames=[str(f) for f in entry["frames"]],
+                        targets=[str(exp.get("obj_id"))],
+                    )
+                )
+        return out
+
+    def ground_truth(self, sample: Sample) -> np.ndarray | None:
+        folder = self.root / "Annotations" / sample.video
+        if not folder.is_dir():
+            return None
+        return _palette_object(_frame_files(folder), sample.frames, int(sample.targets[0]), folder)
+
+    def frames_dir(self, sample: Sample) -> Path:
+        return self.root / "JPEGImages" / sample.video
+
+    def prediction_dir(self, pred_root: Path, sample: Sample) -> Path:
+        return pred_root / "Annotations" / sample.video / sample.exp_id
+
+
+class RefDAVISBenchmark:
+    """Ref-DAVIS17: expression sets as text files of `<video> <obj_id> "<expression>"` lines.
+
+    `split` names the set (the file stem, e.g. `valid_anno0_first_frame`); frames are every image
+    in `JPEGImages/<video>`. Scoring here is per expression on the object's binary mask; the
+    toolkit's protocol (merged palette PNGs, Hungarian matching) is for the official script.
+    """
+
+    name = "refdavis"
+
+    def __init__(self, root: str | Path, split: str | None = None) -> None:
+        self.root = Path(root)
+        self.split = split
+
+    def _set_files(self) -> list[Path]:
+        if self.split:
+            path = self.root / f"{self.split}.txt"
+            _expect(path.is_file(), f"missing expression set {path}")
+            return [path]
+        files = sorted(self.root.glob("*.txt"))
+        _expect(bool(files), f"no expression set (*.txt) in {self.root}")
+        return files
+
+    def samples(self) -> list[Sample]:
+        out = []
+        for set_file in self._set_files():
+            counters: dict[str, int] = {}
+            for n, line in enumerate(set_file.read_text(encoding="utf-8").splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    video, obj_id, *rest = shlex.split(line)
+                    text = " ".join(rest)
+                    int(obj_id)
+                except ValueError as exc:
+                    raise DatasetError(f'{set_file}:{n}: expected <video> <obj_id> "<expression>"') from exc
+                check_id(video, "video id")
+                exp_id = str(counters.get(video, 0))
+                counters[video] = counters.get(video, 0) + 1
+                frames = sorted(_frame_files(self.root / "JPEGImages" / video))
+                _expect(bool(frames), f"{set_file}:{n}: no frames in {self.root / 'JPEGImages' / video}")
+                out.append(
+                    Sample(
+                        dataset=self.name,
+                        video=video,
+                        exp_id=exp_id,
+                        text=text,
+                        frames=frames,
+                        subset=set_file.stem,
+                        targets=[obj_id],
+                    )
+                )
+        return out
+
+    def ground_truth(self, sample: Sample) -> np.ndarray | None:
+        folder = self.root / "Annotations" / sample.video
+        if not folder.is_dir():
+            return None
+        return _palette_object(_frame_files(folder), sample.frames, int(sample.targets[0]), folder)
+
+    def frames_dir(self, sample: Sample) -> Path:
+        return self.root / "JPEGImages" / sample.video
+
+    def prediction_dir(self, pred_root: Path, sample: Sample) -> Path:
+        return pred_root / (sample.subset or "set") / sample.video / sample.exp_id
+
+
+def _natural(value: str) -> tuple[Any, ...]:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", value))
+
+
+_ADAPTERS: dict[str, type] = {
+    "mevis": MevisBenchmark,
+    "revos": RevosBenchmark,
+    "reasonvos": ReasonVOSBenchmark,
+    "refytvos": RefYTVOSBenchmark,
+    "refdavis": RefDAVISBenchmark,
+}
+
+
+def open_benchmark(name: str, root: str | Path, split: str | None = None) -> Benchmark:
+    if name not in _ADAPTERS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if not Path(root).is_dir():
+        raise DatasetError(f"dataset root not found: {root}")
+    bench: Benchmark = _ADAPTERS[name](root, split)
+    return bench
+
+
+def iter_ground_truth(bench: Benchmark) -> Iterator[tuple[Sample, np.ndarray | None]]:
+    for sample in bench.samples():
+        yield sample, bench.ground_truth(sample)

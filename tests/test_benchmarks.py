@@ -1,0 +1,164 @@
+"""Benchmark layouts: written, read back, scored with perfect and with known-wrong predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from revseg_agent.eval.datasets import (
+    DATASETS,
+    DatasetError,
+    open_benchmark,
+    prediction_paths,
+    read_prediction,
+    write_prediction,
+)
+from revseg_agent.eval.scoring import score_predictions
+
+from .benchmark_fixtures import FRAMES, WRITERS, H, W, object_masks
+
+
+def _perfect(dataset: str, tmp_path: Path) -> tuple[object, Path]:
+    bench = open_benchmark(dataset, WRITERS[dataset](tmp_path / "gt"))
+    pred = tmp_path / "pred"
+    for sample in bench.samples():
+        gt = bench.ground_truth(sample)
+        if gt is not None:
+            write_prediction(bench, pred, sample, gt)
+    return bench, pred
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_perfect_predictions_score_100(dataset: str, tmp_path: Path) -> None:
+    bench, pred = _perfect(dataset, tmp_path)
+    summary = score_predictions(bench, pred)
+    assert (summary["J"], summary["F"], summary["J&F"]) == (100.0, 100.0, 100.0)
+    assert summary["counts"].get("scored", 0) >= 2
+
+
+def test_samples_are_read_with_their_targets(tmp_path: Path) -> None:
+    bench = open_benchmark("mevis", WRITERS["mevis"](tmp_path))
+    samples = bench.samples()
+    assert [(s.exp_id, s.targets, s.frames) for s in samples] == [
+        ("0", ["1"], FRAMES),
+        ("1", ["1", "2"], FRAMES),
+        ("2", ["2"], FRAMES),
+    ]
+    objs = object_masks()
+    np.testing.assert_array_equal(bench.ground_truth(samples[1]), objs[1] | objs[2])  # union of targets
+
+
+def test_prediction_layouts_are_each_benchmarks_own(tmp_path: Path) -> None:
+    expected = {
+        "mevis": "vid1/0/00000.png",
+        "revos": "vid1/0/00000.png",
+        "reasonvos": "MOSE_vid1_1/0/00000.png",
+        "refytvos": "Annotations/vid1/0/00000.png",
+        "refdavis": "valid_anno0_first_frame/vid1/0/00000.png",
+    }
+    for dataset, path in expected.items():
+        bench = open_benchmark(dataset, WRITERS[dataset](tmp_path / dataset))
+        first = prediction_paths(bench, Path("P"), bench.samples()[0])[0]
+        assert first.as_posix() == f"P/{path}", dataset
+
+
+def test_known_perturbations_mevis(tmp_path: Path) -> None:
+    bench, pred = _perfect("mevis", tmp_path)
+    samples = bench.samples()
+    # Expression 0: empty prediction on 2 of its 4 (non-empty) frames -> J = F = 0.5.
+    gt0 = bench.ground_truth(samples[0])
+    broken = gt0.copy()
+    broken[:2] = False
+    write_prediction(bench, pred, samples[0], broken)
+    # Expression 2: prediction folder missing -> scored as empty masks: frames 0-2 score 0,
+    # frame 3 (object absent, prediction empty) scores J = F = 1 -> 0.25.
+    for p in prediction_paths(bench, pred, samples[2]):
+        p.unlink()
+    prediction_paths(bench, pred, samples[2])[0].parent.rmdir()
+    summary = score_predictions(bench, pred)
+    rows = {r["exp_id"]: r for r in summary["expressions"]}
+    assert (rows["0"]["J"], rows["0"]["F"]) == (0.5, 0.5)
+    assert rows["1"]["JF"] == 1.0
+    assert (rows["2"]["status"], rows["2"]["J"], rows["2"]["F"]) == ("missing_prediction", 0.25, 0.25)
+    assert summary["J&F"] == pytest.approx((50 + 100 + 25) / 3)
+    skipped = score_predictions(bench, pred, missing="skip")
+    assert skipped["J&F"] == pytest.approx(75.0) and skipped["counts"]["skipped"] == 1
+
+
+def test_revos_overall_is_the_mean_of_subset_means(tmp_path: Path) -> None:
+    bench, pred = _perfect("revos", tmp_path)
+    samples = {s.exp_id: s for s in bench.samples()}
+    assert samples["3"].subset == "no_target"
+    # A reasoning expression whose target is on every frame, predicted empty: J = F = 0.
+    write_prediction(bench, pred, samples["1"], np.zeros((4, H, W), bool))
+    summary = score_predictions(bench, pred)
+    assert summary["subsets"]["referring"]["J&F"] == 100.0
+    assert summary["subsets"]["reasoning"]["J&F"] == 50.0  # (0 + 100) / 2
+    assert summary["J&F"] == 75.0  # mean of the two means, not the pooled mean (66.7)
+    assert summary["counts"]["no_target"] == 1
+    assert summary["subsets"]["referring"]["A"] == 100.0
+
+
+def test_reasonvos_missing_prediction_is_skipped_by_default(tmp_path: Path) -> None:
+    bench, pred = _perfect("reasonvos", tmp_path)
+    sample = bench.samples()[0]
+    for p in prediction_paths(bench, pred, sample):
+        p.unlink()
+    prediction_paths(bench, pred, sample)[0].parent.rmdir()
+    summary = score_predictions(bench, pred)
+    assert summary["missing_rule"] == "skip" and summary["counts"]["skipped"] == 1 and summary["J&F"] == 100.0
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("corrupt_json", "corrupt JSON"),
+        ("rle_count", "has 3 masks for 4 frames"),
+        ("rle_size", "RLE size"),
+        ("unsafe_id", "unsafe video id"),
+        ("missing_anno", "not in mask_dict.json"),
+    ],
+)
+def test_bad_ground_truth(damage: str, message: str, tmp_path: Path) -> None:
+    root = WRITERS["mevis"](tmp_path / "gt")
+    meta = json.loads((root / "meta_expressions.json").read_text())
+    masks = json.loads((root / "mask_dict.json").read_text())
+    if damage == "corrupt_json":
+        (root / "mask_dict.json").write_text("{not json")
+    elif damage == "rle_count":
+        masks["1"] = masks["1"][:3]
+    elif damage == "rle_size":
+        masks["2"][0]["size"] = [H + 1, W]
+    elif damage == "unsafe_id":
+        meta["videos"]["../escape"] = meta["videos"].pop("vid1")
+    elif damage == "missing_anno":
+        del masks["2"]
+    if damage != "corrupt_json":
+        (root / "mask_dict.json").write_text(json.dumps(masks))
+    (root / "meta_expressions.json").write_text(json.dumps(meta))
+    bench = open_benchmark("mevis", root)
+    with pytest.raises(DatasetError, match=message):
+        for sample in bench.samples():
+            bench.ground_truth(sample)
+
+
+def test_bad_predictions(tmp_path: Path) -> None:
+    bench, pred = _perfect("mevis", tmp_path)
+    sample = bench.samples()[0]
+    paths = prediction_paths(bench, pred, sample)
+    paths[1].unlink()
+    with pytest.raises(DatasetError, match="prediction frame missing"):
+        read_prediction(bench, pred, sample, (H, W))
+    write_prediction(bench, pred, sample, np.zeros((4, H + 2, W), bool))
+    with pytest.raises(DatasetError, match="is 32x26, ground truth is 32x24"):
+        read_prediction(bench, pred, sample, (H, W))
+
+
+def test_unknown_dataset_and_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        open_benchmark("kinetics", tmp_path)
+    with pytest.raises(DatasetError, match="root not found"):
+        open_benchmark("mevis", tmp_path / "nope")
