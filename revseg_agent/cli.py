@@ -2,6 +2,9 @@
 
     revseg segment VIDEO QUERY --out DIR [--policy HUB_ID_OR_PATH] [--tracker sam2|classical]
                    [--sam2-config NAME] [--sam2-checkpoint PATH] [--frames N] [--device cpu|cuda] [--step]
+    revseg score --dataset mevis|revos|reasonvos|refytvos|refdavis --root GT_ROOT --pred PRED_DIR
+                 [--out FILE.json]
+    revseg eval  --dataset ... --root ROOT [--split NAME] --out DIR [--limit N] [the segment options]
     revseg demo [--out DIR]          offline demo on a generated clip with a tiny random-init policy
     revseg tiny-policy DIR           write a tiny random-init Qwen2.5-VL checkpoint (tests, demos)
 
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from revseg_agent.errors import CheckpointError, InputError, PipelineFailure, RevsegError, VideoError
+from revseg_agent.eval.datasets import DATASETS, DatasetError
+from revseg_agent.eval.diagnostics import BASELINES
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 
 logger = logging.getLogger("revseg_agent.cli")
@@ -58,6 +63,17 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
 
 
+def _add_dataset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--root", required=True, type=Path, help="the benchmark's root folder")
+    p.add_argument("--split", help="split or expression-set name where the layout has several")
+    p.add_argument(
+        "--missing",
+        choices=["zero", "skip"],
+        help="a missing prediction scores 0 or is left out (default: the benchmark's own rule)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="revseg", description="Reasoning video object segmentation (ReVSeg)."
@@ -73,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--step", action="store_true", help="pause after each node; show and optionally edit state"
     )
     _add_segment_options(seg)
+
+    score = sub.add_parser("score", help="score a folder of predictions against a benchmark (no model)")
+    _add_dataset_options(score)
+    score.add_argument("--pred", required=True, type=Path, help="predictions in the benchmark's own layout")
+    score.add_argument("--out", type=Path, help="write the results JSON here")
+    score.add_argument("--csv", type=Path, help="write one row per expression here")
+
+    ev = sub.add_parser("eval", help="run the graph (or a baseline) over a benchmark split; resumable")
+    _add_dataset_options(ev)
+    ev.add_argument("--out", required=True, type=Path, help="output folder (an existing one is resumed)")
+    ev.add_argument("--limit", type=int, help="only the first N expressions")
+    ev.add_argument(
+        "--baseline", choices=BASELINES, help="skip the policy: oracle, random-keyframe or centre-box"
+    )
+    _add_segment_options(ev)
 
     demo = sub.add_parser(
         "demo", help="offline demo: generated clip, tiny random-init policy, classical tracker"
@@ -225,6 +256,67 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_score(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from revseg_agent.eval.datasets import open_benchmark
+    from revseg_agent.eval.scoring import expressions_csv, format_table, score_predictions
+    from revseg_agent.io import atomic_write_text
+
+    bench = open_benchmark(args.dataset, args.root, args.split)
+    if not args.pred.is_dir():
+        raise InputError(f"prediction folder not found: {args.pred}")
+    samples = bench.samples()
+    with tqdm(total=len(samples), desc=f"score {args.dataset}", unit="expr") as bar:
+        summary = score_predictions(
+            bench, args.pred, missing=args.missing, samples=samples, progress=bar.update
+        )
+    print(format_table(summary))
+    if args.out:
+        atomic_write_text(args.out, json.dumps(summary, indent=2))
+    if args.csv:
+        atomic_write_text(args.csv, expressions_csv(summary))
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from revseg_agent.eval.datasets import open_benchmark
+    from revseg_agent.eval.report import write_report
+    from revseg_agent.eval.runner import EvalRunner
+    from revseg_agent.eval.scoring import format_table
+    from revseg_agent.graphs.context import Context
+    from revseg_agent.policies.base import SamplingParams
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    bench = open_benchmark(args.dataset, args.root, args.split)
+    tracker = _load_tracker(args)
+    if args.baseline:
+        runner = EvalRunner(
+            bench,
+            args.out,
+            tracker=tracker,
+            baseline=args.baseline,
+            num_frames=args.frames,
+            missing=args.missing,
+        )
+    else:
+        policy = QwenVLPolicy.from_pretrained(args.policy, device=args.device)
+        context = Context(
+            policy=policy,
+            tracker=tracker,
+            num_frames=args.frames,
+            max_attempts=args.max_attempts,
+            on_parse_failure=args.on_parse_failure,
+            sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
+        )
+        runner = EvalRunner(bench, args.out, context=context, missing=args.missing)
+    summary = runner.run(limit=args.limit)
+    print(format_table(summary))
+    report = write_report(args.out, bench)
+    print(f"results: {args.out / 'results.json'}  report: {report}")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from revseg_agent.demo import make_demo_clip
     from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
@@ -272,12 +364,16 @@ def main(argv: list[str] | None = None) -> int:
             return run_segment(args)
         if args.command == "demo":
             return run_demo(args)
+        if args.command == "score":
+            return run_score(args)
+        if args.command == "eval":
+            return run_eval(args)
         if args.command == "tiny-policy":
             from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 
             print(build_tiny_qwen2_5_vl(args.out, seed=args.seed))
             return 0
-    except (InputError, VideoError, CheckpointError) as exc:
+    except (InputError, VideoError, CheckpointError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except RevsegError as exc:

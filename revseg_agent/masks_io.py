@@ -72,6 +72,7 @@ def write_png_masks(folder: str | Path, masks: np.ndarray) -> None:
 #: Overlay colour (RGB) and opacity.
 OVERLAY_RGB = (255, 0, 255)  # magenta: rarely the colour of the object itself
 OVERLAY_ALPHA = 0.5
+BOX_RGB = (255, 220, 0)  # yellow
 
 
 def overlay_frame(frame: np.ndarray, mask: np.ndarray, boxes: list[Box] | None = None) -> np.ndarray:
@@ -84,5 +85,5 @@ def overlay_frame(frame: np.ndarray, mask: np.ndarray, boxes: list[Box] | None =
         cv2.drawContours(out, contours, -1, OVERLAY_RGB, 2)
     for box in boxes or []:
         x, y, w, h = box.to_int_xywh()
-        cv2.rectangle(out, (x, y), (x + w, y + h), (32, 255, 64), 2)
+        cv2.rectangle(out, (x, y), (x + w, y + h), BOX_RGB, 2)
     return out

@@ -39,6 +39,21 @@ class Box:
             return None
         return cls(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
 
+    @classmethod
+    def centre(cls, height: int, width: int) -> Box:
+        """The box covering the middle half of a frame on each axis (a no-information prompt)."""
+        return cls(width / 4, height / 4, 3 * width / 4, 3 * height / 4)
+
+    @classmethod
+    def hull(cls, boxes: Sequence[Box]) -> Box:
+        """The smallest box containing all `boxes`."""
+        return cls(
+            min(b.x1 for b in boxes),
+            min(b.y1 for b in boxes),
+            max(b.x2 for b in boxes),
+            max(b.y2 for b in boxes),
+        )
+
     def to_list(self) -> list[float]:
         return [self.x1, self.y1, self.x2, self.y2]
 

@@ -26,11 +26,16 @@ def object_masks() -> dict[int, np.ndarray]:
     return {1: a, 2: b}
 
 
-def _frames(folder: Path, n: int = 4) -> None:
+def _frames(folder: Path) -> None:
+    """Frames that show the objects (red block, blue block) on a grey textured background."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    for name in FRAMES[:n]:
-        cv2.imwrite(str(folder / f"{name}.jpg"), rng.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    objects = object_masks()
+    for k, name in enumerate(FRAMES):
+        frame = rng.integers(100, 140, (H, W, 3), dtype=np.uint8)
+        frame[objects[1][k]] = (30, 30, 220)  # BGR red
+        frame[objects[2][k]] = (220, 60, 30)  # BGR blue
+        cv2.imwrite(str(folder / f"{name}.png"), frame)
 
 
 def _palette(folder: Path, objects: dict[int, np.ndarray]) -> None:

@@ -199,10 +199,6 @@ def temporal_evidence_selection(state: RevsegState, runtime: Runtime[Context]) -
     }
 
 
-def _centre_box(height: int, width: int) -> Box:
-    return Box(width / 4, height / 4, 3 * width / 4, 3 * height / 4)
-
-
 def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Round 2: box the described object on the keyframe; map boxes to frame coordinates."""
     started = time.time()
@@ -252,7 +248,7 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
         record["error"] = StepError(code=boxes.code, message=boxes.message)
         if attempt >= ctx.max_attempts:
             if ctx.on_parse_failure == "fallback":
-                update["boxes"] = [_centre_box(height, width).to_list()]
+                update["boxes"] = [Box.centre(height, width).to_list()]
                 record["fallback"] = "centre box covering the middle half of the keyframe"
             else:
                 update["error"] = _exhausted(SPATIAL_GROUNDING, attempt, boxes, "round 2 gave no usable box")

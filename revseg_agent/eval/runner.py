@@ -1,0 +1,216 @@
+"""`revseg eval`: run the graph (or a baseline) over a benchmark split, resumably.
+
+Output folder:
+    predictions/      in the benchmark's own layout (what its official script / server reads)
+    traces/<key>.json one trace per expression
+    records.jsonl     one line per finished expression: scores and chain diagnostics
+    results.json      the summary (top-level J, F, J&F in percent, subsets, expressions, diagnostics)
+    expressions.csv   one row per expression
+    report.html       the report (see `report.py`)
+A record is appended (and fsynced) only after the expression's predictions and trace are in
+place, so a killed run restarts at the first expression without a record, redoes at most the
+one it was working on, and never counts anything twice. A torn last line is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from revseg_agent.eval.datasets import Benchmark, Sample, write_mask_png
+from revseg_agent.eval.diagnostics import aggregate, baseline_prompt, chain_diagnostics
+from revseg_agent.eval.scoring import (
+    DEFAULT_MISSING,
+    ExpressionResult,
+    MissingRule,
+    expressions_csv,
+    score_sample,
+    summarise,
+)
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.graph import build_graph
+from revseg_agent.io import atomic_write_text
+from revseg_agent.masks_io import read_masks_json
+from revseg_agent.pipeline import trace_from_state
+from revseg_agent.tools.base import Tracker
+from revseg_agent.traces import Trace
+from revseg_agent.video import open_video, uniform_indices
+
+logger = logging.getLogger(__name__)
+
+RECORDS = "records.jsonl"
+
+
+def read_records(path: Path) -> dict[str, dict[str, Any]]:
+    """Finished expressions by key; a torn last line (killed mid-write) is dropped from the file."""
+    if not path.is_file():
+        return {}
+    good: list[str] = []
+    records: dict[str, dict[str, Any]] = {}
+    raw = path.read_text(encoding="utf-8")
+    for line in raw.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            logger.warning("dropping a torn record line in %s", path)
+            continue
+        if not line.endswith("\n"):
+            continue
+        records[record["key"]] = record
+        good.append(line)
+    if "".join(good) != raw:
+        atomic_write_text(path, "".join(good))
+    return records
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _link_frames(bench: Benchmark, sample: Sample, folder: Path) -> Path:
+    """A folder holding exactly the sample's frames, in order (symlinks, nothing copied)."""
+    source = bench.frames_dir(sample)
+    files = {p.stem: p for p in source.iterdir()} if source.is_dir() else {}
+    missing = [f for f in sample.frames if f not in files]
+    if missing:
+        raise FileNotFoundError(f"{sample.key}: frames missing in {source}: {missing[:3]}")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in sample.frames:
+        (folder / files[name].name).symlink_to(files[name].resolve())
+    return folder
+
+
+def _write_predictions(bench: Benchmark, pred_root: Path, sample: Sample, masks: np.ndarray) -> None:
+    """All frames of one expression, swapped into place in one rename."""
+    final = bench.prediction_dir(pred_root, sample)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        for name, mask in zip(sample.frames, masks, strict=True):
+            write_mask_png(tmp / f"{name}.png", mask)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+class EvalRunner:
+    """Runs one benchmark split into an output folder. `context` runs the graph; `baseline`
+    (oracle / random-keyframe / centre-box) skips the policy and prompts `tracker` directly."""
+
+    def __init__(
+        self,
+        bench: Benchmark,
+        out_dir: str | Path,
+        *,
+        context: Context | None = None,
+        tracker: Tracker | None = None,
+        baseline: str | None = None,
+        num_frames: int = 16,
+        missing: MissingRule | None = None,
+    ) -> None:
+        if (context is None) == (baseline is None):
+            raise ValueError("give either a context (run the graph) or a baseline")
+        if baseline is not None and tracker is None:
+            raise ValueError("a baseline needs a tracker")
+        self.bench = bench
+        self.out = Path(out_dir)
+        self.context = context
+        self.tracker = tracker
+        self.baseline = baseline
+        self.num_frames = context.num_frames if context is not None else num_frames
+        self.missing: MissingRule = missing or DEFAULT_MISSING[bench.name]
+        self.graph = build_graph() if context is not None else None
+
+    def run(self, *, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        work = self.out / ".work"
+        records_path = self.out / RECORDS
+        done = read_records(records_path)
+        samples = self.bench.samples()[:limit] if limit else self.bench.samples()
+        todo = [s for s in samples if s.key not in done]
+        bar = tqdm(
+            total=len(samples),
+            initial=len(samples) - len(todo),
+            desc=f"eval {self.bench.name}",
+            unit="expr",
+            disable=not progress,
+        )
+        for sample in todo:
+            record = self._run_one(sample, work)
+            append_record(records_path, record)
+            done[sample.key] = record
+            bar.update(1)
+        bar.close()
+        shutil.rmtree(work, ignore_errors=True)
+        return self.finish([done[s.key] for s in samples])
+
+    def _run_one(self, sample: Sample, work: Path) -> dict[str, Any]:
+        started = time.time()
+        gt = self.bench.ground_truth(sample)
+        frames = _link_frames(self.bench, sample, work / "frames" / sample.key)
+        video = open_video(frames)
+        trace: Trace | None = None
+        record: dict[str, Any] = {"key": sample.key, "baseline": self.baseline}
+        if self.baseline is not None:
+            if gt is None:
+                raise ValueError(f"the {self.baseline} baseline needs ground truth ({sample.key} has none)")
+            sampled = uniform_indices(video.num_frames, self.num_frames)
+            prompt = baseline_prompt(self.baseline, sample.key, gt, sampled)
+            assert self.tracker is not None
+            masks = (
+                self.tracker.track(video, frame_index=prompt[0], boxes=prompt[1]).masks
+                if prompt is not None
+                else np.zeros((video.num_frames, video.info.height, video.info.width), bool)
+            )
+            record["keyframe_index"] = prompt[0] if prompt else None
+        else:
+            assert self.context is not None and self.graph is not None
+            context = self.context
+            context.artifacts_dir = work / "artifacts"
+            state = self.graph.invoke({"video_path": str(frames), "query": sample.text}, context=context)
+            trace = trace_from_state(state, context)
+            if trace.ok and trace.result.masks_path:
+                masks = read_masks_json(trace.result.masks_path).masks
+            else:  # the chain failed: an empty prediction, scored as such
+                masks = np.zeros((video.num_frames, video.info.height, video.info.width), bool)
+                record["chain_error"] = trace.error.code if trace.error else "incomplete"
+            trace_path = self.out / "traces" / f"{sample.key}.json"
+            trace.save(trace_path)
+            record["trace"] = str(trace_path.relative_to(self.out))
+        _write_predictions(self.bench, self.out / "predictions", sample, masks)
+        if gt is not None:
+            revos = self.bench.name == "revos"
+            result = score_sample(sample, gt, masks, missing=self.missing, with_revos=revos)
+            if trace is not None and result.counted:
+                record.update(chain_diagnostics(trace, gt))
+        else:
+            result = score_sample(sample, None, masks, missing=self.missing)
+        record.update(result.model_dump())
+        record["seconds"] = round(time.time() - started, 3)
+        return record
+
+    def finish(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        fields = set(ExpressionResult.model_fields)
+        results = [ExpressionResult(**{k: v for k, v in r.items() if k in fields}) for r in records]
+        summary = summarise(self.bench.name, results, missing=self.missing)
+        summary["baseline"] = self.baseline
+        summary["diagnostics"] = aggregate([r for r in records if r.get("J") is not None])
+        summary["expressions"] = records
+        atomic_write_text(self.out / "results.json", json.dumps(summary, indent=2))
+        atomic_write_text(self.out / "expressions.csv", expressions_csv(summary))
+        return summary

@@ -1,0 +1,219 @@
+"""`revseg eval` and `revseg score`: resumable runs, baselines, diagnostics, the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from revseg_agent.cli import EXIT_BAD_INPUT, main
+from revseg_agent.eval.datasets import open_benchmark
+from revseg_agent.eval.runner import RECORDS, EvalRunner
+from revseg_agent.graphs.context import Context
+from revseg_agent.policies.base import ChatMessage, TextPart
+from revseg_agent.testing import BoxTracker, ScriptedPolicy
+from revseg_agent.types import Box, MaskTrack
+from revseg_agent.video import Video
+
+from .benchmark_fixtures import WRITERS
+
+
+def _reply(messages: Sequence[ChatMessage]) -> str:
+    """Round 1: the 2nd sampled frame; round 2: the red block's box on frame 1 (x 3..13, y 2..10)."""
+    last = messages[-1].content[-1]
+    assert isinstance(last, TextPart)
+    if last.text.startswith("Detect"):
+        return "bbox: [3, 2, 13, 10]"
+    return "<think>the block</think><answer>frame id: 2\nobject description: the red block</answer>"
+
+
+class CrashingTracker(BoxTracker):
+    """Dies (as a killed process would) on its `crash_on`-th call."""
+
+    def __init__(self, crash_on: int) -> None:
+        super().__init__()
+        self.crash_on = crash_on
+
+    def track(
+        self, video: Video, *, frame_index: int, boxes: Sequence[Box], progress: Any = None
+    ) -> MaskTrack:
+        if len(self.calls) + 1 == self.crash_on:
+            raise KeyboardInterrupt("killed")
+        return super().track(video, frame_index=frame_index, boxes=boxes, progress=progress)
+
+
+def _runner(root: Path, out: Path, tracker: BoxTracker) -> EvalRunner:
+    context = Context(policy=ScriptedPolicy(reply=_reply), tracker=tracker, num_frames=4)
+    return EvalRunner(open_benchmark("mevis", root), out, context=context)
+
+
+def _stable(summary: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(summary))
+    for record in out["expressions"]:
+        record.pop("seconds")
+    return out
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    root = WRITERS["mevis"](tmp_path / "gt")
+    straight = _runner(root, tmp_path / "straight", BoxTracker()).run(progress=False)
+
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        _runner(root, out, CrashingTracker(crash_on=2)).run(progress=False)
+    assert len((out / RECORDS).read_text().splitlines()) == 1  # the first expression is safe on disk
+    with (out / RECORDS).open("a") as fh:
+        fh.write('{"key": "vid1__1", "J": 0.')  # a line torn by the kill
+    tracker = BoxTracker()
+    resumed = _runner(root, out, tracker).run(progress=False)
+    assert len(tracker.calls) == 2  # only the two unfinished expressions ran again
+    assert _stable(resumed) == _stable(straight)
+    assert len((out / RECORDS).read_text().splitlines()) == 3
+    assert json.loads((out / "results.json").read_text())["J&F"] == straight["J&F"]
+
+
+def test_diagnostics_locate_the_chain_s_errors(tmp_path: Path) -> None:
+    root = WRITERS["mevis"](tmp_path / "gt")
+    summary = _runner(root, tmp_path / "out", BoxTracker()).run(progress=False)
+    rows = {r["exp_id"]: r for r in summary["expressions"]}
+    # Expression 0 targets the red block: the chosen frame (index 1) shows it fully; its box on
+    # frame 1 is x 3..13, y 2..10 -> IoU 1 with the answer.
+    assert rows["0"]["keyframe_index"] == 1
+    assert rows["0"]["round1_parsed"] and rows["0"]["round2_parsed"]
+    assert rows["0"]["keyframe_area_ratio"] == 1.0
+    assert rows["0"]["box_iou"] == 1.0
+    # Expression 2 targets the blue block (x 18..26, y 14..20): the answered box misses it.
+    assert rows["2"]["box_iou"] == 0.0 and rows["2"]["target_on_keyframe"] is True
+    assert summary["diagnostics"]["round1_parse_rate"] == 1.0
+
+
+@pytest.mark.parametrize(("baseline", "expected"), [("oracle", 100.0), ("centre-box", None)])
+def test_baselines_through_the_cli(baseline: str, expected: float | None, tmp_path: Path) -> None:
+    root = WRITERS["mevis"](tmp_path / "gt")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            "mevis",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--baseline",
+            baseline,
+            "--tracker",
+            "classical",
+            "--frames",
+            "4",
+        ]
+    )
+    assert code == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["baseline"] == baseline
+    if expected is not None:
+        assert summary["J&F"] == expected
+    else:
+        assert summary["J&F"] < 60.0
+    assert (out / "predictions" / "vid1" / "0" / "00000.png").is_file()
+    assert (out / "report.html").is_file() and (out / "expressions.csv").read_text().count("\n") == 4
+
+
+def test_score_cli_writes_results_with_the_contract_keys(tmp_path: Path) -> None:
+    root = WRITERS["mevis"](tmp_path / "gt")
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "eval",
+                "--dataset",
+                "mevis",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--baseline",
+                "oracle",
+                "--tracker",
+                "classical",
+                "--frames",
+                "4",
+            ]
+        )
+        == 0
+    )
+    result = tmp_path / "scores.json"
+    assert (
+        main(
+            [
+                "score",
+                "--dataset",
+                "mevis",
+                "--root",
+                str(root),
+                "--pred",
+                str(out / "predictions"),
+                "--out",
+                str(result),
+            ]
+        )
+        == 0
+    )
+    scores = json.loads(result.read_text())
+    assert {"J", "F", "J&F", "subsets", "expressions"} <= scores.keys()
+    assert scores["J&F"] == json.loads((out / "results.json").read_text())["J&F"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "mevis", "--root", "NOPE", "--pred", "P"], "dataset root not found"),
+        (["--dataset", "mevis", "--root", "GT", "--pred", "NOPE"], "prediction folder not found"),
+    ],
+)
+def test_score_bad_input(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = WRITERS["mevis"](tmp_path / "GT")
+    args = [str(tmp_path / a) if a in {"NOPE", "P"} else (str(root) if a == "GT" else a) for a in args]
+    assert main(["score", *args]) == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    root = WRITERS["mevis"](tmp_path / "gt")
+    out = tmp_path / "out"
+    _runner(root, out, BoxTracker()).run(progress=False)
+    from revseg_agent.eval.report import write_report
+
+    page = write_report(out, open_benchmark("mevis", root))
+    text = page.read_text()
+    assert "<h2>Summary</h2>" in text and text.count("data:image/png;base64,") >= 4  # plots + gallery
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,1600",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
