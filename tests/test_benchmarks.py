@@ -162,3 +162,29 @@ def test_unknown_dataset_and_missing_root(tmp_path: Path) -> None:
         open_benchmark("kinetics", tmp_path)
     with pytest.raises(DatasetError, match="root not found"):
         open_benchmark("mevis", tmp_path / "nope")
+
+
+def test_refdavis_uses_the_toolkit_protocol_with_hungarian_matching(tmp_path: Path) -> None:
+    bench, pred = _perfect("refdavis", tmp_path)
+    samples = bench.samples()
+    objs = object_masks()
+    # The two expressions' predictions swapped: each segments the other object. Per expression
+    # that scores badly; merged into one label map and matched, it is a perfect segmentation.
+    write_prediction(bench, pred, samples[0], objs[2])
+    write_prediction(bench, pred, samples[1], objs[1])
+    summary = score_predictions(bench, pred)
+    assert summary["J&F"] == 100.0 and "Hungarian" in summary["protocol"]
+    assert summary["per_expression"]["J&F"] < 30.0
+    assert summary["subsets"]["valid_anno0_first_frame"]["count"] == 2
+
+
+def test_refdavis_void_pixels_are_excluded(tmp_path: Path) -> None:
+    from revseg_agent.eval.refdavis import score_video
+
+    gt = np.zeros((2, H, W), np.uint8)
+    gt[:, 2:10, 2:10] = 1
+    gt[:, 0:2, :] = 255  # void band
+    pred = np.zeros_like(gt)
+    pred[:, 0:10, 2:10] = 1  # covers the object and the void above it
+    ((j, f),) = score_video(gt, pred)
+    assert j == 1.0 and f == 1.0

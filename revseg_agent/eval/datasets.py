@@ -367,8 +367,8 @@ class RefDAVISBenchmark:
     """Ref-DAVIS17: expression sets as text files of `<video> <obj_id> "<expression>"` lines.
 
     `split` names the set (the file stem, e.g. `valid_anno0_first_frame`); frames are every image
-    in `JPEGImages/<video>`. Scoring here is per expression on the object's binary mask; the
-    toolkit's protocol (merged palette PNGs, Hungarian matching) is for the official script.
+    in `JPEGImages/<video>`. Headline scores follow the DAVIS toolkit's protocol (`refdavis.py`:
+    merged palette masks per set, Hungarian matching); per-expression scores are diagnostics.
     """
 
     name = "refdavis"

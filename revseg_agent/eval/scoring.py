@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from revseg_agent.eval.datasets import Benchmark, Sample, read_prediction
+from revseg_agent.eval.datasets import Benchmark, RefDAVISBenchmark, Sample, read_prediction
 from revseg_agent.eval.metrics import revos_accuracy, revos_robustness, score_clip
 
 MissingRule = Literal["zero", "skip"]
@@ -143,7 +143,18 @@ def score_predictions(
         results.append(score_sample(sample, gt, pred, missing=rule, with_revos=bench.name == "revos"))
         if progress is not None:
             progress(1)
-    return summarise(bench.name, results, missing=rule)
+    summary = summarise(bench.name, results, missing=rule)
+    if isinstance(bench, RefDAVISBenchmark):
+        # The official protocol (merged objects, Hungarian matching) gives the headline numbers;
+        # the per-expression scores above stay as diagnostics.
+        from revseg_agent.eval.refdavis import score_refdavis
+
+        official = score_refdavis(bench, Path(pred_root))
+        summary["per_expression"] = {k: summary[k] for k in ("J", "F", "J&F")}
+        summary.update({k: official[k] for k in ("J", "F", "J&F")})
+        summary["protocol"] = official["protocol"]
+        summary["subsets"] = official["subsets"]
+    return summary
 
 
 def format_table(summary: dict[str, Any]) -> str:
