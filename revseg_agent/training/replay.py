@@ -1,0 +1,84 @@
+"""Replay a recorded policy call through the policy: per-token log-probs of what it wrote.
+
+Why: TRL's `GRPOTrainer` computes its loss without video features, so ReVSeg's chain (round 1
+sees a video, round 2 the keyframe) is trained by replaying graph traces. A trace step holds the
+messages with visuals by reference, the prompt token ids, the completion token ids and the
+sampling-time log-probs; replay rebuilds the exact model inputs from the video file, checks the
+prompt tokenises to the recorded ids (a trace from another tokenizer or processor is refused),
+appends the completion and reads the log-probs from one forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from revseg_agent.errors import RevsegError
+from revseg_agent.policies.base import ImageFrame, VideoFrames, Visual
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.traces import StepRecord, VisualRecord
+from revseg_agent.video import open_video
+
+
+class ReplayError(RevsegError):
+    """A trace step cannot be replayed by this policy (other tokenizer, missing visuals, ...)."""
+
+
+def load_visuals(records: Mapping[str, VisualRecord]) -> dict[str, Visual]:
+    """Decode the frames a step referenced, from the video they came from."""
+    out: dict[str, Visual] = {}
+    for ref, record in records.items():
+        try:
+            video = open_video(record.video_path, fps=record.fps)
+            frames = video.read(record.frame_indices)
+        except RevsegError as exc:
+            raise ReplayError(f"visual {ref!r} of the trace cannot be read: {exc}") from exc
+        if record.kind == "image":
+            out[ref] = ImageFrame(frames[0])
+        else:
+            out[ref] = VideoFrames(
+                frames=frames,
+                frame_indices=record.frame_indices,
+                fps=record.fps or video.info.fps,
+                total_num_frames=record.total_num_frames or video.num_frames,
+            )
+    return out
+
+
+def replay_inputs(policy: QwenVLPolicy, step: StepRecord) -> dict[str, Any]:
+    """Model inputs for prompt + completion of one step, checked against the recorded prompt."""
+    if not step.completion_ids:
+        raise ReplayError(f"step {step.node}#{step.attempt} has no completion to replay")
+    inputs = policy.prepare_inputs(step.messages, load_visuals(step.visuals))
+    prompt = inputs["input_ids"][0].tolist()
+    if prompt != step.prompt_ids:
+        raise ReplayError(
+            f"step {step.node}#{step.attempt}: the prompt tokenises differently from the trace "
+            "(another policy version, tokenizer or processor?)"
+        )
+    completion = torch.tensor([step.completion_ids], dtype=inputs["input_ids"].dtype)
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    if "mm_token_type_ids" in inputs:  # completion tokens are text (type 0) for M-RoPE positions
+        inputs["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
+        )
+    return inputs
+
+
+def replay_logprobs(policy: QwenVLPolicy, step: StepRecord, *, temperature: float = 1.0) -> torch.Tensor:
+    """Per-token log-probs `(completion length,)` of the step's completion under `policy`.
+
+    Gradients flow when called outside `torch.no_grad()` (the training loss uses this).
+    """
+    inputs = replay_inputs(policy, step)
+    device = policy.device
+    model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    logits = policy.model(**model_inputs).logits[0].float()
+    prompt_len = len(step.prompt_ids)
+    n = len(step.completion_ids)
+    targets = model_inputs["input_ids"][0, prompt_len : prompt_len + n]
+    scores = logits[prompt_len - 1 : prompt_len - 1 + n] / temperature
+    return torch.log_softmax(scores, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
