@@ -8,12 +8,17 @@ assembled in a temporary sibling folder and renamed in one step.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -76,3 +81,37 @@ def atomic_output_dir(final: str | Path, *, overwrite: bool = False) -> Iterator
         shutil.rmtree(backup, ignore_errors=True)
     else:
         tmp.rename(final)
+
+
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it: after this returns, the record survives a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_jsonl(path: str | Path, *, repair: bool = True) -> list[dict[str, Any]]:
+    """Every complete JSON line. A torn line (a process killed mid-append) is skipped, and with
+    `repair` the file is rewritten without it so later appends start on a clean line."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    raw = path.read_text(encoding="utf-8")
+    good: list[str] = []
+    records: list[dict[str, Any]] = []
+    for line in raw.splitlines(keepends=True):
+        if not line.endswith("\n"):
+            logger.warning("dropping a torn last line in %s", path)
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            logger.warning("dropping a corrupt line in %s", path)
+            continue
+        good.append(line)
+    if repair and "".join(good) != raw:
+        atomic_write_text(path, "".join(good))
+    return records

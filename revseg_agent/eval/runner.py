@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -38,7 +37,7 @@ from revseg_agent.eval.scoring import (
 )
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.io import atomic_write_text
+from revseg_agent.io import append_jsonl, atomic_write_text, read_jsonl
 from revseg_agent.masks_io import read_masks_json
 from revseg_agent.pipeline import trace_from_state
 from revseg_agent.tools.base import Tracker
@@ -51,32 +50,8 @@ RECORDS = "records.jsonl"
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
-    """Finished expressions by key; a torn last line (killed mid-write) is dropped from the file."""
-    if not path.is_file():
-        return {}
-    good: list[str] = []
-    records: dict[str, dict[str, Any]] = {}
-    raw = path.read_text(encoding="utf-8")
-    for line in raw.splitlines(keepends=True):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("dropping a torn record line in %s", path)
-            continue
-        if not line.endswith("\n"):
-            continue
-        records[record["key"]] = record
-        good.append(line)
-    if "".join(good) != raw:
-        atomic_write_text(path, "".join(good))
-    return records
-
-
-def append_record(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Finished expressions by key (a torn last line, from a kill mid-write, is dropped)."""
+    return {record["key"]: record for record in read_jsonl(path)}
 
 
 def _link_frames(bench: Benchmark, sample: Sample, folder: Path) -> Path:
@@ -152,7 +127,7 @@ class EvalRunner:
         )
         for sample in todo:
             record = self._run_one(sample, work)
-            append_record(records_path, record)
+            append_jsonl(records_path, record)
             done[sample.key] = record
             bar.update(1)
         bar.close()
