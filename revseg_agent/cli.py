@@ -5,6 +5,8 @@
     revseg score --dataset mevis|revos|reasonvos|refytvos|refdavis --root GT_ROOT --pred PRED_DIR
                  [--out FILE.json]
     revseg eval  --dataset ... --root ROOT [--split NAME] --out DIR [--limit N] [the segment options]
+    revseg train grpo    --config recipes/<name>.yaml [--output-dir DIR] [--max-steps N] [--resume]
+    revseg train rescore --traces TRACES.jsonl --config recipes/<name>.yaml --out RESCORED.jsonl
     revseg demo [--out DIR]          offline demo on a generated clip with a tiny random-init policy
     revseg tiny-policy DIR           write a tiny random-init Qwen2.5-VL checkpoint (tests, demos)
 
@@ -104,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", choices=BASELINES, help="skip the policy: oracle, random-keyframe or centre-box"
     )
     _add_segment_options(ev)
+
+    train = sub.add_parser("train", help="GRPO on replayed graph traces").add_subparsers(
+        dest="train_command", required=True
+    )
+    grpo = train.add_parser("grpo", help="train the policy with GRPO from a recipe")
+    grpo.add_argument("--config", required=True, type=Path, help="recipe YAML (see recipes/)")
+    grpo.add_argument("--output-dir", type=Path, help="overrides the recipe's output_dir")
+    grpo.add_argument("--max-steps", type=int, help="overrides the recipe's max_steps")
+    grpo.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    rescore = train.add_parser("rescore", help="recompute rewards of stored traces (no model runs)")
+    rescore.add_argument("--traces", required=True, type=Path)
+    rescore.add_argument("--config", required=True, type=Path, help="recipe YAML whose rewards to apply")
+    rescore.add_argument("--out", required=True, type=Path)
 
     demo = sub.add_parser(
         "demo", help="offline demo: generated clip, tiny random-init policy, classical tracker"
@@ -317,6 +332,41 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_train(args: argparse.Namespace) -> int:
+    from revseg_agent.training.recipe import Recipe
+
+    try:
+        recipe = Recipe.load(args.config)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"bad recipe {args.config}: {exc}") from exc
+    if args.train_command == "rescore":
+        from revseg_agent.training.store import TraceStore, rescore, write_records
+
+        if not args.traces.is_file():
+            raise InputError(f"traces not found: {args.traces}")
+        records = rescore(list(TraceStore(args.traces)), recipe.rewards)
+        write_records(args.out, records)
+        totals = [r.rewards.get("total") or 0.0 for r in records]
+        mean = sum(totals) / max(len(totals), 1)
+        print(f"rescored {len(records)} traces; mean total reward {mean:.4f} -> {args.out}")
+        return 0
+    from revseg_agent.training.data import load_samples
+    from revseg_agent.training.grpo import GRPOTrainer
+
+    if args.output_dir:
+        recipe = recipe.model_copy(update={"output_dir": str(args.output_dir)})
+    out = Path(recipe.output_dir)
+    trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), output_dir=out)
+
+    def show(metrics: dict[str, float]) -> None:
+        rewards = " ".join(f"{k[7:]}={v:.3f}" for k, v in metrics.items() if k.startswith("reward_"))
+        print(f"step {int(metrics['step'])}: {rewards} loss={metrics['loss']:.4f} kl={metrics['kl']:.5f}")
+
+    trainer.train(max_steps=args.max_steps, resume=args.resume, on_step=show)
+    print(f"metrics: {out / 'metrics.csv'}  checkpoints: {sorted(p.name for p in out.glob('checkpoint-*'))}")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from revseg_agent.demo import make_demo_clip
     from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
@@ -368,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_score(args)
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "train":
+            return run_train(args)
         if args.command == "tiny-policy":
             from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 

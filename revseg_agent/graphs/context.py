@@ -36,6 +36,9 @@ class Context:
     #: Round 2 continues the round-1 conversation (video, question, answer) when True, as in
     #: ReVSeg's two-round chain; when False it sees the keyframe and the grounding prompt alone.
     round2_with_history: bool = True
+    #: Run the tracker at the end. Training that needs no mask reward skips it (the trace then
+    #: ends with a `track` step marked skipped and no masks).
+    run_tracker: bool = True
     #: Where the tracking node writes its masks (COCO RLE JSON).
     artifacts_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="revseg-")))
     track_progress: ProgressCallback | None = None

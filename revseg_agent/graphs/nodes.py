@@ -287,6 +287,8 @@ def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     if isinstance(boxes, str):
         err = _error(TRACK, "box_invalid", boxes)
         return {"error": err, "steps": [_record(TRACK, started, error=err)]}
+    if not ctx.run_tracker:
+        return {"steps": [_record(TRACK, started, parsed={"skipped": True})]}
     tracker = resolve_tracker(ctx.tracker)
     video = open_video(state["video_path"], fps=state["fps"])
     result = tracker.track(

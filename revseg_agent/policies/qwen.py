@@ -250,6 +250,9 @@ class QwenVLPolicy:
             "return_dict_in_generate": True,
             "output_logits": True,
             "pad_token_id": tokenizer.pad_token_id,
+            # A completion must never contain vision placeholders: replaying it would misalign
+            # the visual features (only a random-init model would ever sample them).
+            "suppress_tokens": self._vision_token_ids(),
         }
         if sampling.do_sample:
             gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
@@ -279,6 +282,12 @@ class QwenVLPolicy:
                 )
             )
         return results
+
+    def _vision_token_ids(self) -> list[int]:
+        tokens = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+        ids = [self.processor.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+        unk = self.processor.tokenizer.unk_token_id
+        return [int(i) for i in ids if i is not None and i != unk]
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id

@@ -1,0 +1,66 @@
+"""Training data: generated clips (offline, exact ground truth) or a benchmark split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from revseg_agent.eval.datasets import open_benchmark
+from revseg_agent.training.grpo import TrainingSample
+from revseg_agent.training.recipe import BenchmarkData, GeneratedData
+
+CLIP_SIZE = (112, 112)  # (height, width)
+SQUARE = 24
+
+
+def generated_samples(out_dir: str | Path, spec: GeneratedData) -> list[TrainingSample]:
+    """Clips of a red square moving across a textured background with a blue distractor.
+
+    The query names the square; ground truth is the square's exact mask on every frame.
+    """
+    out = Path(out_dir)
+    rng = np.random.default_rng(spec.seed)
+    h, w = CLIP_SIZE
+    samples = []
+    for k in range(spec.num_samples):
+        folder = out / f"clip{k:03d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        x0, y0 = rng.integers(0, w - SQUARE), rng.integers(0, h - SQUARE)
+        vx, vy = rng.integers(-4, 5, size=2)
+        cx, cy = rng.integers(20, w - 20), rng.integers(20, h - 20)
+        background = cv2.resize(
+            rng.integers(40, 90, (h // 8, w // 8, 3)).astype(np.uint8),
+            (w, h),
+            interpolation=cv2.INTER_NEAREST,
+        )
+        masks = np.zeros((spec.num_frames, h, w), bool)
+        for i in range(spec.num_frames):
+            x = int(np.clip(x0 + vx * i, 0, w - SQUARE))
+            y = int(np.clip(y0 + vy * i, 0, h - SQUARE))
+            frame = background.copy()
+            cv2.circle(frame, (int(cx), int(cy)), 10, (230, 80, 40), -1)  # BGR blue distractor
+            frame[y : y + SQUARE, x : x + SQUARE] = (30, 30, 230)  # BGR red square
+            masks[i, y : y + SQUARE, x : x + SQUARE] = True
+            cv2.imwrite(str(folder / f"{i:05d}.png"), frame)
+        samples.append(TrainingSample(f"clip{k:03d}", str(folder), "the red square", masks, [masks]))
+    return samples
+
+
+def benchmark_samples(spec: BenchmarkData) -> list[TrainingSample]:
+    """Expressions with ground truth from a benchmark split (frames read from its own folders)."""
+    bench = open_benchmark(spec.dataset, spec.root, spec.split)
+    out = []
+    for sample in bench.samples()[: spec.limit] if spec.limit else bench.samples():
+        gt = bench.ground_truth(sample)
+        if gt is None:
+            continue
+        out.append(TrainingSample(sample.key, str(bench.frames_dir(sample)), sample.text, gt, [gt]))
+    return out
+
+
+def load_samples(spec: GeneratedData | BenchmarkData, work_dir: str | Path) -> list[TrainingSample]:
+    if isinstance(spec, GeneratedData):
+        return generated_samples(Path(work_dir) / "data", spec)
+    return benchmark_samples(spec)

@@ -1,0 +1,368 @@
+"""GRPO on replayed graph traces.
+
+Each step: for a few training samples, run the graph `group_size` times with sampling (G
+rollouts per sample), score each rollout's trace with the configured rewards, normalise the
+rewards within the group (advantages), then replay every policy call of every rollout through
+the policy (round 1 with its video, round 2 with the keyframe) and minimise the clipped GRPO
+objective on the tokens the policy wrote, with a KL penalty to a frozen reference (k3 estimator,
+`beta`). Loss is averaged over all completion tokens of the step (token-level, as DAPO / TRL's
+default). A group whose rewards are all equal gets zero advantages (no signal, no update from
+it). Checkpoints hold the weights (safetensors), the processor, the optimizer state and the step;
+`resume` continues from the latest with the same optimizer state.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.graph import build_graph
+from revseg_agent.io import atomic_write_text
+from revseg_agent.pipeline import trace_from_state
+from revseg_agent.policies.base import SamplingParams
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.registry import load_tracker
+from revseg_agent.traces import Trace
+from revseg_agent.training.recipe import Recipe
+from revseg_agent.training.replay import replay_logprobs
+from revseg_agent.training.rewards import RewardFunc, compute_rewards
+from revseg_agent.training.store import TraceRecord, TraceStore
+
+logger = logging.getLogger(__name__)
+
+POLICY_NODES = ("semantic_interpretation", "spatial_grounding")
+#: `policy: tiny-random` in a recipe builds a tiny random-init Qwen2.5-VL (offline CPU runs).
+TINY_RANDOM = "tiny-random"
+
+
+@dataclass
+class TrainingSample:
+    sample_id: str
+    video_path: str
+    query: str
+    gt_masks: np.ndarray
+    gt_objects: list[np.ndarray]
+
+
+def group_advantages(rewards: Sequence[float], eps: float = 1e-4) -> list[float]:
+    """(r - mean) / (std + eps) within a group; all-equal rewards give zeros (a documented rule)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    if len(r) == 0 or np.allclose(r, r[0]):
+        return [0.0] * len(r)
+    return ((r - r.mean()) / (r.std() + eps)).tolist()
+
+
+def grpo_token_terms(
+    new: torch.Tensor,
+    old: torch.Tensor,
+    advantage: float,
+    *,
+    clip_epsilon: float,
+    ref: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token loss and per-token KL for one completion.
+
+    loss_t = -min(ratio_t * A, clip(ratio_t, 1 - eps, 1 + eps) * A) + beta * KL_t, with
+    ratio_t = exp(new_t - old_t) and KL_t = exp(ref_t - new_t) - (ref_t - new_t) - 1 (k3).
+    """
+    ratio = torch.exp(new - old)
+    clipped = torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon)
+    loss = -torch.minimum(ratio * advantage, clipped * advantage)
+    kl = torch.zeros_like(new)
+    if ref is not None:
+        delta = ref - new
+        kl = torch.exp(delta) - delta - 1
+        loss = loss + beta * kl
+    return loss, kl
+
+
+class GRPOTrainer:
+    """Trains a Qwen2.5-VL policy on the ReVSeg chain from a `Recipe`."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        samples: Sequence[TrainingSample],
+        *,
+        output_dir: str | Path | None = None,
+        extra_rewards: dict[str, RewardFunc] | None = None,
+    ) -> None:
+        """`extra_rewards` are added to the recipe's rewards with weight 1 (TRL signature)."""
+        self.recipe = recipe
+        self.samples = list(samples)
+        if not self.samples:
+            raise ValueError("no training samples")
+        self.out = Path(output_dir or recipe.output_dir)
+        self.extra_rewards = extra_rewards or {}
+        self.step = 0
+        self.policy: QwenVLPolicy | None = None
+        self.reference: Any = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    # -- set-up and checkpoints ----------------------------------------------------------------
+    def latest_checkpoint(self) -> Path | None:
+        ckpts = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        return next((c for c in reversed(ckpts) if (c / "trainer_state.json").is_file()), None)
+
+    def setup(self, *, resume: bool = False) -> None:
+        r = self.recipe
+        ckpt = self.latest_checkpoint() if resume else None
+        if ckpt is not None and r.lora is not None:
+            raise NotImplementedError(
+                "resuming a LoRA run is not supported yet (checkpoints hold adapters only)"
+            )
+        base = r.policy
+        if base == TINY_RANDOM:
+            from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+            base = str(self.out / "tiny-random-policy")
+            if not (Path(base) / "config.json").is_file():
+                build_tiny_qwen2_5_vl(base, seed=r.seed)
+        self.policy = QwenVLPolicy.from_pretrained(
+            str(ckpt) if ckpt else base, device=r.device, dtype=r.dtype
+        )
+        model = self.policy.model
+        if r.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(
+                model,
+                LoraConfig(
+                    r=r.lora.r,
+                    lora_alpha=r.lora.alpha,
+                    lora_dropout=r.lora.dropout,
+                    target_modules=r.lora.target_modules,
+                ),
+            )
+            self.policy.model = model
+        if r.beta > 0:
+            # The KL anchor is always the starting policy, also after a resume.
+            initial = (
+                QwenVLPolicy.from_pretrained(base, device=r.device, dtype=r.dtype).model if ckpt else model
+            )
+            self.reference = copy.deepcopy(initial).eval()
+            for p in self.reference.parameters():
+                p.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=r.learning_rate,
+            weight_decay=r.weight_decay,
+        )
+        if ckpt is not None:
+            state = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+            self.optimizer.load_state_dict(state)
+            self.step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
+            logger.info("resumed from %s at step %d", ckpt, self.step)
+
+    def save_checkpoint(self) -> Path:
+        assert self.policy is not None and self.optimizer is not None
+        final = self.out / f"checkpoint-{self.step}"
+        tmp = self.out / f".checkpoint-{self.step}.partial"
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.policy.model.save_pretrained(tmp, safe_serialization=True)
+        self.policy.processor.save_pretrained(tmp)
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        (tmp / "trainer_state.json").write_text(
+            json.dumps({"step": self.step, "recipe": self.recipe.model_dump()})
+        )
+        if final.exists():
+            import shutil
+
+            shutil.rmtree(final)
+        tmp.rename(final)
+        return final
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _context(self, rollout_seed: int) -> Context:
+        r = self.recipe
+        assert self.policy is not None
+        return Context(
+            policy=self.policy,
+            tracker=load_tracker(r.tracker),
+            num_frames=r.num_frames,
+            max_attempts=1,
+            on_parse_failure="fallback",
+            sampling=SamplingParams(
+                do_sample=True, temperature=r.temperature, max_new_tokens=r.max_new_tokens, seed=rollout_seed
+            ),
+            run_tracker=(r.rewards.weights.get("mask", 0.0) != 0.0),
+            artifacts_dir=self.out / ".artifacts",
+        )
+
+    def rollouts(self, sample: TrainingSample, step: int) -> list[Trace]:
+        graph = build_graph()
+        traces = []
+        self.policy.model.eval()  # type: ignore[union-attr]
+        for g in range(self.recipe.group_size):
+            context = self._context(self.recipe.seed + 100_003 * step + 101 * g + hash_id(sample.sample_id))
+            state = graph.invoke({"video_path": sample.video_path, "query": sample.query}, context=context)
+            traces.append(trace_from_state(state, context))
+        return traces
+
+    def _rewards(self, traces: list[Trace], sample: TrainingSample) -> list[dict[str, float | None]]:
+        config = self.recipe.rewards
+        rows = compute_rewards(
+            traces,
+            config,
+            gt_masks=[sample.gt_masks] * len(traces),
+            gt_objects=[sample.gt_objects] * len(traces),
+        )
+        for name, func in self.extra_rewards.items():
+            values = func(traces, gt_masks=[sample.gt_masks] * len(traces))
+            for row, value in zip(rows, values, strict=True):
+                row[name] = value
+                if value is not None:
+                    if math.isnan(value):
+                        raise ValueError(f"reward {name!r} is NaN")
+                    row["total"] = (row["total"] or 0.0) + value
+        return rows
+
+    def train_step(self, store: TraceStore | None = None) -> dict[str, float]:
+        assert self.policy is not None and self.optimizer is not None
+        r = self.recipe
+        started = time.time()
+        batch = [
+            self.samples[(self.step * r.prompts_per_step + i) % len(self.samples)]
+            for i in range(r.prompts_per_step)
+        ]
+        groups = []
+        for sample in batch:
+            traces = self.rollouts(sample, self.step)
+            rewards = self._rewards(traces, sample)
+            advantages = group_advantages([row["total"] or 0.0 for row in rewards])
+            groups.append((sample, traces, rewards, advantages))
+            if store is not None:
+                gt_path = store.save_ground_truth(sample.sample_id, sample.gt_masks, sample.gt_objects)
+                for i, (trace, row) in enumerate(zip(traces, rewards, strict=True)):
+                    store.append(
+                        TraceRecord(
+                            sample_id=sample.sample_id,
+                            group_id=f"{self.step}:{sample.sample_id}",
+                            index=i,
+                            step=self.step,
+                            policy=self.policy.name,
+                            ground_truth=gt_path,
+                            trace=trace,
+                            rewards=row,
+                        )
+                    )
+        model = self.policy.model
+        model.train()
+        total_tokens = sum(
+            len(s.completion_ids)
+            for _, traces, _, _ in groups
+            for t in traces
+            for s in t.steps
+            if s.node in POLICY_NODES
+        )
+        loss_sum = 0.0
+        kl_sum = 0.0
+        for _, traces, _, advantages in groups:
+            for trace, advantage in zip(traces, advantages, strict=True):
+                for step in (s for s in trace.steps if s.node in POLICY_NODES and s.completion_ids):
+                    new = replay_logprobs(self.policy, step, temperature=r.temperature)
+                    old = torch.tensor(step.logprobs, dtype=new.dtype, device=new.device)
+                    ref = None
+                    if self.reference is not None:
+                        with torch.no_grad():
+                            ref = replay_logprobs(
+                                _as_policy(self.policy, self.reference), step, temperature=r.temperature
+                            )
+                    loss_t, kl_t = grpo_token_terms(
+                        new, old, advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
+                    )
+                    loss = loss_t.sum() / max(total_tokens, 1)
+                    loss.backward()
+                    loss_sum += float(loss.detach())
+                    kl_sum += float(kl_t.detach().sum())
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        model.eval()
+        self.step += 1
+        metrics: dict[str, float] = {"step": float(self.step)}
+        names = sorted({k for _, _, rows, _ in groups for row in rows for k in row})
+        for name in names:
+            values = [
+                float(v) for _, _, rows, _ in groups for row in rows if (v := row.get(name)) is not None
+            ]
+            metrics[f"reward_{name}"] = float(np.mean(values)) if values else float("nan")
+        rollouts = [t for _, traces, _, _ in groups for t in traces]
+        metrics["loss"] = loss_sum
+        metrics["kl"] = kl_sum / max(total_tokens, 1)
+        metrics["completion_tokens"] = total_tokens / max(len(rollouts), 1)
+        metrics["turns"] = float(np.mean([sum(s.node in POLICY_NODES for s in t.steps) for t in rollouts]))
+        metrics["seconds"] = time.time() - started
+        return metrics
+
+    def train(
+        self,
+        *,
+        max_steps: int | None = None,
+        resume: bool = False,
+        on_step: Callable[[dict[str, float]], None] | None = None,
+    ) -> list[dict[str, float]]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.policy is None:
+            self.setup(resume=resume)
+        limit = max_steps if max_steps is not None else self.recipe.max_steps
+        store = TraceStore(self.out / "traces.jsonl")
+        history = []
+        while self.step < limit:
+            metrics = self.train_step(store)
+            _append_csv(self.out / "metrics.csv", metrics)
+            history.append(metrics)
+            if on_step is not None:
+                on_step(metrics)
+            if self.step % self.recipe.save_every == 0 or self.step == limit:
+                self.save_checkpoint()
+        atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
+        return history
+
+
+def _as_policy(policy: QwenVLPolicy, model: Any) -> QwenVLPolicy:
+    """The same processor with another model (the frozen reference)."""
+    return QwenVLPolicy(model, policy.processor, name=f"{policy.name} (reference)")
+
+
+def hash_id(value: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "little")
+
+
+def _append_csv(path: Path, row: dict[str, float]) -> None:
+    new = not path.is_file()
+    if not new:
+        with path.open(encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        if header != list(row):
+            # a new column appeared (a reward that was absent so far): rewrite with the union
+            rows = list(csv.DictReader(path.open(encoding="utf-8")))
+            fields = list(dict.fromkeys([*header, *row]))
+            rows.append({k: str(v) for k, v in row.items()})
+            import io
+
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write_text(path, buf.getvalue())
+            return
+    with path.open("a", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

@@ -1,0 +1,71 @@
+"""Training recipes: one YAML file says everything a GRPO run needs (validated by pydantic)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from revseg_agent.training.rewards import RewardConfig
+
+
+class GeneratedData(BaseModel):
+    """Clips the recipe generates offline (a red square among distractors; exact ground truth)."""
+
+    kind: Literal["generated"] = "generated"
+    num_samples: int = 8
+    num_frames: int = 12
+    seed: int = 0
+
+
+class BenchmarkData(BaseModel):
+    """Expressions of a benchmark split with ground truth (MeViS / ReVOS / ReasonVOS layouts)."""
+
+    kind: Literal["benchmark"] = "benchmark"
+    dataset: str
+    root: str
+    split: str | None = None
+    limit: int | None = None
+
+
+class LoraConfig(BaseModel):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str
+    output_dir: str = "runs/grpo"
+    data: GeneratedData | BenchmarkData = Field(default_factory=GeneratedData, discriminator="kind")
+    rewards: RewardConfig = Field(default_factory=RewardConfig)
+    group_size: int = 8
+    prompts_per_step: int = 2
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-6
+    weight_decay: float = 0.0
+    beta: float = 5e-3
+    clip_epsilon: float = 0.2
+    temperature: float = 1.0
+    max_new_tokens: int = 512
+    num_frames: int = 16
+    max_steps: int = 525
+    save_every: int = 50
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+    lora: LoraConfig | None = None
+    tracker: str = "classical"
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recipe:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe not found: {path}")
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return cls.model_validate(data)

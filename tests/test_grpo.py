@@ -1,0 +1,188 @@
+"""GRPO on replayed traces: the objective, learning on a tiny model, resume, rescoring, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from revseg_agent.cli import main
+from revseg_agent.traces import Trace
+from revseg_agent.training.data import load_samples
+from revseg_agent.training.grpo import GRPOTrainer, group_advantages, grpo_token_terms
+from revseg_agent.training.recipe import GeneratedData, Recipe
+from revseg_agent.training.rewards import RewardConfig
+from revseg_agent.training.store import TraceStore, rescore
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_group_advantages() -> None:
+    assert group_advantages([1.0, 1.0, 1.0]) == [0.0, 0.0, 0.0]  # no signal, no update
+    adv = group_advantages([0.0, 1.0])
+    assert adv == pytest.approx([-1.0, 1.0], abs=1e-3)
+    assert sum(group_advantages([0.2, 0.5, 0.9, 0.1])) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_grpo_token_terms_by_hand() -> None:
+    new = torch.log(torch.tensor([0.5, 0.5]))
+    old = torch.log(torch.tensor([0.25, 0.5]))  # ratios 2 and 1
+    loss, kl = grpo_token_terms(new, old, 1.0, clip_epsilon=0.2)
+    assert loss.tolist() == pytest.approx([-1.2, -1.0])  # the ratio 2 is clipped to 1.2
+    loss, _ = grpo_token_terms(new, old, -1.0, clip_epsilon=0.2)
+    assert loss.tolist() == pytest.approx([2.0, 1.0])  # pessimistic side for negative advantages
+    ref = torch.log(torch.tensor([0.25, 0.5]))
+    _, kl = grpo_token_terms(new, old, 1.0, clip_epsilon=0.2, ref=ref, beta=0.1)
+    delta = float(np.log(0.5))
+    assert kl.tolist() == pytest.approx([np.exp(delta) - delta - 1, 0.0])
+
+
+def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:
+    """A small learnable task: the share of written tokens from the lower half of the vocabulary."""
+    return [float(np.mean([i < 256 for s in t.steps for i in s.completion_ids])) for t in completions]
+
+
+def _recipe(tiny_policy_dir: Path, out: Path, **kw: object) -> Recipe:
+    base: dict[str, object] = {
+        "policy": str(tiny_policy_dir),
+        "output_dir": str(out),
+        "data": GeneratedData(num_samples=2, num_frames=6),
+        "group_size": 4,
+        "prompts_per_step": 1,
+        "learning_rate": 5e-2,
+        "beta": 0.0,
+        "max_new_tokens": 8,
+        "num_frames": 4,
+        "max_steps": 2,
+        "save_every": 1,
+        "device": "cpu",
+        "rewards": RewardConfig(weights={"format": 1.0}),
+    }
+    base.update(kw)
+    return Recipe.model_validate(base)
+
+
+@pytest.mark.slow
+def test_steps_change_parameters_and_mean_reward_rises(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tiny_policy_dir, tmp_path, max_steps=12, save_every=100)
+    trainer = GRPOTrainer(recipe, load_samples(recipe.data, tmp_path), extra_rewards={"low": low_token_share})
+    trainer.setup()
+    assert trainer.policy is not None
+    before = {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}
+    history = trainer.train()
+    changed = sum(not torch.equal(before[k], v) for k, v in trainer.policy.model.named_parameters())
+    assert changed > 0
+    rewards = [m["reward_low"] for m in history]
+    print("mean reward per step:", [round(r, 2) for r in rewards])
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:2]) + 0.2
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert len(rows) == 12 and {"reward_low", "reward_format", "loss", "kl", "turns"} <= rows[0].keys()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continues_with_the_same_optimizer_state(
+    tiny_policy_dir: Path, tmp_path: Path
+) -> None:
+    straight = GRPOTrainer(
+        _recipe(tiny_policy_dir, tmp_path / "a", max_steps=3, beta=0.01),
+        load_samples(GeneratedData(num_samples=2, num_frames=6), tmp_path / "a"),
+        extra_rewards={"low": low_token_share},
+    )
+    straight.train()
+
+    samples = load_samples(GeneratedData(num_samples=2, num_frames=6), tmp_path / "b")
+    first = GRPOTrainer(
+        _recipe(tiny_policy_dir, tmp_path / "b", max_steps=3, beta=0.01),
+        samples,
+        extra_rewards={"low": low_token_share},
+    )
+    first.train(max_steps=2)  # ... and the process dies here
+    assert first.optimizer is not None
+    saved = {k: v.clone() for k, v in first.optimizer.state_dict()["state"][0].items()}
+
+    resumed = GRPOTrainer(
+        _recipe(tiny_policy_dir, tmp_path / "b", max_steps=3, beta=0.01),
+        samples,
+        extra_rewards={"low": low_token_share},
+    )
+    resumed.setup(resume=True)
+    assert resumed.step == 2 and resumed.optimizer is not None
+    restored = resumed.optimizer.state_dict()["state"][0]
+    for key, value in saved.items():
+        assert torch.equal(restored[key], value), key
+    resumed.train()
+    assert resumed.step == 3
+    assert straight.policy is not None and resumed.policy is not None
+    for (name, a), (_, b) in zip(
+        straight.policy.model.named_parameters(), resumed.policy.model.named_parameters(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_rescore_recomputes_rewards_without_a_model(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    recipe = _recipe(tiny_policy_dir, tmp_path, max_steps=1)
+    GRPOTrainer(recipe, load_samples(recipe.data, tmp_path)).train()
+    records = list(TraceStore(tmp_path / "traces.jsonl"))
+    assert len(records) == 4 and all(r.ground_truth for r in records)
+    again = rescore(records, RewardConfig(weights={"format": 2.0, "temporal": 1.0}))
+    for old, new in zip(records, again, strict=True):
+        assert set(new.rewards) == {"format", "temporal", "total"}
+        assert new.rewards["total"] == pytest.approx(2 * new.rewards["format"] + new.rewards["temporal"])
+        assert old.trace == new.trace
+
+
+@pytest.mark.slow
+def test_cli_tiny_recipe_then_rescore(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "grpo",
+                "--config",
+                str(RECIPES / "tiny-cpu.yaml"),
+                "--output-dir",
+                str(out),
+                "--max-steps",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert (out / "checkpoint-2" / "model.safetensors").is_file()
+    assert (out / "checkpoint-2" / "optimizer.pt").is_file()
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
+    assert "step 2:" in capsys.readouterr().out
+    rescored = tmp_path / "rescored.jsonl"
+    assert (
+        main(
+            [
+                "train",
+                "rescore",
+                "--traces",
+                str(out / "traces.jsonl"),
+                "--config",
+                str(RECIPES / "revseg-qwen2.5-vl-7b.yaml"),
+                "--out",
+                str(rescored),
+            ]
+        )
+        == 0
+    )
+    lines = rescored.read_text().splitlines()
+    assert len(lines) == 8 and "total" in json.loads(lines[0])["rewards"]
+
+
+def test_recipes_validate() -> None:
+    for path in RECIPES.glob("*.yaml"):
+        recipe = Recipe.load(path)
+        assert recipe.group_size >= 2, path
+    seven_b = Recipe.load(RECIPES / "revseg-qwen2.5-vl-7b.yaml")
+    assert (seven_b.group_size, seven_b.learning_rate, seven_b.beta) == (8, 1e-6, 5e-3)
+    assert seven_b.prompts_per_step * seven_b.gradient_accumulation_steps == 16
