@@ -31,13 +31,14 @@ from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.io import atomic_write_text
 from revseg_agent.pipeline import trace_from_state
-from revseg_agent.policies.base import SamplingParams
+from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.registry import load_tracker
-from revseg_agent.traces import Trace
+from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training.recipe import Recipe
 from revseg_agent.training.replay import replay_logprobs
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
+from revseg_agent.training.rollouts import GroupPolicy
 from revseg_agent.training.store import TraceRecord, TraceStore
 
 logger = logging.getLogger(__name__)
@@ -186,11 +187,10 @@ class GRPOTrainer:
         return final
 
     # -- one step ---------------------------------------------------------------------------------
-    def _context(self, rollout_seed: int) -> Context:
+    def _context(self, rollout_seed: int, policy: Policy) -> Context:
         r = self.recipe
-        assert self.policy is not None
         return Context(
-            policy=self.policy,
+            policy=policy,
             tracker=load_tracker(r.tracker),
             num_frames=r.num_frames,
             max_attempts=1,
@@ -203,11 +203,15 @@ class GRPOTrainer:
         )
 
     def rollouts(self, sample: TrainingSample, step: int) -> list[Trace]:
+        assert self.policy is not None
         graph = build_graph()
         traces = []
-        self.policy.model.eval()  # type: ignore[union-attr]
+        self.policy.model.eval()
+        # One batched round-1 generation serves the whole group (see rollouts.GroupPolicy).
+        group_policy = GroupPolicy(self.policy, self.recipe.group_size)
+        seed = self.recipe.seed + 100_003 * step + hash_id(sample.sample_id)
         for g in range(self.recipe.group_size):
-            context = self._context(self.recipe.seed + 100_003 * step + 101 * g + hash_id(sample.sample_id))
+            context = self._context(seed + 101 * g, group_policy)
             state = graph.invoke({"video_path": sample.video_path, "query": sample.query}, context=context)
             traces.append(trace_from_state(state, context))
         return traces
@@ -230,80 +234,92 @@ class GRPOTrainer:
                     row["total"] = (row["total"] or 0.0) + value
         return rows
 
-    def train_step(self, store: TraceStore | None = None) -> dict[str, float]:
-        assert self.policy is not None and self.optimizer is not None
-        r = self.recipe
-        started = time.time()
-        batch = [
-            self.samples[(self.step * r.prompts_per_step + i) % len(self.samples)]
-            for i in range(r.prompts_per_step)
-        ]
+    def _collect(self, batch: list[TrainingSample], store: TraceStore | None) -> list[Group]:
+        """Rollouts, rewards and advantages for each sample of a micro-batch (and store them)."""
+        assert self.policy is not None
         groups = []
         for sample in batch:
             traces = self.rollouts(sample, self.step)
             rewards = self._rewards(traces, sample)
             advantages = group_advantages([row["total"] or 0.0 for row in rewards])
-            groups.append((sample, traces, rewards, advantages))
-            if store is not None:
-                gt_path = store.save_ground_truth(sample.sample_id, sample.gt_masks, sample.gt_objects)
-                for i, (trace, row) in enumerate(zip(traces, rewards, strict=True)):
-                    store.append(
-                        TraceRecord(
-                            sample_id=sample.sample_id,
-                            group_id=f"{self.step}:{sample.sample_id}",
-                            index=i,
-                            step=self.step,
-                            policy=self.policy.name,
-                            ground_truth=gt_path,
-                            trace=trace,
-                            rewards=row,
-                        )
+            groups.append(Group(sample, traces, rewards, advantages))
+            if store is None:
+                continue
+            gt_path = store.save_ground_truth(sample.sample_id, sample.gt_masks, sample.gt_objects)
+            for i, (trace, row) in enumerate(zip(traces, rewards, strict=True)):
+                store.append(
+                    TraceRecord(
+                        sample_id=sample.sample_id,
+                        group_id=f"{self.step}:{sample.sample_id}",
+                        index=i,
+                        step=self.step,
+                        policy=self.policy.name,
+                        ground_truth=gt_path,
+                        trace=trace,
+                        rewards=row,
                     )
-        model = self.policy.model
-        model.train()
-        total_tokens = sum(
-            len(s.completion_ids)
-            for _, traces, _, _ in groups
-            for t in traces
-            for s in t.steps
-            if s.node in POLICY_NODES
-        )
-        loss_sum = 0.0
-        kl_sum = 0.0
-        for _, traces, _, advantages in groups:
-            for trace, advantage in zip(traces, advantages, strict=True):
-                for step in (s for s in trace.steps if s.node in POLICY_NODES and s.completion_ids):
+                )
+        return groups
+
+    def _backward(self, groups: list[Group], scale: float) -> tuple[float, float, int]:
+        """Accumulate the gradient of the micro-batch's loss (token mean, times `scale`)."""
+        assert self.policy is not None
+        r = self.recipe
+        tokens = sum(len(s.completion_ids) for g in groups for t in g.traces for s in _policy_steps(t))
+        loss_sum = kl_sum = 0.0
+        for group in groups:
+            for trace, advantage in zip(group.traces, group.advantages, strict=True):
+                if advantage == 0.0 and self.reference is None:
+                    continue  # contributes exactly zero loss and gradient
+                for step in _policy_steps(trace):
                     new = replay_logprobs(self.policy, step, temperature=r.temperature)
                     old = torch.tensor(step.logprobs, dtype=new.dtype, device=new.device)
                     ref = None
                     if self.reference is not None:
                         with torch.no_grad():
-                            ref = replay_logprobs(
-                                _as_policy(self.policy, self.reference), step, temperature=r.temperature
-                            )
+                            reference = _as_policy(self.policy, self.reference)
+                            ref = replay_logprobs(reference, step, temperature=r.temperature)
                     loss_t, kl_t = grpo_token_terms(
                         new, old, advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
                     )
-                    loss = loss_t.sum() / max(total_tokens, 1)
+                    loss = loss_t.sum() * scale / max(tokens, 1)
                     loss.backward()
                     loss_sum += float(loss.detach())
                     kl_sum += float(kl_t.detach().sum())
+        return loss_sum, kl_sum, tokens
+
+    def train_step(self, store: TraceStore | None = None) -> dict[str, float]:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches of
+        `prompts_per_step` samples, each sample with `group_size` rollouts."""
+        assert self.policy is not None and self.optimizer is not None
+        r = self.recipe
+        started = time.time()
+        accumulation = max(r.gradient_accumulation_steps, 1)
+        all_groups: list[Group] = []
+        loss_sum = kl_sum = 0.0
+        tokens = 0
+        for micro in range(accumulation):
+            first = (self.step * accumulation + micro) * r.prompts_per_step
+            batch = [self.samples[(first + i) % len(self.samples)] for i in range(r.prompts_per_step)]
+            groups = self._collect(batch, store)
+            self.policy.model.train()
+            loss, kl, n = self._backward(groups, 1.0 / accumulation)
+            self.policy.model.eval()
+            all_groups += groups
+            loss_sum, kl_sum, tokens = loss_sum + loss, kl_sum + kl, tokens + n
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        model.eval()
         self.step += 1
         metrics: dict[str, float] = {"step": float(self.step)}
-        names = sorted({k for _, _, rows, _ in groups for row in rows for k in row})
+        names = sorted({k for g in all_groups for row in g.rewards for k in row})
         for name in names:
-            values = [
-                float(v) for _, _, rows, _ in groups for row in rows if (v := row.get(name)) is not None
-            ]
+            values = [float(v) for g in all_groups for row in g.rewards if (v := row.get(name)) is not None]
             metrics[f"reward_{name}"] = float(np.mean(values)) if values else float("nan")
-        rollouts = [t for _, traces, _, _ in groups for t in traces]
+        rollouts = [t for g in all_groups for t in g.traces]
         metrics["loss"] = loss_sum
-        metrics["kl"] = kl_sum / max(total_tokens, 1)
-        metrics["completion_tokens"] = total_tokens / max(len(rollouts), 1)
-        metrics["turns"] = float(np.mean([sum(s.node in POLICY_NODES for s in t.steps) for t in rollouts]))
+        metrics["kl"] = kl_sum / max(tokens, 1)
+        metrics["completion_tokens"] = tokens / max(len(rollouts), 1)
+        metrics["turns"] = float(np.mean([len(_policy_steps(t)) for t in rollouts]))
         metrics["seconds"] = time.time() - started
         return metrics
 
@@ -321,7 +337,17 @@ class GRPOTrainer:
         store = TraceStore(self.out / "traces.jsonl")
         history = []
         while self.step < limit:
-            metrics = self.train_step(store)
+            try:
+                metrics = self.train_step(store)
+            except BaseException:
+                # Keep what the run has learned: the weights and optimizer state as of the last
+                # completed step (this step's partial gradients are dropped).
+                assert self.optimizer is not None
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.step > 0:
+                    logger.error("training stopped at step %d; saving a checkpoint first", self.step)
+                    self.save_checkpoint()
+                raise
             _append_csv(self.out / "metrics.csv", metrics)
             history.append(metrics)
             if on_step is not None:
@@ -330,6 +356,21 @@ class GRPOTrainer:
                 self.save_checkpoint()
         atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
         return history
+
+
+@dataclass
+class Group:
+    """The G rollouts of one sample with their rewards and advantages."""
+
+    sample: TrainingSample
+    traces: list[Trace]
+    rewards: list[dict[str, float | None]]
+    advantages: list[float]
+
+
+def _policy_steps(trace: Trace) -> list[StepRecord]:
+    """The policy calls of a rollout that wrote tokens (round 1 and round 2 attempts)."""
+    return [s for s in trace.steps if s.node in POLICY_NODES and s.completion_ids]
 
 
 def _as_policy(policy: QwenVLPolicy, model: Any) -> QwenVLPolicy:
