@@ -186,3 +186,40 @@ def test_recipes_validate() -> None:
     seven_b = Recipe.load(RECIPES / "revseg-qwen2.5-vl-7b.yaml")
     assert (seven_b.group_size, seven_b.learning_rate, seven_b.beta) == (8, 1e-6, 5e-3)
     assert seven_b.prompts_per_step * seven_b.gradient_accumulation_steps == 16
+
+
+@pytest.mark.slow
+def test_lora_run_trains_adapters_only_and_resumes(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    from revseg_agent.training.recipe import LoraConfig
+
+    def recipe(out: Path) -> Recipe:
+        return _recipe(
+            tiny_policy_dir,
+            out,
+            max_steps=3,
+            beta=0.01,
+            lora=LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+        )
+
+    data = GeneratedData(num_samples=2, num_frames=6)
+    straight = GRPOTrainer(
+        recipe(tmp_path / "a"), load_samples(data, tmp_path / "a"), extra_rewards={"low": low_token_share}
+    )
+    straight.setup()
+    assert straight.policy is not None
+    frozen = {k: v.detach().clone() for k, v in straight.policy.model.named_parameters() if "lora_" not in k}
+    straight.train()
+    for name, value in straight.policy.model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(frozen[name], value), name
+    assert (tmp_path / "a" / "checkpoint-3" / "adapter_model.safetensors").is_file()
+
+    samples = load_samples(data, tmp_path / "b")
+    GRPOTrainer(recipe(tmp_path / "b"), samples, extra_rewards={"low": low_token_share}).train(max_steps=2)
+    resumed = GRPOTrainer(recipe(tmp_path / "b"), samples, extra_rewards={"low": low_token_share})
+    resumed.train(resume=True)
+    assert resumed.step == 3 and resumed.policy is not None
+    lora_a = dict(straight.policy.model.named_parameters())
+    for name, value in resumed.policy.model.named_parameters():
+        if "lora_" in name:
+            assert torch.allclose(lora_a[name], value, atol=1e-6), name

@@ -119,12 +119,11 @@ class GRPOTrainer:
         return next((c for c in reversed(ckpts) if (c / "trainer_state.json").is_file()), None)
 
     def setup(self, *, resume: bool = False) -> None:
+        """Load the policy (from the latest checkpoint when resuming), wrap it with LoRA when the
+        recipe asks, and set the KL reference: always the starting policy (for LoRA, the base
+        model with the adapters disabled, so no second copy of the weights)."""
         r = self.recipe
         ckpt = self.latest_checkpoint() if resume else None
-        if ckpt is not None and r.lora is not None:
-            raise NotImplementedError(
-                "resuming a LoRA run is not supported yet (checkpoints hold adapters only)"
-            )
         base = r.policy
         if base == TINY_RANDOM:
             from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
@@ -132,25 +131,27 @@ class GRPOTrainer:
             base = str(self.out / "tiny-random-policy")
             if not (Path(base) / "config.json").is_file():
                 build_tiny_qwen2_5_vl(base, seed=r.seed)
+        full_checkpoint = ckpt is not None and r.lora is None
         self.policy = QwenVLPolicy.from_pretrained(
-            str(ckpt) if ckpt else base, device=r.device, dtype=r.dtype
+            str(ckpt) if full_checkpoint else base, device=r.device, dtype=r.dtype
         )
         model = self.policy.model
         if r.lora is not None:
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig, PeftModel, get_peft_model
 
-            model = get_peft_model(
-                model,
-                LoraConfig(
+            if ckpt is not None:  # a LoRA checkpoint holds the adapters; the base is the recipe's
+                model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
+            else:
+                config = LoraConfig(
                     r=r.lora.r,
                     lora_alpha=r.lora.alpha,
                     lora_dropout=r.lora.dropout,
                     target_modules=r.lora.target_modules,
-                ),
-            )
+                )
+                torch.manual_seed(r.seed)  # adapters start the same in every run of a recipe
+                model = get_peft_model(model, config)
             self.policy.model = model
-        if r.beta > 0:
-            # The KL anchor is always the starting policy, also after a resume.
+        if r.beta > 0 and r.lora is None:
             initial = (
                 QwenVLPolicy.from_pretrained(base, device=r.device, dtype=r.dtype).model if ckpt else model
             )
@@ -261,6 +262,15 @@ class GRPOTrainer:
                 )
         return groups
 
+    @torch.no_grad()
+    def _reference_logprobs(self, step: StepRecord) -> torch.Tensor:
+        assert self.policy is not None
+        temperature = self.recipe.temperature
+        if self.reference is not None:
+            return replay_logprobs(_as_policy(self.policy, self.reference), step, temperature=temperature)
+        with self.policy.model.disable_adapter():  # LoRA: the base model is the reference
+            return replay_logprobs(self.policy, step, temperature=temperature)
+
     def _backward(self, groups: list[Group], scale: float) -> tuple[float, float, int]:
         """Accumulate the gradient of the micro-batch's loss (token mean, times `scale`)."""
         assert self.policy is not None
@@ -269,16 +279,12 @@ class GRPOTrainer:
         loss_sum = kl_sum = 0.0
         for group in groups:
             for trace, advantage in zip(group.traces, group.advantages, strict=True):
-                if advantage == 0.0 and self.reference is None:
+                if advantage == 0.0 and r.beta == 0:
                     continue  # contributes exactly zero loss and gradient
                 for step in _policy_steps(trace):
                     new = replay_logprobs(self.policy, step, temperature=r.temperature)
                     old = torch.tensor(step.logprobs, dtype=new.dtype, device=new.device)
-                    ref = None
-                    if self.reference is not None:
-                        with torch.no_grad():
-                            reference = _as_policy(self.policy, self.reference)
-                            ref = replay_logprobs(reference, step, temperature=r.temperature)
+                    ref = self._reference_logprobs(step) if r.beta > 0 else None
                     loss_t, kl_t = grpo_token_terms(
                         new, old, advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
                     )
