@@ -223,3 +223,28 @@ def test_lora_run_trains_adapters_only_and_resumes(tiny_policy_dir: Path, tmp_pa
     for name, value in resumed.policy.model.named_parameters():
         if "lora_" in name:
             assert torch.allclose(lora_a[name], value, atol=1e-6), name
+
+
+@pytest.mark.slow
+def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    from revseg_agent.training.recipe import WarmStart
+
+    first = _recipe(tiny_policy_dir, tmp_path / "a", max_steps=2)
+    GRPOTrainer(
+        first, load_samples(first.data, tmp_path / "a"), extra_rewards={"low": low_token_share}
+    ).train()
+    warm = _recipe(
+        tiny_policy_dir,
+        tmp_path / "b",
+        max_steps=2,
+        warm_start=WarmStart(traces=str(tmp_path / "a" / "traces.jsonl"), steps=2, rescore=False),
+    )
+    trainer = GRPOTrainer(warm, load_samples(warm.data, tmp_path / "b"))
+    trainer.setup()
+    assert trainer.policy is not None
+    before = {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}
+    history = trainer.train()
+    assert [m.get("off_policy") for m in history] == [1.0, 1.0]
+    assert "reward_low" in history[0]  # the stored rewards drove the update
+    assert any(not torch.equal(before[k], v) for k, v in trainer.policy.model.named_parameters())
+    assert not (tmp_path / "b" / "traces.jsonl").exists()  # no rollouts were run

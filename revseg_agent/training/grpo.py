@@ -39,7 +39,7 @@ from revseg_agent.training.recipe import Recipe
 from revseg_agent.training.replay import replay_logprobs
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import GroupPolicy
-from revseg_agent.training.store import TraceRecord, TraceStore
+from revseg_agent.training.store import TraceRecord, TraceStore, rescore
 
 logger = logging.getLogger(__name__)
 
@@ -294,6 +294,63 @@ class GRPOTrainer:
                     kl_sum += float(kl_t.detach().sum())
         return loss_sum, kl_sum, tokens
 
+    def stored_groups(self) -> list[Group]:
+        """The warm-start traces as groups, with rewards (re)computed and advantages."""
+        spec = self.recipe.warm_start
+        assert spec is not None
+        path = Path(spec.traces)
+        if not path.is_file():
+            raise FileNotFoundError(f"warm-start traces not found: {path}")
+        records = list(TraceStore(path))
+        if spec.rescore:
+            records = rescore(records, self.recipe.rewards)
+        by_group: dict[str, list[TraceRecord]] = {}
+        for record in records:
+            by_group.setdefault(record.group_id, []).append(record)
+        groups = []
+        for members in by_group.values():
+            members.sort(key=lambda m: m.index)
+            rewards = [dict(m.rewards) for m in members]
+            advantages = group_advantages([float(row.get("total") or 0.0) for row in rewards])
+            groups.append(Group(None, [m.trace for m in members], rewards, advantages))
+        if not groups:
+            raise ValueError(f"no traces in {path}")
+        return groups
+
+    def _optimizer_step(
+        self, groups: list[Group], started: float, tokens: int, loss: float, kl: float
+    ) -> dict[str, float]:
+        assert self.optimizer is not None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        metrics: dict[str, float] = {"step": float(self.step)}
+        names = sorted({k for g in groups for row in g.rewards for k in row})
+        for name in names:
+            values = [float(v) for g in groups for row in g.rewards if (v := row.get(name)) is not None]
+            metrics[f"reward_{name}"] = float(np.mean(values)) if values else float("nan")
+        rollouts = [t for g in groups for t in g.traces]
+        metrics["loss"] = loss
+        metrics["kl"] = kl / max(tokens, 1)
+        metrics["completion_tokens"] = tokens / max(len(rollouts), 1)
+        metrics["turns"] = float(np.mean([len(_policy_steps(t)) for t in rollouts]))
+        metrics["seconds"] = time.time() - started
+        return metrics
+
+    def warm_start_step(self, groups: list[Group]) -> dict[str, float]:
+        """One optimizer step on stored groups (off-policy)."""
+        assert self.policy is not None
+        started = time.time()
+        r = self.recipe
+        first = self.step * r.prompts_per_step
+        batch = [groups[(first + i) % len(groups)] for i in range(r.prompts_per_step)]
+        self.policy.model.train()
+        loss, kl, tokens = self._backward(batch, 1.0)
+        self.policy.model.eval()
+        metrics = self._optimizer_step(batch, started, tokens, loss, kl)
+        metrics["off_policy"] = 1.0
+        return metrics
+
     def train_step(self, store: TraceStore | None = None) -> dict[str, float]:
         """One optimizer step over `gradient_accumulation_steps` micro-batches of
         `prompts_per_step` samples, each sample with `group_size` rollouts."""
@@ -313,21 +370,7 @@ class GRPOTrainer:
             self.policy.model.eval()
             all_groups += groups
             loss_sum, kl_sum, tokens = loss_sum + loss, kl_sum + kl, tokens + n
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        metrics: dict[str, float] = {"step": float(self.step)}
-        names = sorted({k for g in all_groups for row in g.rewards for k in row})
-        for name in names:
-            values = [float(v) for g in all_groups for row in g.rewards if (v := row.get(name)) is not None]
-            metrics[f"reward_{name}"] = float(np.mean(values)) if values else float("nan")
-        rollouts = [t for g in all_groups for t in g.traces]
-        metrics["loss"] = loss_sum
-        metrics["kl"] = kl_sum / max(tokens, 1)
-        metrics["completion_tokens"] = tokens / max(len(rollouts), 1)
-        metrics["turns"] = float(np.mean([len(_policy_steps(t)) for t in rollouts]))
-        metrics["seconds"] = time.time() - started
-        return metrics
+        return self._optimizer_step(all_groups, started, tokens, loss_sum, kl_sum)
 
     def train(
         self,
@@ -342,9 +385,14 @@ class GRPOTrainer:
         limit = max_steps if max_steps is not None else self.recipe.max_steps
         store = TraceStore(self.out / "traces.jsonl")
         history = []
+        warm = self.recipe.warm_start
+        stored = self.stored_groups() if warm is not None and self.step < warm.steps else []
         while self.step < limit:
             try:
-                metrics = self.train_step(store)
+                if warm is not None and self.step < warm.steps:
+                    metrics = self.warm_start_step(stored)
+                else:
+                    metrics = self.train_step(store)
             except BaseException:
                 # Keep what the run has learned: the weights and optimizer state as of the last
                 # completed step (this step's partial gradients are dropped).
@@ -368,7 +416,7 @@ class GRPOTrainer:
 class Group:
     """The G rollouts of one sample with their rewards and advantages."""
 
-    sample: TrainingSample
+    sample: TrainingSample | None  # None for groups read back from a trace store
     traces: list[Trace]
     rewards: list[dict[str, float | None]]
     advantages: list[float]

@@ -37,6 +37,19 @@ class LoraConfig(BaseModel):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+class WarmStart(BaseModel):
+    """Off-policy steps on stored traces (e.g. from another run) before on-policy training.
+
+    Groups are the stored `group_id`s; rewards are recomputed with this recipe's reward settings
+    (`rescore`) or taken as stored. The clipped ratio against the stored sampling-time log-probs
+    keeps the updates near the policy that wrote them.
+    """
+
+    traces: str
+    steps: int = 10
+    rescore: bool = True
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -60,6 +73,7 @@ class Recipe(BaseModel):
     device: str | None = None
     dtype: str | None = None
     lora: LoraConfig | None = None
+    warm_start: WarmStart | None = None
     tracker: str = "classical"
 
     @classmethod
