@@ -82,6 +82,7 @@ def test_steps_change_parameters_and_mean_reward_rises(tiny_policy_dir: Path, tm
     assert np.mean(rewards[-3:]) > np.mean(rewards[:2]) + 0.2
     rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
     assert len(rows) == 12 and {"reward_low", "reward_format", "loss", "kl", "turns"} <= rows[0].keys()
+    assert (tmp_path / "metrics.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow

@@ -409,6 +409,7 @@ class GRPOTrainer:
             if self.step % self.recipe.save_every == 0 or self.step == limit:
                 self.save_checkpoint()
         atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
+        plot_metrics(self.out / "metrics.csv", self.out / "metrics.png")
         return history
 
 
@@ -461,3 +462,36 @@ def _append_csv(path: Path, row: dict[str, float]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def plot_metrics(csv_path: Path, png_path: Path) -> Path | None:
+    """Reward curves, loss and KL per step as one PNG (for people; the CSV is the record)."""
+    if not csv_path.is_file():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with csv_path.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return None
+    steps = [float(r["step"]) for r in rows]
+    fig, (ax_r, ax_l) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for key in rows[0]:
+        if key.startswith("reward_"):
+            ax_r.plot(steps, [float(r[key] or "nan") for r in rows], label=key[7:])
+    ax_r.set_xlabel("step")
+    ax_r.set_title("mean reward")
+    ax_r.legend(fontsize=8)
+    ax_l.plot(steps, [float(r["loss"]) for r in rows], label="loss")
+    ax_l.plot(steps, [float(r["kl"]) for r in rows], label="KL")
+    ax_l.set_xlabel("step")
+    ax_l.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = png_path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(png_path)
+    return png_path
