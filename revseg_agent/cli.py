@@ -146,6 +146,22 @@ def _load_tracker(args: argparse.Namespace) -> Any:
     return SAM2Tracker.from_pretrained(device=args.device, image_size=args.sam2_image_size)
 
 
+def _context(args: argparse.Namespace, policy: Any, tracker: Any, **extra: Any) -> Any:
+    """The graph's run-time context from the segment options."""
+    from revseg_agent.graphs.context import Context
+    from revseg_agent.policies.base import SamplingParams
+
+    return Context(
+        policy=policy,
+        tracker=tracker,
+        num_frames=args.frames,
+        max_attempts=args.max_attempts,
+        on_parse_failure=args.on_parse_failure,
+        sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
+        **extra,
+    )
+
+
 def _show(node: str, update: dict[str, Any]) -> None:
     shown = {k: v for k, v in update.items() if k != "steps"}
     for step in update.get("steps", []):
@@ -189,12 +205,10 @@ def _prompt_edit(graph: Any, config: dict[str, Any]) -> bool:
 def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from revseg_agent.graphs.context import Context
     from revseg_agent.graphs.graph import build_graph
     from revseg_agent.graphs.nodes import NODES
     from revseg_agent.outputs import write_outputs
     from revseg_agent.pipeline import result_from_state
-    from revseg_agent.policies.base import SamplingParams
     from revseg_agent.policies.qwen import QwenVLPolicy
 
     if not args.query.strip():
@@ -216,15 +230,7 @@ def run_segment(args: argparse.Namespace) -> int:
             )
         bar["bar"].update(n)
 
-    context = Context(
-        policy=policy,
-        tracker=tracker,
-        num_frames=args.frames,
-        max_attempts=args.max_attempts,
-        on_parse_failure=args.on_parse_failure,
-        sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
-        track_progress=progress,
-    )
+    context = _context(args, policy, tracker, track_progress=progress)
     inputs: dict[str, Any] | None = {"video_path": str(args.video), "query": args.query}
     if args.step:
         from langgraph.checkpoint.memory import InMemorySaver
@@ -299,8 +305,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from revseg_agent.eval.report import write_report
     from revseg_agent.eval.runner import EvalRunner
     from revseg_agent.eval.scoring import format_table
-    from revseg_agent.graphs.context import Context
-    from revseg_agent.policies.base import SamplingParams
     from revseg_agent.policies.qwen import QwenVLPolicy
 
     bench = open_benchmark(args.dataset, args.root, args.split)
@@ -316,14 +320,7 @@ def run_eval(args: argparse.Namespace) -> int:
         )
     else:
         policy = QwenVLPolicy.from_pretrained(args.policy, device=args.device)
-        context = Context(
-            policy=policy,
-            tracker=tracker,
-            num_frames=args.frames,
-            max_attempts=args.max_attempts,
-            on_parse_failure=args.on_parse_failure,
-            sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
-        )
+        context = _context(args, policy, tracker)
         runner = EvalRunner(bench, args.out, context=context, missing=args.missing)
     summary = runner.run(limit=args.limit)
     print(format_table(summary))

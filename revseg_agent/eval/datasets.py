@@ -322,7 +322,22 @@ def _palette_object(files: dict[str, Path], frames: list[str], obj_id: int, fold
     return np.stack(stack)
 
 
-class RefYTVOSBenchmark:
+class _PaletteAnnotations:
+    """Ground truth as palette PNGs `Annotations/<video>/<frame>.png` whose values are object ids."""
+
+    root: Path
+
+    def ground_truth(self, sample: Sample) -> np.ndarray | None:
+        folder = self.root / "Annotations" / sample.video
+        if not folder.is_dir():
+            return None
+        return _palette_object(_frame_files(folder), sample.frames, int(sample.targets[0]), folder)
+
+    def frames_dir(self, sample: Sample) -> Path:
+        return self.root / "JPEGImages" / sample.video
+
+
+class RefYTVOSBenchmark(_PaletteAnnotations):
     """Ref-YouTube-VOS: scored by its server; local ground truth exists for the train split only."""
 
     name = "refytvos"
@@ -350,20 +365,11 @@ class RefYTVOSBenchmark:
                 )
         return out
 
-    def ground_truth(self, sample: Sample) -> np.ndarray | None:
-        folder = self.root / "Annotations" / sample.video
-        if not folder.is_dir():
-            return None
-        return _palette_object(_frame_files(folder), sample.frames, int(sample.targets[0]), folder)
-
-    def frames_dir(self, sample: Sample) -> Path:
-        return self.root / "JPEGImages" / sample.video
-
     def prediction_dir(self, pred_root: Path, sample: Sample) -> Path:
         return pred_root / "Annotations" / sample.video / sample.exp_id
 
 
-class RefDAVISBenchmark:
+class RefDAVISBenchmark(_PaletteAnnotations):
     """Ref-DAVIS17: expression sets as text files of `<video> <obj_id> "<expression>"` lines.
 
     `split` names the set (the file stem, e.g. `valid_anno0_first_frame`); frames are every image
@@ -416,15 +422,6 @@ class RefDAVISBenchmark:
                     )
                 )
         return out
-
-    def ground_truth(self, sample: Sample) -> np.ndarray | None:
-        folder = self.root / "Annotations" / sample.video
-        if not folder.is_dir():
-            return None
-        return _palette_object(_frame_files(folder), sample.frames, int(sample.targets[0]), folder)
-
-    def frames_dir(self, sample: Sample) -> Path:
-        return self.root / "JPEGImages" / sample.video
 
     def prediction_dir(self, pred_root: Path, sample: Sample) -> Path:
         return pred_root / (sample.subset or "set") / sample.video / sample.exp_id
