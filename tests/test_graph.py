@@ -303,7 +303,8 @@ def test_served_graph_takes_specs_as_context(demo_clip: Path, tiny_policy_dir: P
         "tracker": "classical",
         "max_attempts": 1,
         "on_parse_failure": "fallback",
-        "artifacts_dir": tmp_path,
+        "artifacts_dir": str(tmp_path),
+        "sampling": {"max_new_tokens": 8},
     }
     state = served.invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
     assert state["error"] is None and Path(state["masks_path"]).is_file()

@@ -42,3 +42,11 @@ class Context:
     #: Where the tracking node writes its masks (COCO RLE JSON).
     artifacts_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="revseg-")))
     track_progress: ProgressCallback | None = None
+
+    def __post_init__(self) -> None:
+        # A served graph (`langgraph dev`) receives the context as JSON: accept plain values.
+        for name in ("sampling", "retry_sampling"):
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, SamplingParams(**value))
+        self.artifacts_dir = Path(self.artifacts_dir)
