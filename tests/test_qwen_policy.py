@@ -136,3 +136,38 @@ def test_checkpoint_that_does_not_match_its_config(tiny_policy_dir: Path, tmp_pa
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="cannot load policy"):
         QwenVLPolicy.from_pretrained(broken)
+
+
+def test_batch_of_different_chats_left_padded(policy: QwenVLPolicy) -> None:
+    """Several chats in one call (as a group's round-2 calls are batched): each row's prompt is
+    its own (padding removed), and its log-probs replay exactly, whatever the batch did."""
+    short = [
+        ChatMessage(role="user", content=[VisualPart(type="image", ref="key"), TextPart(text="Detect a.")])
+    ]
+    visuals_b = {**VISUALS, "key": ImageFrame(FRAMES[9][:200])}  # another size, another length
+    requests = [(TWO_ROUNDS, VISUALS), (short, visuals_b)]
+    batch = policy.generate_batch(requests, sampling=SamplingParams(do_sample=True, max_new_tokens=8, seed=1))
+    assert len(batch) == 2
+    for (messages, visuals), gen in zip(requests, batch, strict=True):
+        alone = policy.prepare_inputs(messages, visuals)
+        assert gen.prompt_ids == alone["input_ids"][0].tolist()
+        inputs = dict(alone)
+        completion = torch.tensor([gen.completion_ids])
+        inputs["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+        inputs["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
+        )
+        with torch.no_grad():
+            logits = policy.model(**inputs).logits[0].float()
+        n = len(gen.completion_ids)
+        start = len(gen.prompt_ids) - 1
+        replay = (
+            torch.log_softmax(logits[start : start + n], -1)
+            .gather(-1, completion[0].unsqueeze(-1))
+            .squeeze(-1)
+        )
+        np.testing.assert_allclose(replay.numpy(), gen.logprobs, atol=1e-4)
+    assert batch[1].image_sizes == [
+        policy.generate(short, visuals_b, sampling=SamplingParams(max_new_tokens=1))[0].image_sizes[0]
+    ]

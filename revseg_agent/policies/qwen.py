@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -27,6 +26,7 @@ from revseg_agent.policies.base import (
     TextPart,
     VideoFrames,
     Visual,
+    VisualPart,
 )
 
 logger = logging.getLogger(__name__)
@@ -186,18 +186,32 @@ class QwenVLPolicy:
         self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
     ) -> dict[str, Any]:
         """Tokenise a chat with its visuals into model inputs (also used by training replay)."""
+        return self.prepare_batch([(messages, visuals)])
+
+    def prepare_batch(self, requests: Sequence[Request]) -> dict[str, Any]:
+        """Tokenise several chats into one left-padded batch (images and videos in order)."""
         from qwen_vl_utils import process_vision_info
 
-        qmsgs, videos = self._qwen_messages(messages, visuals)
+        conversations = []
+        clips: list[VideoFrames] = []
+        for messages, visuals in requests:
+            qmsgs, videos = self._qwen_messages(messages, visuals)
+            conversations.append(qmsgs)
+            clips += videos
         images, video_inputs, _ = process_vision_info(
-            qmsgs, return_video_kwargs=True, return_video_metadata=True
+            conversations, return_video_kwargs=True, return_video_metadata=True
         )
-        video_tensors = None
-        metadata = None
+        kwargs: dict[str, Any] = {"return_tensors": "pt", "padding": True, "padding_side": "left"}
+        kwargs["text"] = [
+            self.processor.apply_chat_template(q, tokenize=False, add_generation_prompt=True)
+            for q in conversations
+        ]
+        if images:
+            kwargs["images"] = images
         if video_inputs:
-            video_tensors = [v for v, _ in video_inputs]
+            tensors = [v for v, _ in video_inputs]
             metadata = []
-            for tensor, clip in zip(video_tensors, videos, strict=True):
+            for tensor, clip in zip(tensors, clips, strict=True):
                 indices = list(clip.frame_indices)
                 # qwen-vl-utils pads to an even count by repeating the last frame; mirror it.
                 indices += [indices[-1]] * (int(tensor.shape[0]) - len(indices))
@@ -208,16 +222,8 @@ class QwenVLPolicy:
                         "frames_indices": indices,
                     }
                 )
-        text = self.processor.apply_chat_template(qmsgs, tokenize=False, add_generation_prompt=True)
-        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt", "padding": True}
-        if images:
-            kwargs["images"] = images
-        if video_tensors:
-            kwargs["videos"] = video_tensors
-            kwargs["video_metadata"] = metadata
-            kwargs["do_sample_frames"] = False
-        inputs = self.processor(**kwargs)
-        return dict(inputs)
+            kwargs.update(videos=tensors, video_metadata=metadata, do_sample_frames=False)
+        return dict(self.processor(**kwargs))
 
     @staticmethod
     def _sizes(grid: torch.Tensor | None) -> list[tuple[int, int]]:
@@ -226,7 +232,6 @@ class QwenVLPolicy:
         return [(int(h) * PATCH_SIZE, int(w) * PATCH_SIZE) for _, h, w in grid.tolist()]
 
     # -- generation ----------------------------------------------------------------------------
-    @torch.inference_mode()
     def generate(
         self,
         messages: Sequence[ChatMessage],
@@ -235,7 +240,18 @@ class QwenVLPolicy:
         sampling: SamplingParams = GREEDY,
         n: int = 1,
     ) -> list[Generation]:
-        inputs = self.prepare_inputs(messages, visuals)
+        """`n` completions of one chat, sampled in one batched call."""
+        return self._generate([(messages, visuals)], sampling, n)
+
+    def generate_batch(
+        self, requests: Sequence[Request], *, sampling: SamplingParams = GREEDY
+    ) -> list[Generation]:
+        """One completion for each of several chats, in one left-padded batched call."""
+        return self._generate(requests, sampling, 1)
+
+    @torch.inference_mode()
+    def _generate(self, requests: Sequence[Request], sampling: SamplingParams, n: int) -> list[Generation]:
+        inputs = self.prepare_batch(requests)
         image_sizes = self._sizes(inputs.get("image_grid_thw"))
         video_sizes = self._sizes(inputs.get("video_grid_thw"))
         device = self.device
@@ -260,25 +276,31 @@ class QwenVLPolicy:
             gen_kwargs.update(temperature=None, top_p=None, top_k=None)
         out = self.model.generate(**model_inputs, **gen_kwargs)
         prompt_len = int(model_inputs["input_ids"].shape[1])
-        prompt_ids = model_inputs["input_ids"][0].tolist()
         sequences = out.sequences[:, prompt_len:]
         temperature = sampling.temperature if sampling.do_sample else 1.0
-        logits = torch.stack(out.logits, dim=1).float() / temperature  # (n, T, V)
+        logits = torch.stack(out.logits, dim=1).float() / temperature  # (rows, T, V)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
         eos_ids = self._eos_ids()
+        per_request_images = [_count(m, "image") for m, _ in requests]
+        per_request_videos = [_count(m, "video") for m, _ in requests]
         results = []
         for row in range(sequences.shape[0]):
+            request = row // n
+            mask = model_inputs["attention_mask"][request].bool()
+            prompt_ids = model_inputs["input_ids"][request][mask].tolist()  # left padding removed
             ids = sequences[row].tolist()
             end = next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))
             completion = ids[:end]
+            first_image = sum(per_request_images[:request])
+            first_video = sum(per_request_videos[:request])
             results.append(
                 Generation(
                     text=tokenizer.decode(completion, skip_special_tokens=True),
                     prompt_ids=prompt_ids,
                     completion_ids=completion,
                     logprobs=[float(x) for x in logprobs[row, :end].tolist()],
-                    image_sizes=image_sizes,
-                    video_sizes=video_sizes,
+                    image_sizes=image_sizes[first_image : first_image + per_request_images[request]],
+                    video_sizes=video_sizes[first_video : first_video + per_request_videos[request]],
                 )
             )
         return results
@@ -296,5 +318,8 @@ class QwenVLPolicy:
         return {int(i) for i in ids if i is not None}
 
 
-def pil_frames(frames: Sequence[np.ndarray]) -> list[Image.Image]:
-    return [Image.fromarray(f) for f in frames]
+Request = tuple[Sequence[ChatMessage], Mapping[str, Visual]]
+
+
+def _count(messages: Sequence[ChatMessage], kind: str) -> int:
+    return sum(1 for m in messages for p in m.content if isinstance(p, VisualPart) and p.type == kind)
