@@ -1,8 +1,9 @@
 """Cost of a G = 8 group rollout vs 8 independent rollouts vs one rollout (tiny Qwen2.5-VL).
 
 Side by side in one run, on the demo clip, tracker skipped (as in training without a mask
-reward). The group shares its round-1 generation (one batched call for 8 samples). The goal: a
-group costs at most 2x a single rollout.
+reward). The group's runs go concurrently and batch their policy calls (round 1: one call with
+8 samples; round 2: one left-padded batch of 8 prompts). The goal: a group costs at most 2x a
+single rollout.
 Usage: python benchmarks/group_rollout.py [--group 8] [--repeats 3] [--max-new-tokens 64]
 """
 
@@ -21,14 +22,12 @@ from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 from revseg_agent.tools.classical import ClassicalTracker
-from revseg_agent.training.rollouts import GroupPolicy
+from revseg_agent.training.rollouts import run_group
 
 
-def run(policy: Policy, clip: Path, n: int, work: Path, max_new_tokens: int) -> float:
-    graph = build_graph()
-    start = time.perf_counter()
-    for g in range(n):
-        context = Context(
+def contexts(policy: Policy, n: int, work: Path, max_new_tokens: int) -> list[Context]:
+    return [
+        Context(
             policy=policy,
             tracker=ClassicalTracker(),
             max_attempts=1,
@@ -37,7 +36,19 @@ def run(policy: Policy, clip: Path, n: int, work: Path, max_new_tokens: int) -> 
             run_tracker=False,
             artifacts_dir=work,
         )
-        graph.invoke({"video_path": str(clip), "query": "the red square"}, context=context)
+        for g in range(n)
+    ]
+
+
+def run(policy: Policy, clip: Path, n: int, work: Path, max_new_tokens: int, *, group: bool = False) -> float:
+    graph = build_graph()
+    inputs = {"video_path": str(clip), "query": "the red square"}
+    start = time.perf_counter()
+    if group:
+        run_group(graph, inputs, contexts(policy, n, work, max_new_tokens))
+    else:
+        for context in contexts(policy, n, work, max_new_tokens):
+            graph.invoke(inputs, context=context)
     return time.perf_counter() - start
 
 
@@ -55,9 +66,7 @@ def main() -> None:
     for _ in range(args.repeats):
         times["single"].append(run(policy, clip, 1, work, args.max_new_tokens))
         times["independent"].append(run(policy, clip, args.group, work, args.max_new_tokens))
-        times["group"].append(
-            run(GroupPolicy(policy, args.group), clip, args.group, work, args.max_new_tokens)
-        )
+        times["group"].append(run(policy, clip, args.group, work, args.max_new_tokens, group=True))
     single = statistics.median(times["single"])
     print(f"{'rollouts':<12} {'ms':>9} {'x single':>9}")
     for name, values in times.items():

@@ -70,6 +70,15 @@ class ScriptedPolicy:
             for _ in range(n)
         ]
 
+    def generate_batch(
+        self,
+        requests: Sequence[tuple[Sequence[ChatMessage], Mapping[str, Visual]]],
+        *,
+        sampling: SamplingParams = GREEDY,
+    ) -> list[Generation]:
+        """One reply per chat (recorded as one call each, with `n` = 1)."""
+        return [self.generate(m, v, sampling=sampling)[0] for m, v in requests]
+
 
 @dataclass
 class BoxTracker:

@@ -38,7 +38,7 @@ from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training.recipe import Recipe
 from revseg_agent.training.replay import replay_logprobs
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
-from revseg_agent.training.rollouts import GroupPolicy
+from revseg_agent.training.rollouts import run_group
 from revseg_agent.training.store import TraceRecord, TraceStore, rescore
 
 logger = logging.getLogger(__name__)
@@ -205,17 +205,12 @@ class GRPOTrainer:
 
     def rollouts(self, sample: TrainingSample, step: int) -> list[Trace]:
         assert self.policy is not None
-        graph = build_graph()
-        traces = []
         self.policy.model.eval()
-        # One batched round-1 generation serves the whole group (see rollouts.GroupPolicy).
-        group_policy = GroupPolicy(self.policy, self.recipe.group_size)
         seed = self.recipe.seed + 100_003 * step + hash_id(sample.sample_id)
-        for g in range(self.recipe.group_size):
-            context = self._context(seed + 101 * g, group_policy)
-            state = graph.invoke({"video_path": sample.video_path, "query": sample.query}, context=context)
-            traces.append(trace_from_state(state, context))
-        return traces
+        contexts = [self._context(seed + 101 * g, self.policy) for g in range(self.recipe.group_size)]
+        # The group runs concurrently; its policy calls are batched (see rollouts.run_group).
+        states = run_group(build_graph(), {"video_path": sample.video_path, "query": sample.query}, contexts)
+        return [trace_from_state(state, context) for state, context in zip(states, contexts, strict=True)]
 
     def _rewards(self, traces: list[Trace], sample: TrainingSample) -> list[dict[str, float | None]]:
         config = self.recipe.rewards
