@@ -43,6 +43,7 @@ bench: install
 	$(PY) benchmarks/classical_tracker_davis.py
 	$(PY) benchmarks/graph_overhead.py
 	$(PY) benchmarks/metrics_speed.py
+	$(PY) benchmarks/group_rollout.py
 
 serve: install
 	$(PIP) install --quiet -e ".[serve]"
