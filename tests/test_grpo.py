@@ -191,6 +191,7 @@ def test_recipes_validate() -> None:
 
 @pytest.mark.slow
 def test_lora_run_trains_adapters_only_and_resumes(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("peft")
     from revseg_agent.training.recipe import LoraConfig
 
     def recipe(out: Path) -> Recipe:
