@@ -250,3 +250,42 @@ def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_pat
     assert "reward_low" in history[0]  # the stored rewards drove the update
     assert any(not torch.equal(before[k], v) for k, v in trainer.policy.model.named_parameters())
     assert not (tmp_path / "b" / "traces.jsonl").exists()  # no rollouts were run
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_keeps_ranks_in_sync(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2` on the CPU (gloo): each rank rolls out its own samples, gradients
+    are averaged, and both ranks end with the same weights."""
+    import subprocess
+    import sys
+
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    worker = Path(__file__).with_name("ddp_worker.py")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            str(worker),
+            str(tiny_policy_dir),
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0] == ranks[1] and ranks[0]["world"] == 2
+    start = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
+    assert ranks[0]["param_sum"] != pytest.approx(
+        float(sum(p.double().sum() for p in start.model.parameters()))
+    )
+    seen = [
+        {r.sample_id for r in TraceStore(tmp_path / name)} for name in ("traces.jsonl", "traces-rank1.jsonl")
+    ]
+    assert seen[0] and seen[1] and not seen[0] & seen[1]  # the ranks trained on different samples

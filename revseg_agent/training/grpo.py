@@ -108,6 +108,11 @@ class GRPOTrainer:
             raise ValueError("no training samples")
         self.out = Path(output_dir or recipe.output_dir)
         self.extra_rewards = extra_rewards or {}
+        # Data parallel: under `accelerate launch` / `torchrun` each process takes its own samples
+        # and gradients are averaged across processes before every optimizer step.
+        from accelerate import PartialState
+
+        self.dist = PartialState(cpu=recipe.device == "cpu")
         self.step = 0
         self.policy: QwenVLPolicy | None = None
         self.reference: Any = None
@@ -129,11 +134,13 @@ class GRPOTrainer:
             from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 
             base = str(self.out / "tiny-random-policy")
-            if not (Path(base) / "config.json").is_file():
-                build_tiny_qwen2_5_vl(base, seed=r.seed)
+            with self.dist.main_process_first():
+                if not (Path(base) / "config.json").is_file():
+                    build_tiny_qwen2_5_vl(base, seed=r.seed)
         full_checkpoint = ckpt is not None and r.lora is None
+        device = r.device or str(self.dist.device)
         self.policy = QwenVLPolicy.from_pretrained(
-            str(ckpt) if full_checkpoint else base, device=r.device, dtype=r.dtype
+            str(ckpt) if full_checkpoint else base, device=device, dtype=r.dtype
         )
         model = self.policy.model
         if r.lora is not None:
@@ -153,7 +160,7 @@ class GRPOTrainer:
             self.policy.model = model
         if r.beta > 0 and r.lora is None:
             initial = (
-                QwenVLPolicy.from_pretrained(base, device=r.device, dtype=r.dtype).model if ckpt else model
+                QwenVLPolicy.from_pretrained(base, device=device, dtype=r.dtype).model if ckpt else model
             )
             self.reference = copy.deepcopy(initial).eval()
             for p in self.reference.parameters():
@@ -206,7 +213,7 @@ class GRPOTrainer:
     def rollouts(self, sample: TrainingSample, step: int) -> list[Trace]:
         assert self.policy is not None
         self.policy.model.eval()
-        seed = self.recipe.seed + 100_003 * step + hash_id(sample.sample_id)
+        seed = self.recipe.seed + 100_003 * step + 7_919 * self.dist.process_index + hash_id(sample.sample_id)
         contexts = [self._context(seed + 101 * g, self.policy) for g in range(self.recipe.group_size)]
         # The group runs concurrently; its policy calls are batched (see rollouts.run_group).
         states = run_group(build_graph(), {"video_path": sample.video_path, "query": sample.query}, contexts)
@@ -316,6 +323,7 @@ class GRPOTrainer:
         self, groups: list[Group], started: float, tokens: int, loss: float, kl: float
     ) -> dict[str, float]:
         assert self.optimizer is not None
+        self._average_gradients()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -330,14 +338,36 @@ class GRPOTrainer:
         metrics["completion_tokens"] = tokens / max(len(rollouts), 1)
         metrics["turns"] = float(np.mean([len(_policy_steps(t)) for t in rollouts]))
         metrics["seconds"] = time.time() - started
-        return metrics
+        return self._average_metrics(metrics)
+
+    def _average_gradients(self) -> None:
+        if self.dist.num_processes == 1:
+            return
+        assert self.policy is not None
+        for p in self.policy.model.parameters():
+            if not p.requires_grad:
+                continue
+            if p.grad is None:  # this process's rollouts did not reach it: contribute zeros
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= self.dist.num_processes
+
+    def _average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.dist.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.dist.device)
+        torch.distributed.all_reduce(values)
+        averaged = dict(zip(keys, (values / self.dist.num_processes).tolist(), strict=True))
+        averaged["step"] = metrics["step"]
+        return averaged
 
     def warm_start_step(self, groups: list[Group]) -> dict[str, float]:
         """One optimizer step on stored groups (off-policy)."""
         assert self.policy is not None
         started = time.time()
         r = self.recipe
-        first = self.step * r.prompts_per_step
+        first = (self.step * self.dist.num_processes + self.dist.process_index) * r.prompts_per_step
         batch = [groups[(first + i) % len(groups)] for i in range(r.prompts_per_step)]
         self.policy.model.train()
         loss, kl, tokens = self._backward(batch, 1.0)
@@ -357,7 +387,8 @@ class GRPOTrainer:
         loss_sum = kl_sum = 0.0
         tokens = 0
         for micro in range(accumulation):
-            first = (self.step * accumulation + micro) * r.prompts_per_step
+            index = (self.step * accumulation + micro) * self.dist.num_processes + self.dist.process_index
+            first = index * r.prompts_per_step
             batch = [self.samples[(first + i) % len(self.samples)] for i in range(r.prompts_per_step)]
             groups = self._collect(batch, store)
             self.policy.model.train()
@@ -378,7 +409,9 @@ class GRPOTrainer:
         if self.policy is None:
             self.setup(resume=resume)
         limit = max_steps if max_steps is not None else self.recipe.max_steps
-        store = TraceStore(self.out / "traces.jsonl")
+        main = self.dist.is_main_process
+        rank = self.dist.process_index
+        store = TraceStore(self.out / ("traces.jsonl" if main else f"traces-rank{rank}.jsonl"))
         history = []
         warm = self.recipe.warm_start
         stored = self.stored_groups() if warm is not None and self.step < warm.steps else []
@@ -393,18 +426,21 @@ class GRPOTrainer:
                 # completed step (this step's partial gradients are dropped).
                 assert self.optimizer is not None
                 self.optimizer.zero_grad(set_to_none=True)
-                if self.step > 0:
+                if self.step > 0 and main:
                     logger.error("training stopped at step %d; saving a checkpoint first", self.step)
                     self.save_checkpoint()
                 raise
-            _append_csv(self.out / "metrics.csv", metrics)
             history.append(metrics)
-            if on_step is not None:
-                on_step(metrics)
-            if self.step % self.recipe.save_every == 0 or self.step == limit:
-                self.save_checkpoint()
-        atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
-        plot_metrics(self.out / "metrics.csv", self.out / "metrics.png")
+            if main:
+                _append_csv(self.out / "metrics.csv", metrics)
+                if on_step is not None:
+                    on_step(metrics)
+                if self.step % self.recipe.save_every == 0 or self.step == limit:
+                    self.save_checkpoint()
+        if main:
+            atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
+            plot_metrics(self.out / "metrics.csv", self.out / "metrics.png")
+        self.dist.wait_for_everyone()
         return history
 
 

@@ -1,0 +1,45 @@
+"""Run by `torchrun --nproc_per_node 2` from test_grpo.py: a 2-process CPU data-parallel GRPO run.
+
+Each rank writes the sum of its parameters after training; data-parallel training must leave
+every rank with the same weights although each rank rolled out different samples."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from revseg_agent.training.data import load_samples
+from revseg_agent.training.grpo import GRPOTrainer
+from revseg_agent.training.recipe import GeneratedData, Recipe
+from revseg_agent.training.rewards import RewardConfig
+
+if __name__ == "__main__":
+    policy, out = sys.argv[1], Path(sys.argv[2])
+    recipe = Recipe(
+        policy=policy,
+        output_dir=str(out),
+        data=GeneratedData(num_samples=4, num_frames=6),
+        group_size=2,
+        prompts_per_step=1,
+        learning_rate=1e-2,
+        beta=0.0,
+        max_new_tokens=6,
+        num_frames=4,
+        max_steps=2,
+        save_every=100,
+        device="cpu",
+        rewards=RewardConfig(weights={"format": 1.0}),
+    )
+
+    def token_share(completions, **_):  # type: ignore[no-untyped-def]
+        return [sum(i < 256 for s in t.steps for i in s.completion_ids) / 12 for t in completions]
+
+    trainer = GRPOTrainer(recipe, load_samples(recipe.data, out / "data"), extra_rewards={"low": token_share})
+    trainer.train()
+    assert trainer.policy is not None
+    total = float(sum(p.detach().double().sum() for p in trainer.policy.model.parameters()))
+    rank = trainer.dist.process_index
+    (out / f"rank{rank}.json").write_text(
+        json.dumps({"param_sum": total, "world": trainer.dist.num_processes})
+    )
