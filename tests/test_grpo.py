@@ -159,6 +159,7 @@ def test_cli_tiny_recipe_then_rescore(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (out / "checkpoint-2" / "model.safetensors").is_file()
     assert (out / "checkpoint-2" / "optimizer.pt").is_file()
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*"))  # the recipe reports to TensorBoard
     assert "step 2:" in capsys.readouterr().out
     rescored = tmp_path / "rescored.jsonl"
     assert (

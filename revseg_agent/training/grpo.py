@@ -340,6 +340,16 @@ class GRPOTrainer:
         metrics["seconds"] = time.time() - started
         return self._average_metrics(metrics)
 
+    def _trackers(self) -> list[Any]:
+        trackers: list[Any] = []
+        if "tensorboard" in self.recipe.report_to:
+            from accelerate.tracking import TensorBoardTracker
+
+            tracker = TensorBoardTracker("grpo", self.out / "tensorboard")
+            tracker.start()
+            trackers.append(tracker)
+        return trackers
+
     def _average_gradients(self) -> None:
         if self.dist.num_processes == 1:
             return
@@ -412,6 +422,7 @@ class GRPOTrainer:
         main = self.dist.is_main_process
         rank = self.dist.process_index
         store = TraceStore(self.out / ("traces.jsonl" if main else f"traces-rank{rank}.jsonl"))
+        trackers = self._trackers() if main else []
         history = []
         warm = self.recipe.warm_start
         stored = self.stored_groups() if warm is not None and self.step < warm.steps else []
@@ -433,10 +444,14 @@ class GRPOTrainer:
             history.append(metrics)
             if main:
                 _append_csv(self.out / "metrics.csv", metrics)
+                for tracker in trackers:
+                    tracker.log({k: v for k, v in metrics.items() if k != "step"}, step=self.step)
                 if on_step is not None:
                     on_step(metrics)
                 if self.step % self.recipe.save_every == 0 or self.step == limit:
                     self.save_checkpoint()
+        for tracker in trackers:
+            tracker.finish()
         if main:
             atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
             plot_metrics(self.out / "metrics.csv", self.out / "metrics.png")

@@ -75,6 +75,8 @@ class Recipe(BaseModel):
     lora: LoraConfig | None = None
     warm_start: WarmStart | None = None
     tracker: str = "classical"
+    #: Experiment trackers besides metrics.csv, through accelerate's trackers: "tensorboard".
+    report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
