@@ -72,3 +72,49 @@ def test_missing_visuals_are_a_clear_error(sampled_trace, tmp_path: Path) -> Non
     }
     with pytest.raises(ReplayError, match="cannot be read"):
         replay_logprobs(policy, step.model_copy(update={"visuals": visuals}))
+
+
+def _count_forwards(policy, fn):  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+    hook = policy.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.no_grad():
+            result = fn()
+    finally:
+        hook.remove()
+    return result, len(calls)
+
+
+def test_both_rounds_in_one_forward_pass_when_round2_holds_round1(sampled_trace) -> None:  # type: ignore[no-untyped-def]
+    """Round 2's prompt contains round 1's prompt and answer: one pass scores both rounds, with the
+    same log-probs as two separate passes."""
+    from revseg_agent.training.replay import replay_rounds
+
+    policy, trace = sampled_trace
+    r1, r2 = [s for s in trace.steps if s.completion_ids]
+    # The answer as round 2's prompt spells it (a trained model's answer tokenises like this; a
+    # random model's sampled tokens often do not, see the next test).
+    n1 = len(r1.prompt_ids)
+    end_id = policy.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    k = r2.prompt_ids[n1:].index(end_id) + 1
+    r1 = r1.model_copy(update={"completion_ids": r2.prompt_ids[n1 : n1 + k]})
+    both, forwards = _count_forwards(policy, lambda: replay_rounds(policy, [r1, r2], temperature=0.9))
+    assert forwards == 1
+    for step, logprobs in zip([r1, r2], both, strict=True):
+        with torch.no_grad():
+            alone = replay_logprobs(policy, step, temperature=0.9)
+        np.testing.assert_allclose(logprobs.numpy(), alone.numpy(), atol=1e-5)
+
+
+def test_rounds_fall_back_to_one_pass_each(sampled_trace) -> None:  # type: ignore[no-untyped-def]
+    from revseg_agent.training.replay import replay_rounds
+
+    policy, trace = sampled_trace
+    steps = [s for s in trace.steps if s.completion_ids]
+    spliced = steps[1].prompt_ids[len(steps[0].prompt_ids) :][: len(steps[0].completion_ids)]
+    if spliced == steps[0].completion_ids:
+        pytest.skip("this sample happens to tokenise canonically")
+    both, forwards = _count_forwards(policy, lambda: replay_rounds(policy, steps, temperature=0.9))
+    assert forwards == 2
+    for step, logprobs in zip(steps, both, strict=True):
+        np.testing.assert_allclose(logprobs.numpy(), step.logprobs, atol=1e-4)

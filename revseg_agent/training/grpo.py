@@ -36,7 +36,7 @@ from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.registry import load_tracker
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training.recipe import Recipe
-from revseg_agent.training.replay import replay_logprobs
+from revseg_agent.training.replay import replay_rounds
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
 from revseg_agent.training.store import TraceRecord, TraceStore, rescore
@@ -265,13 +265,13 @@ class GRPOTrainer:
         return groups
 
     @torch.no_grad()
-    def _reference_logprobs(self, step: StepRecord) -> torch.Tensor:
+    def _reference_logprobs(self, steps: list[StepRecord]) -> list[torch.Tensor]:
         assert self.policy is not None
         temperature = self.recipe.temperature
         if self.reference is not None:
-            return replay_logprobs(_as_policy(self.policy, self.reference), step, temperature=temperature)
+            return replay_rounds(_as_policy(self.policy, self.reference), steps, temperature=temperature)
         with self.policy.model.disable_adapter():  # LoRA: the base model is the reference
-            return replay_logprobs(self.policy, step, temperature=temperature)
+            return replay_rounds(self.policy, steps, temperature=temperature)
 
     def _backward(self, groups: list[Group], scale: float) -> tuple[float, float, int]:
         """Accumulate the gradient of the micro-batch's loss (token mean, times `scale`)."""
@@ -283,17 +283,22 @@ class GRPOTrainer:
             for trace, advantage in zip(group.traces, group.advantages, strict=True):
                 if advantage == 0.0 and r.beta == 0:
                     continue  # contributes exactly zero loss and gradient
-                for step in _policy_steps(trace):
-                    new = replay_logprobs(self.policy, step, temperature=r.temperature)
+                steps = _policy_steps(trace)
+                if not steps:
+                    continue
+                # One forward pass scores both rounds when round 2 holds round 1 verbatim.
+                news = replay_rounds(self.policy, steps, temperature=r.temperature)
+                refs = self._reference_logprobs(steps) if r.beta > 0 else [None] * len(steps)
+                loss = torch.zeros((), device=news[0].device)
+                for step, new, ref in zip(steps, news, refs, strict=True):
                     old = torch.tensor(step.logprobs, dtype=new.dtype, device=new.device)
-                    ref = self._reference_logprobs(step) if r.beta > 0 else None
                     loss_t, kl_t = grpo_token_terms(
                         new, old, advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
                     )
-                    loss = loss_t.sum() * scale / max(tokens, 1)
-                    loss.backward()
-                    loss_sum += float(loss.detach())
+                    loss = loss + loss_t.sum() * scale / max(tokens, 1)
                     kl_sum += float(kl_t.detach().sum())
+                loss.backward()
+                loss_sum += float(loss.detach())
         return loss_sum, kl_sum, tokens
 
     def stored_groups(self) -> list[Group]:

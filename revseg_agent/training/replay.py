@@ -10,7 +10,7 @@ appends the completion and reads the log-probs from one forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -82,3 +82,42 @@ def replay_logprobs(policy: QwenVLPolicy, step: StepRecord, *, temperature: floa
     targets = model_inputs["input_ids"][0, prompt_len : prompt_len + n]
     scores = logits[prompt_len - 1 : prompt_len - 1 + n] / temperature
     return torch.log_softmax(scores, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def _spliced(round1: StepRecord, round2: StepRecord) -> bool:
+    """True when round 2's prompt holds round 1's prompt and completion tokens verbatim (then
+    one forward pass over round 2 scores both rounds)."""
+    n1, c1 = len(round1.prompt_ids), len(round1.completion_ids)
+    return (
+        bool(round1.completion_ids)
+        and round2.prompt_ids[:n1] == round1.prompt_ids
+        and round2.prompt_ids[n1 : n1 + c1] == round1.completion_ids
+    )
+
+
+def replay_rounds(
+    policy: QwenVLPolicy, steps: Sequence[StepRecord], *, temperature: float = 1.0
+) -> list[torch.Tensor]:
+    """Per-token log-probs for each step of a rollout, in as few forward passes as possible.
+
+    When the last step's prompt contains an earlier step's prompt and completion verbatim (ReVSeg's
+    two-round conversation: round 2 continues round 1), both are read from one pass over the last
+    step; causal attention makes the earlier tokens' log-probs exactly those of their own pass.
+    Otherwise each step is replayed on its own.
+    """
+    if len(steps) == 2 and _spliced(steps[0], steps[1]):
+        first, last = steps
+        inputs = replay_inputs(policy, last)
+        device = policy.device
+        model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        logits = policy.model(**model_inputs).logits[0].float() / temperature
+        ids = model_inputs["input_ids"][0]
+        out = []
+        for start, n in (
+            (len(first.prompt_ids), len(first.completion_ids)),
+            (len(last.prompt_ids), len(last.completion_ids)),
+        ):
+            scores = torch.log_softmax(logits[start - 1 : start - 1 + n], dim=-1)
+            out.append(scores.gather(-1, ids[start : start + n].unsqueeze(-1)).squeeze(-1))
+        return out
+    return [replay_logprobs(policy, step, temperature=temperature) for step in steps]
