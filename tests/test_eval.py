@@ -122,6 +122,10 @@ def test_baselines_through_the_cli(baseline: str, expected: float | None, tmp_pa
         assert summary["J&F"] < 60.0
     assert (out / "predictions" / "vid1" / "0" / "00000.png").is_file()
     assert (out / "report.html").is_file() and (out / "expressions.csv").read_text().count("\n") == 4
+    import zipfile
+
+    names = zipfile.ZipFile(out / "submission.zip").namelist()
+    assert "vid1/0/00000.png" in names and len(names) == 3 * 4  # the server layout, every frame
 
 
 def test_score_cli_writes_results_with_the_contract_keys(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ Output folder:
     records.jsonl     one line per finished expression: scores and chain diagnostics
     results.json      the summary (top-level J, F, J&F in percent, subsets, expressions, diagnostics)
     expressions.csv   one row per expression
+    submission.zip    the predictions zipped for benchmark servers
     report.html       the report (see `report.py`)
 A record is appended (and fsynced) only after the expression's predictions and trace are in
 place, so a killed run restarts at the first expression without a record, redoes at most the
@@ -188,4 +189,18 @@ class EvalRunner:
         summary["expressions"] = records
         atomic_write_text(self.out / "results.json", json.dumps(summary, indent=2))
         atomic_write_text(self.out / "expressions.csv", expressions_csv(summary))
+        write_submission_zip(self.out / "predictions", self.out / "submission.zip")
         return summary
+
+
+def write_submission_zip(pred_root: Path, path: Path) -> Path:
+    """Zip the predictions folder as benchmark servers take it (paths relative to the folder,
+    e.g. `Annotations/<video>/<exp_id>/<frame>.png` for Ref-YouTube-VOS), written atomically."""
+    import zipfile
+
+    tmp = path.with_name(f".{path.name}.partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed
+        for file in sorted(pred_root.rglob("*.png")):
+            archive.write(file, file.relative_to(pred_root).as_posix())
+    tmp.replace(path)
+    return path
