@@ -23,9 +23,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -35,7 +34,6 @@ from pydantic import BaseModel, Field
 from revseg_agent.errors import RevsegError
 from revseg_agent.masks_io import decode_rle
 
-DatasetName = Literal["mevis", "revos", "reasonvos", "refytvos", "refdavis"]
 DATASETS: tuple[str, ...] = ("mevis", "revos", "reasonvos", "refytvos", "refdavis")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+=-]*$")
@@ -447,8 +445,3 @@ def open_benchmark(name: str, root: str | Path, split: str | None = None) -> Ben
         raise DatasetError(f"dataset root not found: {root}")
     bench: Benchmark = _ADAPTERS[name](root, split)
     return bench
-
-
-def iter_ground_truth(bench: Benchmark) -> Iterator[tuple[Sample, np.ndarray | None]]:
-    for sample in bench.samples():
-        yield sample, bench.ground_truth(sample)
