@@ -123,6 +123,21 @@ def _reference(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return np.array(js, float), np.array(fs, float)
 
 
+@pytest.fixture(params=["compiled", "numpy"], autouse=True)
+def matcher(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the numba boundary matcher and with the numpy fallback."""
+    from revseg_agent.eval import metrics
+
+    if request.param == "numpy":
+        monkeypatch.setattr(metrics, "_match_counts", metrics._match_counts_numpy)
+    else:
+        pytest.importorskip("numba")
+        from revseg_agent.eval._match import match_counts
+
+        monkeypatch.setattr(metrics, "_match_counts", match_counts)
+    return str(request.param)
+
+
 def _assert_agrees(pred: np.ndarray, gt: np.ndarray) -> None:
     ours = score_frames(pred, gt)
     ref_j, ref_f = _reference(pred, gt)
