@@ -12,9 +12,10 @@ Definitions (DAVIS 2017 `db_eval_iou` / `db_eval_boundary`, also `vos-benchmark`
   side: F = 1. A boundary on one side only: F = 0.
 
 Speed: each frame is scored on the crop around its masks (outside it nothing can change), and
-"inside the dilated boundary" is decided by two cheap rectangle dilations for almost every
-boundary pixel, and by the disk itself only for the few in between (see `_near`). Proven
-against `vos-benchmark` in the tests and timed side by side in `benchmarks/metrics_speed.py`.
+boundary matching works on the boundary pixels, not the image: compiled with numba when it is
+installed (`_match.py`), else in numpy (`_near`: two rectangle dilations settle almost every
+pixel, the disk itself the few in between). Both are proven against `vos-benchmark` in the tests
+and timed side by side in `benchmarks/metrics_speed.py`.
 """
 
 from __future__ import annotations
