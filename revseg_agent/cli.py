@@ -7,6 +7,7 @@
     revseg eval  --dataset ... --root ROOT [--split NAME] --out DIR [--limit N] [the segment options]
     revseg train grpo    --config recipes/<name>.yaml [--output-dir DIR] [--max-steps N] [--resume]
     revseg train rescore --traces TRACES.jsonl --config recipes/<name>.yaml --out RESCORED.jsonl
+    revseg train sft     --config recipes/<name>.yaml --output-dir DIR [--max-steps N]
     revseg demo [--out DIR]          offline demo on a generated clip with a tiny random-init policy
     revseg tiny-policy DIR           write a tiny random-init Qwen2.5-VL checkpoint (tests, demos)
 
@@ -115,6 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
     grpo.add_argument("--output-dir", type=Path, help="overrides the recipe's output_dir")
     grpo.add_argument("--max-steps", type=int, help="overrides the recipe's max_steps")
     grpo.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    sft = train.add_parser("sft", help="supervised warm start: teach the policy the two-round answer format")
+    sft.add_argument("--config", required=True, type=Path, help="recipe YAML (policy, data, learning_rate)")
+    sft.add_argument("--output-dir", required=True, type=Path, help="where the trained policy is saved")
+    sft.add_argument("--max-steps", type=int, default=150)
+    sft.add_argument("--learning-rate", type=float, help="default: the recipe's")
     rescore = train.add_parser("rescore", help="recompute rewards of stored traces (no model runs)")
     rescore.add_argument("--traces", required=True, type=Path)
     rescore.add_argument("--config", required=True, type=Path, help="recipe YAML whose rewards to apply")
@@ -350,6 +356,8 @@ def run_train(args: argparse.Namespace) -> int:
     from revseg_agent.training.data import load_samples
     from revseg_agent.training.grpo import GRPOTrainer
 
+    if args.train_command == "sft":
+        return run_sft(args, recipe)
     if args.output_dir:
         recipe = recipe.model_copy(update={"output_dir": str(args.output_dir)})
     out = Path(recipe.output_dir)
@@ -361,6 +369,38 @@ def run_train(args: argparse.Namespace) -> int:
 
     trainer.train(max_steps=args.max_steps, resume=args.resume, on_step=show)
     print(f"metrics: {out / 'metrics.csv'}  checkpoints: {sorted(p.name for p in out.glob('checkpoint-*'))}")
+    return 0
+
+
+def run_sft(args: argparse.Namespace, recipe: Any) -> int:
+    from revseg_agent.policies.qwen import QwenVLPolicy
+    from revseg_agent.training.data import load_samples
+    from revseg_agent.training.grpo import TINY_RANDOM
+    from revseg_agent.training.sft import train_sft
+
+    source = recipe.policy
+    if source == TINY_RANDOM:
+        from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+        source = str(build_tiny_qwen2_5_vl(args.output_dir / "tiny-random-policy", seed=recipe.seed))
+    policy = QwenVLPolicy.from_pretrained(source, device=recipe.device, dtype=recipe.dtype)
+
+    def show(row: dict[str, float]) -> None:
+        if int(row["step"]) % 10 == 0 or row["step"] == 1:
+            losses = f"round 1 {row['loss_round1']:.4f}, round 2 {row['loss_round2']:.4f}"
+            print(f"step {int(row['step'])}: loss {losses}")
+
+    train_sft(
+        policy,
+        load_samples(recipe.data, args.output_dir),
+        steps=args.max_steps,
+        learning_rate=args.learning_rate or recipe.learning_rate,
+        batch_size=recipe.prompts_per_step,
+        num_frames=recipe.num_frames,
+        output_dir=args.output_dir / "policy",
+        on_step=show,
+    )
+    print(f"policy saved to {args.output_dir / 'policy'} (use it as --policy or a recipe's policy)")
     return 0
 
 

@@ -1,0 +1,140 @@
+"""Supervised warm start: teach a policy the two-round answer format from ground truth.
+
+For each training sample the targets are what a perfect chain would answer: round 1 names the
+sampled frame where the object is largest and describes it with the query itself; round 2 gives
+the object's box on that keyframe, in the model's resized-image pixels. The prompts are exactly
+the graph's (`graphs.nodes.round1_messages`, round 2 continuing the conversation), so a policy
+warmed up here answers in the format the graph parses and GRPO rewards. Loss: cross-entropy on
+the answer tokens only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from revseg_agent.graphs.nodes import FRAMES_REF, KEYFRAME_REF, round1_messages
+from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoFrames, VisualPart
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.prompts import FRAME_ID_BASE, round2_text
+from revseg_agent.training.grpo import TrainingSample
+from revseg_agent.types import Box
+from revseg_agent.video import open_video
+
+logger = logging.getLogger(__name__)
+
+
+def round1_target(query: str, position: int) -> str:
+    frame_id = FRAME_ID_BASE + position
+    return (
+        f"<think>The query asks for {query.strip()}. It is most clearly visible in frame {frame_id}.</think>"
+        f"<answer>frame id: {frame_id}\nobject description: {query.strip()}</answer>"
+    )
+
+
+def round2_target(box: Box) -> str:
+    return "bbox: [{}, {}, {}, {}]".format(*(round(v) for v in box.to_list()))
+
+
+def _answer_loss(
+    policy: QwenVLPolicy, messages: Sequence[ChatMessage], visuals: dict[str, Any], answer: str
+) -> torch.Tensor:
+    tokenizer = policy.processor.tokenizer
+    inputs = policy.prepare_inputs(messages, visuals)
+    target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [
+        tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ]
+    completion = torch.tensor([target], dtype=inputs["input_ids"].dtype)
+    prompt_len = int(inputs["input_ids"].shape[1])
+    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
+    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    if "mm_token_type_ids" in inputs:
+        inputs["mm_token_type_ids"] = torch.cat(
+            [inputs["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
+        )
+    device = policy.device
+    model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    logits = policy.model(**model_inputs).logits[0, prompt_len - 1 : -1].float()
+    return torch.nn.functional.cross_entropy(logits, completion[0].to(device))
+
+
+def sft_losses(
+    policy: QwenVLPolicy, sample: TrainingSample, num_frames: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the ideal round-1 and round-2 answers for one sample."""
+    video = open_video(sample.video_path)
+    sampled = video.sample(num_frames)
+    areas = sample.gt_masks[list(sampled.indices)].reshape(len(sampled), -1).sum(axis=1)
+    position = int(np.argmax(areas))
+    key = sampled.indices[position]
+    state: Any = {"query": sample.query, "sampled_timestamps": list(sampled.timestamps)}
+    messages = round1_messages(state)
+    frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
+    answer1 = round1_target(sample.query, position)
+    loss1 = _answer_loss(policy, messages, {FRAMES_REF: frames}, answer1)
+    ask = ChatMessage(
+        role="user",
+        content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text=round2_text(sample.query))],
+    )
+    history = [*messages, ChatMessage(role="assistant", content=[TextPart(text=answer1)]), ask]
+    visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
+    grid = policy.prepare_inputs(history, visuals)["image_grid_thw"][-1].tolist()
+    model_size = (int(grid[1]) * 14, int(grid[2]) * 14)
+    box = Box.from_mask(sample.gt_masks[key])
+    if box is None:  # the target is absent on every sampled frame: no grounding target
+        return loss1, torch.zeros((), device=loss1.device)
+    frame_size = (video.info.height, video.info.width)
+    loss2 = _answer_loss(policy, history, visuals, round2_target(box.rescale(frame_size, model_size)))
+    return loss1, loss2
+
+
+def train_sft(
+    policy: QwenVLPolicy,
+    samples: Sequence[TrainingSample],
+    *,
+    steps: int,
+    learning_rate: float = 1e-4,
+    batch_size: int = 2,
+    num_frames: int = 16,
+    output_dir: str | Path | None = None,
+    on_step: Callable[[dict[str, float]], None] | None = None,
+) -> list[dict[str, float]]:
+    """A plain supervised loop (AdamW); saves the policy to `output_dir` (safetensors) at the end."""
+    model = policy.model
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    history = []
+    for step in range(1, steps + 1):
+        started = time.time()
+        model.train()
+        batch = [samples[((step - 1) * batch_size + i) % len(samples)] for i in range(batch_size)]
+        total1 = total2 = 0.0
+        for sample in batch:
+            loss1, loss2 = sft_losses(policy, sample, num_frames)
+            ((loss1 + loss2) / len(batch)).backward()
+            total1 += float(loss1.detach()) / len(batch)
+            total2 += float(loss2.detach()) / len(batch)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        model.eval()
+        row = {
+            "step": float(step),
+            "loss_round1": total1,
+            "loss_round2": total2,
+            "seconds": time.time() - started,
+        }
+        history.append(row)
+        if on_step is not None:
+            on_step(row)
+    if output_dir is not None:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out, safe_serialization=True)
+        policy.processor.save_pretrained(out)
+        logger.info("saved the SFT policy to %s", out)
+    return history

@@ -1,0 +1,68 @@
+"""Supervised warm start: a tiny policy learns to answer both rounds in the graph's format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from revseg_agent.cli import main
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.graph import build_graph
+from revseg_agent.pipeline import trace_from_state
+from revseg_agent.policies.base import SamplingParams
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.testing import BoxTracker
+from revseg_agent.training.data import generated_samples
+from revseg_agent.training.recipe import GeneratedData
+from revseg_agent.training.sft import round1_target, round2_target
+from revseg_agent.types import Box
+
+pytestmark = pytest.mark.slow
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_targets_are_what_the_graph_parses() -> None:
+    from revseg_agent.parsing import parse_box_answer, parse_keyframe_answer
+
+    answer = parse_keyframe_answer(round1_target("the red square", 2), 4)
+    assert answer.position == 2 and answer.description == "the red square" and answer.strict_format  # type: ignore[union-attr]
+    boxes = parse_box_answer(round2_target(Box(1.4, 2.6, 30.2, 40.0)))
+    assert [b.to_list() for b in boxes.boxes] == [[1.0, 3.0, 30.0, 40.0]] and boxes.strict_format  # type: ignore[union-attr]
+
+
+def test_sft_teaches_the_format_then_the_graph_parses_both_rounds(tmp_path: Path) -> None:
+    out = tmp_path / "sft"
+    assert (
+        main(
+            [
+                "train",
+                "sft",
+                "--config",
+                str(RECIPES / "tiny-cpu.yaml"),
+                "--output-dir",
+                str(out),
+                "--max-steps",
+                "120",
+                "--learning-rate",
+                "3e-3",
+            ]
+        )
+        == 0
+    )
+    policy = QwenVLPolicy.from_pretrained(out / "policy", device="cpu")  # the saved checkpoint loads
+    sample = generated_samples(tmp_path / "clips", GeneratedData(num_samples=1, num_frames=8, seed=5))[0]
+    context = Context(
+        policy=policy,
+        tracker=BoxTracker(),
+        num_frames=4,
+        max_attempts=1,
+        run_tracker=False,
+        sampling=SamplingParams(max_new_tokens=80),
+        artifacts_dir=tmp_path,
+    )
+    state = build_graph().invoke({"video_path": sample.video_path, "query": sample.query}, context=context)
+    trace = trace_from_state(state, context)
+    rounds = [s for s in trace.steps if s.node in ("semantic_interpretation", "spatial_grounding")]
+    assert [s.error for s in rounds] == [None, None], trace.summary()
+    assert all(s.parsed and s.parsed["strict_format"] for s in rounds)
