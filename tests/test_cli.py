@@ -174,3 +174,15 @@ def test_entry_point_runs_as_a_program(tmp_path: Path) -> None:
     )
     assert proc.returncode == EXIT_BAD_INPUT
     assert "video not found" in proc.stderr
+
+
+def test_demo_runs_offline_and_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) == 0
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "masks",
+        "masks.json",
+        "overlay.mp4",
+        "trace.json",
+    }
+    assert "TINY Qwen2.5-VL" in capsys.readouterr().out  # it says plainly what the model is
+    assert (tmp_path / "cache" / "tiny-sft-policy" / "model.safetensors").is_file()
