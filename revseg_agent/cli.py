@@ -139,17 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_tracker(args: argparse.Namespace) -> Any:
+    from revseg_agent.registry import load_tracker
+
     if args.tracker == "classical":
-        from revseg_agent.tools.classical import ClassicalTracker
-
-        return ClassicalTracker()
-    from revseg_agent.tools.sam2_tracker import SAM2Tracker
-
-    if args.sam2_checkpoint:
-        return SAM2Tracker.from_checkpoint(
-            args.sam2_checkpoint, args.sam2_config, device=args.device, image_size=args.sam2_image_size
-        )
-    return SAM2Tracker.from_pretrained(device=args.device, image_size=args.sam2_image_size)
+        spec = "classical"
+    elif args.sam2_checkpoint:
+        spec = f"sam2:{args.sam2_checkpoint}:{args.sam2_config}"
+    else:
+        spec = "sam2-hub:"
+    return load_tracker(spec, args.device, args.sam2_image_size)
 
 
 def _context(args: argparse.Namespace, policy: Any, tracker: Any, **extra: Any) -> Any:

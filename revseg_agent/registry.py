@@ -23,7 +23,8 @@ def load_policy(spec: str, device: str | None = None) -> Policy:
 
 
 @lru_cache(maxsize=4)
-def load_tracker(spec: str, device: str | None = None) -> Tracker:
+def load_tracker(spec: str, device: str | None = None, image_size: int | None = None) -> Tracker:
+    """`image_size` lowers SAM2's input resolution (memory); ignored by the classical tracker."""
     kind, _, rest = spec.partition(":")
     if kind == "classical":
         from revseg_agent.tools.classical import ClassicalTracker
@@ -35,11 +36,13 @@ def load_tracker(spec: str, device: str | None = None) -> Tracker:
         checkpoint, _, config = rest.partition(":")
         if not checkpoint:
             raise InputError("a sam2 tracker spec needs a checkpoint: sam2:<path>[:<config>]")
-        return SAM2Tracker.from_checkpoint(checkpoint, config or DEFAULT_SAM2_CONFIG, device=device)
+        return SAM2Tracker.from_checkpoint(
+            checkpoint, config or DEFAULT_SAM2_CONFIG, device=device, image_size=image_size
+        )
     if kind == "sam2-hub":
         from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_HUB_ID, SAM2Tracker
 
-        return SAM2Tracker.from_pretrained(rest or DEFAULT_SAM2_HUB_ID, device=device)
+        return SAM2Tracker.from_pretrained(rest or DEFAULT_SAM2_HUB_ID, device=device, image_size=image_size)
     raise InputError(f"unknown tracker spec {spec!r}: use classical, sam2:<checkpoint> or sam2-hub:<id>")
 
 

@@ -92,28 +92,17 @@ def test_diagnostics_locate_the_chain_s_errors(tmp_path: Path) -> None:
     assert summary["diagnostics"]["round1_parse_rate"] == 1.0
 
 
+def _eval_baseline(root: Path, out: Path, baseline: str) -> int:
+    """`revseg eval` of a baseline through the weight-free tracker (no policy needed)."""
+    args = ["--dataset", "mevis", "--root", str(root), "--out", str(out), "--baseline", baseline]
+    return main(["eval", *args, "--tracker", "classical", "--frames", "4"])
+
+
 @pytest.mark.parametrize(("baseline", "expected"), [("oracle", 100.0), ("centre-box", None)])
 def test_baselines_through_the_cli(baseline: str, expected: float | None, tmp_path: Path) -> None:
     root = WRITERS["mevis"](tmp_path / "gt")
     out = tmp_path / "out"
-    code = main(
-        [
-            "eval",
-            "--dataset",
-            "mevis",
-            "--root",
-            str(root),
-            "--out",
-            str(out),
-            "--baseline",
-            baseline,
-            "--tracker",
-            "classical",
-            "--frames",
-            "4",
-        ]
-    )
-    assert code == 0
+    assert _eval_baseline(root, out, baseline) == 0
     summary = json.loads((out / "results.json").read_text())
     assert summary["baseline"] == baseline
     if expected is not None:
@@ -131,26 +120,7 @@ def test_baselines_through_the_cli(baseline: str, expected: float | None, tmp_pa
 def test_score_cli_writes_results_with_the_contract_keys(tmp_path: Path) -> None:
     root = WRITERS["mevis"](tmp_path / "gt")
     out = tmp_path / "run"
-    assert (
-        main(
-            [
-                "eval",
-                "--dataset",
-                "mevis",
-                "--root",
-                str(root),
-                "--out",
-                str(out),
-                "--baseline",
-                "oracle",
-                "--tracker",
-                "classical",
-                "--frames",
-                "4",
-            ]
-        )
-        == 0
-    )
+    assert _eval_baseline(root, out, "oracle") == 0
     result = tmp_path / "scores.json"
     assert (
         main(

@@ -9,19 +9,8 @@ offsets first, where the grid says a match is possible.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 from numba import njit
-
-
-@functools.lru_cache(maxsize=8)
-def disk_offsets_by_distance(radius: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    inside = yy * yy + xx * xx <= radius * radius
-    dy, dx = yy[inside], xx[inside]
-    order = np.argsort(dy * dy + dx * dx, kind="stable")
-    return dy[order].astype(np.int64), dx[order].astype(np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -63,7 +52,9 @@ def _count_near(
 def match_counts(pred_boundary: np.ndarray, gt_boundary: np.ndarray, radius: int) -> tuple[int, int]:
     """(predicted boundary pixels near the true boundary, true boundary pixels near the predicted)."""
     height, width = gt_boundary.shape
-    dy, dx = disk_offsets_by_distance(radius)
+    from revseg_agent.eval.metrics import disk_offsets  # here: metrics imports this module
+
+    dy, dx = disk_offsets(radius)
     p_points = np.flatnonzero(pred_boundary)
     g_points = np.flatnonzero(gt_boundary)
     p_grid = _grid(p_points, width, height, radius)

@@ -71,11 +71,13 @@ def boundary_radius(height: int, width: int, tolerance: float = BOUNDARY_TOLERAN
 
 
 @functools.lru_cache(maxsize=8)
-def _disk_offsets(radius: int, stride: int) -> np.ndarray:
-    """Flat offsets of the pixels of `disk(radius)` in an image with rows of `stride` pixels."""
+def disk_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(dy, dx)` of the pixels of `disk(radius)` (x² + y² <= r²), nearest to the centre first."""
     yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    inside = (xx * xx + yy * yy) <= radius * radius
-    return (yy[inside] * stride + xx[inside]).astype(np.int64)
+    inside = yy * yy + xx * xx <= radius * radius
+    dy, dx = yy[inside], xx[inside]
+    order = np.argsort(dy * dy + dx * dx, kind="stable")
+    return dy[order].astype(np.int64), dx[order].astype(np.int64)
 
 
 @functools.lru_cache(maxsize=8)
@@ -104,7 +106,8 @@ def _near(source: np.ndarray, target: np.ndarray, radius: int) -> int:
         padded = cv2.copyMakeBorder(tgt, radius, radius, radius, radius, cv2.BORDER_CONSTANT, value=0)
         stride = w + 2 * radius
         base = (ring // w + radius) * stride + ring % w + radius
-        hits = padded.ravel()[base[:, None] + _disk_offsets(radius, stride)[None, :]]
+        dy, dx = disk_offsets(radius)
+        hits = padded.ravel()[base[:, None] + (dy * stride + dx)[None, :]]
         near += int(np.count_nonzero(hits.any(axis=1)))
     return near
 

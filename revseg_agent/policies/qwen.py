@@ -226,7 +226,8 @@ class QwenVLPolicy:
         return dict(self.processor(**kwargs))
 
     @staticmethod
-    def _sizes(grid: torch.Tensor | None) -> list[tuple[int, int]]:
+    def model_sizes(grid: torch.Tensor | None) -> list[tuple[int, int]]:
+        """`(height, width)` each image or video was resized to, from the processor's patch grid."""
         if grid is None:
             return []
         return [(int(h) * PATCH_SIZE, int(w) * PATCH_SIZE) for _, h, w in grid.tolist()]
@@ -252,8 +253,8 @@ class QwenVLPolicy:
     @torch.inference_mode()
     def _generate(self, requests: Sequence[Request], sampling: SamplingParams, n: int) -> list[Generation]:
         inputs = self.prepare_batch(requests)
-        image_sizes = self._sizes(inputs.get("image_grid_thw"))
-        video_sizes = self._sizes(inputs.get("video_grid_thw"))
+        image_sizes = self.model_sizes(inputs.get("image_grid_thw"))
+        video_sizes = self.model_sizes(inputs.get("video_grid_thw"))
         device = self.device
         model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         if sampling.seed is not None:

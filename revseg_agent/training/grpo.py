@@ -245,7 +245,7 @@ class GRPOTrainer:
             traces = self.rollouts(sample, self.step)
             rewards = self._rewards(traces, sample)
             advantages = group_advantages([row["total"] or 0.0 for row in rewards])
-            groups.append(Group(sample, traces, rewards, advantages))
+            groups.append(Group(traces, rewards, advantages))
             if store is None:
                 continue
             gt_path = store.save_ground_truth(sample.sample_id, sample.gt_masks, sample.gt_objects)
@@ -319,7 +319,7 @@ class GRPOTrainer:
             members.sort(key=lambda m: m.index)
             rewards = [dict(m.rewards) for m in members]
             advantages = group_advantages([float(row.get("total") or 0.0) for row in rewards])
-            groups.append(Group(None, [m.trace for m in members], rewards, advantages))
+            groups.append(Group([m.trace for m in members], rewards, advantages))
         if not groups:
             raise ValueError(f"no traces in {path}")
         return groups
@@ -466,9 +466,8 @@ class GRPOTrainer:
 
 @dataclass
 class Group:
-    """The G rollouts of one sample with their rewards and advantages."""
+    """The G rollouts of one sample (or one stored group) with their rewards and advantages."""
 
-    sample: TrainingSample | None  # None for groups read back from a trace store
     traces: list[Trace]
     rewards: list[dict[str, float | None]]
     advantages: list[float]

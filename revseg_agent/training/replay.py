@@ -58,7 +58,12 @@ def replay_inputs(policy: QwenVLPolicy, step: StepRecord) -> dict[str, Any]:
             f"step {step.node}#{step.attempt}: the prompt tokenises differently from the trace "
             "(another policy version, tokenizer or processor?)"
         )
-    completion = torch.tensor([step.completion_ids], dtype=inputs["input_ids"].dtype)
+    return append_completion(inputs, step.completion_ids)
+
+
+def append_completion(inputs: dict[str, Any], completion_ids: Sequence[int]) -> dict[str, Any]:
+    """Prompt inputs (one row) extended by completion tokens, for teacher-forced forward passes."""
+    completion = torch.tensor([list(completion_ids)], dtype=inputs["input_ids"].dtype)
     inputs["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if "mm_token_type_ids" in inputs:  # completion tokens are text (type 0) for M-RoPE positions

@@ -24,6 +24,7 @@ from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoF
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.prompts import FRAME_ID_BASE, round2_text
 from revseg_agent.training.grpo import TrainingSample
+from revseg_agent.training.replay import append_completion
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
 
@@ -42,26 +43,18 @@ def round2_target(box: Box) -> str:
     return "bbox: [{}, {}, {}, {}]".format(*(round(v) for v in box.to_list()))
 
 
-def _answer_loss(
-    policy: QwenVLPolicy, messages: Sequence[ChatMessage], visuals: dict[str, Any], answer: str
-) -> torch.Tensor:
+def _answer_loss(policy: QwenVLPolicy, inputs: dict[str, Any], answer: str) -> torch.Tensor:
+    """Cross-entropy of `answer` (plus the end-of-turn token) after the prepared prompt `inputs`."""
     tokenizer = policy.processor.tokenizer
-    inputs = policy.prepare_inputs(messages, visuals)
     target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [
         tokenizer.convert_tokens_to_ids("<|im_end|>")
     ]
-    completion = torch.tensor([target], dtype=inputs["input_ids"].dtype)
     prompt_len = int(inputs["input_ids"].shape[1])
-    inputs["input_ids"] = torch.cat([inputs["input_ids"], completion], dim=1)
-    inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-    if "mm_token_type_ids" in inputs:
-        inputs["mm_token_type_ids"] = torch.cat(
-            [inputs["mm_token_type_ids"], torch.zeros_like(completion)], dim=1
-        )
+    full = append_completion(inputs, target)
     device = policy.device
-    model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+    model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in full.items()}
     logits = policy.model(**model_inputs).logits[0, prompt_len - 1 : -1].float()
-    return torch.nn.functional.cross_entropy(logits, completion[0].to(device))
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=device))
 
 
 def sft_losses(
@@ -77,20 +70,20 @@ def sft_losses(
     messages = round1_messages(state)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
     answer1 = round1_target(sample.query, position)
-    loss1 = _answer_loss(policy, messages, {FRAMES_REF: frames}, answer1)
+    loss1 = _answer_loss(policy, policy.prepare_inputs(messages, {FRAMES_REF: frames}), answer1)
     ask = ChatMessage(
         role="user",
         content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text=round2_text(sample.query))],
     )
     history = [*messages, ChatMessage(role="assistant", content=[TextPart(text=answer1)]), ask]
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
-    grid = policy.prepare_inputs(history, visuals)["image_grid_thw"][-1].tolist()
-    model_size = (int(grid[1]) * 14, int(grid[2]) * 14)
+    inputs = policy.prepare_inputs(history, visuals)  # prepared once: sizes the box, then scores it
+    model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
     box = Box.from_mask(sample.gt_masks[key])
     if box is None:  # the target is absent on every sampled frame: no grounding target
         return loss1, torch.zeros((), device=loss1.device)
     frame_size = (video.info.height, video.info.width)
-    loss2 = _answer_loss(policy, history, visuals, round2_target(box.rescale(frame_size, model_size)))
+    loss2 = _answer_loss(policy, inputs, round2_target(box.rescale(frame_size, model_size)))
     return loss1, loss2
 
 
