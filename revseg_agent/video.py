@@ -183,3 +183,49 @@ class Video:
 def open_video(path: str | Path, *, fps: float | None = None) -> Video:
     """Open a video file (mp4, avi, mkv, ... anything decord or OpenCV reads) or a folder of frames."""
     return Video(path, fps=fps)
+
+
+class FrameCache:
+    """Decoded frames shared by concurrent runs over the same videos.
+
+    Why: a GRPO group runs the graph G times on one video; each run reads the same sampled frames
+    (round 1, round 2's history) and keyframes. Through one cache the group decodes each frame
+    once. Thread-safe; frames are returned read-only because every caller shares them. Bounded by
+    `max_frames` (least recently used frames are dropped first).
+    """
+
+    def __init__(self, max_frames: int = 512) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.max_frames = max_frames
+        self._videos: dict[tuple[str, float | None], Video] = {}
+        self._frames: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.decoded = 0  # frames actually decoded (for tests and benchmarks)
+
+    def video(self, path: str | Path, *, fps: float | None = None) -> Video:
+        key = (str(path), fps)
+        with self._lock:
+            if key not in self._videos:
+                self._videos[key] = open_video(path, fps=fps)
+            return self._videos[key]
+
+    def read(self, path: str | Path, indices: Sequence[int], *, fps: float | None = None) -> list[np.ndarray]:
+        """The frames at `indices`, decoding only those no earlier call decoded."""
+        video = self.video(path, fps=fps)
+        name = str(path)
+        with self._lock:  # one decoder per video is not thread-safe; decoding is serialised anyway
+            missing = sorted({int(i) for i in indices if (name, int(i)) not in self._frames})
+            if missing:
+                for i, frame in zip(missing, video.read(missing), strict=True):
+                    frame.setflags(write=False)
+                    self._frames[(name, i)] = frame
+                self.decoded += len(missing)
+            out = []
+            for i in indices:
+                self._frames.move_to_end((name, int(i)))
+                out.append(self._frames[(name, int(i))])
+            while len(self._frames) > self.max_frames:
+                self._frames.popitem(last=False)
+        return out

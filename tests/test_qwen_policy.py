@@ -171,3 +171,156 @@ def test_batch_of_different_chats_left_padded(policy: QwenVLPolicy) -> None:
     assert batch[1].image_sizes == [
         policy.generate(short, visuals_b, sampling=SamplingParams(max_new_tokens=1))[0].image_sizes[0]
     ]
+
+
+def _processor_batch(policy: QwenVLPolicy, requests: list) -> dict:  # type: ignore[type-arg]
+    """The processor's own left-padded batch of whole chats (the reference `prepare_batch` must
+    equal when no assistant turn carries token ids)."""
+    from qwen_vl_utils import process_vision_info
+
+    builder = policy.inputs
+    conversations, clips = [], []
+    for messages, visuals in requests:
+        elements, by_kind = builder._elements(messages, visuals)
+        conversations.append(builder._conversation(messages, elements))
+        clips += by_kind["video"]
+    images, videos, _ = process_vision_info(
+        conversations, return_video_kwargs=True, return_video_metadata=True
+    )
+    metadata = [
+        {
+            "fps": c.fps,
+            "total_num_frames": c.total_num_frames,
+            "frames_indices": list(c.frame_indices)
+            + [c.frame_indices[-1]] * (int(v.shape[0]) - len(c.frame_indices)),
+        }
+        for (v, _), c in zip(videos, clips, strict=True)
+    ]
+    texts = [
+        policy.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+        for c in conversations
+    ]
+    return dict(
+        policy.processor(
+            text=texts,
+            images=images,
+            videos=[v for v, _ in videos],
+            video_metadata=metadata,
+            do_sample_frames=False,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+        )
+    )
+
+
+SHORT_CHAT = [
+    ChatMessage(role="user", content=[VisualPart(type="image", ref="key"), TextPart(text="Detect a.")])
+]
+
+
+def test_batches_equal_the_processors_own_batching(policy: QwenVLPolicy) -> None:
+    requests = [
+        (TWO_ROUNDS, VISUALS),
+        (SHORT_CHAT, {"key": ImageFrame(FRAMES[9][:200])}),
+        (VIDEO_CHAT, VISUALS),
+    ]
+    ours = policy.prepare_batch(requests)
+    theirs = _processor_batch(policy, requests)
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
+        torch.testing.assert_close(ours[key], value, msg=key)
+
+
+def test_assistant_token_ids_are_spliced_verbatim(policy: QwenVLPolicy) -> None:
+    """Token-in/token-out: round 2 holds the ids round 1 sampled, even ids that are not how the
+    tokenizer would spell the text (a random or early model samples such ids)."""
+    tok = policy.processor.tokenizer
+    answer = TWO_ROUNDS[1]
+    text = answer.content[0].text  # type: ignore[union-attr]
+    canonical = tok(text, add_special_tokens=False).input_ids
+    by_character = [i for ch in text for i in tok(ch, add_special_tokens=False).input_ids]
+    assert by_character != canonical and tok.decode(by_character) == text
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    round1 = policy.prepare_inputs(VIDEO_CHAT, VISUALS)["input_ids"][0].tolist()
+    whole = policy.prepare_inputs(TWO_ROUNDS, VISUALS)["input_ids"][0].tolist()
+    rest = whole[len(round1) + len(canonical) :]
+    assert whole[: len(round1)] == round1 and rest[0] == end
+    for sampled in (canonical, by_character, [*by_character, end]):
+        chat = [TWO_ROUNDS[0], answer.model_copy(update={"token_ids": sampled}), TWO_ROUNDS[2]]
+        inputs = policy.prepare_inputs(chat, VISUALS)
+        ids = inputs["input_ids"][0].tolist()
+        assert ids == round1 + sampled + (rest[1:] if sampled[-1] == end else rest)
+        types = inputs["mm_token_type_ids"][0].tolist()
+        assert types[len(round1) : len(round1) + len(sampled)] == [0] * len(sampled)
+        assert int(inputs["image_grid_thw"].shape[0]) == int(inputs["video_grid_thw"].shape[0]) == 1
+    chat = [TWO_ROUNDS[0], answer.model_copy(update={"token_ids": canonical}), TWO_ROUNDS[2]]
+    assert policy.prepare_inputs(chat, VISUALS)["input_ids"][0].tolist() == whole
+
+
+def _round2_chats(policy: QwenVLPolicy, answers: list[str]) -> list:  # type: ignore[type-arg]
+    tok = policy.processor.tokenizer
+    return [
+        (
+            [
+                TWO_ROUNDS[0],
+                ChatMessage(
+                    role="assistant",
+                    content=[TextPart(text=a)],
+                    token_ids=tok(a, add_special_tokens=False).input_ids,
+                ),
+                TWO_ROUNDS[2],
+            ],
+            {**VISUALS, "key": ImageFrame(FRAMES[k])},
+        )
+        for k, a in enumerate(answers)
+    ]
+
+
+def test_a_shared_prefix_is_encoded_once_and_changes_nothing(policy: QwenVLPolicy) -> None:
+    """n samples of one chat, and round-2 chats that share round 1 (video, query), encode the shared
+    part once (KV cache) and give what each chat gives on its own."""
+    patches: list[int] = []
+    hook = policy.model.model.visual.register_forward_hook(
+        lambda _m, args, _o: patches.append(args[0].shape[0])
+    )
+    greedy = SamplingParams(max_new_tokens=8)
+    try:
+        one = policy.generate(VIDEO_CHAT, VISUALS, sampling=greedy)[0]
+        video_patches = patches.pop()
+        many = policy.generate(VIDEO_CHAT, VISUALS, sampling=greedy, n=3)
+        assert patches == [video_patches]  # the video was encoded once for the 3 samples
+        for gen in many:
+            assert gen.completion_ids == one.completion_ids and gen.prompt_ids == one.prompt_ids
+            np.testing.assert_allclose(gen.logprobs, one.logprobs, atol=1e-4)
+        requests = _round2_chats(policy, ["frame id: 3", "<answer>frame id: 12</answer>", "x"])
+        alone = [policy.generate(m, v, sampling=greedy)[0] for m, v in requests]
+        patches.clear()
+        batch = policy.generate_batch(requests, sampling=greedy)
+        image_patches = sum(
+            policy.prepare_inputs(m, v)["image_grid_thw"].prod(-1).sum().item() for m, v in requests
+        )
+        assert sorted(patches) == sorted([video_patches, image_patches])
+    finally:
+        hook.remove()
+    for a, b in zip(alone, batch, strict=True):
+        assert a.prompt_ids == b.prompt_ids and a.completion_ids == b.completion_ids
+        assert a.image_sizes == b.image_sizes and a.video_sizes == b.video_sizes
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def test_sampled_batches_with_a_shared_prefix_replay_exactly(policy: QwenVLPolicy) -> None:
+    from revseg_agent.training.replay import append_completion
+
+    requests = _round2_chats(policy, ["frame id: 3", "<answer>frame id: 12</answer>"])
+    batch = policy.generate_batch(
+        requests, sampling=SamplingParams(do_sample=True, max_new_tokens=10, seed=5)
+    )
+    for (messages, visuals), gen in zip(requests, batch, strict=True):
+        inputs = append_completion(policy.prepare_inputs(messages, visuals), gen.completion_ids)
+        with torch.no_grad():
+            logits = policy.model(**inputs).logits[0].float()
+        start, n = len(gen.prompt_ids) - 1, len(gen.completion_ids)
+        targets = torch.tensor(gen.completion_ids)
+        replay = torch.log_softmax(logits[start : start + n], -1).gather(-1, targets[:, None])[:, 0]
+        np.testing.assert_allclose(replay.numpy(), gen.logprobs, atol=1e-4)

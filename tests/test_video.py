@@ -9,7 +9,7 @@ import pytest
 
 from revseg_agent.demo import DEMO_FPS, DEMO_FRAMES, DEMO_SIZE, demo_frames
 from revseg_agent.errors import VideoError
-from revseg_agent.video import open_video, uniform_indices
+from revseg_agent.video import FrameCache, open_video, uniform_indices
 
 
 @pytest.mark.parametrize(
@@ -79,3 +79,16 @@ def test_bad_inputs(tmp_path: Path) -> None:
     zero.write_bytes(b"")
     with pytest.raises(VideoError):
         open_video(zero)
+
+
+def test_frame_cache_decodes_once_and_shares_read_only_frames(demo_clip: Path) -> None:
+    cache = FrameCache(max_frames=4)
+    first = cache.read(demo_clip, [0, 5, 9])
+    again = cache.read(demo_clip, [9, 5])
+    assert cache.decoded == 3
+    assert again[0] is first[2] and not again[0].flags.writeable
+    direct = open_video(demo_clip).read([0, 5, 9])
+    assert all(np.array_equal(a, b) for a, b in zip(first, direct, strict=True))
+    cache.read(demo_clip, [1, 2, 3])  # over the bound: the least recently used frames go first
+    cache.read(demo_clip, [9])
+    assert cache.decoded == 6 + 1

@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.tools.base import ProgressCallback, Tracker
-from revseg_agent.video import DEFAULT_NUM_FRAMES
+from revseg_agent.video import DEFAULT_NUM_FRAMES, FrameCache, Video, open_video
 
 #: Sampling used when an answer did not parse and the node asks again (greedy would repeat it).
 RETRY_SAMPLING = SamplingParams(do_sample=True, temperature=1.0, top_p=0.95)
@@ -42,6 +44,9 @@ class Context:
     #: Where the tracking node writes its masks (COCO RLE JSON).
     artifacts_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="revseg-")))
     track_progress: ProgressCallback | None = None
+    #: Decoded frames shared between runs (a training group's G runs set one cache so the video
+    #: is decoded once); None reads from the file each time.
+    frame_cache: FrameCache | None = None
 
     def __post_init__(self) -> None:
         # A served graph (`langgraph dev`) receives the context as JSON: accept plain values.
@@ -50,3 +55,15 @@ class Context:
             if isinstance(value, dict):
                 setattr(self, name, SamplingParams(**value))
         self.artifacts_dir = Path(self.artifacts_dir)
+
+    def open_video(self, path: str | Path, *, fps: float | None = None) -> Video:
+        if self.frame_cache is not None:
+            return self.frame_cache.video(path, fps=fps)
+        return open_video(path, fps=fps)
+
+    def read_frames(
+        self, path: str | Path, indices: list[int], *, fps: float | None = None
+    ) -> list[np.ndarray]:
+        if self.frame_cache is not None:
+            return self.frame_cache.read(path, indices, fps=fps)
+        return open_video(path, fps=fps).read(indices)

@@ -97,6 +97,18 @@ def round1_messages(state: RevsegState) -> list[ChatMessage]:
     ]
 
 
+def _round1_completion_ids(state: RevsegState) -> list[int] | None:
+    """The token ids round 1 sampled for the completion in state (token-in/token-out), or None
+    when there are none or a person has edited the completion since."""
+    for step in reversed(state.get("steps", [])):
+        if step.get("node") == SEMANTIC_INTERPRETATION:
+            ids = step.get("completion_ids")
+            if ids and step.get("completion") == state.get("round1_completion"):
+                return list(ids)
+            return None
+    return None
+
+
 def _frames_record(state: RevsegState) -> VisualRecord:
     return VisualRecord(
         kind="video",
@@ -107,10 +119,9 @@ def _frames_record(state: RevsegState) -> VisualRecord:
     )
 
 
-def _sampled_frames(state: RevsegState) -> VideoFrames:
-    video = open_video(state["video_path"], fps=state["fps"])
+def _sampled_frames(state: RevsegState, ctx: Context) -> VideoFrames:
     return VideoFrames(
-        frames=video.read(state["sampled_indices"]),
+        frames=ctx.read_frames(state["video_path"], list(state["sampled_indices"]), fps=state["fps"]),
         frame_indices=list(state["sampled_indices"]),
         fps=state["fps"],
         total_num_frames=state["num_video_frames"],
@@ -122,7 +133,7 @@ def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, An
     started = time.time()
     if not state.get("query", "").strip():
         raise InputError("the query is empty")
-    video = open_video(state["video_path"])
+    video = runtime.context.open_video(state["video_path"])
     sample = video.sample(runtime.context.num_frames)
     parsed = {
         "num_video_frames": video.num_frames,
@@ -148,7 +159,7 @@ def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> di
     ctx = runtime.context
     attempt = state.get("round1_attempts", 0) + 1
     messages = round1_messages(state)
-    visuals = {FRAMES_REF: _sampled_frames(state)}
+    visuals = {FRAMES_REF: _sampled_frames(state, ctx)}
     sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
     gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
     answer = parse_keyframe_answer(gen.text, len(state["sampled_indices"]))
@@ -213,8 +224,8 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
         )
         return {"error": err, "steps": [_record(SPATIAL_GROUNDING, started, error=err)]}
     attempt = state.get("round2_attempts", 0) + 1
-    video = open_video(state["video_path"], fps=state["fps"])
-    visuals: dict[str, VideoFrames | ImageFrame] = {KEYFRAME_REF: ImageFrame(video.frame(key))}
+    keyframe = ctx.read_frames(state["video_path"], [key], fps=state["fps"])[0]
+    visuals: dict[str, VideoFrames | ImageFrame] = {KEYFRAME_REF: ImageFrame(keyframe)}
     records = {KEYFRAME_REF: VisualRecord(kind="image", video_path=state["video_path"], frame_indices=[key])}
     ask = ChatMessage(
         role="user",
@@ -226,10 +237,14 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
     if ctx.round2_with_history and state.get("round1_completion") is not None:
         messages = [
             *round1_messages(state),
-            ChatMessage(role="assistant", content=[TextPart(text=state["round1_completion"])]),
+            ChatMessage(
+                role="assistant",
+                content=[TextPart(text=state["round1_completion"])],
+                token_ids=_round1_completion_ids(state),
+            ),
             ask,
         ]
-        visuals[FRAMES_REF] = _sampled_frames(state)
+        visuals[FRAMES_REF] = _sampled_frames(state, ctx)
         records[FRAMES_REF] = _frames_record(state)
     else:
         messages = [ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]), ask]

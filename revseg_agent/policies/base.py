@@ -30,9 +30,14 @@ class VisualPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
+    """One chat turn. An assistant turn the policy itself sampled may carry the sampled
+    `token_ids`: a policy that can (e.g. `QwenVLPolicy`) then feeds those ids back instead of
+    re-tokenising the text (token-in/token-out), which a sampled text need not survive."""
+
     model_config = ConfigDict(frozen=True)
     role: Literal["system", "user", "assistant"]
     content: list[TextPart | VisualPart]
+    token_ids: list[int] | None = None
 
 
 @dataclass(frozen=True)

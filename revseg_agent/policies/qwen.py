@@ -14,19 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from revseg_agent.errors import CheckpointError
 from revseg_agent.policies.base import (
     GREEDY,
     ChatMessage,
     Generation,
-    ImageFrame,
     SamplingParams,
-    TextPart,
-    VideoFrames,
     Visual,
-    VisualPart,
+)
+from revseg_agent.policies.qwen_inputs import (
+    QwenInputBuilder,
+    Request,
+    TokenRow,
+    prefix_inputs,
+    shared_prefix_length,
 )
 
 logger = logging.getLogger(__name__)
@@ -131,99 +133,28 @@ class QwenVLPolicy:
         )
 
     # -- input preparation ---------------------------------------------------------------------
-    def _budget(self, which: str) -> tuple[int, int]:
-        """`(min_pixels, max_pixels)` of the processor's image or video processor."""
-        proc = getattr(self.processor, f"{which}_processor")
-        size = proc.size
-        lo = size.get("shortest_edge") if hasattr(size, "get") else size.shortest_edge
-        hi = size.get("longest_edge") if hasattr(size, "get") else size.longest_edge
-        return int(lo), int(hi)
-
-    def _qwen_messages(
-        self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
-    ) -> tuple[list[dict[str, Any]], list[VideoFrames]]:
-        out: list[dict[str, Any]] = []
-        videos: list[VideoFrames] = []
-        img_lo, img_hi = self._budget("image")
-        vid_lo, vid_hi = self._budget("video")
-        for msg in messages:
-            content: list[dict[str, Any]] = []
-            for part in msg.content:
-                if isinstance(part, TextPart):
-                    content.append({"type": "text", "text": part.text})
-                    continue
-                visual = visuals.get(part.ref)
-                if visual is None:
-                    raise KeyError(f"message refers to visual {part.ref!r}, which was not given")
-                if part.type == "image":
-                    if not isinstance(visual, ImageFrame):
-                        raise TypeError(f"visual {part.ref!r} is used as an image but is a video")
-                    content.append(
-                        {
-                            "type": "image",
-                            "image": Image.fromarray(visual.pixels),
-                            "min_pixels": img_lo,
-                            "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
-                        }
-                    )
-                else:
-                    if not isinstance(visual, VideoFrames):
-                        raise TypeError(f"visual {part.ref!r} is used as a video but is an image")
-                    element: dict[str, Any] = {
-                        "type": "video",
-                        "video": [Image.fromarray(f) for f in visual.frames],
-                        "min_pixels": vid_lo,
-                        "max_pixels": min(vid_hi, self.video_max_pixels or vid_hi),
-                    }
-                    if self.video_total_pixels:
-                        element["total_pixels"] = self.video_total_pixels
-                    content.append(element)
-                    videos.append(visual)
-            out.append({"role": msg.role, "content": content})
-        return out, videos
+    @property
+    def inputs(self) -> QwenInputBuilder:
+        """Builds token rows and batches (see `qwen_inputs`); pixel budgets are read per call."""
+        return QwenInputBuilder(
+            self.processor,
+            image_max_pixels=self.image_max_pixels,
+            video_max_pixels=self.video_max_pixels,
+            video_total_pixels=self.video_total_pixels,
+        )
 
     def prepare_inputs(
         self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
     ) -> dict[str, Any]:
-        """Tokenise a chat with its visuals into model inputs (also used by training replay)."""
+        """Tokenise a chat with its visuals into model inputs (also used by training replay).
+
+        Assistant messages that carry `token_ids` are spliced in as those ids (token-in/out)."""
         return self.prepare_batch([(messages, visuals)])
 
     def prepare_batch(self, requests: Sequence[Request]) -> dict[str, Any]:
         """Tokenise several chats into one left-padded batch (images and videos in order)."""
-        from qwen_vl_utils import process_vision_info
-
-        conversations = []
-        clips: list[VideoFrames] = []
-        for messages, visuals in requests:
-            qmsgs, videos = self._qwen_messages(messages, visuals)
-            conversations.append(qmsgs)
-            clips += videos
-        images, video_inputs, _ = process_vision_info(
-            conversations, return_video_kwargs=True, return_video_metadata=True
-        )
-        kwargs: dict[str, Any] = {"return_tensors": "pt", "padding": True, "padding_side": "left"}
-        kwargs["text"] = [
-            self.processor.apply_chat_template(q, tokenize=False, add_generation_prompt=True)
-            for q in conversations
-        ]
-        if images:
-            kwargs["images"] = images
-        if video_inputs:
-            tensors = [v for v, _ in video_inputs]
-            metadata = []
-            for tensor, clip in zip(tensors, clips, strict=True):
-                indices = list(clip.frame_indices)
-                # qwen-vl-utils pads to an even count by repeating the last frame; mirror it.
-                indices += [indices[-1]] * (int(tensor.shape[0]) - len(indices))
-                metadata.append(
-                    {
-                        "fps": float(clip.fps),
-                        "total_num_frames": int(clip.total_num_frames),
-                        "frames_indices": indices,
-                    }
-                )
-            kwargs.update(videos=tensors, video_metadata=metadata, do_sample_frames=False)
-        return dict(self.processor(**kwargs))
+        builder = self.inputs
+        return builder.collate(builder.rows(requests))
 
     @staticmethod
     def model_sizes(grid: torch.Tensor | None) -> list[tuple[int, int]]:
@@ -252,59 +183,81 @@ class QwenVLPolicy:
 
     @torch.inference_mode()
     def _generate(self, requests: Sequence[Request], sampling: SamplingParams, n: int) -> list[Generation]:
-        inputs = self.prepare_batch(requests)
-        image_sizes = self.model_sizes(inputs.get("image_grid_thw"))
-        video_sizes = self.model_sizes(inputs.get("video_grid_thw"))
+        builder = self.inputs
+        rows = builder.rows(requests)
+        shared = shared_prefix_length(rows) if len(rows) * n > 1 else 0
         device = self.device
-        model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
-        tokenizer = self.processor.tokenizer
-        gen_kwargs: dict[str, Any] = {
-            "max_new_tokens": sampling.max_new_tokens,
-            "do_sample": sampling.do_sample,
-            "num_return_sequences": n,
-            "return_dict_in_generate": True,
-            "output_logits": True,
-            "pad_token_id": tokenizer.pad_token_id,
-            # A completion must never contain vision placeholders: replaying it would misalign
-            # the visual features (only a random-init model would ever sample them).
-            "suppress_tokens": self._vision_token_ids(),
-        }
-        if sampling.do_sample:
-            gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        gen_kwargs = self._generation_kwargs(sampling)
+        if shared > 0:
+            # Encode the shared prefix (e.g. the round-1 video and query) once; every row then
+            # runs only its own tokens on a copy of that KV cache.
+            prefix = _to(prefix_inputs(rows[0], shared), device)
+            cache = self.model(**prefix, use_cache=True).past_key_values
+            expanded = [row for row in rows for _ in range(n)]
+            cache.batch_repeat_interleave(len(expanded))
+            model_inputs = _to(builder.collate(expanded, shared=shared, pixels_from=shared), device)
+            self._forget_rope_deltas()  # positions are recomputed over the whole rows
+            out = self.model.generate(**model_inputs, past_key_values=cache, **gen_kwargs)
+            per_row = 1
         else:
-            gen_kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = self.model.generate(**model_inputs, **gen_kwargs)
+            expanded = list(rows)
+            model_inputs = _to(builder.collate(rows), device)
+            out = self.model.generate(**model_inputs, num_return_sequences=n, **gen_kwargs)
+            per_row = n
         prompt_len = int(model_inputs["input_ids"].shape[1])
         sequences = out.sequences[:, prompt_len:]
         temperature = sampling.temperature if sampling.do_sample else 1.0
         logits = torch.stack(out.logits, dim=1).float() / temperature  # (rows, T, V)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
         eos_ids = self._eos_ids()
-        per_request_images = [_count(m, "image") for m, _ in requests]
-        per_request_videos = [_count(m, "video") for m, _ in requests]
+        tokenizer = self.processor.tokenizer
         results = []
-        for row in range(sequences.shape[0]):
-            request = row // n
-            mask = model_inputs["attention_mask"][request].bool()
-            prompt_ids = model_inputs["input_ids"][request][mask].tolist()  # left padding removed
-            ids = sequences[row].tolist()
-            end = next((i + 1 for i, t in enumerate(ids) if t in eos_ids), len(ids))
+        for i in range(sequences.shape[0]):
+            row = expanded[i // per_row]
+            ids = sequences[i].tolist()
+            end = next((k + 1 for k, t in enumerate(ids) if t in eos_ids), len(ids))
             completion = ids[:end]
-            first_image = sum(per_request_images[:request])
-            first_video = sum(per_request_videos[:request])
             results.append(
                 Generation(
                     text=tokenizer.decode(completion, skip_special_tokens=True),
-                    prompt_ids=prompt_ids,
+                    prompt_ids=list(row.input_ids),
                     completion_ids=completion,
-                    logprobs=[float(x) for x in logprobs[row, :end].tolist()],
-                    image_sizes=image_sizes[first_image : first_image + per_request_images[request]],
-                    video_sizes=video_sizes[first_video : first_video + per_request_videos[request]],
+                    logprobs=[float(x) for x in logprobs[i, :end].tolist()],
+                    image_sizes=self._block_sizes(row, "image"),
+                    video_sizes=self._block_sizes(row, "video"),
                 )
             )
         return results
+
+    def _generation_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "do_sample": sampling.do_sample,
+            "return_dict_in_generate": True,
+            "output_logits": True,
+            "pad_token_id": self.processor.tokenizer.pad_token_id,
+            # A completion must never contain vision placeholders: replaying it would misalign
+            # the visual features (only a random-init model would ever sample them).
+            "suppress_tokens": self._vision_token_ids(),
+        }
+        if sampling.do_sample:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _block_sizes(self, row: TokenRow, kind: str) -> list[tuple[int, int]]:
+        grids = [b.grid for b in row.blocks if b.kind == kind]
+        return self.model_sizes(torch.stack(grids)) if grids else []
+
+    def _forget_rope_deltas(self) -> None:
+        """Qwen2.5-VL keeps the last call's M-RoPE offsets on the model; a cached-prefix call
+        must recompute them for its own rows."""
+        for module in self.model.modules():
+            if hasattr(module, "rope_deltas"):
+                module.rope_deltas = None
 
     def _vision_token_ids(self) -> list[int]:
         tokens = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -319,8 +272,5 @@ class QwenVLPolicy:
         return {int(i) for i in ids if i is not None}
 
 
-Request = tuple[Sequence[ChatMessage], Mapping[str, Visual]]
-
-
-def _count(messages: Sequence[ChatMessage], kind: str) -> int:
-    return sum(1 for m in messages for p in m.content if isinstance(p, VisualPart) and p.type == kind)
+def _to(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}

@@ -1,0 +1,423 @@
+"""Qwen2.5-VL model inputs from chats: token rows, spliced completions, shared-prefix batches.
+
+Three jobs, one place:
+- Tokenise a chat with its visuals the way Qwen's own code does (qwen-vl-utils pixel budgets, the
+  processor's chat template and placeholder expansion, the real video timing as `video_metadata`).
+- Token-in/token-out: an assistant message that carries the `token_ids` the policy sampled is
+  spliced in as those ids, not re-tokenised from its text (a sampled completion need not
+  re-tokenise to the same ids). So round 2's prompt holds round 1's prompt and completion ids
+  verbatim, and training replays exactly what was sampled.
+- Batches: rows are collated as `[shared prefix][padding][rest]`; with no shared prefix that is
+  the usual left padding. Generation encodes a shared prefix (e.g. the round-1 video and query
+  of all G round-2 prompts of a group) once and reuses its KV cache for every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from revseg_agent.policies.base import (
+    ChatMessage,
+    ImageFrame,
+    TextPart,
+    VideoFrames,
+    Visual,
+)
+
+Request = tuple[Sequence[ChatMessage], Mapping[str, Visual]]
+#: `mm_token_type_ids` values of Qwen2.5-VL's processor: text 0, image 1, video 2.
+TEXT, IMAGE, VIDEO = 0, 1, 2
+_PLACEHOLDERS = {"image": "<|image_pad|>", "video": "<|video_pad|>"}
+_SENTINEL = "\x00revseg-completion-{}\x00"
+
+
+@dataclass(frozen=True)
+class VisualBlock:
+    """One image or video inside a token row: where its placeholder tokens are and its patches."""
+
+    kind: Literal["image", "video"]
+    start: int
+    length: int
+    pixels: torch.Tensor
+    grid: torch.Tensor  # (3,) temporal, height, width patches
+    second_per_grid: float | None = None  # videos only
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+    def same_as(self, other: VisualBlock) -> bool:
+        return (
+            self.kind == other.kind
+            and self.start == other.start
+            and self.length == other.length
+            and self.second_per_grid == other.second_per_grid
+            and torch.equal(self.grid, other.grid)
+            and (self.pixels is other.pixels or torch.equal(self.pixels, other.pixels))
+        )
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """One tokenised chat (no padding) with its visual blocks."""
+
+    input_ids: list[int]
+    mm_token_type_ids: list[int]
+    blocks: tuple[VisualBlock, ...]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __add__(self, other: TokenRow) -> TokenRow:
+        shift = len(self)
+        return TokenRow(
+            self.input_ids + other.input_ids,
+            self.mm_token_type_ids + other.mm_token_type_ids,
+            self.blocks + tuple(replace(b, start=b.start + shift) for b in other.blocks),
+        )
+
+    @staticmethod
+    def text(ids: Sequence[int]) -> TokenRow:
+        return TokenRow(list(ids), [TEXT] * len(ids), ())
+
+
+def visuals_fingerprint(visuals: Sequence[Visual]) -> str:
+    """Identity of visuals by their pixels (what a cache may key on)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for visual in visuals:
+        frames = [visual.pixels] if isinstance(visual, ImageFrame) else list(visual.frames)
+        digest.update(b"image" if isinstance(visual, ImageFrame) else b"video")
+        for frame in frames:
+            digest.update(str(frame.shape).encode())
+            digest.update(np.ascontiguousarray(frame).data)
+    return digest.hexdigest()
+
+
+class QwenInputBuilder:
+    """Builds token rows and model-input batches for one Qwen2.5-VL processor."""
+
+    def __init__(
+        self,
+        processor: Any,
+        *,
+        image_max_pixels: int | None = None,
+        video_max_pixels: int | None = None,
+        video_total_pixels: int | None = None,
+    ) -> None:
+        self.processor = processor
+        self.image_max_pixels = image_max_pixels
+        self.video_max_pixels = video_max_pixels
+        self.video_total_pixels = video_total_pixels
+
+    # -- chat -> rows ---------------------------------------------------------------------------
+    def rows(self, requests: Sequence[Request]) -> list[TokenRow]:
+        """One token row per chat. Identical segments (e.g. the same round-1 prompt with its
+        video in every round-2 chat of a group) are processed once."""
+        memo: dict[tuple[str, str], TokenRow] = {}
+        return [self._row(messages, visuals, memo) for messages, visuals in requests]
+
+    def _row(
+        self,
+        messages: Sequence[ChatMessage],
+        visuals: Mapping[str, Visual],
+        memo: dict[tuple[str, str], TokenRow],
+    ) -> TokenRow:
+        spliced = [m.token_ids for m in messages if m.role == "assistant" and m.token_ids is not None]
+        elements, clips = self._elements(messages, visuals)
+        conversation = self._conversation(messages, elements)
+        text = self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        if not spliced:
+            return self._segment(text, elements, clips, memo)
+        # Render with a sentinel for each spliced completion, process the text between them, and
+        # put the sampled ids where the completions were.
+        k = 0
+        for i, message in enumerate(messages):
+            if message.role == "assistant" and message.token_ids is not None:
+                conversation[i] = {
+                    "role": "assistant",
+                    "content": [{"type": "text", "text": _SENTINEL.format(k)}],
+                }
+                k += 1
+        text = self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        pieces: list[str] = []
+        rest = text
+        for j in range(k):
+            before, found, rest = rest.partition(_SENTINEL.format(j))
+            if not found:
+                raise ValueError("the chat template dropped an assistant message; cannot splice its ids")
+            pieces.append(before)
+        pieces.append(rest)
+        row = TokenRow.text([])
+        im_end = self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        used = {"image": 0, "video": 0}
+        for j, piece in enumerate(pieces):
+            counts = {kind: piece.count(tag) for kind, tag in _PLACEHOLDERS.items()}
+            mine = [
+                (e, c)
+                for kind in ("image", "video")
+                for e, c in list(zip(elements[kind], clips[kind], strict=True))[
+                    used[kind] : used[kind] + counts[kind]
+                ]
+            ]
+            for kind in used:
+                used[kind] += counts[kind]
+            seg = self._segment(
+                piece,
+                {kind: [e for e, _ in mine if e["type"] == kind] for kind in ("image", "video")},
+                {kind: [c for e, c in mine if e["type"] == kind] for kind in ("image", "video")},
+                memo,
+            )
+            if j > 0 and row.input_ids and row.input_ids[-1] == im_end and seg.input_ids[:1] == [im_end]:
+                # the sampled completion ended with <|im_end|>; the template's own one is dropped
+                seg = TokenRow(seg.input_ids[1:], seg.mm_token_type_ids[1:], _shift(seg.blocks, -1))
+            row = row + seg
+            if j < k:
+                row = row + TokenRow.text(spliced[j])
+        return row
+
+    def _elements(
+        self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
+    ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Visual]]]:
+        """qwen-vl-utils elements for every visual, by kind and in order, with their sources."""
+        elements: dict[str, list[dict[str, Any]]] = {"image": [], "video": []}
+        clips: dict[str, list[Visual]] = {"image": [], "video": []}
+        img_lo, img_hi = self._budget("image")
+        vid_lo, vid_hi = self._budget("video")
+        for msg in messages:
+            for part in msg.content:
+                if isinstance(part, TextPart):
+                    continue
+                visual = visuals.get(part.ref)
+                if visual is None:
+                    raise KeyError(f"message refers to visual {part.ref!r}, which was not given")
+                if part.type == "image":
+                    if not isinstance(visual, ImageFrame):
+                        raise TypeError(f"visual {part.ref!r} is used as an image but is a video")
+                    element: dict[str, Any] = {
+                        "type": "image",
+                        "image": Image.fromarray(visual.pixels),
+                        "min_pixels": img_lo,
+                        "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
+                    }
+                else:
+                    if not isinstance(visual, VideoFrames):
+                        raise TypeError(f"visual {part.ref!r} is used as a video but is an image")
+                    element = {
+                        "type": "video",
+                        "video": [Image.fromarray(f) for f in visual.frames],
+                        "min_pixels": vid_lo,
+                        "max_pixels": min(vid_hi, self.video_max_pixels or vid_hi),
+                    }
+                    if self.video_total_pixels:
+                        element["total_pixels"] = self.video_total_pixels
+                elements[part.type].append(element)
+                clips[part.type].append(visual)
+        return elements, clips
+
+    @staticmethod
+    def _conversation(
+        messages: Sequence[ChatMessage], elements: Mapping[str, list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """The chat in the processor's format (visual elements in place, in order)."""
+        next_of = {kind: iter(items) for kind, items in elements.items()}
+        out = []
+        for msg in messages:
+            content: list[dict[str, Any]] = []
+            for part in msg.content:
+                if isinstance(part, TextPart):
+                    content.append({"type": "text", "text": part.text})
+                else:
+                    element = next(next_of[part.type])
+                    content.append(element)
+            out.append({"role": msg.role, "content": content})
+        return out
+
+    def _budget(self, which: str) -> tuple[int, int]:
+        """`(min_pixels, max_pixels)` of the processor's image or video processor."""
+        proc = getattr(self.processor, f"{which}_processor")
+        size = proc.size
+        lo = size.get("shortest_edge") if hasattr(size, "get") else size.shortest_edge
+        hi = size.get("longest_edge") if hasattr(size, "get") else size.longest_edge
+        return int(lo), int(hi)
+
+    def _segment(
+        self,
+        text: str,
+        elements: Mapping[str, list[dict[str, Any]]],
+        clips: Mapping[str, list[Visual]],
+        memo: dict[tuple[str, str], TokenRow],
+    ) -> TokenRow:
+        """Process one piece of rendered chat text with the visuals whose placeholders it holds."""
+        key = (text, visuals_fingerprint([*clips["image"], *clips["video"]]))
+        if key in memo:
+            return memo[key]
+        from qwen_vl_utils import process_vision_info
+
+        visual_elements = [
+            {k: v for k, v in e.items() if k != "_source"}
+            for kind in ("image", "video")
+            for e in elements[kind]
+        ]
+        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+        if visual_elements:
+            images, video_inputs, _ = process_vision_info(
+                [[{"role": "user", "content": visual_elements}]],
+                return_video_kwargs=True,
+                return_video_metadata=True,
+            )
+            if images:
+                kwargs["images"] = images
+            if video_inputs:
+                tensors = [v for v, _ in video_inputs]
+                metadata = []
+                for tensor, clip in zip(tensors, clips["video"], strict=True):
+                    assert isinstance(clip, VideoFrames)
+                    indices = list(clip.frame_indices)
+                    # qwen-vl-utils pads to an even count by repeating the last frame; mirror it.
+                    indices += [indices[-1]] * (int(tensor.shape[0]) - len(indices))
+                    metadata.append(
+                        {
+                            "fps": float(clip.fps),
+                            "total_num_frames": int(clip.total_num_frames),
+                            "frames_indices": indices,
+                        }
+                    )
+                kwargs.update(videos=tensors, video_metadata=metadata, do_sample_frames=False)
+        out = self.processor(**kwargs)
+        row = _row_from_processor(dict(out))
+        memo[key] = row
+        return row
+
+    # -- rows -> model inputs -------------------------------------------------------------------
+    def collate(self, rows: Sequence[TokenRow], *, shared: int = 0, pixels_from: int = 0) -> dict[str, Any]:
+        """Model inputs for rows laid out as `[first `shared` tokens][padding][rest]`.
+
+        `shared = 0` is left padding. `pixels_from` leaves out the patches of visuals that start
+        before it (they are already in a KV cache); their grids stay, for M-RoPE positions.
+        """
+        pad = self.processor.tokenizer.pad_token_id
+        width = max(len(r) for r in rows)
+        ids, mask, types = [], [], []
+        images: list[VisualBlock] = []
+        videos: list[VisualBlock] = []
+        for row in rows:
+            fill = width - len(row)
+            ids.append(row.input_ids[:shared] + [pad] * fill + row.input_ids[shared:])
+            mask.append([1] * shared + [0] * fill + [1] * (len(row) - shared))
+            types.append(row.mm_token_type_ids[:shared] + [TEXT] * fill + row.mm_token_type_ids[shared:])
+            for block in row.blocks:
+                (images if block.kind == "image" else videos).append(block)
+        out: dict[str, Any] = {
+            "input_ids": torch.tensor(ids, dtype=torch.long),
+            "attention_mask": torch.tensor(mask, dtype=torch.long),
+            "mm_token_type_ids": torch.tensor(types, dtype=torch.long),
+        }
+        if images:
+            out["image_grid_thw"] = torch.stack([b.grid for b in images])
+            kept = [b.pixels for b in images if b.start >= pixels_from]
+            if kept:
+                out["pixel_values"] = torch.cat(kept)
+        if videos:
+            out["video_grid_thw"] = torch.stack([b.grid for b in videos])
+            out["second_per_grid_ts"] = torch.tensor([b.second_per_grid or 1.0 for b in videos])
+            kept = [b.pixels for b in videos if b.start >= pixels_from]
+            if kept:
+                out["pixel_values_videos"] = torch.cat(kept)
+        return out
+
+
+def shared_prefix_length(rows: Sequence[TokenRow]) -> int:
+    """How many leading tokens every row shares and a KV cache of them can serve.
+
+    The shared tokens must be equal, their visuals identical and whole, at least one token of
+    every row must be left to run, and a kind of visual (image or video) must lie entirely
+    inside or entirely outside the prefix (the model encodes each kind's patches in one call).
+    """
+    if not rows:
+        return 0
+    limit = min(len(r) for r in rows) - 1
+    first = rows[0]
+    p = 0
+    while p < limit and all(r.input_ids[p] == first.input_ids[p] for r in rows[1:]):
+        p += 1
+    changed = True
+    while changed and p > 0:
+        changed = False
+        for block in first.blocks:
+            if block.start < p < block.end or (
+                block.end <= p and not all(any(block.same_as(b) for b in r.blocks) for r in rows[1:])
+            ):  # never cut a visual
+                p, changed = block.start, True
+        for kind in ("image", "video"):
+            inside = [b.start for r in rows for b in r.blocks if b.kind == kind and b.start < p]
+            outside = any(b.kind == kind and b.start >= p for r in rows for b in r.blocks)
+            if inside and outside:
+                p, changed = min(inside), True
+    return p
+
+
+def prefix_inputs(row: TokenRow, length: int) -> dict[str, Any]:
+    """Model inputs for the first `length` tokens of a row (one row, no padding)."""
+    prefix = TokenRow(
+        row.input_ids[:length],
+        row.mm_token_type_ids[:length],
+        tuple(b for b in row.blocks if b.end <= length),
+    )
+    out: dict[str, Any] = {
+        "input_ids": torch.tensor([prefix.input_ids], dtype=torch.long),
+        "attention_mask": torch.ones((1, length), dtype=torch.long),
+        "mm_token_type_ids": torch.tensor([prefix.mm_token_type_ids], dtype=torch.long),
+    }
+    images = [b for b in prefix.blocks if b.kind == "image"]
+    videos = [b for b in prefix.blocks if b.kind == "video"]
+    if images:
+        out["pixel_values"] = torch.cat([b.pixels for b in images])
+        out["image_grid_thw"] = torch.stack([b.grid for b in images])
+    if videos:
+        out["pixel_values_videos"] = torch.cat([b.pixels for b in videos])
+        out["video_grid_thw"] = torch.stack([b.grid for b in videos])
+        out["second_per_grid_ts"] = torch.tensor([b.second_per_grid or 1.0 for b in videos])
+    return out
+
+
+def _shift(blocks: Sequence[VisualBlock], by: int) -> tuple[VisualBlock, ...]:
+    return tuple(replace(b, start=b.start + by) for b in blocks)
+
+
+def _row_from_processor(out: dict[str, Any]) -> TokenRow:
+    """A `TokenRow` from the processor's output for one text (visual blocks found from the
+    token types: each run of image or video tokens is the next visual of that kind)."""
+    ids = out["input_ids"][0].tolist()
+    types = out["mm_token_type_ids"][0].tolist()
+    pixels = {"image": out.get("pixel_values"), "video": out.get("pixel_values_videos")}
+    grids = {"image": out.get("image_grid_thw"), "video": out.get("video_grid_thw")}
+    seconds = out.get("second_per_grid_ts")
+    taken = {"image": 0, "video": 0}
+    offset = {"image": 0, "video": 0}
+    blocks = []
+    i = 0
+    while i < len(types):
+        if types[i] == TEXT:
+            i += 1
+            continue
+        kind: Literal["image", "video"] = "image" if types[i] == IMAGE else "video"
+        j = i
+        while j < len(types) and types[j] == types[i]:
+            j += 1
+        grid = grids[kind][taken[kind]]  # type: ignore[index]
+        patches = int(grid.prod())
+        start = offset[kind]
+        block_pixels = pixels[kind][start : start + patches]  # type: ignore[index]
+        second = float(seconds[taken[kind]]) if kind == "video" and seconds is not None else None
+        blocks.append(VisualBlock(kind, i, j - i, block_pixels, grid, second))
+        taken[kind] += 1
+        offset[kind] += patches
+        i = j
+    return TokenRow(ids, types, tuple(blocks))
