@@ -1,12 +1,14 @@
 # Set-up and the two README commands. `make demo` and `make test` create the venv when needed.
 # torch/torchvision go in first, then sam2 without build isolation (its isolated build would
-# download another torch and fail on a CUDA build it can skip), then the package itself.
+# download another torch and fail on a CUDA build it can skip), deepspeed the same way (its build
+# imports torch; ops are compiled when first used), then the package itself.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 SAM2_SPEC ?= sam2==1.1.0
+DEEPSPEED_SPEC ?= deepspeed==0.19.8
 STAMP := $(VENV)/.revseg-installed
 
 .PHONY: install demo test lint typecheck check bench serve clean
@@ -18,7 +20,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --upgrade pip setuptools wheel
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation $(SAM2_SPEC)
-	$(PIP) install --quiet -e ".[dev,sam2,train]"
+	$(PY) -c "import deepspeed" 2>/dev/null || DS_BUILD_OPS=0 $(PIP) install --quiet --no-build-isolation $(DEEPSPEED_SPEC)
+	$(PIP) install --quiet -e ".[dev,sam2,train,deepspeed]"
 	# reference metrics for the tests; it declares opencv-python, which would overwrite the
 	# contrib build's cv2/ folder, so it goes in without dependencies (scikit-image is in [dev])
 	$(PIP) install --quiet --no-deps vos-benchmark==0.1.0

@@ -1,12 +1,13 @@
 """Run by `torchrun --nproc_per_node 2` from test_grpo.py: a 2-process CPU data-parallel GRPO run.
 
 Each rank writes the sum of its parameters after training; data-parallel training must leave
-every rank with the same weights although each rank rolled out different samples."""
+every rank with the same weights although each rank rolled out different samples. A third
+`--deepspeed CONFIG` trains through a DeepSpeed engine (ZeRO-2 on the CPU, gloo backend)."""
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from revseg_agent.training.data import load_samples
@@ -15,7 +16,14 @@ from revseg_agent.training.recipe import GeneratedData, Recipe
 from revseg_agent.training.rewards import RewardConfig
 
 if __name__ == "__main__":
-    policy, out = sys.argv[1], Path(sys.argv[2])
+    parser = argparse.ArgumentParser()
+    parser.add_argument("policy")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--deepspeed")
+    parser.add_argument("--max-steps", type=int, default=2)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    policy, out, deepspeed = args.policy, args.out, args.deepspeed
     recipe = Recipe(
         policy=policy,
         output_dir=str(out),
@@ -26,20 +34,21 @@ if __name__ == "__main__":
         beta=0.0,
         max_new_tokens=6,
         num_frames=4,
-        max_steps=2,
+        max_steps=args.max_steps,
         save_every=100,
         device="cpu",
         rewards=RewardConfig(weights={"format": 1.0}),
+        deepspeed=deepspeed,
     )
 
     def token_share(completions, **_):  # type: ignore[no-untyped-def]
         return [sum(i < 256 for s in t.steps for i in s.completion_ids) / 12 for t in completions]
 
     trainer = GRPOTrainer(recipe, load_samples(recipe.data, out / "data"), extra_rewards={"low": token_share})
-    trainer.train()
+    trainer.train(resume=args.resume)
     assert trainer.policy is not None
     total = float(sum(p.detach().double().sum() for p in trainer.policy.model.parameters()))
     rank = trainer.dist.process_index
     (out / f"rank{rank}.json").write_text(
-        json.dumps({"param_sum": total, "world": trainer.dist.num_processes})
+        json.dumps({"param_sum": total, "world": trainer.dist.num_processes, "step": trainer.step})
     )

@@ -253,14 +253,10 @@ def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_pat
     assert not (tmp_path / "b" / "traces.jsonl").exists()  # no rollouts were run
 
 
-@pytest.mark.slow
-def test_two_process_data_parallel_run_keeps_ranks_in_sync(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    """`torchrun --nproc_per_node 2` on the CPU (gloo): each rank rolls out its own samples, gradients
-    are averaged, and both ranks end with the same weights."""
+def _torchrun(policy_dir: Path, out: Path, *args: str) -> list[dict[str, float]]:
+    """Run tests/ddp_worker.py on 2 CPU processes; each rank's parameter sum and step."""
     import subprocess
     import sys
-
-    from revseg_agent.policies.qwen import QwenVLPolicy
 
     worker = Path(__file__).with_name("ddp_worker.py")
     proc = subprocess.run(
@@ -271,22 +267,90 @@ def test_two_process_data_parallel_run_keeps_ranks_in_sync(tiny_policy_dir: Path
             "--nproc_per_node",
             "2",
             str(worker),
-            str(tiny_policy_dir),
-            str(tmp_path),
+            str(policy_dir),
+            str(out),
+            *args,
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_two_process_data_parallel_run_keeps_ranks_in_sync(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """`torchrun --nproc_per_node 2` on the CPU (gloo): each rank rolls out its own samples, gradients
+    are averaged, and both ranks end with the same weights."""
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    ranks = _torchrun(tiny_policy_dir, tmp_path)
     assert ranks[0] == ranks[1] and ranks[0]["world"] == 2
     start = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
     assert ranks[0]["param_sum"] != pytest.approx(
-        float(sum(p.double().sum() for p in start.model.parameters()))
+        float(sum(p.detach().double().sum() for p in start.model.parameters()))
     )
     seen = [
         {r.sample_id for r in TraceStore(tmp_path / name)} for name in ("traces.jsonl", "traces-rank1.jsonl")
     ]
     assert seen[0] and seen[1] and not seen[0] & seen[1]  # the ranks trained on different samples
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_trains_like_plain_data_parallel_and_resumes(
+    tiny_policy_dir: Path, tmp_path: Path
+) -> None:
+    """The recipes' ZeRO-2 config (clipping off, to compare) on 2 CPU processes: both ranks end
+    with the weights plain data parallel reaches, checkpoints hold each rank's optimizer shard,
+    and a run resumed from step 2 ends where an uninterrupted 3-step run ends."""
+    pytest.importorskip("deepspeed")
+    config = json.loads((RECIPES / "deepspeed" / "zero2.json").read_text())
+    config["gradient_clipping"] = 0.0
+    ds_config = tmp_path / "zero2.json"
+    ds_config.write_text(json.dumps(config))
+    plain = _torchrun(tiny_policy_dir, tmp_path / "plain")
+    zero = _torchrun(tiny_policy_dir, tmp_path / "zero", "--deepspeed", str(ds_config))
+    assert zero[0] == zero[1]
+    assert zero[0]["param_sum"] == pytest.approx(plain[0]["param_sum"], rel=1e-7)
+    shards = sorted(p.name for p in (tmp_path / "zero" / "checkpoint-2" / "deepspeed").iterdir())
+    assert [s for s in shards if "optim_states" in s] == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
+    resumed = _torchrun(
+        tiny_policy_dir, tmp_path / "zero", "--deepspeed", str(ds_config), "--max-steps", "3", "--resume"
+    )
+    straight = _torchrun(
+        tiny_policy_dir, tmp_path / "straight", "--deepspeed", str(ds_config), "--max-steps", "3"
+    )
+    assert resumed[0]["step"] == straight[0]["step"] == 3
+    assert resumed[0]["param_sum"] == pytest.approx(straight[0]["param_sum"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "config, error",
+    [
+        ({"zero_optimization": {"stage": 3}}, "stage 3"),
+    ],
+)
+def test_deepspeed_config_rejects_sharded_weights(tmp_path: Path, config: dict, error: str) -> None:  # type: ignore[type-arg]
+    from revseg_agent.training.grpo import deepspeed_config
+
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=error):
+        deepspeed_config(path, 2)
+
+
+def test_deepspeed_config_fills_autos_from_the_recipe() -> None:
+    from revseg_agent.training.grpo import deepspeed_config
+    from revseg_agent.training.recipe import Recipe
+
+    recipe = Recipe.load(RECIPES / "revseg-qwen2.5-vl-7b.yaml")
+    assert recipe.deepspeed == str(RECIPES / "deepspeed" / "zero2.json")
+    config = deepspeed_config(recipe.deepspeed, 8, recipe.dtype)
+    assert config["train_micro_batch_size_per_gpu"] == 1 and config["gradient_accumulation_steps"] == 1
+    assert config["train_batch_size"] == 8 and config["bf16"]["enabled"] is True
+    assert config["zero_optimization"]["stage"] == 2

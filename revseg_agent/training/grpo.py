@@ -117,6 +117,8 @@ class GRPOTrainer:
         self.policy: QwenVLPolicy | None = None
         self.reference: Any = None
         self.optimizer: torch.optim.Optimizer | None = None
+        #: The DeepSpeed engine when the recipe names a DeepSpeed config (it owns backward/step).
+        self.engine: Any = None
 
     # -- set-up and checkpoints ----------------------------------------------------------------
     def latest_checkpoint(self) -> Path | None:
@@ -170,28 +172,62 @@ class GRPOTrainer:
             lr=r.learning_rate,
             weight_decay=r.weight_decay,
         )
+        if r.deepspeed is not None:
+            self.engine = self._deepspeed_engine(model)
         if ckpt is not None:
-            state = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
-            self.optimizer.load_state_dict(state)
+            if self.engine is not None:
+                self.engine.load_checkpoint(str(ckpt), tag=DEEPSPEED_TAG, load_module_strict=r.lora is None)
+            else:
+                state = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+                self.optimizer.load_state_dict(state)
             self.step = json.loads((ckpt / "trainer_state.json").read_text())["step"]
             logger.info("resumed from %s at step %d", ckpt, self.step)
 
+    def _deepspeed_engine(self, model: Any) -> Any:
+        """Wrap the model and optimizer in a DeepSpeed engine from the recipe's config.
+
+        The trainer calls backward once per rollout and marks the last one of each step as the
+        gradient accumulation boundary itself (rollouts differ in count and length), so the
+        config's own accumulation is 1 and losses arrive already scaled."""
+        import deepspeed
+
+        r = self.recipe
+        assert r.deepspeed is not None and self.optimizer is not None
+        config = deepspeed_config(r.deepspeed, self.dist.num_processes, r.dtype)
+        engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=self.optimizer, config=config)
+        self.optimizer = optimizer
+        return engine
+
     def save_checkpoint(self) -> Path:
+        """Write `checkpoint-<step>` atomically (a partial folder renamed when complete).
+
+        Called by every process under DeepSpeed (each writes its optimizer shard), else by the
+        main process only."""
         assert self.policy is not None and self.optimizer is not None
         final = self.out / f"checkpoint-{self.step}"
         tmp = self.out / f".checkpoint-{self.step}.partial"
-        tmp.mkdir(parents=True, exist_ok=True)
-        self.policy.model.save_pretrained(tmp, safe_serialization=True)
-        self.policy.processor.save_pretrained(tmp)
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "trainer_state.json").write_text(
-            json.dumps({"step": self.step, "recipe": self.recipe.model_dump()})
-        )
-        if final.exists():
-            import shutil
+        main = self.dist.is_main_process
+        if main:
+            tmp.mkdir(parents=True, exist_ok=True)
+        if self.engine is not None:
+            self.dist.wait_for_everyone()
+            self.engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG)
+            self.dist.wait_for_everyone()
+        if main:
+            self.policy.model.save_pretrained(tmp, safe_serialization=True)
+            self.policy.processor.save_pretrained(tmp)
+            if self.engine is None:
+                torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "trainer_state.json").write_text(
+                json.dumps({"step": self.step, "recipe": self.recipe.model_dump()})
+            )
+            if final.exists():
+                import shutil
 
-            shutil.rmtree(final)
-        tmp.rename(final)
+                shutil.rmtree(final)
+            tmp.rename(final)
+        if self.engine is not None:
+            self.dist.wait_for_everyone()
         return final
 
     # -- one step ---------------------------------------------------------------------------------
@@ -273,32 +309,42 @@ class GRPOTrainer:
         with self.policy.model.disable_adapter():  # LoRA: the base model is the reference
             return replay_rounds(self.policy, steps, temperature=temperature)
 
-    def _backward(self, groups: list[Group], scale: float) -> tuple[float, float, int]:
+    def _backward(
+        self, groups: list[Group], scale: float, *, last_micro_batch: bool = True
+    ) -> tuple[float, float, int]:
         """Accumulate the gradient of the micro-batch's loss (token mean, times `scale`)."""
         assert self.policy is not None
         r = self.recipe
         tokens = sum(len(s.completion_ids) for g in groups for t in g.traces for s in _policy_steps(t))
+        work = [
+            (trace, advantage)
+            for group in groups
+            for trace, advantage in zip(group.traces, group.advantages, strict=True)
+            if _policy_steps(trace)
+        ]
+        todo = [(t, a, 1.0) for t, a in work if a != 0.0 or r.beta != 0]  # others add exactly zero
+        if self.engine is not None and last_micro_batch and not todo and work:
+            todo = [(work[0][0], work[0][1], 0.0)]  # DeepSpeed needs a boundary backward on every rank
         loss_sum = kl_sum = 0.0
-        for group in groups:
-            for trace, advantage in zip(group.traces, group.advantages, strict=True):
-                if advantage == 0.0 and r.beta == 0:
-                    continue  # contributes exactly zero loss and gradient
-                steps = _policy_steps(trace)
-                if not steps:
-                    continue
-                # One forward pass scores both rounds when round 2 holds round 1 verbatim.
-                news = replay_rounds(self.policy, steps, temperature=r.temperature)
-                refs = self._reference_logprobs(steps) if r.beta > 0 else [None] * len(steps)
-                loss = torch.zeros((), device=news[0].device)
-                for step, new, ref in zip(steps, news, refs, strict=True):
-                    old = torch.tensor(step.logprobs, dtype=new.dtype, device=new.device)
-                    loss_t, kl_t = grpo_token_terms(
-                        new, old, advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
-                    )
-                    loss = loss + loss_t.sum() * scale / max(tokens, 1)
-                    kl_sum += float(kl_t.detach().sum())
+        for k, (trace, advantage, weight) in enumerate(todo):
+            steps = _policy_steps(trace)
+            # One forward pass scores both rounds when round 2 holds round 1 verbatim.
+            news = replay_rounds(self.policy, steps, temperature=r.temperature)
+            refs = self._reference_logprobs(steps) if r.beta > 0 else [None] * len(steps)
+            loss = torch.zeros((), device=news[0].device)
+            for step, new, ref in zip(steps, news, refs, strict=True):
+                old = torch.tensor(step.logprobs, dtype=new.dtype, device=new.device)
+                loss_t, kl_t = grpo_token_terms(
+                    new, old, advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
+                )
+                loss = loss + loss_t.sum() * weight * scale / max(tokens, 1)
+                kl_sum += float(kl_t.detach().sum()) * weight
+            if self.engine is not None:
+                self.engine.set_gradient_accumulation_boundary(last_micro_batch and k == len(todo) - 1)
+                self.engine.backward(loss, scale_wrt_gas=False)
+            else:
                 loss.backward()
-                loss_sum += float(loss.detach())
+            loss_sum += float(loss.detach())
         return loss_sum, kl_sum, tokens
 
     def stored_groups(self) -> list[Group]:
@@ -328,9 +374,12 @@ class GRPOTrainer:
         self, groups: list[Group], started: float, tokens: int, loss: float, kl: float
     ) -> dict[str, float]:
         assert self.optimizer is not None
-        self._average_gradients()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.engine is not None:
+            self.engine.step()  # reduces the sharded gradients, steps and zeroes them
+        else:
+            self._average_gradients()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         metrics: dict[str, float] = {"step": float(self.step)}
         names = sorted({k for g in groups for row in g.rewards for k in row})
@@ -407,7 +456,9 @@ class GRPOTrainer:
             batch = [self.samples[(first + i) % len(self.samples)] for i in range(r.prompts_per_step)]
             groups = self._collect(batch, store)
             self.policy.model.train()
-            loss, kl, n = self._backward(groups, 1.0 / accumulation)
+            loss, kl, n = self._backward(
+                groups, 1.0 / accumulation, last_micro_batch=micro == accumulation - 1
+            )
             self.policy.model.eval()
             all_groups += groups
             loss_sum, kl_sum, tokens = loss_sum + loss, kl_sum + kl, tokens + n
@@ -442,7 +493,10 @@ class GRPOTrainer:
                 # completed step (this step's partial gradients are dropped).
                 assert self.optimizer is not None
                 self.optimizer.zero_grad(set_to_none=True)
-                if self.step > 0 and main:
+                # (under DeepSpeed with several processes a checkpoint needs every rank, which a
+                # failure on one rank cannot promise: the last periodic checkpoint stands)
+                alone = self.engine is None or self.dist.num_processes == 1
+                if self.step > 0 and main and alone:
                     logger.error("training stopped at step %d; saving a checkpoint first", self.step)
                     self.save_checkpoint()
                 raise
@@ -453,8 +507,10 @@ class GRPOTrainer:
                     tracker.log({k: v for k, v in metrics.items() if k != "step"}, step=self.step)
                 if on_step is not None:
                     on_step(metrics)
-                if self.step % self.recipe.save_every == 0 or self.step == limit:
-                    self.save_checkpoint()
+            if (self.step % self.recipe.save_every == 0 or self.step == limit) and (
+                main or self.engine is not None
+            ):
+                self.save_checkpoint()
         for tracker in trackers:
             tracker.finish()
         if main:
@@ -462,6 +518,37 @@ class GRPOTrainer:
             plot_metrics(self.out / "metrics.csv", self.out / "metrics.png")
         self.dist.wait_for_everyone()
         return history
+
+
+DEEPSPEED_TAG = "deepspeed"
+
+
+def deepspeed_config(path: str | Path, world_size: int, dtype: str | None = None) -> dict[str, Any]:
+    """A DeepSpeed config for the trainer: "auto" batch sizes filled in (one rollout per
+    backward, accumulation handled by the trainer), ZeRO stage 3 refused (rollouts generate
+    with full weights on every rank), torch's AdamW allowed under ZeRO."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DeepSpeed config not found: {path}")
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    stage = int(config.get("zero_optimization", {}).get("stage", 0))
+    if stage > 2:
+        raise ValueError(
+            f"{path}: ZeRO stage {stage} shards the weights, but rollouts generate with the whole "
+            "policy on every rank; use stage 1 or 2 (optimizer states and gradients sharded)"
+        )
+    for key, value in (
+        ("train_micro_batch_size_per_gpu", 1),
+        ("gradient_accumulation_steps", 1),
+        ("train_batch_size", world_size),
+    ):
+        if config.get(key, "auto") == "auto":
+            config[key] = value
+    for key, wanted in (("bf16", "bfloat16"), ("fp16", "float16")):
+        if config.get(key, {}).get("enabled") == "auto":
+            config[key]["enabled"] = dtype == wanted
+    config.setdefault("zero_allow_untested_optimizer", True)
+    return config
 
 
 @dataclass

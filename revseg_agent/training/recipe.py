@@ -75,6 +75,10 @@ class Recipe(BaseModel):
     lora: LoraConfig | None = None
     warm_start: WarmStart | None = None
     tracker: str = "classical"
+    #: A DeepSpeed JSON config (ZeRO stage 1 or 2: optimizer states and gradients sharded across
+    #: processes), e.g. `deepspeed/zero2.json` (relative to the recipe file); "auto" values are
+    #: filled from the recipe. Launch with `accelerate launch` or `torchrun` as usual.
+    deepspeed: str | None = None
     #: Experiment trackers besides metrics.csv, through accelerate's trackers: "tensorboard".
     report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
 
@@ -84,4 +88,9 @@ class Recipe(BaseModel):
         if not path.is_file():
             raise FileNotFoundError(f"recipe not found: {path}")
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return cls.model_validate(data)
+        recipe = cls.model_validate(data)
+        if recipe.deepspeed is not None and not Path(recipe.deepspeed).is_absolute():
+            beside = path.parent / recipe.deepspeed  # paths in a recipe are relative to it
+            if beside.is_file():
+                recipe = recipe.model_copy(update={"deepspeed": str(beside)})
+        return recipe
