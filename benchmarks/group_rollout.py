@@ -1,9 +1,12 @@
 """Cost of a G = 8 group rollout vs 8 independent rollouts vs one rollout (tiny Qwen2.5-VL).
 
 Side by side in one run, on the demo clip, tracker skipped (as in training without a mask
-reward). The group's runs go concurrently and batch their policy calls (round 1: one call with
-8 samples; round 2: one left-padded batch of 8 prompts). The goal: a group costs at most 2x a
-single rollout.
+reward). The group's runs go concurrently, share one frame cache (one video decode) and batch
+their policy calls, which the caller's thread serves: round 1 is one call with 8 samples that
+encodes the prompt (video included) once and samples 8 rows from its KV cache; round 2 is one
+batch of 8 prompts that share round 1's prompt (token-in/token-out), encoded once as well, each
+row running only its answer, keyframe and question. The goal: a group costs at most 2x a single
+rollout.
 Usage: python benchmarks/group_rollout.py [--group 8] [--repeats 3] [--max-new-tokens 64]
 """
 
