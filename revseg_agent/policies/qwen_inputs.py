@@ -132,8 +132,10 @@ class QwenInputBuilder:
         spliced = [m.token_ids for m in messages if m.role == "assistant" and m.token_ids is not None]
         elements, clips = self._elements(messages, visuals)
         conversation = self._conversation(messages, elements)
-        text = self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         if not spliced:
+            text = self.processor.apply_chat_template(
+                conversation, tokenize=False, add_generation_prompt=True
+            )
             return self._segment(text, elements, clips, memo)
         # Render with a sentinel for each spliced completion, process the text between them, and
         # put the sampled ids where the completions were.
@@ -145,7 +147,7 @@ class QwenInputBuilder:
                     "content": [{"type": "text", "text": _SENTINEL.format(k)}],
                 }
                 k += 1
-        text = self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        text = self._render(conversation)
         pieces: list[str] = []
         rest = text
         for j in range(k):
@@ -181,6 +183,11 @@ class QwenInputBuilder:
             if j < k:
                 row = row + TokenRow.text(spliced[j])
         return row
+
+    def _render(self, conversation: list[dict[str, Any]]) -> str:
+        return str(
+            self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        )
 
     def _elements(
         self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]

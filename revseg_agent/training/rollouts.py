@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -20,10 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
-
 from revseg_agent.graphs.context import Context
-from revseg_agent.policies.base import GREEDY, ChatMessage, Generation, ImageFrame, SamplingParams, Visual
+from revseg_agent.policies.base import GREEDY, ChatMessage, Generation, SamplingParams, Visual
+from revseg_agent.policies.qwen_inputs import visuals_fingerprint
 from revseg_agent.video import FrameCache
 
 
@@ -53,12 +53,9 @@ def fingerprint(messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]) 
     digest = hashlib.sha1(usedforsecurity=False)
     for message in messages:
         digest.update(message.model_dump_json().encode())
-    for ref in sorted(visuals):
-        visual = visuals[ref]
-        digest.update(ref.encode())
-        frames = [visual.pixels] if isinstance(visual, ImageFrame) else list(visual.frames)
-        for frame in frames:
-            digest.update(np.ascontiguousarray(frame).data)
+    refs = sorted(visuals)
+    digest.update(json.dumps(refs).encode())
+    digest.update(visuals_fingerprint([visuals[ref] for ref in refs]).encode())
     return digest.hexdigest()
 
 
