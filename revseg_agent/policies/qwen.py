@@ -105,6 +105,10 @@ class QwenVLPolicy:
         name = str(name_or_path)
         if _looks_local(name) and not Path(name).expanduser().is_dir():
             raise CheckpointError(f"policy checkpoint folder does not exist: {name}")
+        if not Path(name).expanduser().is_dir():
+            from revseg_agent.hub import require_hub_or_cache
+
+            require_hub_or_cache(name, "config.json", what="policy", revision=revision)
         device = device or default_device()
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)

@@ -127,6 +127,9 @@ class SAM2Tracker:
                 f"unknown SAM2 hub id {model_id!r}; known: {sorted(build_sam.HF_MODEL_ID_TO_FILENAMES)}"
             )
         config, filename = build_sam.HF_MODEL_ID_TO_FILENAMES[model_id]
+        from revseg_agent.hub import require_hub_or_cache
+
+        require_hub_or_cache(model_id, filename, what="SAM2 checkpoint")
         path = hf_hub_download(repo_id=model_id, filename=filename)
         return cls.from_checkpoint(path, config, **kwargs)
 
