@@ -14,26 +14,32 @@ from revseg_agent.pipeline import trace_from_state
 from revseg_agent.policies.base import SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.testing import BoxTracker
+from revseg_agent.traces import Trace
 from revseg_agent.training.replay import ReplayError, replay_logprobs
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def sampled_trace(tiny_policy_dir: Path, demo_clip: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
-    sampling = SamplingParams(do_sample=True, temperature=0.9, max_new_tokens=12, seed=7)
+def _sampled_run(policy: QwenVLPolicy, clip: Path, artifacts: Path, **settings: object) -> Trace:
+    """One sampled run of the graph (temperature 0.9, 12 new tokens, 8 frames) as a trace."""
     context = Context(
         policy=policy,
         tracker=BoxTracker(),
         num_frames=8,
         max_attempts=1,
         on_parse_failure="fallback",
-        sampling=sampling,
-        artifacts_dir=tmp_path_factory.mktemp("art"),
+        sampling=SamplingParams(do_sample=True, temperature=0.9, max_new_tokens=12, seed=7),
+        artifacts_dir=artifacts,
+        **settings,  # type: ignore[arg-type]
     )
-    state = build_graph().invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
-    return policy, trace_from_state(state, context)
+    state = build_graph().invoke({"video_path": str(clip), "query": "the red square"}, context=context)
+    return trace_from_state(state, context)
+
+
+@pytest.fixture(scope="module")
+def sampled_trace(tiny_policy_dir: Path, demo_clip: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
+    return policy, _sampled_run(policy, demo_clip, tmp_path_factory.mktemp("art"))
 
 
 @pytest.mark.parametrize("node", ["semantic_interpretation", "spatial_grounding"])
@@ -107,18 +113,8 @@ def test_rounds_fall_back_to_one_pass_each(tiny_policy_dir: Path, demo_clip: Pat
     from revseg_agent.training.replay import replay_rounds
 
     policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
-    context = Context(
-        policy=policy,
-        tracker=BoxTracker(),
-        num_frames=8,
-        max_attempts=1,
-        on_parse_failure="fallback",
-        sampling=SamplingParams(do_sample=True, temperature=0.9, max_new_tokens=12, seed=7),
-        round2_with_history=False,
-        artifacts_dir=tmp_path,
-    )
-    state = build_graph().invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
-    steps = [s for s in trace_from_state(state, context).steps if s.completion_ids]
+    trace = _sampled_run(policy, demo_clip, tmp_path, round2_with_history=False)
+    steps = [s for s in trace.steps if s.completion_ids]
     both, forwards = _count_forwards(policy, lambda: replay_rounds(policy, steps, temperature=0.9))
     assert forwards == 2
     for step, logprobs in zip(steps, both, strict=True):
