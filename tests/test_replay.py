@@ -102,8 +102,16 @@ def test_both_rounds_in_one_forward_pass_when_round2_holds_round1(sampled_trace)
     n1, c1 = len(r1.prompt_ids), len(r1.completion_ids)
     assert r2.prompt_ids[:n1] == r1.prompt_ids and r2.prompt_ids[n1 : n1 + c1] == r1.completion_ids
     assert [m.token_ids for m in r2.messages if m.role == "assistant"] == [r1.completion_ids]
-    both, forwards = _count_forwards(policy, lambda: replay_rounds(policy, [r1, r2], temperature=0.9))
+    projected: list[int] = []  # positions that reach the vocabulary-sized output layer
+    hook = policy.model.lm_head.register_forward_hook(
+        lambda _m, args, _o: projected.append(args[0].shape[-2])
+    )
+    try:
+        both, forwards = _count_forwards(policy, lambda: replay_rounds(policy, [r1, r2], temperature=0.9))
+    finally:
+        hook.remove()
     assert forwards == 1
+    assert projected == [c1 + len(r2.completion_ids)]  # not the whole video prompt
     for step, logprobs in zip([r1, r2], both, strict=True):
         np.testing.assert_allclose(logprobs.numpy(), step.logprobs, atol=1e-4)
 

@@ -78,15 +78,28 @@ def replay_logprobs(policy: QwenVLPolicy, step: StepRecord, *, temperature: floa
 
     Gradients flow when called outside `torch.no_grad()` (the training loss uses this).
     """
-    inputs = replay_inputs(policy, step)
+    (logprobs,) = span_logprobs(
+        policy, replay_inputs(policy, step), [(len(step.prompt_ids), len(step.completion_ids))], temperature
+    )
+    return logprobs
+
+
+def span_logprobs(
+    policy: QwenVLPolicy, inputs: dict[str, Any], spans: Sequence[tuple[int, int]], temperature: float
+) -> list[torch.Tensor]:
+    """Log-probs of the tokens in each `(start, length)` span of a one-row input, from one forward
+    pass. Logits are computed only at the positions that predict those tokens (`logits_to_keep`):
+    a long video prompt never meets the vocabulary-sized output layer. TRL's
+    `selective_log_softmax` turns them into log-probs without a full log-softmax tensor."""
+    from trl.trainer.utils import selective_log_softmax
+
     device = policy.device
     model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-    logits = policy.model(**model_inputs).logits[0].float()
-    prompt_len = len(step.prompt_ids)
-    n = len(step.completion_ids)
-    targets = model_inputs["input_ids"][0, prompt_len : prompt_len + n]
-    scores = logits[prompt_len - 1 : prompt_len - 1 + n] / temperature
-    return torch.log_softmax(scores, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    positions = torch.cat([torch.arange(start - 1, start - 1 + n) for start, n in spans]).to(device)
+    logits = policy.model(**model_inputs, logits_to_keep=positions).logits[0].float()  # (tokens, V)
+    targets = model_inputs["input_ids"][0, positions + 1]
+    logprobs = selective_log_softmax(logits, targets, temperature=temperature)
+    return list(torch.split(logprobs, [n for _, n in spans]))
 
 
 def _spliced(round1: StepRecord, round2: StepRecord) -> bool:
@@ -106,23 +119,16 @@ def replay_rounds(
     """Per-token log-probs for each step of a rollout, in as few forward passes as possible.
 
     When the last step's prompt contains an earlier step's prompt and completion verbatim (ReVSeg's
-    two-round conversation: round 2 continues round 1), both are read from one pass over the last
-    step; causal attention makes the earlier tokens' log-probs exactly those of their own pass.
-    Otherwise each step is replayed on its own.
+    two-round conversation: round 2 continues round 1; the graph feeds round 1's sampled ids back,
+    so this is the usual case), both are read from one pass over the last step; causal attention
+    makes the earlier tokens' log-probs exactly those of their own pass. Otherwise each step is
+    replayed on its own.
     """
     if len(steps) == 2 and _spliced(steps[0], steps[1]):
         first, last = steps
-        inputs = replay_inputs(policy, last)
-        device = policy.device
-        model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        logits = policy.model(**model_inputs).logits[0].float() / temperature
-        ids = model_inputs["input_ids"][0]
-        out = []
-        for start, n in (
+        spans = [
             (len(first.prompt_ids), len(first.completion_ids)),
             (len(last.prompt_ids), len(last.completion_ids)),
-        ):
-            scores = torch.log_softmax(logits[start - 1 : start - 1 + n], dim=-1)
-            out.append(scores.gather(-1, ids[start : start + n].unsqueeze(-1)).squeeze(-1))
-        return out
+        ]
+        return span_logprobs(policy, replay_inputs(policy, last), spans, temperature)
     return [replay_logprobs(policy, step, temperature=temperature) for step in steps]

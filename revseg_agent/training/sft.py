@@ -24,7 +24,7 @@ from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoF
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.prompts import FRAME_ID_BASE, round2_text
 from revseg_agent.training.grpo import TrainingSample
-from revseg_agent.training.replay import append_completion
+from revseg_agent.training.replay import append_completion, span_logprobs
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
 
@@ -50,11 +50,8 @@ def _answer_loss(policy: QwenVLPolicy, inputs: dict[str, Any], answer: str) -> t
         tokenizer.convert_tokens_to_ids("<|im_end|>")
     ]
     prompt_len = int(inputs["input_ids"].shape[1])
-    full = append_completion(inputs, target)
-    device = policy.device
-    model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in full.items()}
-    logits = policy.model(**model_inputs).logits[0, prompt_len - 1 : -1].float()
-    return torch.nn.functional.cross_entropy(logits, torch.tensor(target, device=device))
+    (logprobs,) = span_logprobs(policy, append_completion(inputs, target), [(prompt_len, len(target))], 1.0)
+    return -logprobs.mean()  # cross-entropy of the answer tokens
 
 
 def sft_losses(
