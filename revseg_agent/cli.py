@@ -361,11 +361,23 @@ def run_train(args: argparse.Namespace) -> int:
     out = Path(recipe.output_dir)
     trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), output_dir=out)
 
-    def show(metrics: dict[str, float]) -> None:
-        rewards = " ".join(f"{k[7:]}={v:.3f}" for k, v in metrics.items() if k.startswith("reward_"))
-        print(f"step {int(metrics['step'])}: {rewards} loss={metrics['loss']:.4f} kl={metrics['kl']:.5f}")
+    from tqdm import tqdm
 
-    trainer.train(max_steps=args.max_steps, resume=args.resume, on_step=show)
+    limit = args.max_steps if args.max_steps is not None else recipe.max_steps
+    bars: list[Any] = []
+
+    def show(metrics: dict[str, float]) -> None:
+        if not bars:  # the first step after set-up (which may have resumed from a checkpoint)
+            bars.append(tqdm(total=limit, initial=int(metrics["step"]) - 1, desc="grpo", unit="step"))
+        rewards = " ".join(f"{k[7:]}={v:.3f}" for k, v in metrics.items() if k.startswith("reward_"))
+        bars[0].set_postfix_str(f"{rewards} loss={metrics['loss']:.4f} kl={metrics['kl']:.5f}")
+        bars[0].update(1)
+
+    try:
+        trainer.train(max_steps=args.max_steps, resume=args.resume, on_step=show)
+    finally:
+        for bar in bars:
+            bar.close()
     print(f"metrics: {out / 'metrics.csv'}  checkpoints: {sorted(p.name for p in out.glob('checkpoint-*'))}")
     return 0
 

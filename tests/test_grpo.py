@@ -354,3 +354,36 @@ def test_deepspeed_config_fills_autos_from_the_recipe() -> None:
     assert config["train_micro_batch_size_per_gpu"] == 1 and config["gradient_accumulation_steps"] == 1
     assert config["train_batch_size"] == 8 and config["bf16"]["enabled"] is True
     assert config["zero_optimization"]["stage"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_trains_to_the_same_weights(
+    tiny_policy_dir: Path, tmp_path: Path, lora: bool
+) -> None:
+    """Recomputing activations in backward (the 7B recipe's memory setting) changes nothing."""
+    from revseg_agent.training.recipe import LoraConfig
+
+    adapters = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]) if lora else None
+    weights = []
+    for checkpointing in (False, True):
+        out = tmp_path / str(checkpointing)
+        recipe = _recipe(
+            tiny_policy_dir, out, max_steps=1, beta=0.01, lora=adapters, gradient_checkpointing=checkpointing
+        )
+        trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), extra_rewards={"low": low_token_share})
+        trainer.train()
+        assert trainer.policy is not None
+        modules = trainer.policy.model.modules()
+        assert any(getattr(m, "gradient_checkpointing", False) for m in modules) == checkpointing
+        weights.append(
+            {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters() if v.requires_grad}
+        )
+    untrained = _recipe(tiny_policy_dir, tmp_path / "start", lora=adapters)
+    start = GRPOTrainer(untrained, load_samples(untrained.data, tmp_path / "start"))
+    start.setup()
+    assert start.policy is not None
+    before = dict(start.policy.model.named_parameters())
+    assert any(not torch.equal(before[k], v) for k, v in weights[0].items())  # the step did train
+    for name, value in weights[1].items():
+        torch.testing.assert_close(value, weights[0][name], rtol=0, atol=1e-6, msg=name)

@@ -160,6 +160,14 @@ class GRPOTrainer:
                 torch.manual_seed(r.seed)  # adapters start the same in every run of a recipe
                 model = get_peft_model(model, config)
             self.policy.model = model
+        if r.gradient_checkpointing:
+            # non-reentrant checkpointing also works when only LoRA adapters need gradients
+            kwargs = {"use_reentrant": False}
+            enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+            if enable is not None:
+                enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         if r.beta > 0 and r.lora is None:
             initial = (
                 QwenVLPolicy.from_pretrained(base, device=device, dtype=r.dtype).model if ckpt else model

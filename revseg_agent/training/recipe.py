@@ -73,6 +73,9 @@ class Recipe(BaseModel):
     device: str | None = None
     dtype: str | None = None
     lora: LoraConfig | None = None
+    #: Recompute activations in the backward pass instead of storing them: a video prompt of a
+    #: few thousand tokens through a 7B model otherwise dominates GPU memory. Same gradients.
+    gradient_checkpointing: bool = False
     warm_start: WarmStart | None = None
     tracker: str = "classical"
     #: A DeepSpeed JSON config (ZeRO stage 1 or 2: optimizer states and gradients sharded across
