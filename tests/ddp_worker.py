@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from revseg_agent.training.data import load_samples
@@ -22,6 +23,7 @@ if __name__ == "__main__":
     parser.add_argument("--deepspeed")
     parser.add_argument("--max-steps", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--uneven", action="store_true", help="rank 1's rewards are all equal (no signal)")
     args = parser.parse_args()
     policy, out, deepspeed = args.policy, args.out, args.deepspeed
     recipe = Recipe(
@@ -37,11 +39,15 @@ if __name__ == "__main__":
         max_steps=args.max_steps,
         save_every=100,
         device="cpu",
-        rewards=RewardConfig(weights={"format": 1.0}),
+        rewards=RewardConfig(weights={"format": 0.0 if args.uneven else 1.0}),
         deepspeed=deepspeed,
     )
 
+    rank = int(os.environ.get("RANK", "0"))
+
     def token_share(completions, **_):  # type: ignore[no-untyped-def]
+        if args.uneven and rank == 1:  # zero advantages: this rank has nothing to backward
+            return [0.0 for _ in completions]
         return [sum(i < 256 for s in t.steps for i in s.completion_ids) / 12 for t in completions]
 
     trainer = GRPOTrainer(recipe, load_samples(recipe.data, out / "data"), extra_rewards={"low": token_share})

@@ -160,7 +160,7 @@ def test_cli_tiny_recipe_then_rescore(tmp_path: Path, capsys: pytest.CaptureFixt
     assert (out / "checkpoint-2" / "optimizer.pt").is_file()
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))  # the recipe reports to TensorBoard
-    assert "step 2:" in capsys.readouterr().out
+    assert "2/2" in capsys.readouterr().err  # the progress bar reached the last step
     rescored = tmp_path / "rescored.jsonl"
     assert (
         main(
@@ -303,8 +303,10 @@ def test_deepspeed_zero2_trains_like_plain_data_parallel_and_resumes(
     tiny_policy_dir: Path, tmp_path: Path
 ) -> None:
     """The recipes' ZeRO-2 config (clipping off, to compare) on 2 CPU processes: both ranks end
-    with the weights plain data parallel reaches, checkpoints hold each rank's optimizer shard,
-    and a run resumed from step 2 ends where an uninterrupted 3-step run ends."""
+    with the weights plain data parallel reaches, also when one rank has no signal to learn from
+    (its backward passes are padded so the ranks' collectives match), checkpoints hold each
+    rank's optimizer shard, and a run resumed from step 2 ends where an uninterrupted 3-step run
+    ends."""
     pytest.importorskip("deepspeed")
     config = json.loads((RECIPES / "deepspeed" / "zero2.json").read_text())
     config["gradient_clipping"] = 0.0
@@ -314,6 +316,12 @@ def test_deepspeed_zero2_trains_like_plain_data_parallel_and_resumes(
     zero = _torchrun(tiny_policy_dir, tmp_path / "zero", "--deepspeed", str(ds_config))
     assert zero[0] == zero[1]
     assert zero[0]["param_sum"] == pytest.approx(plain[0]["param_sum"], rel=1e-7)
+    uneven = [
+        _torchrun(tiny_policy_dir, tmp_path / name, "--uneven", *extra)
+        for name, extra in (("plain-uneven", ()), ("zero-uneven", ("--deepspeed", str(ds_config))))
+    ]
+    assert uneven[1][0] == uneven[1][1]
+    assert uneven[1][0]["param_sum"] == pytest.approx(uneven[0][0]["param_sum"], rel=1e-7)
     shards = sorted(p.name for p in (tmp_path / "zero" / "checkpoint-2" / "deepspeed").iterdir())
     assert [s for s in shards if "optim_states" in s] == [
         "zero_pp_rank_0_mp_rank_00_optim_states.pt",

@@ -331,8 +331,8 @@ class GRPOTrainer:
             if _policy_steps(trace)
         ]
         todo = [(t, a, 1.0) for t, a in work if a != 0.0 or r.beta != 0]  # others add exactly zero
-        if self.engine is not None and last_micro_batch and not todo and work:
-            todo = [(work[0][0], work[0][1], 0.0)]  # DeepSpeed needs a boundary backward on every rank
+        if self.engine is not None:
+            todo = self._same_backward_count(todo, work)
         loss_sum = kl_sum = 0.0
         for k, (trace, advantage, weight) in enumerate(todo):
             steps = _policy_steps(trace)
@@ -354,6 +354,25 @@ class GRPOTrainer:
                 loss.backward()
             loss_sum += float(loss.detach())
         return loss_sum, kl_sum, tokens
+
+    def _same_backward_count(
+        self, todo: list[tuple[Trace, float, float]], work: list[tuple[Trace, float]]
+    ) -> list[tuple[Trace, float, float]]:
+        """Under DeepSpeed every rank must run the same number of backward passes (ZeRO-2 reduces
+        gradients in each one), and at least one: pad with weight-0 replays, which contribute
+        zero gradient but take part in the collectives."""
+        count = len(todo)
+        if self.dist.num_processes > 1:
+            total = torch.tensor([count], device=self.dist.device)
+            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.MAX)
+            count = int(total.item())
+        count = max(count, 1)
+        if len(todo) < count:
+            if not work:
+                raise RuntimeError("no rollout on this rank wrote tokens to replay; DeepSpeed needs one")
+            trace, advantage = work[0]
+            todo = todo + [(trace, advantage, 0.0)] * (count - len(todo))
+        return todo
 
     def stored_groups(self) -> list[Group]:
         """The warm-start traces as groups, with rewards (re)computed and advantages."""
