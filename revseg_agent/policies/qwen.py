@@ -196,7 +196,7 @@ class QwenVLPolicy:
             # Encode the shared prefix (e.g. the round-1 video and query) once; every row then
             # runs only its own tokens on a copy of that KV cache.
             prefix = _to(prefix_inputs(rows[0], shared), device)
-            cache = self.model(**prefix, use_cache=True).past_key_values
+            cache = self.model(**prefix, use_cache=True, logits_to_keep=1).past_key_values
             expanded = [row for row in rows for _ in range(n)]
             cache.batch_repeat_interleave(len(expanded))
             model_inputs = _to(builder.collate(expanded, shared=shared, pixels_from=shared), device)
