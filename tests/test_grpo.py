@@ -340,21 +340,26 @@ def test_deepspeed_zero2_trains_like_plain_data_parallel_and_resumes(
 @pytest.mark.parametrize(
     "config, error",
     [
-        ({"zero_optimization": {"stage": 3}}, "stage 3"),
+        ({"zero_optimization": {"stage": 3}}, "ZeRO stage 3 shards the weights"),
+        (None, "DeepSpeed config not found"),
     ],
+    ids=["zero-3", "missing"],
 )
-def test_deepspeed_config_rejects_sharded_weights(tmp_path: Path, config: dict, error: str) -> None:  # type: ignore[type-arg]
-    from revseg_agent.training.grpo import deepspeed_config
-
-    path = tmp_path / "ds.json"
-    path.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=error):
-        deepspeed_config(path, 2)
+def test_a_recipe_with_an_unusable_deepspeed_config_is_refused_at_load(
+    tmp_path: Path,
+    config: dict | None,
+    error: str,  # type: ignore[type-arg]
+) -> None:
+    if config is not None:
+        (tmp_path / "ds.json").write_text(json.dumps(config))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("policy: tiny-random\ndeepspeed: ds.json\n")
+    with pytest.raises((ValueError, FileNotFoundError), match=error):
+        Recipe.load(recipe)
 
 
 def test_deepspeed_config_fills_autos_from_the_recipe() -> None:
-    from revseg_agent.training.grpo import deepspeed_config
-    from revseg_agent.training.recipe import Recipe
+    from revseg_agent.training.recipe import Recipe, deepspeed_config
 
     recipe = Recipe.load(RECIPES / "revseg-qwen2.5-vl-7b.yaml")
     assert recipe.deepspeed == str(RECIPES / "deepspeed" / "zero2.json")

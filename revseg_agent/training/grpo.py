@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.io import atomic_write_text
@@ -35,7 +36,7 @@ from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.registry import load_tracker
 from revseg_agent.traces import StepRecord, Trace
-from revseg_agent.training.recipe import Recipe
+from revseg_agent.training.recipe import Recipe, deepspeed_config
 from revseg_agent.training.replay import replay_rounds
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
@@ -197,7 +198,13 @@ class GRPOTrainer:
         The trainer calls backward once per rollout and marks the last one of each step as the
         gradient accumulation boundary itself (rollouts differ in count and length), so the
         config's own accumulation is 1 and losses arrive already scaled."""
-        import deepspeed
+        try:
+            import deepspeed
+        except ImportError as exc:
+            raise InputError(
+                "the recipe asks for DeepSpeed, which is not installed: "
+                "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed"
+            ) from exc
 
         r = self.recipe
         assert r.deepspeed is not None and self.optimizer is not None
@@ -548,34 +555,6 @@ class GRPOTrainer:
 
 
 DEEPSPEED_TAG = "deepspeed"
-
-
-def deepspeed_config(path: str | Path, world_size: int, dtype: str | None = None) -> dict[str, Any]:
-    """A DeepSpeed config for the trainer: "auto" batch sizes filled in (one rollout per
-    backward, accumulation handled by the trainer), ZeRO stage 3 refused (rollouts generate
-    with full weights on every rank), torch's AdamW allowed under ZeRO."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"DeepSpeed config not found: {path}")
-    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    stage = int(config.get("zero_optimization", {}).get("stage", 0))
-    if stage > 2:
-        raise ValueError(
-            f"{path}: ZeRO stage {stage} shards the weights, but rollouts generate with the whole "
-            "policy on every rank; use stage 1 or 2 (optimizer states and gradients sharded)"
-        )
-    for key, value in (
-        ("train_micro_batch_size_per_gpu", 1),
-        ("gradient_accumulation_steps", 1),
-        ("train_batch_size", world_size),
-    ):
-        if config.get(key, "auto") == "auto":
-            config[key] = value
-    for key, wanted in (("bf16", "bfloat16"), ("fp16", "float16")):
-        if config.get(key, {}).get("enabled") == "auto":
-            config[key]["enabled"] = dtype == wanted
-    config.setdefault("zero_allow_untested_optimizer", True)
-    return config
 
 
 @dataclass

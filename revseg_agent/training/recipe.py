@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,8 +93,38 @@ class Recipe(BaseModel):
             raise FileNotFoundError(f"recipe not found: {path}")
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         recipe = cls.model_validate(data)
-        if recipe.deepspeed is not None and not Path(recipe.deepspeed).is_absolute():
-            beside = path.parent / recipe.deepspeed  # paths in a recipe are relative to it
-            if beside.is_file():
-                recipe = recipe.model_copy(update={"deepspeed": str(beside)})
+        if recipe.deepspeed is not None:
+            config = Path(recipe.deepspeed)
+            if not config.is_absolute() and (path.parent / config).is_file():
+                config = path.parent / config  # paths in a recipe are relative to it
+                recipe = recipe.model_copy(update={"deepspeed": str(config)})
+            deepspeed_config(config, 1)  # a missing file or ZeRO-3 fails here, not mid-run
         return recipe
+
+
+def deepspeed_config(path: str | Path, world_size: int, dtype: str | None = None) -> dict[str, Any]:
+    """A DeepSpeed config for the trainer: "auto" batch sizes filled in (one rollout per
+    backward, accumulation handled by the trainer), ZeRO stage 3 refused (rollouts generate
+    with full weights on every rank), torch's AdamW allowed under ZeRO."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"DeepSpeed config not found: {path}")
+    config: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    stage = int(config.get("zero_optimization", {}).get("stage", 0))
+    if stage > 2:
+        raise ValueError(
+            f"{path}: ZeRO stage {stage} shards the weights, but rollouts generate with the whole "
+            "policy on every rank; use stage 1 or 2 (optimizer states and gradients sharded)"
+        )
+    for key, value in (
+        ("train_micro_batch_size_per_gpu", 1),
+        ("gradient_accumulation_steps", 1),
+        ("train_batch_size", world_size),
+    ):
+        if config.get(key, "auto") == "auto":
+            config[key] = value
+    for key, wanted in (("bf16", "bfloat16"), ("fp16", "float16")):
+        if config.get(key, {}).get("enabled") == "auto":
+            config[key]["enabled"] = dtype == wanted
+    config.setdefault("zero_allow_untested_optimizer", True)
+    return config
