@@ -28,6 +28,7 @@ from typing import Any
 from revseg_agent.errors import CheckpointError, InputError, PipelineFailure, RevsegError, VideoError
 from revseg_agent.eval.datasets import DATASETS, DatasetError
 from revseg_agent.eval.diagnostics import BASELINES
+from revseg_agent.registry import load_policy, load_tracker
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 
 logger = logging.getLogger("revseg_agent.cli")
@@ -41,7 +42,10 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
     from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG
 
     p.add_argument(
-        "--policy", default=DEFAULT_POLICY, help="hub id or local folder of a Qwen2.5-VL checkpoint"
+        "--policy",
+        default=DEFAULT_POLICY,
+        help="hub id or local folder of a Qwen2.5-VL checkpoint, or served:<base url>[#<model>] for an "
+        "OpenAI-compatible server (e.g. served:http://127.0.0.1:8000/v1)",
     )
     p.add_argument("--tracker", choices=["sam2", "classical"], default="sam2")
     p.add_argument("--sam2-config", default=DEFAULT_SAM2_CONFIG, help="sam2 config name")
@@ -139,8 +143,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_tracker(args: argparse.Namespace) -> Any:
-    from revseg_agent.registry import load_tracker
-
     if args.tracker == "classical":
         spec = "classical"
     elif args.sam2_checkpoint:
@@ -213,7 +215,6 @@ def run_segment(args: argparse.Namespace) -> int:
     from revseg_agent.graphs.nodes import NODES
     from revseg_agent.outputs import write_outputs
     from revseg_agent.pipeline import result_from_state
-    from revseg_agent.policies.qwen import QwenVLPolicy
 
     if not args.query.strip():
         raise InputError("the query is empty")
@@ -222,7 +223,7 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.out.exists() and (not args.out.is_dir() or (any(args.out.iterdir()) and not args.overwrite)):
         raise InputError(f"output folder {args.out} exists and is not empty (pass --overwrite)")
     video = open_video(args.video)
-    policy = QwenVLPolicy.from_pretrained(args.policy, device=args.device)
+    policy = load_policy(args.policy, device=args.device)
     tracker = _load_tracker(args)
 
     bar: dict[str, Any] = {}
@@ -309,7 +310,6 @@ def run_eval(args: argparse.Namespace) -> int:
     from revseg_agent.eval.report import write_report
     from revseg_agent.eval.runner import EvalRunner
     from revseg_agent.eval.scoring import format_table
-    from revseg_agent.policies.qwen import QwenVLPolicy
 
     bench = open_benchmark(args.dataset, args.root, args.split)
     tracker = _load_tracker(args)
@@ -323,7 +323,7 @@ def run_eval(args: argparse.Namespace) -> int:
             missing=args.missing,
         )
     else:
-        policy = QwenVLPolicy.from_pretrained(args.policy, device=args.device)
+        policy = load_policy(args.policy, device=args.device)
         context = _context(args, policy, tracker)
         runner = EvalRunner(bench, args.out, context=context, missing=args.missing)
     summary = runner.run(limit=args.limit)

@@ -1,7 +1,8 @@
 """Build policies and trackers from short text specs, for the CLI and for `langgraph dev`.
 
 A `Context` normally holds live objects; a served graph receives JSON, so it may hold specs:
-- policy: anything `from_pretrained` takes (hub id or local folder);
+- policy: anything `from_pretrained` takes (hub id or local folder), or
+  `served:<base url>[#<model>]` for a model behind an OpenAI-compatible server (vLLM, SGLang);
 - tracker: `classical`, `sam2:<checkpoint path>[:<config name>]` or `sam2-hub:<hub id>`.
 Loaded objects are cached per spec so a served graph loads each model once.
 """
@@ -17,6 +18,10 @@ from revseg_agent.tools.base import Tracker
 
 @lru_cache(maxsize=4)
 def load_policy(spec: str, device: str | None = None) -> Policy:
+    if spec.startswith("served:"):
+        from revseg_agent.policies.served import ServedPolicy
+
+        return ServedPolicy.from_spec(spec)
     from revseg_agent.policies.qwen import QwenVLPolicy
 
     return QwenVLPolicy.from_pretrained(spec, device=device)
