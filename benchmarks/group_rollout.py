@@ -64,17 +64,27 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="revseg-bench-"))
     clip = make_demo_clip(work / "clip.mp4")
     policy = QwenVLPolicy.from_pretrained(build_tiny_qwen2_5_vl(work / "tiny"), device="cpu")
-    times: dict[str, list[float]] = {"single": [], "independent": [], "group": []}
+    times: dict[str, list[float]] = {
+        "single": [],
+        "independent": [],
+        "group, no prefix cache": [],
+        "group": [],
+    }
     run(policy, clip, 1, work, args.max_new_tokens)  # warm-up
     for _ in range(args.repeats):
         times["single"].append(run(policy, clip, 1, work, args.max_new_tokens))
         times["independent"].append(run(policy, clip, args.group, work, args.max_new_tokens))
+        policy.share_prefix = False
+        times["group, no prefix cache"].append(
+            run(policy, clip, args.group, work, args.max_new_tokens, group=True)
+        )
+        policy.share_prefix = True
         times["group"].append(run(policy, clip, args.group, work, args.max_new_tokens, group=True))
     single = statistics.median(times["single"])
-    print(f"{'rollouts':<12} {'ms':>9} {'x single':>9}")
+    print(f"{'rollouts':<24} {'ms':>9} {'x single':>9}")
     for name, values in times.items():
         ms = statistics.median(values)
-        print(f"{name:<12} {1000 * ms:>9.1f} {ms / single:>8.2f}x")
+        print(f"{name:<24} {1000 * ms:>9.1f} {ms / single:>8.2f}x")
     print(f"goal: group <= 2x single (G = {args.group})")
 
 

@@ -71,6 +71,9 @@ class QwenVLPolicy:
         self.image_max_pixels = image_max_pixels
         self.video_max_pixels = video_max_pixels
         self.video_total_pixels = video_total_pixels
+        #: Encode a prefix that every row of a call shares once and reuse its KV cache (n samples
+        #: of one chat; a group's round-2 chats). Off: every row is encoded whole (for comparison).
+        self.share_prefix = True
 
     @property
     def name(self) -> str:
@@ -189,7 +192,7 @@ class QwenVLPolicy:
     def _generate(self, requests: Sequence[Request], sampling: SamplingParams, n: int) -> list[Generation]:
         builder = self.inputs
         rows = builder.rows(requests)
-        shared = shared_prefix_length(rows) if len(rows) * n > 1 else 0
+        shared = shared_prefix_length(rows) if self.share_prefix and len(rows) * n > 1 else 0
         device = self.device
         gen_kwargs = self._generation_kwargs(sampling)
         if shared > 0:
