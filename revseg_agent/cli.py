@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, type=Path, help="output folder (an existing one is resumed)")
     ev.add_argument("--limit", type=int, help="only the first N expressions")
     ev.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="expressions run at once (worth it with a served policy, which batches requests)",
+    )
+    ev.add_argument(
         "--baseline", choices=BASELINES, help="skip the policy: oracle, random-keyframe or centre-box"
     )
     _add_segment_options(ev)
@@ -311,6 +317,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from revseg_agent.eval.runner import EvalRunner
     from revseg_agent.eval.scoring import format_table
 
+    if args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
     bench = open_benchmark(args.dataset, args.root, args.split)
     tracker = _load_tracker(args)
     if args.baseline:
@@ -321,11 +329,12 @@ def run_eval(args: argparse.Namespace) -> int:
             baseline=args.baseline,
             num_frames=args.frames,
             missing=args.missing,
+            workers=args.workers,
         )
     else:
         policy = load_policy(args.policy, device=args.device)
         context = _context(args, policy, tracker)
-        runner = EvalRunner(bench, args.out, context=context, missing=args.missing)
+        runner = EvalRunner(bench, args.out, context=context, missing=args.missing, workers=args.workers)
     summary = runner.run(limit=args.limit)
     print(format_table(summary))
     report = write_report(args.out, bench)

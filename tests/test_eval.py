@@ -47,9 +47,9 @@ class CrashingTracker(BoxTracker):
         return super().track(video, frame_index=frame_index, boxes=boxes, progress=progress)
 
 
-def _runner(root: Path, out: Path, tracker: BoxTracker) -> EvalRunner:
+def _runner(root: Path, out: Path, tracker: BoxTracker, workers: int = 1) -> EvalRunner:
     context = Context(policy=ScriptedPolicy(reply=_reply), tracker=tracker, num_frames=4)
-    return EvalRunner(open_benchmark("mevis", root), out, context=context)
+    return EvalRunner(open_benchmark("mevis", root), out, context=context, workers=workers)
 
 
 def _stable(summary: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +75,32 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert _stable(resumed) == _stable(straight)
     assert len((out / RECORDS).read_text().splitlines()) == 3
     assert json.loads((out / "results.json").read_text())["J&F"] == straight["J&F"]
+
+
+def test_concurrent_expressions_give_the_same_results(tmp_path: Path) -> None:
+    """`--workers 3` (for served policies) runs expressions at once; nothing else changes."""
+    import threading
+
+    class TogetherTracker(BoxTracker):
+        """Each call waits until all three expressions are tracking at the same time."""
+
+        barrier = threading.Barrier(3, timeout=30)
+
+        def track(self, video, *, frame_index, boxes, progress=None):  # type: ignore[no-untyped-def]
+            self.barrier.wait()
+            return super().track(video, frame_index=frame_index, boxes=boxes, progress=progress)
+
+    root = WRITERS["mevis"](tmp_path / "gt")
+    one = _runner(root, tmp_path / "one", BoxTracker()).run(progress=False)
+    tracker = TogetherTracker()
+    three = _runner(root, tmp_path / "three", tracker, workers=3).run(progress=False)
+    assert len(tracker.calls) == 3
+    assert _stable(three) == _stable(one)
+    keys = sorted(json.loads(line)["key"] for line in (tmp_path / "three" / RECORDS).read_text().splitlines())
+    assert keys == sorted(r["key"] for r in one["expressions"])
+    bad = ["--baseline", "oracle", "--tracker", "classical", "--workers", "0"]
+    args = ["eval", "--dataset", "mevis", "--root", str(root), "--out", str(tmp_path / "x"), *bad]
+    assert main(args) == EXIT_BAD_INPUT
 
 
 def test_diagnostics_locate_the_chain_s_errors(tmp_path: Path) -> None:

@@ -324,3 +324,19 @@ def test_sampled_batches_with_a_shared_prefix_replay_exactly(policy: QwenVLPolic
         targets = torch.tensor(gen.completion_ids)
         replay = torch.log_softmax(logits[start : start + n], -1).gather(-1, targets[:, None])[:, 0]
         np.testing.assert_allclose(replay.numpy(), gen.logprobs, atol=1e-4)
+
+
+def test_concurrent_callers_get_what_they_would_alone(policy: QwenVLPolicy) -> None:
+    """A served graph or `revseg eval --workers` shares one policy between threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    answers = ["frame id: 1", "frame id: 5", "<answer>x</answer>"]
+    requests = [*_round2_chats(policy, answers), (VIDEO_CHAT, VISUALS)]
+    greedy = SamplingParams(max_new_tokens=24)
+    alone = [policy.generate(m, v, sampling=greedy)[0] for m, v in requests]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda r: policy.generate(r[0], r[1], sampling=greedy)[0], requests))
+    assert [g.completion_ids for g in together] == [g.completion_ids for g in alone]
+    assert [g.prompt_ids for g in together] == [g.prompt_ids for g in alone]
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(b.logprobs, a.logprobs, atol=1e-5)

@@ -20,6 +20,7 @@ import logging
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,10 @@ class EvalRunner:
         baseline: str | None = None,
         num_frames: int = 16,
         missing: MissingRule | None = None,
+        workers: int = 1,
     ) -> None:
+        """`workers` > 1 runs that many expressions at once (threads): worth it with a served
+        policy, which batches concurrent requests; local models serialise their own calls."""
         if (context is None) == (baseline is None):
             raise ValueError("give either a context (run the graph) or a baseline")
         if baseline is not None and tracker is None:
@@ -111,6 +115,9 @@ class EvalRunner:
         self.num_frames = context.num_frames if context is not None else num_frames
         self.missing: MissingRule = missing or DEFAULT_MISSING[bench.name]
         self.graph = build_graph() if context is not None else None
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
 
     def run(self, *, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -126,11 +133,25 @@ class EvalRunner:
             unit="expr",
             disable=not progress,
         )
-        for sample in todo:
-            record = self._run_one(sample, work)
+
+        def keep(record: dict[str, Any]) -> None:  # only this thread appends: whole lines, no lock
             append_jsonl(records_path, record)
-            done[sample.key] = record
+            done[record["key"]] = record
             bar.update(1)
+
+        if self.workers == 1:
+            for sample in todo:
+                keep(self._run_one(sample, work))
+        else:
+            with ThreadPoolExecutor(max_workers=self.workers) as pool:
+                futures = [pool.submit(self._run_one, sample, work) for sample in todo]
+                try:
+                    for future in as_completed(futures):
+                        keep(future.result())
+                except BaseException:
+                    for future in futures:  # what has not started stays for the resumed run
+                        future.cancel()
+                    raise
         bar.close()
         shutil.rmtree(work, ignore_errors=True)
         return self.finish([done[s.key] for s in samples])

@@ -9,6 +9,7 @@ positions match the video's time axis instead of an assumed 24 fps.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,10 @@ class QwenVLPolicy:
         #: Encode a prefix that every row of a call shares once and reuse its KV cache (n samples
         #: of one chat; a group's round-2 chats). Off: every row is encoded whole (for comparison).
         self.share_prefix = True
+        # Calls are serialised: concurrent callers (a served graph, `revseg eval --workers`) share
+        # one policy, the model keeps per-call state (M-RoPE offsets, the prefix path resets
+        # it), and parallel calls into one model would gain nothing.
+        self._lock = threading.Lock()
 
     @property
     def name(self) -> str:
@@ -180,13 +185,15 @@ class QwenVLPolicy:
         n: int = 1,
     ) -> list[Generation]:
         """`n` completions of one chat, sampled in one batched call."""
-        return self._generate([(messages, visuals)], sampling, n)
+        with self._lock:
+            return self._generate([(messages, visuals)], sampling, n)
 
     def generate_batch(
         self, requests: Sequence[Request], *, sampling: SamplingParams = GREEDY
     ) -> list[Generation]:
         """One completion for each of several chats, in one left-padded batched call."""
-        return self._generate(requests, sampling, 1)
+        with self._lock:
+            return self._generate(requests, sampling, 1)
 
     @torch.inference_mode()
     def _generate(self, requests: Sequence[Request], sampling: SamplingParams, n: int) -> list[Generation]:

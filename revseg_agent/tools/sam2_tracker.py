@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,7 @@ class SAM2Tracker:
         self.offload_video_to_cpu = offload_video_to_cpu
         self.offload_state_to_cpu = offload_state_to_cpu
         self.mask_threshold = mask_threshold
+        self._lock = threading.Lock()  # one propagation at a time: concurrent runs share the model
 
     @property
     def name(self) -> str:
@@ -149,7 +151,6 @@ class SAM2Tracker:
                 raise OSError(f"cannot write a frame to {tmp}")
         return str(tmp)
 
-    @torch.inference_mode()
     def track(
         self,
         video: Video,
@@ -159,6 +160,18 @@ class SAM2Tracker:
         progress: ProgressCallback | None = None,
     ) -> MaskTrack:
         check_prompt(video, frame_index, boxes)
+        with self._lock:
+            return self._track(video, frame_index=frame_index, boxes=boxes, progress=progress)
+
+    @torch.inference_mode()
+    def _track(
+        self,
+        video: Video,
+        *,
+        frame_index: int,
+        boxes: Sequence[Box],
+        progress: ProgressCallback | None = None,
+    ) -> MaskTrack:
         n, h, w = video.num_frames, video.info.height, video.info.width
         per_object = {obj: np.zeros((n, h, w), dtype=bool) for obj in range(1, len(boxes) + 1)}
         with tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp:
