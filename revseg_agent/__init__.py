@@ -8,6 +8,7 @@ from revseg_agent.graphs.graph import build_graph
 from revseg_agent.pipeline import SegmentationResult, result_from_state, segment
 from revseg_agent.policies.base import Generation, Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.policies.served import ServedPolicy
 from revseg_agent.tools.base import Tracker
 from revseg_agent.tools.classical import ClassicalTracker
 from revseg_agent.tools.sam2_tracker import SAM2Tracker
@@ -32,6 +33,7 @@ __all__ = [
     "SAM2Tracker",
     "SamplingParams",
     "SegmentationResult",
+    "ServedPolicy",
     "StepRecord",
     "Trace",
     "Tracker",
