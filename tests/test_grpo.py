@@ -358,6 +358,11 @@ def test_a_recipe_with_an_unusable_deepspeed_config_is_refused_at_load(
         Recipe.load(recipe)
 
 
+def test_a_served_policy_cannot_be_trained() -> None:
+    with pytest.raises(ValueError, match="needs the weights"):
+        Recipe.model_validate({"policy": "served:http://127.0.0.1:8000/v1"})
+
+
 def test_deepspeed_config_fills_autos_from_the_recipe() -> None:
     from revseg_agent.training.recipe import Recipe, deepspeed_config
 

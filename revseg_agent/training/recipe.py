@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from revseg_agent.training.rewards import RewardConfig
 
@@ -85,6 +85,16 @@ class Recipe(BaseModel):
     deepspeed: str | None = None
     #: Experiment trackers besides metrics.csv, through accelerate's trackers: "tensorboard".
     report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
+
+    @field_validator("policy")
+    @classmethod
+    def _local_policy(cls, value: str) -> str:
+        if value.startswith("served:"):
+            raise ValueError(
+                "training replays the policy's own forward passes, so it needs the weights: give a "
+                "hub id or a local folder, not a served policy"
+            )
+        return value
 
     @classmethod
     def load(cls, path: str | Path) -> Recipe:
