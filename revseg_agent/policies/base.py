@@ -60,6 +60,18 @@ class ImageFrame:
 Visual = VideoFrames | ImageFrame
 
 
+def visual_for(part: VisualPart, visuals: Mapping[str, Visual]) -> Visual:
+    """The visual a message part refers to, checked to be of the kind the part says."""
+    visual = visuals.get(part.ref)
+    if visual is None:
+        raise KeyError(f"message refers to visual {part.ref!r}, which was not given")
+    if part.type == "image" and not isinstance(visual, ImageFrame):
+        raise TypeError(f"visual {part.ref!r} is used as an image but is a video")
+    if part.type == "video" and not isinstance(visual, VideoFrames):
+        raise TypeError(f"visual {part.ref!r} is used as a video but is an image")
+    return visual
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Decoding settings. Log-probs are of `softmax(logits / temperature)`, as TRL computes them."""

@@ -29,6 +29,7 @@ from revseg_agent.policies.base import (
     TextPart,
     VideoFrames,
     Visual,
+    visual_for,
 )
 
 Request = tuple[Sequence[ChatMessage], Mapping[str, Visual]]
@@ -201,12 +202,8 @@ class QwenInputBuilder:
             for part in msg.content:
                 if isinstance(part, TextPart):
                     continue
-                visual = visuals.get(part.ref)
-                if visual is None:
-                    raise KeyError(f"message refers to visual {part.ref!r}, which was not given")
-                if part.type == "image":
-                    if not isinstance(visual, ImageFrame):
-                        raise TypeError(f"visual {part.ref!r} is used as an image but is a video")
+                visual = visual_for(part, visuals)
+                if isinstance(visual, ImageFrame):
                     element: dict[str, Any] = {
                         "type": "image",
                         "image": Image.fromarray(visual.pixels),
@@ -214,8 +211,6 @@ class QwenInputBuilder:
                         "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
                     }
                 else:
-                    if not isinstance(visual, VideoFrames):
-                        raise TypeError(f"visual {part.ref!r} is used as a video but is an image")
                     element = {
                         "type": "video",
                         "video": [Image.fromarray(f) for f in visual.frames],

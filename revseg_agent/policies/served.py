@@ -33,6 +33,7 @@ from revseg_agent.policies.base import (
     TextPart,
     VideoFrames,
     Visual,
+    visual_for,
 )
 
 logger = logging.getLogger(__name__)
@@ -156,12 +157,8 @@ def _openai_messages(
             if isinstance(part, TextPart):
                 parts.append({"type": "text", "text": part.text})
                 continue
-            visual = visuals.get(part.ref)
-            if visual is None:
-                raise KeyError(f"message refers to visual {part.ref!r}, which was not given")
-            if part.type == "image":
-                if not isinstance(visual, ImageFrame):
-                    raise TypeError(f"visual {part.ref!r} is used as an image but is a video")
+            visual = visual_for(part, visuals)
+            if isinstance(visual, ImageFrame):
                 images, _ = process_vision_info([[{"role": "user", "content": [_element(visual)]}]])
                 image = images[0]
                 image_sizes.append((image.height, image.width))
@@ -169,8 +166,6 @@ def _openai_messages(
                     {"type": "image_url", "image_url": {"url": _data_url([np.asarray(image)], "image")}}
                 )
             else:
-                if not isinstance(visual, VideoFrames):
-                    raise TypeError(f"visual {part.ref!r} is used as a video but is an image")
                 _, videos = process_vision_info([[{"role": "user", "content": [_element(visual)]}]])
                 frames = videos[0].permute(0, 2, 3, 1).clamp(0, 255).round().to(dtype=torch.uint8).numpy()
                 video_sizes.append((int(frames.shape[1]), int(frames.shape[2])))
