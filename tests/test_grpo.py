@@ -126,6 +126,33 @@ def test_kill_and_resume_continues_with_the_same_optimizer_state(
 
 
 @pytest.mark.slow
+def test_a_resumed_run_records_each_step_once(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """Steps after the last checkpoint are run again on resume; their earlier rollouts and metric
+    rows go, so the trace store and metrics.csv read as if the run had never stopped."""
+    import shutil
+
+    def run(out: Path, max_steps: int, resume: bool = False) -> None:
+        recipe = _recipe(tiny_policy_dir, out, max_steps=3, save_every=2)
+        GRPOTrainer(recipe, load_samples(recipe.data, out), extra_rewards={"low": low_token_share}).train(
+            max_steps=max_steps, resume=resume
+        )
+
+    run(tmp_path / "straight", 3)
+    run(tmp_path / "b", 3)
+    shutil.rmtree(tmp_path / "b" / "checkpoint-3")  # step 3 ran, but its checkpoint was lost
+    run(tmp_path / "b", 3, resume=True)
+
+    def rollouts(out: Path) -> list[tuple[str, int, list[int]]]:
+        records = TraceStore(out / "traces.jsonl")
+        return [(r.group_id, r.index, r.trace.steps[1].completion_ids) for r in records]
+
+    assert len(rollouts(tmp_path / "b")) == 3 * 4  # 3 steps of 4 rollouts, none twice
+    assert rollouts(tmp_path / "b") == rollouts(tmp_path / "straight")
+    steps = [row["step"] for row in csv.DictReader((tmp_path / "b" / "metrics.csv").open())]
+    assert steps == ["1.0", "2.0", "3.0"]
+
+
+@pytest.mark.slow
 def test_rescore_recomputes_rewards_without_a_model(tiny_policy_dir: Path, tmp_path: Path) -> None:
     recipe = _recipe(tiny_policy_dir, tmp_path, max_steps=1)
     GRPOTrainer(recipe, load_samples(recipe.data, tmp_path)).train()

@@ -512,6 +512,15 @@ class GRPOTrainer:
         main = self.dist.is_main_process
         rank = self.dist.process_index
         store = TraceStore(self.out / ("traces.jsonl" if main else f"traces-rank{rank}.jsonl"))
+        # A resumed run repeats the steps after its checkpoint (a fresh one starts over): their
+        # rollouts and metric rows from the earlier attempt go, so nothing is counted twice.
+        dropped = store.keep_steps_before(self.step)
+        if main:
+            dropped_rows = _keep_csv_steps_up_to(self.out / "metrics.csv", self.step)
+            if dropped or dropped_rows:
+                logger.info(
+                    "dropped %d rollouts and %d metric rows after step %d", dropped, dropped_rows, self.step
+                )
         trackers = self._trackers() if main else []
         history = []
         warm = self.recipe.warm_start
@@ -605,6 +614,26 @@ def _append_csv(path: Path, row: dict[str, float]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def _keep_csv_steps_up_to(path: Path, step: int) -> int:
+    """Drop metric rows after `step` (atomic rewrite); returns how many were dropped."""
+    if not path.is_file():
+        return 0
+    with path.open(encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    kept = [r for r in rows if float(r["step"]) <= step]
+    if len(kept) != len(rows):
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write_text(path, buf.getvalue())
+    return len(rows) - len(kept)
 
 
 def plot_metrics(csv_path: Path, png_path: Path) -> Path | None:

@@ -8,6 +8,7 @@ any model (`revseg train rescore`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,17 @@ class TraceStore:
             per_object = {i + 1: o for i, o in enumerate(objects or [masks])}
             write_masks_json(path, MaskTrack(masks, per_object))
         return str(path)
+
+    def keep_steps_before(self, step: int) -> int:
+        """Drop the records of step `step` and later (steps whose update a resumed run repeats,
+        or a fresh run replaces); returns how many were dropped. Atomic rewrite."""
+        if not self.path.is_file():
+            return 0
+        rows = read_jsonl(self.path)
+        kept = [r for r in rows if r.get("step") is None or int(r["step"]) < step]
+        if len(kept) != len(rows):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        return len(rows) - len(kept)
 
     def append(self, record: TraceRecord) -> None:
         append_jsonl(self.path, record.model_dump(mode="json"))
