@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from revseg_agent.cli import main
+from revseg_agent.errors import InputError
 from revseg_agent.traces import Trace
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.grpo import GRPOTrainer, group_advantages, grpo_token_terms
@@ -150,6 +151,8 @@ def test_a_resumed_run_records_each_step_once(tiny_policy_dir: Path, tmp_path: P
     assert rollouts(tmp_path / "b") == rollouts(tmp_path / "straight")
     steps = [row["step"] for row in csv.DictReader((tmp_path / "b" / "metrics.csv").open())]
     assert steps == ["1.0", "2.0", "3.0"]
+    with pytest.raises(InputError, match="checkpoints of an earlier run"):
+        run(tmp_path / "b", 3)  # a fresh start would mix two runs in one folder
 
 
 @pytest.mark.slow

@@ -506,6 +506,12 @@ class GRPOTrainer:
         on_step: Callable[[dict[str, float]], None] | None = None,
     ) -> list[dict[str, float]]:
         self.out.mkdir(parents=True, exist_ok=True)
+        if not resume and self.step == 0 and self.latest_checkpoint() is not None:
+            # a later --resume would pick up the earlier run's checkpoints: refuse to mix runs
+            raise InputError(
+                f"{self.out} holds checkpoints of an earlier run: pass --resume to continue it, "
+                "or choose another output folder"
+            )
         if self.policy is None:
             self.setup(resume=resume)
         limit = max_steps if max_steps is not None else self.recipe.max_steps
