@@ -281,6 +281,15 @@ def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_pat
     assert "reward_low" in history[0]  # the stored rewards drove the update
     assert any(not torch.equal(before[k], v) for k, v in trainer.policy.model.named_parameters())
     assert not (tmp_path / "b" / "traces.jsonl").exists()  # no rollouts were run
+    own = warm.model_copy(
+        update={
+            "output_dir": str(tmp_path / "a"),
+            "warm_start": WarmStart(traces=str(tmp_path / "a" / "traces.jsonl")),
+        }
+    )
+    with pytest.raises(InputError, match="this run's own trace store"):
+        GRPOTrainer(own, load_samples(own.data, tmp_path / "a")).train(resume=True)
+    assert len(list(TraceStore(tmp_path / "a" / "traces.jsonl"))) == 2 * 4  # untouched
 
 
 def _torchrun(policy_dir: Path, out: Path, *args: str) -> list[dict[str, float]]:

@@ -518,6 +518,12 @@ class GRPOTrainer:
         main = self.dist.is_main_process
         rank = self.dist.process_index
         store = TraceStore(self.out / ("traces.jsonl" if main else f"traces-rank{rank}.jsonl"))
+        warm_traces = self.recipe.warm_start.traces if self.recipe.warm_start else None
+        if warm_traces is not None and Path(warm_traces).resolve() == store.path.resolve():
+            raise InputError(
+                f"the warm-start traces {warm_traces} are this run's own trace store, which the run "
+                "rewrites: copy them to another file first"
+            )
         # A resumed run repeats the steps after its checkpoint (a fresh one starts over): their
         # rollouts and metric rows from the earlier attempt go, so nothing is counted twice.
         dropped = store.keep_steps_before(self.step)
