@@ -127,3 +127,23 @@ def test_rounds_fall_back_to_one_pass_each(tiny_policy_dir: Path, demo_clip: Pat
     assert forwards == 2
     for step, logprobs in zip(steps, both, strict=True):
         np.testing.assert_allclose(logprobs.numpy(), step.logprobs, atol=1e-4)
+
+
+def test_a_plan_is_built_once_and_decodes_each_frame_once(sampled_trace) -> None:  # type: ignore[no-untyped-def]
+    """The trainer builds a rollout's inputs once for the policy and the KL reference, and the
+    rollouts of a sample share decoded frames."""
+    from revseg_agent.training.replay import plan_replay, run_plan
+    from revseg_agent.video import FrameCache
+
+    policy, trace = sampled_trace
+    steps = [s for s in trace.steps if s.completion_ids]
+    cache = FrameCache()
+    plan = plan_replay(policy, steps, frames_cache=cache)
+    decoded = cache.decoded
+    again = plan_replay(policy, steps, frames_cache=cache)  # a second rollout of the same sample
+    assert cache.decoded == decoded == len(set(steps[0].visuals["frames"].frame_indices))
+    with torch.no_grad():
+        first, second = run_plan(policy, plan, 0.9), run_plan(policy, again, 0.9)
+    for a, b, step in zip(first, second, steps, strict=True):
+        assert torch.equal(a, b)
+        np.testing.assert_allclose(a.numpy(), step.logprobs, atol=1e-4)

@@ -37,10 +37,11 @@ from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.registry import load_tracker
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training.recipe import Recipe, deepspeed_config
-from revseg_agent.training.replay import replay_rounds
+from revseg_agent.training.replay import ReplayPlan, plan_replay, run_plan
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
 from revseg_agent.training.store import TraceRecord, TraceStore, rescore
+from revseg_agent.video import FrameCache
 
 logger = logging.getLogger(__name__)
 
@@ -316,13 +317,13 @@ class GRPOTrainer:
         return groups
 
     @torch.no_grad()
-    def _reference_logprobs(self, steps: list[StepRecord]) -> list[torch.Tensor]:
+    def _reference_logprobs(self, plan: ReplayPlan) -> list[torch.Tensor]:
         assert self.policy is not None
         temperature = self.recipe.temperature
         if self.reference is not None:
-            return replay_rounds(_as_policy(self.policy, self.reference), steps, temperature=temperature)
+            return run_plan(_as_policy(self.policy, self.reference), plan, temperature)
         with self.policy.model.disable_adapter():  # LoRA: the base model is the reference
-            return replay_rounds(self.policy, steps, temperature=temperature)
+            return run_plan(self.policy, plan, temperature)
 
     def _backward(
         self, groups: list[Group], scale: float, *, last_micro_batch: bool = True
@@ -341,11 +342,14 @@ class GRPOTrainer:
         if self.engine is not None:
             todo = self._same_backward_count(todo, work)
         loss_sum = kl_sum = 0.0
+        frames = FrameCache()
         for k, (trace, advantage, weight) in enumerate(todo):
             steps = _policy_steps(trace)
-            # One forward pass scores both rounds when round 2 holds round 1 verbatim.
-            news = replay_rounds(self.policy, steps, temperature=r.temperature)
-            refs = self._reference_logprobs(steps) if r.beta > 0 else [None] * len(steps)
+            # One forward pass scores both rounds when round 2 holds round 1 verbatim; the inputs
+            # are built once for the policy and the reference, from frames decoded once a batch.
+            plan = plan_replay(self.policy, steps, frames_cache=frames)
+            news = run_plan(self.policy, plan, r.temperature)
+            refs = self._reference_logprobs(plan) if r.beta > 0 else [None] * len(steps)
             loss = torch.zeros((), device=news[0].device)
             for step, new, ref in zip(steps, news, refs, strict=True):
                 old = torch.tensor(step.logprobs, dtype=new.dtype, device=new.device)

@@ -11,6 +11,7 @@ appends the completion and reads the log-probs from one forward pass.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -19,20 +20,27 @@ from revseg_agent.errors import RevsegError
 from revseg_agent.policies.base import ImageFrame, VideoFrames, Visual
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.traces import StepRecord, VisualRecord
-from revseg_agent.video import open_video
+from revseg_agent.video import FrameCache, open_video
 
 
 class ReplayError(RevsegError):
     """A trace step cannot be replayed by this policy (other tokenizer, missing visuals, ...)."""
 
 
-def load_visuals(records: Mapping[str, VisualRecord]) -> dict[str, Visual]:
-    """Decode the frames a step referenced, from the video they came from."""
+def load_visuals(
+    records: Mapping[str, VisualRecord], frames_cache: FrameCache | None = None
+) -> dict[str, Visual]:
+    """Decode the frames a step referenced, from the video they came from (through `frames_cache`
+    when given: the G rollouts of a sample then decode each frame once)."""
     out: dict[str, Visual] = {}
     for ref, record in records.items():
         try:
-            video = open_video(record.video_path, fps=record.fps)
-            frames = video.read(record.frame_indices)
+            if frames_cache is not None:
+                video = frames_cache.video(record.video_path, fps=record.fps)
+                frames = frames_cache.read(record.video_path, record.frame_indices, fps=record.fps)
+            else:
+                video = open_video(record.video_path, fps=record.fps)
+                frames = video.read(record.frame_indices)
         except RevsegError as exc:
             raise ReplayError(f"visual {ref!r} of the trace cannot be read: {exc}") from exc
         if record.kind == "image":
@@ -47,11 +55,13 @@ def load_visuals(records: Mapping[str, VisualRecord]) -> dict[str, Visual]:
     return out
 
 
-def replay_inputs(policy: QwenVLPolicy, step: StepRecord) -> dict[str, Any]:
+def replay_inputs(
+    policy: QwenVLPolicy, step: StepRecord, frames_cache: FrameCache | None = None
+) -> dict[str, Any]:
     """Model inputs for prompt + completion of one step, checked against the recorded prompt."""
     if not step.completion_ids:
         raise ReplayError(f"step {step.node}#{step.attempt} has no completion to replay")
-    inputs = policy.prepare_inputs(step.messages, load_visuals(step.visuals))
+    inputs = policy.prepare_inputs(step.messages, load_visuals(step.visuals, frames_cache))
     prompt = inputs["input_ids"][0].tolist()
     if prompt != step.prompt_ids:
         raise ReplayError(
@@ -78,10 +88,50 @@ def replay_logprobs(policy: QwenVLPolicy, step: StepRecord, *, temperature: floa
 
     Gradients flow when called outside `torch.no_grad()` (the training loss uses this).
     """
-    (logprobs,) = span_logprobs(
-        policy, replay_inputs(policy, step), [(len(step.prompt_ids), len(step.completion_ids))], temperature
-    )
+    (logprobs,) = run_plan(policy, plan_replay(policy, [step], each_alone=True), temperature)
     return logprobs
+
+
+@dataclass
+class ReplayPlan:
+    """The forward passes that score a rollout's steps: one-row model inputs and the
+    `(start, length)` spans of the completions each pass scores, in step order. Built once, a plan
+    serves the policy and the KL reference alike (same inputs, other weights)."""
+
+    passes: list[tuple[dict[str, Any], list[tuple[int, int]]]]
+
+
+def plan_replay(
+    policy: QwenVLPolicy,
+    steps: Sequence[StepRecord],
+    *,
+    frames_cache: FrameCache | None = None,
+    each_alone: bool = False,
+) -> ReplayPlan:
+    """As few passes as possible: when the last step's prompt contains an earlier step's prompt and
+    completion verbatim (ReVSeg's two-round conversation: round 2 continues round 1; the graph
+    feeds round 1's sampled ids back, so this is the usual case), one pass over the last step
+    scores both, since causal attention makes the earlier tokens' log-probs exactly those of their
+    own pass. Otherwise (or with `each_alone`) one pass per step."""
+    if not each_alone and len(steps) == 2 and _spliced(steps[0], steps[1]):
+        first, last = steps
+        spans = [
+            (len(first.prompt_ids), len(first.completion_ids)),
+            (len(last.prompt_ids), len(last.completion_ids)),
+        ]
+        return ReplayPlan([(replay_inputs(policy, last, frames_cache), spans)])
+    return ReplayPlan(
+        [
+            (replay_inputs(policy, step, frames_cache), [(len(step.prompt_ids), len(step.completion_ids))])
+            for step in steps
+        ]
+    )
+
+
+def run_plan(policy: QwenVLPolicy, plan: ReplayPlan, temperature: float) -> list[torch.Tensor]:
+    """Per-token log-probs of every planned step under `policy` (gradients flow outside
+    `torch.no_grad()`)."""
+    return [lp for inputs, spans in plan.passes for lp in span_logprobs(policy, inputs, spans, temperature)]
 
 
 def span_logprobs(
@@ -116,19 +166,6 @@ def _spliced(round1: StepRecord, round2: StepRecord) -> bool:
 def replay_rounds(
     policy: QwenVLPolicy, steps: Sequence[StepRecord], *, temperature: float = 1.0
 ) -> list[torch.Tensor]:
-    """Per-token log-probs for each step of a rollout, in as few forward passes as possible.
-
-    When the last step's prompt contains an earlier step's prompt and completion verbatim (ReVSeg's
-    two-round conversation: round 2 continues round 1; the graph feeds round 1's sampled ids back,
-    so this is the usual case), both are read from one pass over the last step; causal attention
-    makes the earlier tokens' log-probs exactly those of their own pass. Otherwise each step is
-    replayed on its own.
-    """
-    if len(steps) == 2 and _spliced(steps[0], steps[1]):
-        first, last = steps
-        spans = [
-            (len(first.prompt_ids), len(first.completion_ids)),
-            (len(last.prompt_ids), len(last.completion_ids)),
-        ]
-        return span_logprobs(policy, replay_inputs(policy, last), spans, temperature)
-    return [replay_logprobs(policy, step, temperature=temperature) for step in steps]
+    """Per-token log-probs for each step of a rollout, in as few forward passes as possible
+    (see `plan_replay`)."""
+    return run_plan(policy, plan_replay(policy, steps), temperature)
