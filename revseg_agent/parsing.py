@@ -1,8 +1,16 @@
-"""The only place where model text becomes typed results (or typed parse errors).
+"""The only place where model text becomes typed results (or typed parse errors), and where
+the canonical answers are written.
 
-Parsing is lenient where the meaning is unambiguous (extra whitespace, a missing `<think>`,
-Qwen2.5-VL's native JSON grounding output) and records whether the strict ReVSeg format was
-followed, so the format reward can be computed from the same result.
+Each round has one canonical answer: the form the prompt asks for and the released model writes.
+- Round 1: `<think>...</think><answer>frame id: k\nobject description: ...</answer>` (field names
+  in any case, any spacing around the colon).
+- Round 2: Qwen2.5-VL's native grounding answer to "Detect X with bbox coordinates.", a fenced
+  JSON list ```` ```json\n[{"bbox_2d": [x1, y1, x2, y2], "label": "X"}]\n``` ```` in absolute
+  pixels of the resized image the model saw.
+Parsing is lenient where the meaning is unambiguous (a missing `<think>`, `bbox: [...]` lines,
+bare lists, Qwen2-VL's `<|box_start|>(x1,y1),(x2,y2)<|box_end|>` in 0-1000 units) and records
+whether the canonical form was followed (`strict_format`), so the format reward is computed from
+the same result.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal
 
 from revseg_agent.prompts import FRAME_ID_BASE
@@ -44,25 +53,39 @@ class KeyframeAnswer:
     strict_format: bool
 
 
+#: Where round-2 coordinates live: absolute pixels of the resized image the model saw
+#: (Qwen2.5-VL), or Qwen2-VL's relative units, 0-1000 on each axis.
+BoxSpace = Literal["pixels", "relative"]
+#: The extent of Qwen2-VL's relative box units (`<|box_start|>(x1,y1),(x2,y2)<|box_end|>`).
+RELATIVE_BOX_UNITS = 1000
+
+
 @dataclass(frozen=True)
 class BoxAnswer:
-    """Round 2: the boxes as the model wrote them, in the model's (resized) input coordinates."""
+    """Round 2: the boxes as the model wrote them, in the model's coordinates (`space`)."""
 
     boxes: tuple[Box, ...]
     strict_format: bool
+    space: BoxSpace = "pixels"
 
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.S)
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
 _FRAME_ID = re.compile(r"frame\s*id\s*[:=]\s*\[?\s*(-?\d+)", re.I)
 _DESCRIPTION = re.compile(r"object\s*description\s*[:=]\s*(.+)", re.I | re.S)
+# Strict round 1 uses the lenient field patterns (case, spacing), plus the tag structure.
 _STRICT_ROUND1 = re.compile(
-    r"^\s*<think>.+?</think>\s*<answer>\s*frame id:\s*\d+\s*\n\s*object description:\s*\S.*?</answer>\s*$",
-    re.S,
+    r"^\s*<think>.+?</think>\s*<answer>\s*frame\s*id\s*[:=]\s*\d+\s*\n"
+    r"\s*object\s*description\s*[:=]\s*\S.*?</answer>\s*$",
+    re.S | re.I,
 )
 _NUMBER = r"(-?\d+(?:\.\d+)?)"
 _BOX_LIST = re.compile(rf"\[\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\]")
-_STRICT_ROUND2 = re.compile(rf"^\s*(bbox:\s*{_BOX_LIST.pattern}\s*)+$", re.S)
+_BOX_TOKENS = re.compile(
+    rf"<\|box_start\|>\s*\(\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\)\s*,\s*\(\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\)"
+    r"\s*<\|box_end\|>"
+)
+_JSON_FENCE = re.compile(r"^\s*```json[ \t]*\n(.*?)\n?[ \t]*```\s*$", re.S)
 
 
 def parse_keyframe_answer(text: str, num_frames: int) -> KeyframeAnswer | ParseError:
@@ -98,34 +121,84 @@ def parse_keyframe_answer(text: str, num_frames: int) -> KeyframeAnswer | ParseE
     )
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _grounding_items(data: object) -> list[Box]:
+    """Boxes of the `bbox_2d` items in parsed JSON (a list of objects, or one object)."""
+    items = data if isinstance(data, list) else [data]
+    boxes = []
+    for item in items:
+        values = item.get("bbox_2d") if isinstance(item, dict) else None
+        if isinstance(values, list) and len(values) == 4 and all(_is_number(v) for v in values):
+            boxes.append(Box.from_list(values))
+    return boxes
+
+
 def _json_boxes(text: str) -> list[Box]:
-    """Qwen2.5-VL's native grounding output: `[{"bbox_2d": [x1, y1, x2, y2], "label": ...}]`."""
+    """Qwen2.5-VL's native grounding output anywhere in the text, fenced or not."""
     start, end = text.find("["), text.rfind("]")
     if start < 0 or end <= start:
         return []
     try:
-        data = json.loads(text[start : end + 1])
+        return _grounding_items(json.loads(text[start : end + 1]))
     except json.JSONDecodeError:
         return []
-    items = data if isinstance(data, list) else [data]
-    boxes = []
-    for item in items:
-        if isinstance(item, dict) and isinstance(item.get("bbox_2d"), list) and len(item["bbox_2d"]) == 4:
-            try:
-                boxes.append(Box.from_list(item["bbox_2d"]))
-            except (TypeError, ValueError):
-                continue
-    return boxes
+
+
+def _is_canonical_round2(text: str) -> bool:
+    """The whole answer is one fenced JSON list of `{"bbox_2d": [4 numbers], "label": str}`."""
+    fenced = _JSON_FENCE.match(text)
+    if fenced is None:
+        return False
+    try:
+        data = json.loads(fenced.group(1))
+    except json.JSONDecodeError:
+        return False
+    return (
+        isinstance(data, list)
+        and bool(data)
+        and all(
+            isinstance(item, dict)
+            and set(item) == {"bbox_2d", "label"}
+            and isinstance(item["label"], str)
+            and isinstance(item["bbox_2d"], list)
+            and len(item["bbox_2d"]) == 4
+            and all(_is_number(v) for v in item["bbox_2d"])
+            for item in data
+        )
+    )
 
 
 def parse_box_answer(text: str) -> BoxAnswer | ParseError:
-    """Parse round 2: one or more `bbox: [x1, y1, x2, y2]` (or Qwen's JSON `bbox_2d` list)."""
+    """Parse round 2: the native JSON list (strict), else `<|box_start|>` tokens (relative
+    0-1000 units), else `bbox: [x1, y1, x2, y2]` lines or bare four-number lists."""
+    if "bbox_2d" in text and (boxes := _json_boxes(text)):
+        return BoxAnswer(boxes=tuple(boxes), strict_format=_is_canonical_round2(text))
+    tokens = [Box.from_list([float(v) for v in m.groups()]) for m in _BOX_TOKENS.finditer(text)]
+    if tokens:
+        return BoxAnswer(boxes=tuple(tokens), strict_format=False, space="relative")
     found = [Box.from_list([float(v) for v in m.groups()]) for m in _BOX_LIST.finditer(text)]
-    json_found = _json_boxes(text) if "bbox_2d" in text else []
-    boxes = json_found or found
-    if not boxes:
-        return ParseError("no_box", "round 2 has no 'bbox: [x1, y1, x2, y2]'")
-    return BoxAnswer(boxes=tuple(boxes), strict_format=bool(_STRICT_ROUND2.match(text)))
+    if not found:
+        return ParseError("no_box", 'round 2 has no box (expected [{"bbox_2d": [x1, y1, x2, y2], ...}])')
+    return BoxAnswer(boxes=tuple(found), strict_format=False)
+
+
+def format_box_answer(boxes: Sequence[Box], label: str) -> str:
+    """The canonical round-2 answer for model-space `boxes` (what SFT targets teach)."""
+    items = ",\n".join(
+        "\t" + json.dumps({"bbox_2d": [round(v) for v in b.to_list()], "label": label}) for b in boxes
+    )
+    return f"```json\n[\n{items}\n]\n```"
+
+
+def format_keyframe_answer(think: str, position: int, description: str) -> str:
+    """The canonical round-1 answer for a 0-based keyframe `position`."""
+    return (
+        f"<think>{think.strip()}</think>"
+        f"<answer>frame id: {FRAME_ID_BASE + position}\nobject description: {description.strip()}</answer>"
+    )
 
 
 def to_frame_space(
@@ -138,10 +211,12 @@ def to_frame_space(
     """Map model-space boxes to the original frame, clip them to it and drop unusable ones.
 
     Qwen2.5-VL writes absolute pixels of the image it was fed (`model_size`, `(height, width)`,
-    multiples of 28); this is the single place that converts them. A box smaller than `min_size`
+    multiples of 28); answers in relative units (`space="relative"`) span 0-1000 on each axis
+    whatever the image size. This is the single place that converts them. A box smaller than `min_size`
     pixels after clipping is dropped; when nothing usable remains the result is a `ParseError`.
     """
     height, width = frame_size
+    source = (RELATIVE_BOX_UNITS, RELATIVE_BOX_UNITS) if answer.space == "relative" else model_size
     kept: list[Box] = []
     outside = degenerate = 0
     for box in answer.boxes:
@@ -149,7 +224,7 @@ def to_frame_space(
         if box.x2 <= box.x1 or box.y2 <= box.y1:
             degenerate += 1
             continue
-        frame_box = ordered.rescale(model_size, frame_size).clip(width, height)
+        frame_box = ordered.rescale(source, frame_size).clip(width, height)
         if frame_box.area == 0:
             outside += 1
         elif frame_box.is_degenerate(min_size):

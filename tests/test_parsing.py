@@ -8,6 +8,8 @@ from revseg_agent.parsing import (
     BoxAnswer,
     KeyframeAnswer,
     ParseError,
+    format_box_answer,
+    format_keyframe_answer,
     parse_box_answer,
     parse_keyframe_answer,
     to_frame_space,
@@ -27,6 +29,9 @@ ROUND1_CASES = [
         (15, "dog on the left", True),
     ),
     ("<answer>Frame ID: 1\nObject Description: a cat</answer>", 16, (0, "a cat", False)),
+    # strict is no stricter than the lenient fields on case and spacing
+    ("<think>t</think><answer>Frame ID: 3\nObject Description: a cat</answer>", 16, (2, "a cat", True)),
+    ("<think>t</think><answer>frame id = 3\nobject description:a cat</answer>", 16, (2, "a cat", True)),
     (
         "<think>a</think><answer>frame id:3\nobject description: the man</answer> trailing",
         8,
@@ -52,24 +57,42 @@ def test_parse_keyframe_answer(text: str, num_frames: int, expected: object) -> 
         assert (result.position, result.description, result.strict_format) == expected
 
 
+CANONICAL = '```json\n[\n\t{"bbox_2d": [10, 20, 110, 220], "label": "the dog"}\n]\n```'
 ROUND2_CASES = [
-    ("bbox: [10, 20, 110, 220]", [(10, 20, 110, 220)], True),
-    ("bbox: [10.5, 20, 110, 220.25]", [(10.5, 20, 110, 220.25)], True),
-    ("bbox: [1, 2, 3, 4]\nbbox: [5, 6, 7, 8]", [(1, 2, 3, 4), (5, 6, 7, 8)], True),
-    ("The dog is at bbox: [1, 2, 30, 40].", [(1, 2, 30, 40)], False),
+    # text, boxes, strict, space
+    # The released model's native answer to "Detect X with bbox coordinates." is the canonical form.
+    (CANONICAL, [(10, 20, 110, 220)], True, "pixels"),
     (
         '```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}, '
-        '{"bbox_2d": [5, 5, 9, 9], "label": "cat"}]\n```',
-        [(1, 2, 30, 40), (5, 5, 9, 9)],
-        False,
+        '{"bbox_2d": [5, 5, 9.5, 9], "label": "cat"}]\n```',
+        [(1, 2, 30, 40), (5, 5, 9.5, 9)],
+        True,
+        "pixels",
     ),
-    ("bbox: [1, 2, 3]", None, False),
-    ("no box here", None, False),
+    ('  ```json\n[{"label": "dog", "bbox_2d": [1, 2, 30, 40]}]```\n', [(1, 2, 30, 40)], True, "pixels"),
+    # JSON without the fence, with text around it, or with extra keys: parsed, not canonical
+    ('[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}]', [(1, 2, 30, 40)], False, "pixels"),
+    ('Here: ```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}]\n```', [(1, 2, 30, 40)], False, "pixels"),
+    ('```json\n[{"bbox_2d": [1, 2, 30, 40]}]\n```', [(1, 2, 30, 40)], False, "pixels"),
+    ('```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "d", "score": 1}]\n```', [(1, 2, 30, 40)], False, "pixels"),
+    # the older `bbox: [...]` form and bare lists are read leniently
+    ("bbox: [10, 20, 110, 220]", [(10, 20, 110, 220)], False, "pixels"),
+    ("bbox: [10.5, 20, 110, 220.25]", [(10.5, 20, 110, 220.25)], False, "pixels"),
+    ("bbox: [1, 2, 3, 4]\nbbox: [5, 6, 7, 8]", [(1, 2, 3, 4), (5, 6, 7, 8)], False, "pixels"),
+    ("The dog is at [1, 2, 30, 40].", [(1, 2, 30, 40)], False, "pixels"),
+    # Qwen2-VL's box tokens are relative 0-1000 units
+    ("<|object_ref_start|>the dog<|object_ref_end|><|box_start|>(100,200),(500,750)<|box_end|>",
+     [(100, 200, 500, 750)], False, "relative"),
+    ('```json\n[{"bbox_2d": [1, 2, 3], "label": "dog"}]\n```', None, False, "pixels"),
+    ("bbox: [1, 2, 3]", None, False, "pixels"),
+    ("no box here", None, False, "pixels"),
 ]
 
 
-@pytest.mark.parametrize(("text", "boxes", "strict"), ROUND2_CASES)
-def test_parse_box_answer(text: str, boxes: list[tuple[float, ...]] | None, strict: bool) -> None:
+@pytest.mark.parametrize(("text", "boxes", "strict", "space"), ROUND2_CASES)
+def test_parse_box_answer(
+    text: str, boxes: list[tuple[float, ...]] | None, strict: bool, space: str
+) -> None:
     result = parse_box_answer(text)
     if boxes is None:
         assert isinstance(result, ParseError)
@@ -78,6 +101,26 @@ def test_parse_box_answer(text: str, boxes: list[tuple[float, ...]] | None, stri
         assert isinstance(result, BoxAnswer)
         assert [b.to_list() for b in result.boxes] == [list(map(float, b)) for b in boxes]
         assert result.strict_format is strict
+        assert result.space == space
+
+
+def test_canonical_answers_round_trip() -> None:
+    text = format_box_answer([Box(1.4, 2.6, 30.2, 40.0), Box(5, 5, 9, 9)], 'the "red" square')
+    answer = parse_box_answer(text)
+    assert isinstance(answer, BoxAnswer) and answer.strict_format
+    assert [b.to_list() for b in answer.boxes] == [[1, 3, 30, 40], [5, 5, 9, 9]]
+    keyframe = parse_keyframe_answer(format_keyframe_answer("because", 4, "the cat"), 16)
+    assert isinstance(keyframe, KeyframeAnswer) and keyframe.strict_format
+    assert (keyframe.position, keyframe.description, keyframe.think) == (4, "the cat", "because")
+
+
+def test_relative_boxes_map_from_1000_units() -> None:
+    answer = parse_box_answer("<|box_start|>(250,500),(750,1000)<|box_end|>")
+    assert isinstance(answer, BoxAnswer)
+    # the model size does not matter for relative units
+    result = to_frame_space(answer, model_size=(28, 28), frame_size=(480, 640))
+    assert isinstance(result, tuple)
+    assert result[0].to_list() == pytest.approx([160.0, 240.0, 480.0, 480.0])
 
 
 def _answer(*boxes: tuple[float, float, float, float]) -> BoxAnswer:

@@ -75,11 +75,21 @@ def test_save_and_reload_gives_identical_greedy_output(policy: QwenVLPolicy, tmp
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
 
 
-def test_video_metadata_sets_temporal_positions(policy: QwenVLPolicy) -> None:
+@pytest.mark.parametrize(
+    ("layout", "slots", "seconds_per_slot"),
+    [
+        # 16 frames taken every 10th frame of a 24 fps video: one every 10/24 s.
+        ("frame-per-slot", 16, 10 / 24),  # each frame repeated: one slot per frame id
+        ("paired", 8, 2 * 10 / 24),  # as sampled: two frames per temporal slot
+    ],
+)
+def test_video_metadata_sets_temporal_positions(
+    tiny_policy_dir: Path, layout: str, slots: int, seconds_per_slot: float
+) -> None:
+    policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu", frame_layout=layout)  # type: ignore[arg-type]
     inputs = policy.prepare_inputs(VIDEO_CHAT, VISUALS)
-    # 16 frames taken every 10th frame of a 24 fps video: 2.4 sampled fps; a grid step spans 2 frames.
-    assert inputs["second_per_grid_ts"].tolist() == [pytest.approx(2 / 2.4)]
-    assert inputs["video_grid_thw"].tolist()[0][0] == 8
+    assert inputs["second_per_grid_ts"].tolist() == [pytest.approx(seconds_per_slot)]
+    assert inputs["video_grid_thw"].tolist()[0][0] == slots
 
 
 def test_image_sizes_are_the_models_resized_input(policy: QwenVLPolicy) -> None:

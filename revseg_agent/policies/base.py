@@ -48,6 +48,9 @@ class VideoFrames:
     frame_indices: Sequence[int]
     fps: float
     total_num_frames: int
+    #: Seconds between consecutive frames; None: derived from `frame_indices` and `fps`
+    #: (see `frame_layout.sample_interval_s`).
+    sample_interval_s: float | None = None
 
 
 @dataclass(frozen=True)

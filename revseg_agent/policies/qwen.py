@@ -24,6 +24,8 @@ from revseg_agent.policies.base import (
     SamplingParams,
     Visual,
 )
+from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout, check_layout
+from revseg_agent.policies.mrope import use_reference_rope_index
 from revseg_agent.policies.qwen_inputs import (
     QwenInputBuilder,
     Request,
@@ -35,9 +37,9 @@ from revseg_agent.policies.qwen_inputs import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
-#: Qwen2.5-VL's patch size times its spatial merge size: resized sides are multiples of this.
+#: Qwen2.5-VL's ViT patch side in pixels: the processor's grid counts patches of this size, so
+#: a grid of (h, w) patches is an image of (14 h, 14 w) pixels (sides are multiples of 28).
 PATCH_SIZE = 14
-FRAME_FACTOR = 2  # temporal patch size: videos are padded to an even number of frames
 
 
 def default_device() -> str:
@@ -65,13 +67,17 @@ class QwenVLPolicy:
         image_max_pixels: int | None = None,
         video_max_pixels: int | None = None,
         video_total_pixels: int | None = None,
+        frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
     ) -> None:
         self.model = model
+        use_reference_rope_index(model)  # M-RoPE as the released model was trained (see mrope)
         self.processor = processor
         self._name = name
         self.image_max_pixels = image_max_pixels
         self.video_max_pixels = video_max_pixels
         self.video_total_pixels = video_total_pixels
+        #: How round 1's frames fill Qwen2.5-VL's temporal slots (see `frame_layout`).
+        self.frame_layout = check_layout(frame_layout)
         #: Encode a prefix that every row of a call shares once and reuse its KV cache (n samples
         #: of one chat; a group's round-2 chats). Off: every row is encoded whole (for comparison).
         self.share_prefix = True
@@ -99,6 +105,7 @@ class QwenVLPolicy:
         image_max_pixels: int | None = None,
         video_max_pixels: int | None = None,
         video_total_pixels: int | None = None,
+        frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
         revision: str | None = None,
     ) -> QwenVLPolicy:
         """Load a Qwen2.5-VL checkpoint and its processor.
@@ -142,6 +149,7 @@ class QwenVLPolicy:
             image_max_pixels=image_max_pixels,
             video_max_pixels=video_max_pixels,
             video_total_pixels=video_total_pixels,
+            frame_layout=frame_layout,
         )
 
     # -- input preparation ---------------------------------------------------------------------
@@ -153,6 +161,7 @@ class QwenVLPolicy:
             image_max_pixels=self.image_max_pixels,
             video_max_pixels=self.video_max_pixels,
             video_total_pixels=self.video_total_pixels,
+            frame_layout=self.frame_layout,
         )
 
     def prepare_inputs(
@@ -211,7 +220,7 @@ class QwenVLPolicy:
             cache.batch_repeat_interleave(len(expanded))
             model_inputs = _to(builder.collate(expanded, shared=shared, pixels_from=shared), device)
             self._forget_rope_deltas()  # positions are recomputed over the whole rows
-            out = self.model.generate(**model_inputs, past_key_values=cache, **gen_kwargs)
+            out = self.model.generate(**model_inputs, cache=cache, **gen_kwargs)
             per_row = 1
         else:
             expanded = list(rows)
@@ -233,7 +242,9 @@ class QwenVLPolicy:
             completion = ids[:end]
             results.append(
                 Generation(
-                    text=tokenizer.decode(completion, skip_special_tokens=True),
+                    # Only the end-of-turn tokens are dropped: special tokens such as Qwen2-VL's
+                    # <|box_start|> carry the answer and must reach the parser.
+                    text=tokenizer.decode([t for t in completion if t not in eos_ids]),
                     prompt_ids=list(row.input_ids),
                     completion_ids=completion,
                     logprobs=[float(x) for x in logprobs[i, :end].tolist()],
@@ -244,9 +255,14 @@ class QwenVLPolicy:
         return results
 
     def _generation_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
+        """Exactly `sampling`: every field that shapes the sampled distribution is set here, so
+        the checkpoint's `generation_config.json` (Qwen's instruct releases: repetition penalty
+        1.05, top-k 1, top-p 0.001, temperature 0.1) cannot change what is sampled, and the
+        stored log-probs (of `softmax(logits / temperature)`) are those of the sampled tokens."""
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         kwargs: dict[str, Any] = {
+            **neutral_generation_fields(),
             "max_new_tokens": sampling.max_new_tokens,
             "do_sample": sampling.do_sample,
             "return_dict_in_generate": True,
@@ -284,6 +300,46 @@ class QwenVLPolicy:
         ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         ids.add(int(self.processor.tokenizer.convert_tokens_to_ids("<|im_end|>")))
         return {int(i) for i in ids if i is not None}
+
+
+#: `GenerationConfig` fields that change which tokens are sampled or their probabilities. Each is
+#: set explicitly on every call (to the library's neutral default, or None where that is off).
+DISTRIBUTION_FIELDS = (
+    "num_beams",
+    "num_beam_groups",
+    "diversity_penalty",
+    "penalty_alpha",
+    "dola_layers",
+    "top_h",
+    "min_p",
+    "typical_p",
+    "epsilon_cutoff",
+    "eta_cutoff",
+    "repetition_penalty",
+    "encoder_repetition_penalty",
+    "no_repeat_ngram_size",
+    "encoder_no_repeat_ngram_size",
+    "bad_words_ids",
+    "sequence_bias",
+    "renormalize_logits",
+    "guidance_scale",
+    "min_length",
+    "min_new_tokens",
+    "exponential_decay_length_penalty",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "begin_suppress_tokens",
+    "watermarking_config",
+)
+
+
+def neutral_generation_fields() -> dict[str, Any]:
+    """`DISTRIBUTION_FIELDS` at transformers' global defaults (None where there is none)."""
+    from transformers import GenerationConfig
+
+    known = GenerationConfig().to_dict()
+    defaults = GenerationConfig()._get_default_generation_params()
+    return {name: defaults.get(name) for name in DISTRIBUTION_FIELDS if name in known}
 
 
 def _to(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -23,6 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from revseg_agent.policies.frame_layout import (
+    DEFAULT_FRAME_LAYOUT,
+    TEMPORAL_PATCH_SIZE,
+    FrameLayout,
+    check_layout,
+    model_frames,
+    video_metadata,
+)
 from revseg_agent.policies.base import (
     ChatMessage,
     ImageFrame,
@@ -111,11 +119,16 @@ class QwenInputBuilder:
         image_max_pixels: int | None = None,
         video_max_pixels: int | None = None,
         video_total_pixels: int | None = None,
+        frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
     ) -> None:
         self.processor = processor
         self.image_max_pixels = image_max_pixels
         self.video_max_pixels = video_max_pixels
         self.video_total_pixels = video_total_pixels
+        self.frame_layout = check_layout(frame_layout)
+        self.temporal_patch_size = int(
+            getattr(processor.video_processor, "temporal_patch_size", None) or TEMPORAL_PATCH_SIZE
+        )
 
     # -- chat -> rows ---------------------------------------------------------------------------
     def rows(self, requests: Sequence[Request]) -> list[TokenRow]:
@@ -197,7 +210,6 @@ class QwenInputBuilder:
         elements: dict[str, list[dict[str, Any]]] = {"image": [], "video": []}
         clips: dict[str, list[Visual]] = {"image": [], "video": []}
         img_lo, img_hi = self._budget("image")
-        vid_lo, vid_hi = self._budget("video")
         for msg in messages:
             for part in msg.content:
                 if isinstance(part, TextPart):
@@ -211,14 +223,12 @@ class QwenInputBuilder:
                         "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
                     }
                 else:
+                    visual = model_frames(visual, self.frame_layout, self.temporal_patch_size)
                     element = {
                         "type": "video",
                         "video": [Image.fromarray(f) for f in visual.frames],
-                        "min_pixels": vid_lo,
-                        "max_pixels": min(vid_hi, self.video_max_pixels or vid_hi),
+                        **self._video_budget(len(visual.frames)),
                     }
-                    if self.video_total_pixels:
-                        element["total_pixels"] = self.video_total_pixels
                 elements[part.type].append(element)
                 clips[part.type].append(visual)
         return elements, clips
@@ -241,6 +251,27 @@ class QwenInputBuilder:
             out.append({"role": msg.role, "content": content})
         return out
 
+    def _video_budget(self, num_frames: int) -> dict[str, int]:
+        """Per-frame `min_pixels`/`max_pixels` (and `total_pixels`) for qwen-vl-utils.
+
+        The processor's video budget, capped at what qwen-vl-utils allows a frame of a video of
+        `num_frames` frames (768 tokens, and the total budget shared among the frames). The
+        released 7B ships no video config, so its video processor carries the image budget
+        (up to 12.8 MP): passed as is, qwen-vl-utils would cap it and warn on every call."""
+        from qwen_vl_utils import vision_process as vp
+
+        lo, hi = self._budget("video")
+        factor = 28  # patch 14 x spatial merge 2
+        total = self.video_total_pixels or vp.MODEL_SEQ_LEN * factor * factor * 0.9
+        frames = -(-num_frames // vp.FRAME_FACTOR) * vp.FRAME_FACTOR  # as qwen-vl-utils pads
+        limit = max(
+            min(vp.VIDEO_MAX_TOKEN_NUM * factor * factor, total / frames * vp.FRAME_FACTOR), int(lo * 1.05)
+        )
+        budget = {"min_pixels": lo, "max_pixels": int(min(hi, self.video_max_pixels or hi, limit))}
+        if self.video_total_pixels:
+            budget["total_pixels"] = self.video_total_pixels
+        return budget
+
     def _budget(self, which: str) -> tuple[int, int]:
         """`(min_pixels, max_pixels)` of the processor's image or video processor."""
         proc = getattr(self.processor, f"{which}_processor")
@@ -262,11 +293,7 @@ class QwenInputBuilder:
             return memo[key]
         from qwen_vl_utils import process_vision_info
 
-        visual_elements = [
-            {k: v for k, v in e.items() if k != "_source"}
-            for kind in ("image", "video")
-            for e in elements[kind]
-        ]
+        visual_elements = [e for kind in ("image", "video") for e in elements[kind]]
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
         if visual_elements:
             images, video_inputs, _ = process_vision_info(
@@ -281,16 +308,8 @@ class QwenInputBuilder:
                 metadata = []
                 for tensor, clip in zip(tensors, clips["video"], strict=True):
                     assert isinstance(clip, VideoFrames)
-                    indices = list(clip.frame_indices)
-                    # qwen-vl-utils pads to an even count by repeating the last frame; mirror it.
-                    indices += [indices[-1]] * (int(tensor.shape[0]) - len(indices))
-                    metadata.append(
-                        {
-                            "fps": float(clip.fps),
-                            "total_num_frames": int(clip.total_num_frames),
-                            "frames_indices": indices,
-                        }
-                    )
+                    # qwen-vl-utils may pad to an even count by repeating the last frame
+                    metadata.append(video_metadata(clip, num_frames=int(tensor.shape[0])))
                 kwargs.update(videos=tensors, video_metadata=metadata, do_sample_frames=False)
         out = self.processor(**kwargs)
         row = _row_from_processor(dict(out))

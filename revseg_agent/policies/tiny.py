@@ -12,22 +12,69 @@ the machinery, never for results.
 
 from __future__ import annotations
 
+import json
 import logging
 from importlib import resources
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-#: Qwen's special tokens, in the order Qwen2.5-VL's tokenizer defines them (ids are ours).
-QWEN_SPECIAL_TOKENS = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
+#: Qwen2.5-VL's added tokens with their released ids (`tokenizer.json` of the Qwen2.5 family):
+#: `(token, id, special)`. Special tokens are dropped by `decode(skip_special_tokens=True)`.
+QWEN_ADDED_TOKENS: tuple[tuple[str, int, bool], ...] = (
+    ("<|endoftext|>", 151643, True),
+    ("<|im_start|>", 151644, True),
+    ("<|im_end|>", 151645, True),
+    ("<|object_ref_start|>", 151646, True),
+    ("<|object_ref_end|>", 151647, True),
+    ("<|box_start|>", 151648, True),
+    ("<|box_end|>", 151649, True),
+    ("<|quad_start|>", 151650, True),
+    ("<|quad_end|>", 151651, True),
+    ("<|vision_start|>", 151652, True),
+    ("<|vision_end|>", 151653, True),
+    ("<|vision_pad|>", 151654, True),
+    ("<|image_pad|>", 151655, True),
+    ("<|video_pad|>", 151656, True),
+    ("<tool_call>", 151657, False),
+    ("</tool_call>", 151658, False),
+    ("<|fim_prefix|>", 151659, False),
+    ("<|fim_middle|>", 151660, False),
+    ("<|fim_suffix|>", 151661, False),
+    ("<|fim_pad|>", 151662, False),
+    ("<|repo_name|>", 151663, False),
+    ("<|file_sep|>", 151664, False),
 )
+QWEN_SPECIAL_TOKENS = tuple(t for t, _, special in QWEN_ADDED_TOKENS if special)
+#: The first added token's id: the released BPE vocabulary fills ids below it.
+FIRST_ADDED_ID = QWEN_ADDED_TOKENS[0][1]
+#: Qwen2.5-VL-7B-Instruct's `config.json` vocab_size (the embedding is padded past the tokenizer).
+RELEASED_VOCAB_SIZE = 152064
+#: The released instruct checkpoints' `generation_config.json` (what a run must override).
+RELEASED_GENERATION_CONFIG = {
+    "bos_token_id": 151643,
+    "pad_token_id": 151643,
+    "eos_token_id": [151645, 151643],
+    "do_sample": True,
+    "repetition_penalty": 1.05,
+    "temperature": 0.1,
+    "top_p": 0.001,
+    "top_k": 1,
+}
+#: Qwen2.5-VL-7B-Instruct's `preprocessor_config.json` pixel budgets (it ships no video config).
+RELEASED_MIN_PIXELS = 3136
+RELEASED_MAX_PIXELS = 12845056
+RELEASED_PREPROCESSOR_CONFIG = {
+    "min_pixels": RELEASED_MIN_PIXELS,
+    "max_pixels": RELEASED_MAX_PIXELS,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2_5_VLProcessor",
+}
 
 _TOKENIZER_CORPUS = (
     "frame id: 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16",
@@ -50,25 +97,39 @@ def chat_template() -> str:
 
 
 def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
-    """A byte-level BPE tokenizer with Qwen's special tokens, trained offline on a tiny corpus."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A byte-level BPE tokenizer with Qwen2.5-VL's added tokens at their released ids.
+
+    A small BPE is trained offline on a tiny corpus; its vocabulary is padded with unreachable
+    filler entries up to id 151643, where Qwen's added tokens start, so every special id (and the
+    special/non-special split that decoding follows) is the released one.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
+    trained = Tokenizer(models.BPE())
+    trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    trained.train_from_iterator(_TOKENIZER_CORPUS, trainer=trainer)
+    bpe = json.loads(trained.to_str())["model"]
+    vocab: dict[str, int] = dict(bpe["vocab"])
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in bpe["merges"]]
+    for i in range(len(vocab), FIRST_ADDED_ID):
+        vocab[f"<|unused_{i}|>"] = i  # never produced: no merge leads to it
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(QWEN_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_TOKENIZER_CORPUS, trainer=trainer)
+    for token, token_id, special in QWEN_ADDED_TOKENS:
+        added = AddedToken(token, special=special, normalized=False)
+        tok.add_special_tokens([added]) if special else tok.add_tokens([added])
+        if tok.token_to_id(token) != token_id:  # pragma: no cover - guards the construction
+            raise RuntimeError(f"{token} got id {tok.token_to_id(token)}, not the released {token_id}")
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        additional_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
+        additional_special_tokens=[t for t in QWEN_SPECIAL_TOKENS if t != "<|endoftext|>"],
     )
     fast.chat_template = chat_template()
     return fast
@@ -84,15 +145,21 @@ def build_tiny_qwen2_5_vl(
     vision_depth: int = 2,
     image_max_pixels: int = 112 * 112,
     video_max_pixels: int = 56 * 56,
+    released_budgets: bool = False,
 ) -> Path:
     """Write a tiny random-init Qwen2.5-VL (model + processor) to `out_dir` and return it.
 
-    The architecture constants that matter for correctness (patch 14, spatial merge 2, temporal
-    patch 2, M-RoPE, window attention with a full-attention block) are those of the released
-    Qwen2.5-VL configs; only widths, depths and the vocabulary are shrunk.
+    What is the released Qwen2.5-VL-7B-Instruct's: the architecture constants that matter for
+    correctness (patch 14, spatial merge 2, temporal patch 2, tokens_per_second 2, M-RoPE, window
+    attention with a full-attention block), the tokenizer's added tokens and their ids, the
+    vocabulary size, and `generation_config.json` (repetition penalty, top-k 1, ...). What is
+    shrunk: widths and depths (the embedding is tied to keep the file small) and, unless
+    `released_budgets`, the processor's pixel budgets. With `released_budgets` the processor
+    carries the release's min/max pixels and, like the release, no video processor config.
     """
     import torch
     from transformers import (
+        GenerationConfig,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -103,7 +170,7 @@ def build_tiny_qwen2_5_vl(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer()
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    ids = {t: i for t, i, _ in QWEN_ADDED_TOKENS}
     num_heads = 4
     head_dim = text_hidden // num_heads
     # M-RoPE sections (temporal, height, width) must sum to head_dim / 2.
@@ -111,7 +178,7 @@ def build_tiny_qwen2_5_vl(
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": len(tokenizer),
+            "vocab_size": RELEASED_VOCAB_SIZE,
             "hidden_size": text_hidden,
             "intermediate_size": text_hidden * 2,
             "num_hidden_layers": text_layers,
@@ -140,18 +207,25 @@ def build_tiny_qwen2_5_vl(
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config = GenerationConfig(**RELEASED_GENERATION_CONFIG)
     model.save_pretrained(out, safe_serialization=True)
 
-    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 56 * 56, "longest_edge": image_max_pixels})
-    video_processor = Qwen2VLVideoProcessor(
-        size={"shortest_edge": 56 * 56, "longest_edge": video_max_pixels * 2},
-        cap_pixels_per_frame=True,
-    )
+    if released_budgets:
+        size = {"shortest_edge": RELEASED_MIN_PIXELS, "longest_edge": RELEASED_MAX_PIXELS}
+        image_processor = Qwen2VLImageProcessor(size=size)
+        video_processor = Qwen2VLVideoProcessor(size=size)
+    else:
+        image_processor = Qwen2VLImageProcessor(
+            size={"shortest_edge": 56 * 56, "longest_edge": image_max_pixels}
+        )
+        video_processor = Qwen2VLVideoProcessor(
+            size={"shortest_edge": 56 * 56, "longest_edge": video_max_pixels * 2},
+            cap_pixels_per_frame=True,
+        )
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
         video_processor=video_processor,
@@ -159,5 +233,8 @@ def build_tiny_qwen2_5_vl(
         chat_template=chat_template(),
     )
     processor.save_pretrained(out)
+    if released_budgets:  # the release's layout: one preprocessor_config.json, no video config
+        (out / "processor_config.json").unlink()
+        (out / "preprocessor_config.json").write_text(json.dumps(RELEASED_PREPROCESSOR_CONFIG, indent=2))
     logger.info("wrote a tiny random-init Qwen2.5-VL to %s", out)
     return out

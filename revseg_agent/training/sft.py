@@ -22,6 +22,7 @@ import torch
 from revseg_agent.graphs.nodes import FRAMES_REF, KEYFRAME_REF, round1_messages
 from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoFrames, VisualPart
 from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.prompts import FRAME_ID_BASE, round2_text
 from revseg_agent.training.grpo import TrainingSample
 from revseg_agent.training.replay import append_completion, span_logprobs
@@ -32,15 +33,15 @@ logger = logging.getLogger(__name__)
 
 
 def round1_target(query: str, position: int) -> str:
-    frame_id = FRAME_ID_BASE + position
-    return (
-        f"<think>The query asks for {query.strip()}. It is most clearly visible in frame {frame_id}.</think>"
-        f"<answer>frame id: {frame_id}\nobject description: {query.strip()}</answer>"
+    think = (
+        f"The query asks for {query.strip()}. "
+        f"It is most clearly visible in frame {FRAME_ID_BASE + position}."
     )
+    return format_keyframe_answer(think, position, query)
 
 
-def round2_target(box: Box) -> str:
-    return "bbox: [{}, {}, {}, {}]".format(*(round(v) for v in box.to_list()))
+def round2_target(box: Box, label: str) -> str:
+    return format_box_answer([box], label)
 
 
 def _answer_loss(policy: QwenVLPolicy, inputs: dict[str, Any], answer: str) -> torch.Tensor:
@@ -80,7 +81,7 @@ def sft_losses(
     if box is None:  # the target is absent on every sampled frame: no grounding target
         return loss1, torch.zeros((), device=loss1.device)
     frame_size = (video.info.height, video.info.width)
-    loss2 = _answer_loss(policy, inputs, round2_target(box.rescale(frame_size, model_size)))
+    loss2 = _answer_loss(policy, inputs, round2_target(box.rescale(frame_size, model_size), sample.query))
     return loss1, loss2
 
 
