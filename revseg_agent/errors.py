@@ -19,6 +19,10 @@ class CheckpointError(RevsegError):
     """A model checkpoint does not exist or does not match its configuration."""
 
 
+class ResourceError(RevsegError):
+    """The machine ran out of something a model needs (e.g. GPU memory)."""
+
+
 class PipelineFailure(RevsegError):
     """The reasoning chain ended without a result; the trace holds the per-step errors."""
 

@@ -105,3 +105,75 @@ def test_checkpoint_of_another_config_is_rejected(tiny_sam2_checkpoint: Path) ->
             device="cpu",
             image_size=SAM2_TEST_IMAGE_SIZE,
         )
+
+
+# -- SAM2 as its authors run it on a GPU ------------------------------------------------------------
+
+
+def test_out_of_memory_is_reported_as_such(tiny_sam2_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch's OutOfMemoryError is a RuntimeError, the type a strict load mismatch raises."""
+    from revseg_agent.errors import ResourceError
+
+    def oom(*args: object, **kwargs: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(sam2_build, "build_sam2_video_predictor", oom)
+    with pytest.raises(ResourceError, match="out of cuda memory") as info:
+        SAM2Tracker.from_checkpoint(tiny_sam2_checkpoint, SAM2_TEST_CONFIG, device="cuda")
+    assert not isinstance(info.value, CheckpointError)
+
+
+@pytest.mark.parametrize(
+    ("extension", "device", "fill_hole_area"), [(True, "cuda", 8), (False, "cuda", 0), (True, "cpu", 0)]
+)
+def test_hole_filling_follows_the_extension(
+    tiny_sam2_checkpoint: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    extension: bool,
+    device: str,
+    fill_hole_area: int,
+) -> None:
+    from revseg_agent.tools import sam2_tracker
+
+    built = {}
+    real_build = sam2_build.build_sam2_video_predictor
+
+    def build_on_cpu(config: str, ckpt: str, device: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        built["device"] = device  # the model is built on the CPU here; the decision sees `device`
+        return real_build(config, ckpt, device="cpu", **kwargs)
+
+    monkeypatch.setattr(sam2_build, "build_sam2_video_predictor", build_on_cpu)
+    monkeypatch.setattr(sam2_tracker, "sam2_extension_available", lambda: extension)
+    tracker = SAM2Tracker.from_checkpoint(
+        tiny_sam2_checkpoint, SAM2_TEST_CONFIG, device=device, image_size=SAM2_TEST_IMAGE_SIZE
+    )
+    assert built["device"] == device
+    assert tracker.predictor.fill_hole_area == fill_hole_area  # 8: sam2.1 configs' own value
+
+
+@pytest.mark.parametrize(("device", "dtype"), [("cuda", torch.bfloat16), ("cuda:1", torch.bfloat16), ("cpu", None)])
+def test_bf16_autocast_on_cuda_only(device: str, dtype: torch.dtype | None) -> None:
+    from revseg_agent.tools.sam2_tracker import autocast_dtype
+
+    assert autocast_dtype(torch.device(device)) == dtype
+
+
+def test_propagation_runs_under_the_device_autocast(
+    tracker: SAM2Tracker, demo_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from revseg_agent.tools import sam2_tracker
+
+    seen: list[tuple[str, object]] = []
+    real_propagate = tracker.predictor.propagate_in_video
+
+    def propagate(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        seen.append(("cpu", torch.is_autocast_enabled("cpu")))
+        yield from real_propagate(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.predictor, "propagate_in_video", propagate)
+    tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX])
+    assert seen and not any(enabled for _, enabled in seen)  # fp32 on the CPU, as before
+    monkeypatch.setattr(sam2_tracker, "autocast_dtype", lambda device: torch.bfloat16)
+    seen.clear()
+    tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX])
+    assert seen and all(enabled for _, enabled in seen)  # the device's autocast wraps propagation

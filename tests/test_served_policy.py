@@ -29,7 +29,12 @@ class FakeChatServer:
     """Answers `/v1/models` and `/v1/chat/completions` like vLLM, with `reply(body)` choosing the
     texts; keeps every request body."""
 
-    def __init__(self, reply: Callable[[dict[str, Any]], list[str]], status: int = 200) -> None:
+    def __init__(
+        self,
+        reply: Callable[[dict[str, Any]], list[str]],
+        status: int = 200,
+        prompt_ids: Callable[[dict[str, Any]], list[int]] | None = None,
+    ) -> None:
         self.requests: list[dict[str, Any]] = []
         server = self
 
@@ -63,7 +68,10 @@ class FakeChatServer:
                     }
                     for i, text in enumerate(reply(body))
                 ]
-                self._send(200, {"id": "x", "object": "chat.completion", "choices": choices})
+                payload: dict[str, Any] = {"id": "x", "object": "chat.completion", "choices": choices}
+                if prompt_ids is not None:  # vLLM with return_token_ids
+                    payload["prompt_token_ids"] = prompt_ids(body)
+                self._send(200, payload)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -117,10 +125,19 @@ def test_the_graph_runs_against_a_served_model(
     assert round1["model"] == "fake-qwen" and round1["temperature"] == 0.0 and round1["logprobs"] is True
     (video,) = _parts(round1["messages"][1], "video_url")
     frames = _decode(video["video_url"]["url"])
-    assert len(frames) == 8 and all(f.width % 28 == 0 and f.height % 28 == 0 for f in frames)
+    # one temporal slot per frame id: each of the 8 sampled frames is sent twice
+    assert len(frames) == 16 and all(f.width % 28 == 0 and f.height % 28 == 0 for f in frames)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(frames[::2], frames[1::2]))
     indices = state["sampled_indices"]
-    expected_fps = state["fps"] * (len(indices) - 1) / (indices[-1] - indices[0])
+    expected_fps = 2 * state["fps"] * (len(indices) - 1) / (indices[-1] - indices[0])
     assert round1["mm_processor_kwargs"]["fps"] == [pytest.approx(expected_fps)]
+    timing = round1["media_io_kwargs"]["video"]  # what vLLM's video/jpeg loader reads
+    assert timing == {
+        "fps": pytest.approx(expected_fps),
+        "total_num_frames": 16,
+        "frames_indices": list(range(16)),
+        "num_frames": 16,
+    }
     roles = [m["role"] for m in round2["messages"]]
     assert roles == ["system", "user", "assistant", "user"]  # round 2 continues round 1
     assert round2["messages"][2]["content"] == ROUND1
@@ -148,6 +165,71 @@ def test_sampling_settings_reach_the_server(server: FakeChatServer, demo_clip: P
     (body,) = server.requests
     assert body["model"] == "my-model" and body["n"] == 3 and body["max_tokens"] == 33
     assert (body["temperature"], body["top_p"], body["top_k"], body["seed"]) == (0.7, 0.9, 20, 5)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "expected"),
+    [
+        # greedy: nothing left to the checkpoint's generation config (top_k 1, penalty 1.05)
+        (SamplingParams(), {"temperature": 0.0, "top_p": 1.0, "top_k": -1}),
+        (SamplingParams(do_sample=True, temperature=1.0), {"temperature": 1.0, "top_p": 1.0, "top_k": -1}),
+    ],
+)
+def test_every_sampling_field_is_sent(
+    server: FakeChatServer, sampling: SamplingParams, expected: dict[str, float]
+) -> None:
+    from revseg_agent.policies.base import ChatMessage, TextPart
+
+    ServedPolicy(server.url, "m").generate(
+        [ChatMessage(role="user", content=[TextPart(text="hi")])], {}, sampling=sampling
+    )
+    (body,) = server.requests
+    neutral = {"min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
+    assert {k: body[k] for k in [*expected, *neutral]} == {**expected, **neutral}
+
+
+def test_served_and_local_timing_agree(tiny_policy_dir: Path, server: FakeChatServer) -> None:
+    """The fps the server is told is the one the local processor derives for the same clip."""
+    from revseg_agent.graphs.nodes import round1_messages
+    from revseg_agent.policies.base import VideoFrames
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    frames = [np.full((120, 160, 3), v, np.uint8) for v in range(0, 160, 10)]
+    clip = VideoFrames(frames=frames, frame_indices=list(range(0, 1600, 100)), fps=30.0, total_num_frames=1600)
+    messages = round1_messages({"query": "q", "sampled_timestamps": [i / 3 for i in range(16)]})  # type: ignore[arg-type]
+    local = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu").prepare_inputs(messages, {"frames": clip})
+    ServedPolicy(server.url, "m").generate(messages, {"frames": clip})
+    served_fps = server.requests[0]["media_io_kwargs"]["video"]["fps"]
+    # transformers: second_per_grid_t = temporal_patch_size / sampled fps
+    assert local["second_per_grid_ts"].tolist() == [pytest.approx(2 / served_fps)]
+    assert 2 / served_fps == pytest.approx(100 / 30)  # one slot per sampled frame: its real interval
+
+
+def _placeholders(image_tokens: int, video_tokens: int) -> Callable[[dict[str, Any]], list[int]]:
+    from revseg_agent.policies.served import IMAGE_PAD_ID, VIDEO_PAD_ID
+
+    return lambda body: [1, 2] + [VIDEO_PAD_ID] * video_tokens + [IMAGE_PAD_ID] * image_tokens + [3]
+
+
+def test_a_server_that_resized_the_visuals_is_an_error(demo_clip: Path) -> None:
+    from revseg_agent.graphs.nodes import KEYFRAME_REF
+    from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VisualPart
+
+    key = np.zeros((280, 560, 3), np.uint8)  # multiples of 28: sent as is, 10 x 20 tokens
+    messages = [ChatMessage(role="user", content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text="x")])]
+    for tokens, ok in ((200, True), (50, False)):  # 50: the server shrank it (smaller max_pixels)
+        fake = FakeChatServer(_answer, prompt_ids=_placeholders(tokens, 0))
+        try:
+            policy = ServedPolicy(fake.url, "m")
+            if ok:
+                (gen,) = policy.generate(messages, {KEYFRAME_REF: ImageFrame(key)})
+                assert gen.prompt_ids.count(151655) == 200  # prompt ids are kept when returned
+                assert fake.requests[0]["mm_processor_kwargs"] == {"min_pixels": 280 * 560, "max_pixels": 280 * 560}
+            else:
+                with pytest.raises(ServedPolicyError, match="mis-scaled"):
+                    policy.generate(messages, {KEYFRAME_REF: ImageFrame(key)})
+        finally:
+            fake.close()
 
 
 def test_server_errors_are_clear(demo_clip: Path) -> None:

@@ -233,7 +233,6 @@ class QwenVLPolicy:
         logits = torch.stack(out.logits, dim=1).float() / temperature  # (rows, T, V)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
         eos_ids = self._eos_ids()
-        tokenizer = self.processor.tokenizer
         results = []
         for i in range(sequences.shape[0]):
             row = expanded[i // per_row]
@@ -242,9 +241,7 @@ class QwenVLPolicy:
             completion = ids[:end]
             results.append(
                 Generation(
-                    # Only the end-of-turn tokens are dropped: special tokens such as Qwen2-VL's
-                    # <|box_start|> carry the answer and must reach the parser.
-                    text=tokenizer.decode([t for t in completion if t not in eos_ids]),
+                    text=self.decode(completion),
                     prompt_ids=list(row.input_ids),
                     completion_ids=completion,
                     logprobs=[float(x) for x in logprobs[i, :end].tolist()],
@@ -277,6 +274,12 @@ class QwenVLPolicy:
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         return kwargs
+
+    def decode(self, completion_ids: Sequence[int]) -> str:
+        """Completion text for the parser. Only end-of-turn tokens are dropped: special tokens
+        such as <|box_start|> (Qwen2-VL-style grounding) carry the answer."""
+        eos_ids = self._eos_ids()
+        return str(self.processor.tokenizer.decode([t for t in completion_ids if t not in eos_ids]))
 
     def _block_sizes(self, row: TokenRow, kind: str) -> list[tuple[int, int]]:
         grids = [b.grid for b in row.blocks if b.kind == kind]

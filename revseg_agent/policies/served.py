@@ -4,12 +4,21 @@ Why: serving a 7B model with vLLM is the fast way to run the graph over a benchm
 prepared on the client the way Qwen's README does it for vLLM: qwen-vl-utils resizes images and
 videos to the model's grid (sides multiples of 28) before they are sent, so the server's
 processor leaves them as they are and the size the boxes are written in is known here. Videos go
-as their sampled frames (`data:video/jpeg;base64,<frame>,<frame>,...`) with the sampled frame
-rate in `mm_processor_kwargs`, which sets M-RoPE's temporal positions on the server.
+as their frames (`data:video/jpeg;base64,<frame>,<frame>,...`) laid out as the local policy lays
+them out (`frame_layout`: one temporal slot per frame id), with their timing as vLLM's
+`video/jpeg` loader reads it (`media_io_kwargs.video`: fps, frames_indices, total_num_frames; a
+transformers-5 processor ignores an `fps` in `mm_processor_kwargs`, which is still sent for
+older servers), computed by the same function as the local policy's.
 
-What it cannot do: report token ids, so its traces are for inference and evaluation, not for
-training replay (the trainer needs a local `QwenVLPolicy`). Log-probs are recorded when the
-server returns them.
+Every sampling field is sent explicitly (`top_k: -1`, `repetition_penalty: 1.0`, ...): vLLM
+otherwise applies the checkpoint's `generation_config.json` (Qwen instruct releases: repetition
+penalty 1.05, top-k 1). The pixel budget is pinned (`mm_processor_kwargs` min/max pixels spanning
+the sizes sent) so the server keeps the client's sizes; when the server returns prompt token ids
+(vLLM `return_token_ids`), their visual placeholders are counted against those sizes and a
+mismatch (boxes would be mis-scaled) is an error.
+
+Traces carry token ids only where the server returns them; training replays a local
+`QwenVLPolicy`. Log-probs are recorded when the server returns them.
 """
 
 from __future__ import annotations
@@ -18,12 +27,21 @@ import base64
 import io
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from revseg_agent.errors import CheckpointError, RevsegError
+from revseg_agent.policies.frame_layout import (
+    DEFAULT_FRAME_LAYOUT,
+    TEMPORAL_PATCH_SIZE,
+    FrameLayout,
+    check_layout,
+    model_frames,
+    video_metadata,
+)
 from revseg_agent.policies.base import (
     GREEDY,
     ChatMessage,
@@ -47,10 +65,17 @@ class ServedPolicy:
     """Calls `POST {base_url}/chat/completions` (OpenAI format) for every policy call."""
 
     def __init__(
-        self, base_url: str, model: str | None = None, *, api_key: str = "EMPTY", timeout_s: float = 600
+        self,
+        base_url: str,
+        model: str | None = None,
+        *,
+        api_key: str = "EMPTY",
+        timeout_s: float = 600,
+        frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
     ):
         import httpx
 
+        self.frame_layout = check_layout(frame_layout)
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.base_url, timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"}
@@ -100,23 +125,30 @@ class ServedPolicy:
         sampling: SamplingParams = GREEDY,
         n: int = 1,
     ) -> list[Generation]:
-        chat, image_sizes, video_sizes, fps = _openai_messages(messages, visuals)
+        chat, sizes, timings = _openai_messages(messages, visuals, self.frame_layout)
         body: dict[str, Any] = {
             "model": self.model,
             "messages": chat,
             "n": n,
             "max_tokens": sampling.max_new_tokens,
-            "temperature": sampling.temperature if sampling.do_sample else 0.0,
-            "top_p": sampling.top_p if sampling.do_sample else 1.0,
             "logprobs": True,
+            "return_token_ids": True,  # vLLM: prompt and completion ids (placeholder check)
+            **served_sampling_fields(sampling),
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
-        if sampling.do_sample and sampling.top_k is not None:
-            body["top_k"] = sampling.top_k  # vLLM / SGLang extension
-        if fps:
-            body["mm_processor_kwargs"] = {"fps": fps}
+        pixels = [h * w for h, w in sizes.images + sizes.videos]
+        if pixels:
+            processor_kwargs: dict[str, Any] = {"min_pixels": min(pixels), "max_pixels": max(pixels)}
+            if timings:
+                processor_kwargs["fps"] = [t["fps"] for t in timings]
+                # vLLM's video/jpeg loader: one video's timing per request (the graph sends one)
+                body["media_io_kwargs"] = {"video": {**timings[0], "num_frames": timings[0]["total_num_frames"]}}
+            body["mm_processor_kwargs"] = processor_kwargs
         data = self._request("POST", "/chat/completions", body)
+        prompt_ids = [int(t) for t in data.get("prompt_token_ids") or []]
+        if prompt_ids:
+            sizes.check_placeholders(prompt_ids)
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
         if len(choices) != n:
             raise ServedPolicyError(f"asked the server for {n} completions, got {len(choices)}")
@@ -126,28 +158,73 @@ class ServedPolicy:
             out.append(
                 Generation(
                     text=choice["message"].get("content") or "",
-                    prompt_ids=[],
-                    completion_ids=[],
+                    prompt_ids=prompt_ids,
+                    completion_ids=[int(t) for t in choice.get("token_ids") or []],
                     logprobs=[float(t["logprob"]) for t in content],
-                    image_sizes=image_sizes,
-                    video_sizes=video_sizes,
+                    image_sizes=sizes.images,
+                    video_sizes=sizes.videos,
                 )
             )
         return out
 
 
+def served_sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
+    """Every OpenAI/vLLM sampling field, explicitly: nothing is left to the server's defaults
+    (which vLLM takes from the checkpoint's generation config)."""
+    sample = sampling.do_sample
+    return {
+        "temperature": sampling.temperature if sample else 0.0,
+        "top_p": sampling.top_p if sample else 1.0,
+        "top_k": sampling.top_k if sample and sampling.top_k is not None else -1,
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+    }
+
+
+#: Qwen2.5-VL's placeholder ids and pixels per placeholder token (a 28 x 28 merged patch).
+IMAGE_PAD_ID, VIDEO_PAD_ID = 151655, 151656
+PIXELS_PER_TOKEN = 28 * 28
+
+
+@dataclass
+class SentSizes:
+    """The model-side `(height, width)` of each image and video sent, and each video's frame
+    count as sent (what the server must turn into exactly this many placeholder tokens)."""
+
+    images: list[tuple[int, int]] = field(default_factory=list)
+    videos: list[tuple[int, int]] = field(default_factory=list)
+    video_frames: list[int] = field(default_factory=list)
+
+    def check_placeholders(self, prompt_ids: Sequence[int]) -> None:
+        expected = {
+            "image": sum(h * w // PIXELS_PER_TOKEN for h, w in self.images),
+            "video": sum(
+                -(-f // TEMPORAL_PATCH_SIZE) * (h * w // PIXELS_PER_TOKEN)
+                for (h, w), f in zip(self.videos, self.video_frames, strict=True)
+            ),
+        }
+        got = {"image": prompt_ids.count(IMAGE_PAD_ID), "video": prompt_ids.count(VIDEO_PAD_ID)}
+        if got != expected:
+            raise ServedPolicyError(
+                f"the server turned the visuals into {got} placeholder tokens where the sizes sent "
+                f"imply {expected}: its processor resized them (a different pixel budget), so boxes "
+                "would be mis-scaled. Start the server without overriding min/max pixels."
+            )
+
+
 def _openai_messages(
-    messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
-) -> tuple[list[dict[str, Any]], list[tuple[int, int]], list[tuple[int, int]], list[float]]:
-    """OpenAI-format messages, the model-side size of each image and video, and each video's
-    sampled frame rate (in message order)."""
+    messages: Sequence[ChatMessage], visuals: Mapping[str, Visual], layout: FrameLayout
+) -> tuple[list[dict[str, Any]], SentSizes, list[dict[str, Any]]]:
+    """OpenAI-format messages, the model-side sizes sent, and each video's timing as vLLM's
+    `video/jpeg` loader reads it (in message order)."""
     import torch
     from qwen_vl_utils import process_vision_info
 
     chat: list[dict[str, Any]] = []
-    image_sizes: list[tuple[int, int]] = []
-    video_sizes: list[tuple[int, int]] = []
-    fps: list[float] = []
+    sizes = SentSizes()
+    timings: list[dict[str, Any]] = []
     for message in messages:
         if all(isinstance(p, TextPart) for p in message.content):
             chat.append({"role": message.role, "content": "".join(p.text for p in message.content)})  # type: ignore[union-attr]
@@ -161,28 +238,21 @@ def _openai_messages(
             if isinstance(visual, ImageFrame):
                 images, _ = process_vision_info([[{"role": "user", "content": [_element(visual)]}]])
                 image = images[0]
-                image_sizes.append((image.height, image.width))
+                sizes.images.append((image.height, image.width))
                 parts.append(
                     {"type": "image_url", "image_url": {"url": _data_url([np.asarray(image)], "image")}}
                 )
             else:
-                _, videos = process_vision_info([[{"role": "user", "content": [_element(visual)]}]])
+                fed = model_frames(visual, layout)
+                _, videos = process_vision_info([[{"role": "user", "content": [_element(fed)]}]])
                 frames = videos[0].permute(0, 2, 3, 1).clamp(0, 255).round().to(dtype=torch.uint8).numpy()
-                video_sizes.append((int(frames.shape[1]), int(frames.shape[2])))
-                fps.append(sampled_fps(visual))
+                sizes.videos.append((int(frames.shape[1]), int(frames.shape[2])))
+                sizes.video_frames.append(int(frames.shape[0]))
+                timings.append(video_metadata(fed, num_frames=int(frames.shape[0])))
                 url = _data_url(list(frames), "video")
                 parts.append({"type": "video_url", "video_url": {"url": url}})
         chat.append({"role": message.role, "content": parts})
-    return chat, image_sizes, video_sizes, fps
-
-
-def sampled_fps(clip: VideoFrames) -> float:
-    """Frames per second of the sampled frames (what the model's temporal positions follow)."""
-    indices = list(clip.frame_indices)
-    if len(indices) < 2 or indices[-1] == indices[0]:
-        return float(clip.fps)
-    step = (indices[-1] - indices[0]) / (len(indices) - 1)
-    return float(clip.fps) / step
+    return chat, sizes, timings
 
 
 def _element(visual: Visual) -> dict[str, Any]:

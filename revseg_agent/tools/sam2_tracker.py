@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from revseg_agent.errors import CheckpointError
+from revseg_agent.errors import CheckpointError, ResourceError
 from revseg_agent.tools.base import ProgressCallback, check_prompt
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
@@ -54,6 +54,21 @@ def _is_sam2_jpeg_folder(path: Path) -> bool:
         and len(frames)
         == sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     )
+
+
+def sam2_extension_available() -> bool:
+    """True when sam2's compiled extension (`sam2._C`, CUDA post-processing) imports."""
+    try:
+        import sam2._C  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The precision SAM2's authors run it in: bf16 autocast on CUDA (sam2's README and
+    notebooks), full fp32 elsewhere (CPU autocast would change the masks and gain nothing)."""
+    return torch.bfloat16 if device.type == "cuda" else None
 
 
 class SAM2Tracker:
@@ -103,6 +118,11 @@ class SAM2Tracker:
             predictor = build_sam.build_sam2_video_predictor(
                 config, str(ckpt), device=device, hydra_overrides_extra=overrides
             )
+        except torch.cuda.OutOfMemoryError as exc:  # a RuntimeError too: must not read as a mismatch
+            raise ResourceError(
+                f"out of {device} memory while loading SAM2 {config} from {ckpt}: {exc}. "
+                "Free the GPU, choose a smaller model (e.g. sam2.1_hiera_t) or --sam2-image-size"
+            ) from exc
         except RuntimeError as exc:  # load_state_dict (strict) and sam2's own check raise this
             raise CheckpointError(
                 f"SAM2 checkpoint {ckpt} does not match config {config}: {exc or 'missing/unexpected keys'}"
@@ -111,8 +131,11 @@ class SAM2Tracker:
             if type(exc).__name__ in {"MissingConfigException", "ConfigCompositionException"}:
                 raise CheckpointError(f"unknown SAM2 config {config!r}: {exc}") from exc
             raise
-        # The hole-filling post-process needs sam2's CUDA extension; skip it rather than warn.
-        predictor.fill_hole_area = 0
+        if not (sam2_extension_available() and str(device).startswith("cuda")):
+            # sam2's hole filling (fill_hole_area, 8 px in its configs) needs its compiled CUDA
+            # extension; without it sam2 warns and skips it, so skip it quietly. With the
+            # extension on a GPU the authors' default stays.
+            predictor.fill_hole_area = 0
         logger.info("loaded SAM2 %s from %s on %s", config, ckpt, device)
         return cls(
             predictor, offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu
@@ -163,6 +186,10 @@ class SAM2Tracker:
         with self._lock:
             return self._track(video, frame_index=frame_index, boxes=boxes, progress=progress)
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device(getattr(self.predictor, "device", "cpu"))
+
     @torch.inference_mode()
     def _track(
         self,
@@ -174,7 +201,11 @@ class SAM2Tracker:
     ) -> MaskTrack:
         n, h, w = video.num_frames, video.info.height, video.info.width
         per_object = {obj: np.zeros((n, h, w), dtype=bool) for obj in range(1, len(boxes) + 1)}
-        with tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp:
+        dtype = autocast_dtype(self.device)
+        with (
+            tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp,
+            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
+        ):
             source = self._frames_source(video, Path(tmp))
             state = self.predictor.init_state(
                 source,
