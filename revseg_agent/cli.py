@@ -10,14 +10,19 @@
     revseg train sft     --config recipes/<name>.yaml --output-dir DIR [--max-steps N]
     revseg demo [--out DIR]          offline demo on a generated clip with a tiny random-init policy
     revseg tiny-policy DIR           write a tiny random-init Qwen2.5-VL checkpoint (tests, demos)
+    revseg inspect-policy HUB_ID_OR_PATH [--frames N] [--json]
+                                     what a run uses from a checkpoint; warns where it differs
+                                     from the released Qwen2.5-VL-7B-Instruct (no weights loaded)
 
 Exit codes: 0 success; 2 bad input (arguments, video, checkpoint); 3 the reasoning chain failed
-(e.g. an answer that never parsed; the trace summary is printed); 130 interrupted.
+(e.g. an answer that never parsed; the trace summary is printed); 4 out of memory (GPU);
+130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -25,9 +30,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from revseg_agent.errors import CheckpointError, InputError, PipelineFailure, RevsegError, VideoError
+from revseg_agent.errors import (
+    CheckpointError,
+    InputError,
+    PipelineFailure,
+    ResourceError,
+    RevsegError,
+    VideoError,
+)
 from revseg_agent.eval.datasets import DATASETS, DatasetError
 from revseg_agent.eval.diagnostics import BASELINES
+from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FRAME_LAYOUTS
 from revseg_agent.registry import load_policy, load_tracker
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 
@@ -35,6 +48,7 @@ logger = logging.getLogger("revseg_agent.cli")
 
 EXIT_BAD_INPUT = 2
 EXIT_CHAIN_FAILED = 3
+EXIT_RESOURCES = 4
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
@@ -79,6 +93,28 @@ def _add_dataset_options(p: argparse.ArgumentParser) -> None:
         choices=["zero", "skip"],
         help="a missing prediction scores 0 or is left out (default: the benchmark's own rule)",
     )
+
+
+def run_inspect_policy(args: argparse.Namespace) -> int:
+    from revseg_agent.policies.inspect import inspect_policy
+    from revseg_agent.policies.qwen import looks_local
+
+    name = str(args.policy)
+    if looks_local(name) and not Path(name).expanduser().is_dir():
+        raise CheckpointError(f"policy checkpoint folder does not exist: {name}")
+    if not Path(name).expanduser().is_dir():
+        from revseg_agent.hub import require_hub_or_cache
+
+        require_hub_or_cache(name, "config.json", what="policy")
+    try:
+        report = inspect_policy(name, num_frames=args.frames, frame_layout=args.frame_layout)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the configs of policy {name!r}: {exc}") from exc
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2, default=str))
+    else:
+        print("\n".join(report.lines()))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,6 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     tiny = sub.add_parser("tiny-policy", help="write a tiny random-init Qwen2.5-VL checkpoint")
     tiny.add_argument("out", type=Path)
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--released-budgets", action="store_true", help="the released 7B processor budgets and file layout"
+    )
+
+    inspect = sub.add_parser(
+        "inspect-policy", help="what a run uses from a Qwen2.5-VL checkpoint (configs only, no weights)"
+    )
+    inspect.add_argument("policy", help="hub id or local folder, e.g. Qwen/Qwen2.5-VL-7B-Instruct")
+    inspect.add_argument("--frames", type=int, default=DEFAULT_NUM_FRAMES, help="frames sampled for round 1")
+    inspect.add_argument("--frame-layout", choices=FRAME_LAYOUTS, default=DEFAULT_FRAME_LAYOUT)
+    inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
@@ -502,11 +549,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tiny-policy":
             from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 
-            print(build_tiny_qwen2_5_vl(args.out, seed=args.seed))
+            print(build_tiny_qwen2_5_vl(args.out, seed=args.seed, released_budgets=args.released_budgets))
             return 0
+        if args.command == "inspect-policy":
+            return run_inspect_policy(args)
     except (InputError, VideoError, CheckpointError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ResourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RESOURCES
     except RevsegError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CHAIN_FAILED

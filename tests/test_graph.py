@@ -23,7 +23,7 @@ from revseg_agent.traces import Trace
 ROUND1_OK = (
     "<think>The square moves right.</think><answer>frame id: 3\nobject description: the red square</answer>"
 )
-ROUND2_OK = "bbox: [36, 100, 76, 140]"
+ROUND2_OK = '```json\n[{"bbox_2d": [36, 100, 76, 140], "label": "the red square"}]\n```'
 SAMPLED = [0, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 23]
 TIMES = [round(i / 12, 4) for i in SAMPLED]
 START = {
@@ -144,7 +144,7 @@ def test_round2_failure_path(demo_clip: Path, tmp_path: Path) -> None:
                 "node": "spatial_grounding",
                 "code": "no_box",
                 "message": "round 2 gave no usable box in 2 attempts "
-                "(last: round 2 has no 'bbox: [x1, y1, x2, y2]')",
+                "(last: round 2 has no box (expected [{\"bbox_2d\": [x1, y1, x2, y2], ...}]))",
             },
         },
     )

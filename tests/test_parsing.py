@@ -74,15 +74,24 @@ ROUND2_CASES = [
     ('[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}]', [(1, 2, 30, 40)], False, "pixels"),
     ('Here: ```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}]\n```', [(1, 2, 30, 40)], False, "pixels"),
     ('```json\n[{"bbox_2d": [1, 2, 30, 40]}]\n```', [(1, 2, 30, 40)], False, "pixels"),
-    ('```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "d", "score": 1}]\n```', [(1, 2, 30, 40)], False, "pixels"),
+    (
+        '```json\n[{"bbox_2d": [1, 2, 30, 40], "label": "d", "score": 1}]\n```',
+        [(1, 2, 30, 40)],
+        False,
+        "pixels",
+    ),
     # the older `bbox: [...]` form and bare lists are read leniently
     ("bbox: [10, 20, 110, 220]", [(10, 20, 110, 220)], False, "pixels"),
     ("bbox: [10.5, 20, 110, 220.25]", [(10.5, 20, 110, 220.25)], False, "pixels"),
     ("bbox: [1, 2, 3, 4]\nbbox: [5, 6, 7, 8]", [(1, 2, 3, 4), (5, 6, 7, 8)], False, "pixels"),
     ("The dog is at [1, 2, 30, 40].", [(1, 2, 30, 40)], False, "pixels"),
     # Qwen2-VL's box tokens are relative 0-1000 units
-    ("<|object_ref_start|>the dog<|object_ref_end|><|box_start|>(100,200),(500,750)<|box_end|>",
-     [(100, 200, 500, 750)], False, "relative"),
+    (
+        "<|object_ref_start|>the dog<|object_ref_end|><|box_start|>(100,200),(500,750)<|box_end|>",
+        [(100, 200, 500, 750)],
+        False,
+        "relative",
+    ),
     ('```json\n[{"bbox_2d": [1, 2, 3], "label": "dog"}]\n```', None, False, "pixels"),
     ("bbox: [1, 2, 3]", None, False, "pixels"),
     ("no box here", None, False, "pixels"),
@@ -90,9 +99,7 @@ ROUND2_CASES = [
 
 
 @pytest.mark.parametrize(("text", "boxes", "strict", "space"), ROUND2_CASES)
-def test_parse_box_answer(
-    text: str, boxes: list[tuple[float, ...]] | None, strict: bool, space: str
-) -> None:
+def test_parse_box_answer(text: str, boxes: list[tuple[float, ...]] | None, strict: bool, space: str) -> None:
     result = parse_box_answer(text)
     if boxes is None:
         assert isinstance(result, ParseError)

@@ -17,7 +17,14 @@ import pytest
 import torch
 
 from revseg_agent.parsing import BoxAnswer, parse_box_answer, to_frame_space
-from revseg_agent.policies.base import ChatMessage, ImageFrame, SamplingParams, TextPart, VideoFrames, VisualPart
+from revseg_agent.policies.base import (
+    ChatMessage,
+    ImageFrame,
+    SamplingParams,
+    TextPart,
+    VideoFrames,
+    VisualPart,
+)
 from revseg_agent.policies.mrope import reference_rope_index
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.tiny import QWEN_ADDED_TOKENS, RELEASED_GENERATION_CONFIG
@@ -69,7 +76,9 @@ def test_box_tokens_reach_the_parser(policy: QwenVLPolicy) -> None:
 # -- 3. the checkpoint's generation config ---------------------------------------------------------
 
 
-def _processors_used(policy: QwenVLPolicy, monkeypatch: pytest.MonkeyPatch, sampling: SamplingParams) -> set[str]:
+def _processors_used(
+    policy: QwenVLPolicy, monkeypatch: pytest.MonkeyPatch, sampling: SamplingParams
+) -> set[str]:
     seen: list[str] = []
     cls = type(policy.model)
     original = cls._get_logits_processor
@@ -100,7 +109,9 @@ def test_sampling_is_exactly_what_sampling_params_say(
     policy: QwenVLPolicy, monkeypatch: pytest.MonkeyPatch, sampling: SamplingParams, expected: set[str]
 ) -> None:
     # the checkpoint asks for a repetition penalty and top-k 1 (as Qwen's instruct releases do)
-    assert policy.model.generation_config.repetition_penalty == RELEASED_GENERATION_CONFIG["repetition_penalty"]
+    assert (
+        policy.model.generation_config.repetition_penalty == RELEASED_GENERATION_CONFIG["repetition_penalty"]
+    )
     assert policy.model.generation_config.top_k == 1
     used = _processors_used(policy, monkeypatch, sampling) - {"SuppressTokensLogitsProcessor"}
     assert used == expected
@@ -109,7 +120,10 @@ def test_sampling_is_exactly_what_sampling_params_say(
 def test_temperature_one_samples_differ(policy: QwenVLPolicy) -> None:
     """With the checkpoint's top-k 1 left in place every sample would be the greedy one."""
     gens = policy.generate(
-        _video_chat(), {"clip": _clip(4)}, sampling=SamplingParams(do_sample=True, max_new_tokens=6, seed=1), n=6
+        _video_chat(),
+        {"clip": _clip(4)},
+        sampling=SamplingParams(do_sample=True, max_new_tokens=6, seed=1),
+        n=6,
     )
     assert len({tuple(g.completion_ids) for g in gens}) > 1
 
@@ -168,7 +182,10 @@ def test_positions_follow_the_released_rule(policy: QwenVLPolicy) -> None:
     assert positions[:, 1, pad:].T.tolist() == [list(p) for p in expected_b]
     # the text after video a starts after its last temporal position (5 patches x 10 = 50)
     assert expected_a[3 + 4 + 2 + 24][0] > 50
-    assert deltas[:, 0].tolist() == [max(map(max, expected_a)) + 1 - len(row_a), max(map(max, expected_b)) + 1 - len(row_b)]
+    assert deltas[:, 0].tolist() == [
+        max(map(max, expected_a)) + 1 - len(row_a),
+        max(map(max, expected_b)) + 1 - len(row_b),
+    ]
 
 
 def test_generate_and_replay_use_the_released_rule(policy: QwenVLPolicy) -> None:
@@ -258,8 +275,40 @@ def test_released_budgets(
     (model_size,) = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])
     assert all(m % 28 == 0 and abs(m - f) <= 14 for m, f in zip(model_size, frame_size, strict=True))
     box = parse_box_answer(
-        '```json\n[{"bbox_2d": [0, 0, %d, %d], "label": "x"}]\n```' % (model_size[1], model_size[0])
+        f'```json\n[{{"bbox_2d": [0, 0, {model_size[1]}, {model_size[0]}], "label": "x"}}]\n```'
     )
     assert isinstance(box, BoxAnswer)
     (mapped,) = to_frame_space(box, model_size=model_size, frame_size=frame_size)  # type: ignore[misc]
     assert mapped.to_list() == pytest.approx([0, 0, frame_size[1], frame_size[0]])
+
+
+# -- revseg inspect-policy ---------------------------------------------------------------------------
+
+
+def test_inspect_policy_reports_what_a_run_uses(
+    released_dir: Path, tiny_policy_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from revseg_agent.cli import main
+
+    assert main(["inspect-policy", str(released_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "<|box_start|> 151648" in out and "<|video_pad|> 151656" in out
+    assert "image budget (pixels): 3136..12845056" in out
+    assert "video budget per frame (pixels): 3136..602112" in out
+    assert "repetition_penalty: 1.05 -> 1.0" in out and "top_k: 1 -> 'SamplingParams'" in out
+    assert "frame-per-slot: 16 frame ids -> 32 frames fed -> 16 temporal slots" in out
+    assert '"bbox_2d"' in out and "M-RoPE after a video" in out
+    assert "warning" not in out  # this is the released setup
+    assert main(["inspect-policy", str(tiny_policy_dir), "--frame-layout", "paired", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["facts"]["frame layout"].endswith("16 frames fed -> 8 temporal slots")
+    assert any("image budget" in w for w in report["warnings"])  # the tiny test budgets differ
+
+
+def test_inspect_policy_on_a_missing_folder_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from revseg_agent.cli import main
+
+    assert main(["inspect-policy", str(tmp_path / "nope" / "model")]) == 2
+    assert "error:" in capsys.readouterr().err

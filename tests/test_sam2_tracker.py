@@ -110,7 +110,9 @@ def test_checkpoint_of_another_config_is_rejected(tiny_sam2_checkpoint: Path) ->
 # -- SAM2 as its authors run it on a GPU ------------------------------------------------------------
 
 
-def test_out_of_memory_is_reported_as_such(tiny_sam2_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_out_of_memory_is_reported_as_such(
+    tiny_sam2_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """torch's OutOfMemoryError is a RuntimeError, the type a strict load mismatch raises."""
     from revseg_agent.errors import ResourceError
 
@@ -151,7 +153,9 @@ def test_hole_filling_follows_the_extension(
     assert tracker.predictor.fill_hole_area == fill_hole_area  # 8: sam2.1 configs' own value
 
 
-@pytest.mark.parametrize(("device", "dtype"), [("cuda", torch.bfloat16), ("cuda:1", torch.bfloat16), ("cpu", None)])
+@pytest.mark.parametrize(
+    ("device", "dtype"), [("cuda", torch.bfloat16), ("cuda:1", torch.bfloat16), ("cpu", None)]
+)
 def test_bf16_autocast_on_cuda_only(device: str, dtype: torch.dtype | None) -> None:
     from revseg_agent.tools.sam2_tracker import autocast_dtype
 

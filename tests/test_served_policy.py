@@ -127,7 +127,8 @@ def test_the_graph_runs_against_a_served_model(
     frames = _decode(video["video_url"]["url"])
     # one temporal slot per frame id: each of the 8 sampled frames is sent twice
     assert len(frames) == 16 and all(f.width % 28 == 0 and f.height % 28 == 0 for f in frames)
-    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(frames[::2], frames[1::2]))
+    pairs = zip(frames[::2], frames[1::2], strict=True)
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in pairs)
     indices = state["sampled_indices"]
     expected_fps = 2 * state["fps"] * (len(indices) - 1) / (indices[-1] - indices[0])
     assert round1["mm_processor_kwargs"]["fps"] == [pytest.approx(expected_fps)]
@@ -195,9 +196,13 @@ def test_served_and_local_timing_agree(tiny_policy_dir: Path, server: FakeChatSe
     from revseg_agent.policies.qwen import QwenVLPolicy
 
     frames = [np.full((120, 160, 3), v, np.uint8) for v in range(0, 160, 10)]
-    clip = VideoFrames(frames=frames, frame_indices=list(range(0, 1600, 100)), fps=30.0, total_num_frames=1600)
+    clip = VideoFrames(
+        frames=frames, frame_indices=list(range(0, 1600, 100)), fps=30.0, total_num_frames=1600
+    )
     messages = round1_messages({"query": "q", "sampled_timestamps": [i / 3 for i in range(16)]})  # type: ignore[arg-type]
-    local = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu").prepare_inputs(messages, {"frames": clip})
+    local = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu").prepare_inputs(
+        messages, {"frames": clip}
+    )
     ServedPolicy(server.url, "m").generate(messages, {"frames": clip})
     served_fps = server.requests[0]["media_io_kwargs"]["video"]["fps"]
     # transformers: second_per_grid_t = temporal_patch_size / sampled fps
@@ -216,7 +221,9 @@ def test_a_server_that_resized_the_visuals_is_an_error(demo_clip: Path) -> None:
     from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VisualPart
 
     key = np.zeros((280, 560, 3), np.uint8)  # multiples of 28: sent as is, 10 x 20 tokens
-    messages = [ChatMessage(role="user", content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text="x")])]
+    messages = [
+        ChatMessage(role="user", content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text="x")])
+    ]
     for tokens, ok in ((200, True), (50, False)):  # 50: the server shrank it (smaller max_pixels)
         fake = FakeChatServer(_answer, prompt_ids=_placeholders(tokens, 0))
         try:
@@ -224,7 +231,10 @@ def test_a_server_that_resized_the_visuals_is_an_error(demo_clip: Path) -> None:
             if ok:
                 (gen,) = policy.generate(messages, {KEYFRAME_REF: ImageFrame(key)})
                 assert gen.prompt_ids.count(151655) == 200  # prompt ids are kept when returned
-                assert fake.requests[0]["mm_processor_kwargs"] == {"min_pixels": 280 * 560, "max_pixels": 280 * 560}
+                assert fake.requests[0]["mm_processor_kwargs"] == {
+                    "min_pixels": 280 * 560,
+                    "max_pixels": 280 * 560,
+                }
             else:
                 with pytest.raises(ServedPolicyError, match="mis-scaled"):
                     policy.generate(messages, {KEYFRAME_REF: ImageFrame(key)})

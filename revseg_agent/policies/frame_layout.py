@@ -29,7 +29,7 @@ TEMPORAL_PATCH_SIZE = 2
 def check_layout(layout: str) -> FrameLayout:
     if layout not in FRAME_LAYOUTS:
         raise ValueError(f"unknown frame layout {layout!r}; choose one of {', '.join(FRAME_LAYOUTS)}")
-    return layout  # type: ignore[return-value]
+    return layout
 
 
 def model_frames(

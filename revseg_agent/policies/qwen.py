@@ -51,7 +51,7 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
 
 
@@ -118,7 +118,7 @@ class QwenVLPolicy:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         name = str(name_or_path)
-        if _looks_local(name) and not Path(name).expanduser().is_dir():
+        if looks_local(name) and not Path(name).expanduser().is_dir():
             raise CheckpointError(f"policy checkpoint folder does not exist: {name}")
         if not Path(name).expanduser().is_dir():
             from revseg_agent.hub import require_hub_or_cache

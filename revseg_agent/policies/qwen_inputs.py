@@ -23,14 +23,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from revseg_agent.policies.frame_layout import (
-    DEFAULT_FRAME_LAYOUT,
-    TEMPORAL_PATCH_SIZE,
-    FrameLayout,
-    check_layout,
-    model_frames,
-    video_metadata,
-)
 from revseg_agent.policies.base import (
     ChatMessage,
     ImageFrame,
@@ -38,6 +30,14 @@ from revseg_agent.policies.base import (
     VideoFrames,
     Visual,
     visual_for,
+)
+from revseg_agent.policies.frame_layout import (
+    DEFAULT_FRAME_LAYOUT,
+    TEMPORAL_PATCH_SIZE,
+    FrameLayout,
+    check_layout,
+    model_frames,
+    video_metadata,
 )
 
 Request = tuple[Sequence[ChatMessage], Mapping[str, Visual]]

@@ -34,14 +34,6 @@ import numpy as np
 from PIL import Image
 
 from revseg_agent.errors import CheckpointError, RevsegError
-from revseg_agent.policies.frame_layout import (
-    DEFAULT_FRAME_LAYOUT,
-    TEMPORAL_PATCH_SIZE,
-    FrameLayout,
-    check_layout,
-    model_frames,
-    video_metadata,
-)
 from revseg_agent.policies.base import (
     GREEDY,
     ChatMessage,
@@ -49,9 +41,16 @@ from revseg_agent.policies.base import (
     ImageFrame,
     SamplingParams,
     TextPart,
-    VideoFrames,
     Visual,
     visual_for,
+)
+from revseg_agent.policies.frame_layout import (
+    DEFAULT_FRAME_LAYOUT,
+    TEMPORAL_PATCH_SIZE,
+    FrameLayout,
+    check_layout,
+    model_frames,
+    video_metadata,
 )
 
 logger = logging.getLogger(__name__)
@@ -143,7 +142,9 @@ class ServedPolicy:
             if timings:
                 processor_kwargs["fps"] = [t["fps"] for t in timings]
                 # vLLM's video/jpeg loader: one video's timing per request (the graph sends one)
-                body["media_io_kwargs"] = {"video": {**timings[0], "num_frames": timings[0]["total_num_frames"]}}
+                body["media_io_kwargs"] = {
+                    "video": {**timings[0], "num_frames": timings[0]["total_num_frames"]}
+                }
             body["mm_processor_kwargs"] = processor_kwargs
         data = self._request("POST", "/chat/completions", body)
         prompt_ids = [int(t) for t in data.get("prompt_token_ids") or []]

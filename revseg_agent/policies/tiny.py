@@ -114,7 +114,9 @@ def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
     trained.train_from_iterator(_TOKENIZER_CORPUS, trainer=trainer)
     bpe = json.loads(trained.to_str())["model"]
     vocab: dict[str, int] = dict(bpe["vocab"])
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in bpe["merges"]]
+    merges: list[tuple[str, str]] = [
+        (m.split(" ")[0], m.split(" ")[1]) if isinstance(m, str) else (m[0], m[1]) for m in bpe["merges"]
+    ]
     for i in range(len(vocab), FIRST_ADDED_ID):
         vocab[f"<|unused_{i}|>"] = i  # never produced: no merge leads to it
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))

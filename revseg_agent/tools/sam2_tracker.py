@@ -59,7 +59,7 @@ def _is_sam2_jpeg_folder(path: Path) -> bool:
 def sam2_extension_available() -> bool:
     """True when sam2's compiled extension (`sam2._C`, CUDA post-processing) imports."""
     try:
-        import sam2._C  # type: ignore[import-not-found]  # noqa: F401
+        import sam2._C  # noqa: F401
     except ImportError:
         return False
     return True

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from revseg_agent.graphs.nodes import FRAMES_REF, KEYFRAME_REF, round1_messages
+from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoFrames, VisualPart
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.prompts import FRAME_ID_BASE, round2_text
 from revseg_agent.training.grpo import TrainingSample
 from revseg_agent.training.replay import append_completion, span_logprobs
@@ -34,8 +34,7 @@ logger = logging.getLogger(__name__)
 
 def round1_target(query: str, position: int) -> str:
     think = (
-        f"The query asks for {query.strip()}. "
-        f"It is most clearly visible in frame {FRAME_ID_BASE + position}."
+        f"The query asks for {query.strip()}. It is most clearly visible in frame {FRAME_ID_BASE + position}."
     )
     return format_keyframe_answer(think, position, query)
 
