@@ -29,7 +29,7 @@ def _tokens(policy: QwenVLPolicy, messages: list[ChatMessage], visuals: dict) ->
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        released = build_tiny_qwen2_5_vl(Path(tmp) / "released", released_budgets=True)
+        released = build_tiny_qwen2_5_vl(Path(tmp) / "released", released_budgets=True, released_vocab=True)
         print(f"{'frames':>9} {'layout':>16} {'visual tokens':>14} {'slots':>6}")
         for name, (h, w) in {"480p": (480, 854), "1080p": (1080, 1920)}.items():
             frames = [np.full((h, w, 3), 10 * k, np.uint8) for k in range(FRAMES)]

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("out", type=Path)
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument(
-        "--released-budgets", action="store_true", help="the released 7B processor budgets and file layout"
+        "--released", action="store_true", help="the released 7B vocabulary ids, processor budgets and layout"
     )
 
     inspect = sub.add_parser(
@@ -549,7 +549,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "tiny-policy":
             from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 
-            print(build_tiny_qwen2_5_vl(args.out, seed=args.seed, released_budgets=args.released_budgets))
+            released = args.released
+            print(
+                build_tiny_qwen2_5_vl(
+                    args.out, seed=args.seed, released_budgets=released, released_vocab=released
+                )
+            )
             return 0
         if args.command == "inspect-policy":
             return run_inspect_policy(args)

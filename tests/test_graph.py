@@ -144,7 +144,7 @@ def test_round2_failure_path(demo_clip: Path, tmp_path: Path) -> None:
                 "node": "spatial_grounding",
                 "code": "no_box",
                 "message": "round 2 gave no usable box in 2 attempts "
-                "(last: round 2 has no box (expected [{\"bbox_2d\": [x1, y1, x2, y2], ...}]))",
+                '(last: round 2 has no box (expected [{"bbox_2d": [x1, y1, x2, y2], ...}]))',
             },
         },
     )

@@ -354,13 +354,15 @@ def test_deepspeed_zero2_trains_like_plain_data_parallel_and_resumes(
     plain = _torchrun(tiny_policy_dir, tmp_path / "plain")
     zero = _torchrun(tiny_policy_dir, tmp_path / "zero", "--deepspeed", str(ds_config))
     assert zero[0] == zero[1]
-    assert zero[0]["param_sum"] == pytest.approx(plain[0]["param_sum"], rel=1e-7)
+    assert zero[0]["param_sum"] == pytest.approx(
+        plain[0]["param_sum"], rel=1e-6
+    )  # fp32: ZeRO-2 buckets reduce in another order
     uneven = [
         _torchrun(tiny_policy_dir, tmp_path / name, "--uneven", *extra)
         for name, extra in (("plain-uneven", ()), ("zero-uneven", ("--deepspeed", str(ds_config))))
     ]
     assert uneven[1][0] == uneven[1][1]
-    assert uneven[1][0]["param_sum"] == pytest.approx(uneven[0][0]["param_sum"], rel=1e-7)
+    assert uneven[1][0]["param_sum"] == pytest.approx(uneven[0][0]["param_sum"], rel=1e-6)
     shards = sorted(p.name for p in (tmp_path / "zero" / "checkpoint-2" / "deepspeed").iterdir())
     assert [s for s in shards if "optim_states" in s] == [
         "zero_pp_rank_0_mp_rank_00_optim_states.pt",

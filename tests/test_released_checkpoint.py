@@ -36,12 +36,19 @@ pytestmark = pytest.mark.slow
 def released_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 
-    return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("released"), released_budgets=True)
+    return build_tiny_qwen2_5_vl(
+        tmp_path_factory.mktemp("released"), released_budgets=True, released_vocab=True
+    )
 
 
 @pytest.fixture(scope="module")
 def policy(tiny_policy_dir: Path) -> QwenVLPolicy:
     return QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def released_policy(released_dir: Path) -> QwenVLPolicy:
+    return QwenVLPolicy.from_pretrained(released_dir, device="cpu")
 
 
 def _video_chat() -> list[ChatMessage]:
@@ -51,7 +58,8 @@ def _video_chat() -> list[ChatMessage]:
 # -- 6. the released tokenizer vocabulary -------------------------------------------------------
 
 
-def test_tokenizer_has_the_released_added_tokens(policy: QwenVLPolicy) -> None:
+def test_tokenizer_has_the_released_added_tokens(released_policy: QwenVLPolicy) -> None:
+    policy = released_policy
     tokenizer = policy.processor.tokenizer
     for token, token_id, special in QWEN_ADDED_TOKENS:
         assert tokenizer.convert_tokens_to_ids(token) == token_id
@@ -62,11 +70,13 @@ def test_tokenizer_has_the_released_added_tokens(policy: QwenVLPolicy) -> None:
     assert row[:1] == [151644] and 151652 in row and 151656 in row  # <|im_start|>, vision, video pad
 
 
-def test_box_tokens_reach_the_parser(policy: QwenVLPolicy) -> None:
+@pytest.mark.parametrize("which", ["released", "small"])
+def test_box_tokens_reach_the_parser(released_policy: QwenVLPolicy, policy: QwenVLPolicy, which: str) -> None:
     """Qwen2-VL-style grounding answers are special tokens; decoding must keep them."""
+    policy = released_policy if which == "released" else policy
     tokenizer = policy.processor.tokenizer
-    ids = tokenizer("<|box_start|>(250,500),(750,1000)<|box_end|>")["input_ids"] + [151645]
-    assert ids[0] == 151648
+    ids = tokenizer("<|box_start|>(250,500),(750,1000)<|box_end|>")["input_ids"] + [tokenizer.eos_token_id]
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<|box_start|>")
     answer = parse_box_answer(policy.decode(ids))
     assert isinstance(answer, BoxAnswer) and answer.space == "relative"
     boxes = to_frame_space(answer, model_size=(28, 28), frame_size=(480, 640))
@@ -303,6 +313,7 @@ def test_inspect_policy_reports_what_a_run_uses(
     report = json.loads(capsys.readouterr().out)
     assert report["facts"]["frame layout"].endswith("16 frames fed -> 8 temporal slots")
     assert any("image budget" in w for w in report["warnings"])  # the tiny test budgets differ
+    assert any("tokenizer ids differ" in w for w in report["warnings"])
 
 
 def test_inspect_policy_on_a_missing_folder_is_bad_input(

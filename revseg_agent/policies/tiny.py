@@ -96,12 +96,14 @@ def chat_template() -> str:
     )
 
 
-def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
-    """A byte-level BPE tokenizer with Qwen2.5-VL's added tokens at their released ids.
+def build_tiny_tokenizer(vocab_size: int = 512, *, released_ids: bool = True):  # type: ignore[no-untyped-def]
+    """A byte-level BPE tokenizer with all of Qwen2.5-VL's added tokens (same special/non-special
+    split, so decoding behaves as the release's does).
 
-    A small BPE is trained offline on a tiny corpus; its vocabulary is padded with unreachable
-    filler entries up to id 151643, where Qwen's added tokens start, so every special id (and the
-    special/non-special split that decoding follows) is the released one.
+    A small BPE is trained offline on a tiny corpus. With `released_ids` its vocabulary is padded
+    with unreachable filler entries up to id 151643, where Qwen's added tokens start, so every id
+    is the released one; without, the added tokens follow the BPE vocabulary (a ~530-row
+    embedding: what the fast tests and the tiny training runs use).
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -117,7 +119,7 @@ def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
     merges: list[tuple[str, str]] = [
         (m.split(" ")[0], m.split(" ")[1]) if isinstance(m, str) else (m[0], m[1]) for m in bpe["merges"]
     ]
-    for i in range(len(vocab), FIRST_ADDED_ID):
+    for i in range(len(vocab), FIRST_ADDED_ID if released_ids else 0):
         vocab[f"<|unused_{i}|>"] = i  # never produced: no merge leads to it
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -125,7 +127,7 @@ def build_tiny_tokenizer(vocab_size: int = 512):  # type: ignore[no-untyped-def]
     for token, token_id, special in QWEN_ADDED_TOKENS:
         added = AddedToken(token, special=special, normalized=False)
         tok.add_special_tokens([added]) if special else tok.add_tokens([added])
-        if tok.token_to_id(token) != token_id:  # pragma: no cover - guards the construction
+        if released_ids and tok.token_to_id(token) != token_id:  # pragma: no cover - a guard
             raise RuntimeError(f"{token} got id {tok.token_to_id(token)}, not the released {token_id}")
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -148,16 +150,18 @@ def build_tiny_qwen2_5_vl(
     image_max_pixels: int = 112 * 112,
     video_max_pixels: int = 56 * 56,
     released_budgets: bool = False,
+    released_vocab: bool = False,
 ) -> Path:
     """Write a tiny random-init Qwen2.5-VL (model + processor) to `out_dir` and return it.
 
     What is the released Qwen2.5-VL-7B-Instruct's: the architecture constants that matter for
     correctness (patch 14, spatial merge 2, temporal patch 2, tokens_per_second 2, M-RoPE, window
-    attention with a full-attention block), the tokenizer's added tokens and their ids, the
-    vocabulary size, and `generation_config.json` (repetition penalty, top-k 1, ...). What is
-    shrunk: widths and depths (the embedding is tied to keep the file small) and, unless
-    `released_budgets`, the processor's pixel budgets. With `released_budgets` the processor
-    carries the release's min/max pixels and, like the release, no video processor config.
+    attention with a full-attention block), the tokenizer's added tokens, and
+    `generation_config.json` (repetition penalty, top-k 1, ...). What is shrunk: widths and
+    depths, the vocabulary (unless `released_vocab`: then every added token has its released id
+    and the embedding the released 152,064 rows, tied to keep the file at ~40 MB) and the
+    processor's pixel budgets (unless `released_budgets`: then the release's min/max pixels and,
+    like the release, no video processor config).
     """
     import torch
     from transformers import (
@@ -171,8 +175,8 @@ def build_tiny_qwen2_5_vl(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tiny_tokenizer()
-    ids = {t: i for t, i, _ in QWEN_ADDED_TOKENS}
+    tokenizer = build_tiny_tokenizer(released_ids=released_vocab)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _, _ in QWEN_ADDED_TOKENS}
     num_heads = 4
     head_dim = text_hidden // num_heads
     # M-RoPE sections (temporal, height, width) must sum to head_dim / 2.
@@ -180,7 +184,7 @@ def build_tiny_qwen2_5_vl(
     mrope = [half - 2 * (half // 3), half // 3, half // 3]
     config = Qwen2_5_VLConfig(
         text_config={
-            "vocab_size": RELEASED_VOCAB_SIZE,
+            "vocab_size": RELEASED_VOCAB_SIZE if released_vocab else len(tokenizer),
             "hidden_size": text_hidden,
             "intermediate_size": text_hidden * 2,
             "num_hidden_layers": text_layers,
@@ -209,11 +213,18 @@ def build_tiny_qwen2_5_vl(
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=released_vocab,
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(**RELEASED_GENERATION_CONFIG)
+    model.generation_config = GenerationConfig(
+        **{
+            **RELEASED_GENERATION_CONFIG,
+            "bos_token_id": ids["<|endoftext|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        }
+    )
     model.save_pretrained(out, safe_serialization=True)
 
     if released_budgets:
