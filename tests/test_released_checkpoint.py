@@ -27,7 +27,7 @@ from revseg_agent.policies.base import (
 )
 from revseg_agent.policies.mrope import reference_rope_index
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.policies.tiny import QWEN_ADDED_TOKENS, RELEASED_GENERATION_CONFIG
+from revseg_agent.policies.released import QWEN_ADDED_TOKENS, RELEASED_GENERATION_CONFIG
 
 pytestmark = pytest.mark.slow
 

@@ -32,13 +32,18 @@ def check_layout(layout: str) -> FrameLayout:
     return layout
 
 
+def repeats(layout: FrameLayout, temporal_patch_size: int = TEMPORAL_PATCH_SIZE) -> int:
+    """How many times each sampled frame is fed."""
+    return temporal_patch_size if layout == "frame-per-slot" else 1
+
+
 def model_frames(
     clip: VideoFrames, layout: FrameLayout, temporal_patch_size: int = TEMPORAL_PATCH_SIZE
 ) -> VideoFrames:
     """The frames in the order the model is fed them (each repeated for `frame-per-slot`)."""
-    if layout == "paired" or temporal_patch_size == 1:
+    repeat = repeats(layout, temporal_patch_size)
+    if repeat == 1:
         return clip
-    repeat = temporal_patch_size
     return VideoFrames(
         frames=[f for f in clip.frames for _ in range(repeat)],
         frame_indices=[i for i in clip.frame_indices for _ in range(repeat)],

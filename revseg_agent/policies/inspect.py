@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revseg_agent.parsing import format_box_answer
-from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout, check_layout
+from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout, check_layout, repeats
 from revseg_agent.policies.qwen import DISTRIBUTION_FIELDS, neutral_generation_fields
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder
-from revseg_agent.policies.tiny import (
+from revseg_agent.policies.released import (
     QWEN_ADDED_TOKENS,
     RELEASED_MAX_PIXELS,
     RELEASED_MIN_PIXELS,
@@ -76,9 +76,9 @@ def inspect_policy(
         report.warnings.append(f"vocab_size {text.vocab_size} (released {RELEASED_VOCAB_SIZE})")
 
     builder = QwenInputBuilder(processor, frame_layout=frame_layout)
-    image_lo, image_hi = builder._budget("image")
-    fed = num_frames * (builder.temporal_patch_size if frame_layout == "frame-per-slot" else 1)
-    video = builder._video_budget(fed)
+    image_lo, image_hi = builder.budget("image")
+    fed = num_frames * repeats(frame_layout, builder.temporal_patch_size)
+    video = builder.video_budget(fed)
     report.facts["image budget (pixels)"] = f"{image_lo}..{image_hi}"
     report.facts["video budget per frame (pixels)"] = f"{video['min_pixels']}..{video['max_pixels']}"
     if (image_lo, image_hi) != (RELEASED_MIN_PIXELS, RELEASED_MAX_PIXELS):

@@ -8,6 +8,7 @@ positions match the video's time axis instead of an assumed 24 fps.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -338,11 +339,16 @@ DISTRIBUTION_FIELDS = (
 
 def neutral_generation_fields() -> dict[str, Any]:
     """`DISTRIBUTION_FIELDS` at transformers' global defaults (None where there is none)."""
+    return dict(_neutral_generation_items())
+
+
+@functools.lru_cache(maxsize=1)
+def _neutral_generation_items() -> tuple[tuple[str, Any], ...]:
     from transformers import GenerationConfig
 
     known = GenerationConfig().to_dict()
     defaults = GenerationConfig()._get_default_generation_params()
-    return {name: defaults.get(name) for name in DISTRIBUTION_FIELDS if name in known}
+    return tuple((name, defaults.get(name)) for name in DISTRIBUTION_FIELDS if name in known)
 
 
 def _to(inputs: dict[str, Any], device: torch.device) -> dict[str, Any]:

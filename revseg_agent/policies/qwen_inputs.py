@@ -209,7 +209,7 @@ class QwenInputBuilder:
         """qwen-vl-utils elements for every visual, by kind and in order, with their sources."""
         elements: dict[str, list[dict[str, Any]]] = {"image": [], "video": []}
         clips: dict[str, list[Visual]] = {"image": [], "video": []}
-        img_lo, img_hi = self._budget("image")
+        img_lo, img_hi = self.budget("image")
         for msg in messages:
             for part in msg.content:
                 if isinstance(part, TextPart):
@@ -227,7 +227,7 @@ class QwenInputBuilder:
                     element = {
                         "type": "video",
                         "video": [Image.fromarray(f) for f in visual.frames],
-                        **self._video_budget(len(visual.frames)),
+                        **self.video_budget(len(visual.frames)),
                     }
                 elements[part.type].append(element)
                 clips[part.type].append(visual)
@@ -251,7 +251,7 @@ class QwenInputBuilder:
             out.append({"role": msg.role, "content": content})
         return out
 
-    def _video_budget(self, num_frames: int) -> dict[str, int]:
+    def video_budget(self, num_frames: int) -> dict[str, int]:
         """Per-frame `min_pixels`/`max_pixels` (and `total_pixels`) for qwen-vl-utils.
 
         The processor's video budget, capped at what qwen-vl-utils allows a frame of a video of
@@ -260,7 +260,7 @@ class QwenInputBuilder:
         (up to 12.8 MP): passed as is, qwen-vl-utils would cap it and warn on every call."""
         from qwen_vl_utils import vision_process as vp
 
-        lo, hi = self._budget("video")
+        lo, hi = self.budget("video")
         factor = 28  # patch 14 x spatial merge 2
         total = self.video_total_pixels or vp.MODEL_SEQ_LEN * factor * factor * 0.9
         frames = -(-num_frames // vp.FRAME_FACTOR) * vp.FRAME_FACTOR  # as qwen-vl-utils pads
@@ -272,7 +272,7 @@ class QwenInputBuilder:
             budget["total_pixels"] = self.video_total_pixels
         return budget
 
-    def _budget(self, which: str) -> tuple[int, int]:
+    def budget(self, which: str) -> tuple[int, int]:
         """`(min_pixels, max_pixels)` of the processor's image or video processor."""
         proc = getattr(self.processor, f"{which}_processor")
         size = proc.size

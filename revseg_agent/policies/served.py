@@ -52,6 +52,7 @@ from revseg_agent.policies.frame_layout import (
     model_frames,
     video_metadata,
 )
+from revseg_agent.policies.released import RELEASED_TOKEN_IDS
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +185,9 @@ def served_sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
     }
 
 
-#: Qwen2.5-VL's placeholder ids and pixels per placeholder token (a 28 x 28 merged patch).
-IMAGE_PAD_ID, VIDEO_PAD_ID = 151655, 151656
+#: The release's placeholder ids, and pixels per placeholder token (a 28 x 28 merged patch).
+IMAGE_PAD_ID = RELEASED_TOKEN_IDS["<|image_pad|>"]
+VIDEO_PAD_ID = RELEASED_TOKEN_IDS["<|video_pad|>"]
 PIXELS_PER_TOKEN = 28 * 28
 
 

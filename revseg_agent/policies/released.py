@@ -1,0 +1,68 @@
+"""What the released Qwen2.5-VL-7B-Instruct checkpoint ships that changes behaviour: its tokenizer's
+added tokens and ids, its vocabulary size, its `generation_config.json` and its processor budgets.
+
+One home for these facts: tiny test checkpoints are built to match them (`policies.tiny`),
+`revseg inspect-policy` warns where a checkpoint differs from them, and the served policy counts
+the release's placeholder ids in a server's prompt.
+"""
+
+from __future__ import annotations
+
+#: Qwen2.5-VL's added tokens with their released ids (`tokenizer.json` of the Qwen2.5 family):
+#: `(token, id, special)`. Special tokens are dropped by `decode(skip_special_tokens=True)`.
+QWEN_ADDED_TOKENS: tuple[tuple[str, int, bool], ...] = (
+    ("<|endoftext|>", 151643, True),
+    ("<|im_start|>", 151644, True),
+    ("<|im_end|>", 151645, True),
+    ("<|object_ref_start|>", 151646, True),
+    ("<|object_ref_end|>", 151647, True),
+    ("<|box_start|>", 151648, True),
+    ("<|box_end|>", 151649, True),
+    ("<|quad_start|>", 151650, True),
+    ("<|quad_end|>", 151651, True),
+    ("<|vision_start|>", 151652, True),
+    ("<|vision_end|>", 151653, True),
+    ("<|vision_pad|>", 151654, True),
+    ("<|image_pad|>", 151655, True),
+    ("<|video_pad|>", 151656, True),
+    ("<tool_call>", 151657, False),
+    ("</tool_call>", 151658, False),
+    ("<|fim_prefix|>", 151659, False),
+    ("<|fim_middle|>", 151660, False),
+    ("<|fim_suffix|>", 151661, False),
+    ("<|fim_pad|>", 151662, False),
+    ("<|repo_name|>", 151663, False),
+    ("<|file_sep|>", 151664, False),
+)
+QWEN_SPECIAL_TOKENS = tuple(t for t, _, special in QWEN_ADDED_TOKENS if special)
+#: The first added token's id: the released BPE vocabulary fills ids below it.
+FIRST_ADDED_ID = QWEN_ADDED_TOKENS[0][1]
+#: Qwen2.5-VL-7B-Instruct's `config.json` vocab_size (the embedding is padded past the tokenizer).
+RELEASED_VOCAB_SIZE = 152064
+#: The released instruct checkpoints' `generation_config.json` (what a run must override).
+RELEASED_GENERATION_CONFIG = {
+    "bos_token_id": 151643,
+    "pad_token_id": 151643,
+    "eos_token_id": [151645, 151643],
+    "do_sample": True,
+    "repetition_penalty": 1.05,
+    "temperature": 0.1,
+    "top_p": 0.001,
+    "top_k": 1,
+}
+#: Qwen2.5-VL-7B-Instruct's `preprocessor_config.json` pixel budgets (it ships no video config).
+RELEASED_MIN_PIXELS = 3136
+RELEASED_MAX_PIXELS = 12845056
+RELEASED_PREPROCESSOR_CONFIG = {
+    "min_pixels": RELEASED_MIN_PIXELS,
+    "max_pixels": RELEASED_MAX_PIXELS,
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "merge_size": 2,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "image_processor_type": "Qwen2VLImageProcessor",
+    "processor_class": "Qwen2_5_VLProcessor",
+}
+#: Released id of each added token, by token.
+RELEASED_TOKEN_IDS = {token: token_id for token, token_id, _ in QWEN_ADDED_TOKENS}
