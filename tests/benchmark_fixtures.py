@@ -130,3 +130,37 @@ WRITERS = {
     "refytvos": write_refytvos,
     "refdavis": write_refdavis,
 }
+
+
+def write_textured_mevis(root: Path, *, frames: int = 8, size: tuple[int, int] = (240, 320)) -> Path:
+    """A MeViS-layout set on a blocky textured floor with flat-coloured shapes, JPEG-compressed:
+    many tied pixel colours, where GrabCut's random initialisation changes masks. Two shapes
+    moving across, three expressions (one of them both shapes)."""
+    h, w = size
+    rng = np.random.default_rng(7)
+    names = [f"{5 * k:05d}" for k in range(frames)]
+    square = np.zeros((frames, h, w), bool)
+    disc = np.zeros((frames, h, w), bool)
+    yy, xx = np.mgrid[:h, :w]
+    coarse = rng.integers(40, 90, (h // 8, w // 8, 3)).astype(np.uint8)
+    floor = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_NEAREST)
+    folder = root / "JPEGImages" / "vid1"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, name in enumerate(names):
+        square[k, 50:110, 20 + 20 * k : 80 + 20 * k] = True
+        disc[k] = (yy - 165) ** 2 + (xx - (280 - 18 * k)) ** 2 < 30**2
+        frame = floor.copy()
+        frame[square[k]] = (30, 30, 230)  # BGR red
+        frame[disc[k]] = (230, 80, 40)  # BGR blue
+        cv2.imwrite(str(folder / f"{name}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    objects = {1: square, 2: disc}
+    mask_dict = {str(o): [encode_rle(m) if m.any() else None for m in s] for o, s in objects.items()}
+    expressions = {
+        "0": {"exp": "the square", "obj_id": [1], "anno_id": ["1"]},
+        "1": {"exp": "the disc", "obj_id": [2], "anno_id": ["2"]},
+        "2": {"exp": "both shapes", "obj_id": [1, 2], "anno_id": ["1", "2"]},
+    }
+    meta = {"videos": {"vid1": {"frames": names, "expressions": expressions}}}
+    (root / "meta_expressions.json").write_text(json.dumps(meta))
+    (root / "mask_dict.json").write_text(json.dumps(mask_dict))
+    return root

@@ -72,3 +72,37 @@ def test_davis_ground_truth_box_on_the_middle_frame(davis: Path) -> None:
         )
         js.append(np.mean([_iou(p, g) for p, g in zip(result.masks, gt, strict=True)]))
     assert np.mean(js) > 0.65, js  # measured 0.739 (blackswan 0.800, car-shadow 0.581, dog 0.835)
+
+
+def _disturb_opencv_rng(seed: int) -> None:
+    """Unrelated OpenCV work that draws from (and reseeds) the calling thread's generator."""
+    import cv2
+
+    cv2.setRNGSeed(seed)
+    cv2.randu(np.zeros((64, 64), np.float32), 0, 1)
+
+
+def test_same_input_same_masks_whatever_ran_before(demo_clip: Path) -> None:
+    """GrabCut initialises from OpenCV's per-thread generator: the masks must not depend on
+    what drew from it before, in this thread or another."""
+    import threading
+
+    tracker = ClassicalTracker()
+    box = square_box(6)
+    first = tracker.track(open_video(demo_clip), frame_index=6, boxes=[box]).masks
+    _disturb_opencv_rng(12345)
+    again = tracker.track(open_video(demo_clip), frame_index=6, boxes=[box]).masks
+    assert np.array_equal(first, again)
+
+    from_threads: dict[int, np.ndarray] = {}
+
+    def run(k: int) -> None:
+        _disturb_opencv_rng(1000 + k)
+        from_threads[k] = tracker.track(open_video(demo_clip), frame_index=6, boxes=[box]).masks
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(np.array_equal(first, from_threads[k]) for k in range(2))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from revseg_agent.cli import EXIT_BAD_INPUT, main
@@ -17,10 +18,11 @@ from revseg_agent.eval.runner import RECORDS, EvalRunner
 from revseg_agent.graphs.context import Context
 from revseg_agent.policies.base import ChatMessage, TextPart
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
+from revseg_agent.tools.classical import ClassicalTracker
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
-from .benchmark_fixtures import WRITERS
+from .benchmark_fixtures import WRITERS, write_textured_mevis
 
 
 def _reply(messages: Sequence[ChatMessage]) -> str:
@@ -217,3 +219,39 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         timeout=120,
     )
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+class CrashingClassicalTracker(ClassicalTracker):
+    """The real weight-free tracker, killed (as a process would be) on its `crash_on`-th call."""
+
+    def __init__(self, crash_on: int) -> None:
+        super().__init__()
+        self.crash_on, self.calls = crash_on, 0
+
+    def track(self, video: Video, **kwargs: Any) -> MaskTrack:  # type: ignore[override]
+        self.calls += 1
+        if self.calls == self.crash_on:
+            raise KeyboardInterrupt("killed")
+        return super().track(video, **kwargs)
+
+
+def test_kill_and_resume_with_the_real_weight_free_tracker(tmp_path: Path) -> None:
+    """Expression by expression equal to an uninterrupted run, although other OpenCV work drew
+    from its random generator in between (as a restarted process's history differs)."""
+    import cv2
+
+    root = write_textured_mevis(tmp_path / "gt")
+
+    def runner(out: Path, tracker: ClassicalTracker) -> EvalRunner:
+        return EvalRunner(
+            open_benchmark("mevis", root), out, tracker=tracker, baseline="oracle", num_frames=4
+        )
+
+    straight = runner(tmp_path / "straight", ClassicalTracker()).run(progress=False)
+    out = tmp_path / "resumed"
+    with pytest.raises(KeyboardInterrupt):
+        runner(out, CrashingClassicalTracker(crash_on=2)).run(progress=False)
+    cv2.setRNGSeed(99)
+    cv2.randu(np.zeros((64, 64), np.float32), 0, 1)
+    resumed = runner(out, ClassicalTracker()).run(progress=False)
+    assert _stable(resumed) == _stable(straight)

@@ -181,3 +181,11 @@ def test_propagation_runs_under_the_device_autocast(
     seen.clear()
     tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX])
     assert seen and all(enabled for _, enabled in seen)  # the device's autocast wraps propagation
+
+
+def test_same_input_same_masks_whatever_ran_before(tracker: SAM2Tracker, demo_clip: Path) -> None:
+    first = tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX]).masks
+    torch.manual_seed(1234)
+    torch.rand(1000)  # unrelated work that moves torch's generator
+    again = tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX]).masks
+    assert np.array_equal(first, again)

@@ -44,6 +44,9 @@ class ClassicalTrackerConfig:
     mask_prior: bool = True
     #: A mask covering less than this share of its box is not trusted as the next prior.
     min_prior_fill: float = 0.2
+    #: Seed of OpenCV's random generator (GrabCut's colour-model initialisation draws from it),
+    #: set at the start of every call so the masks do not depend on what ran before.
+    seed: int = 0
 
 
 def _create_csrt() -> cv2.Tracker:
@@ -108,6 +111,9 @@ class ClassicalTracker:
         progress: ProgressCallback | None = None,
     ) -> MaskTrack:
         check_prompt(video, frame_index, boxes)
+        # OpenCV's generator is per thread and shared with any other OpenCV code on it: seed it
+        # per call, so the same video and boxes give the same masks whatever ran before.
+        cv2.setRNGSeed(self.config.seed)
         h, w = video.info.height, video.info.width
         scale = min(1.0, self.config.work_size / max(w, h))
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
