@@ -40,6 +40,22 @@ class Box:
         return cls(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
 
     @classmethod
+    def of_regions(cls, mask: np.ndarray, min_share: float = 0.01) -> list[Box]:
+        """One tight box per connected region of a binary mask (8-connected), largest first;
+        regions smaller than `min_share` of the largest are dropped (specks). Several targets
+        merged into one mask come back as one box each, unless they touch."""
+        import cv2
+
+        count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        regions = sorted(stats[1:count].tolist(), key=lambda s: -s[4])
+        if not regions:
+            return []
+        floor = min_share * regions[0][4]
+        return [
+            cls(float(x), float(y), float(x + w), float(y + h)) for x, y, w, h, a in regions if a >= floor
+        ]
+
+    @classmethod
     def centre(cls, height: int, width: int) -> Box:
         """The box covering the middle half of a frame on each axis (a no-information prompt)."""
         return cls(width / 4, height / 4, 3 * width / 4, 3 * height / 4)

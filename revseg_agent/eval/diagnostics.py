@@ -74,8 +74,8 @@ def baseline_prompt(kind: str, key: str, gt: np.ndarray, sampled: list[int]) -> 
         frame = sampled[int(np.random.default_rng(seed).integers(len(sampled)))]
     else:
         raise ValueError(f"unknown baseline {kind!r}; known: {', '.join(BASELINES)}")
-    box = Box.from_mask(gt[frame])
-    return (frame, [box]) if box is not None else None
+    boxes = Box.of_regions(gt[frame])  # several targets: one box each, tracked as objects
+    return (frame, boxes) if boxes else None
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:

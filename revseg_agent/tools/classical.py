@@ -79,12 +79,6 @@ def _shift(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
     return moved.astype(bool)
 
 
-def _union(a: Box, b: Box | None) -> Box:
-    if b is None:
-        return a
-    return Box(min(a.x1, b.x1), min(a.y1, b.y1), max(a.x2, b.x2), max(a.y2, b.y2))
-
-
 def _centre(b: Box) -> tuple[float, float]:
     return (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2
 
@@ -168,7 +162,8 @@ class ClassicalTracker:
         if self.config.mask_prior:
             (cx, cy), (px, py) = _centre(box), _centre(prev_box)
             prior = _shift(prev_mask, cx - px, cy - py)
-            region = _union(box, Box.from_mask(prior))
+            prior_box = Box.from_mask(prior)
+            region = box if prior_box is None else Box.hull([box, prior_box])
         mask, _ = self._grabcut(frame, region, prior, models, self.config.grabcut_iterations)
         keep = mask if mask.sum() > self.config.min_prior_fill * box.area else prev_mask
         prev[k] = (keep, box)
