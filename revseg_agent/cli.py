@@ -41,7 +41,7 @@ from revseg_agent.errors import (
 from revseg_agent.eval.datasets import DATASETS, DatasetError
 from revseg_agent.eval.diagnostics import BASELINES
 from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FRAME_LAYOUTS
-from revseg_agent.registry import load_policy, load_tracker
+from revseg_agent.registry import check_tracker_spec, load_policy, load_tracker
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 
 logger = logging.getLogger("revseg_agent.cli")
@@ -195,14 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_tracker(args: argparse.Namespace) -> Any:
+def _tracker_spec(args: argparse.Namespace) -> str:
     if args.tracker == "classical":
-        spec = "classical"
-    elif args.sam2_checkpoint:
-        spec = f"sam2:{args.sam2_checkpoint}:{args.sam2_config}"
-    else:
-        spec = "sam2-hub:"
-    return load_tracker(spec, args.device, args.sam2_image_size)
+        return "classical"
+    if args.sam2_checkpoint:
+        return f"sam2:{args.sam2_checkpoint}:{args.sam2_config}"
+    return "sam2-hub:"
+
+
+def _load_tracker(args: argparse.Namespace) -> Any:
+    return load_tracker(_tracker_spec(args), args.device, args.sam2_image_size)
 
 
 def _context(args: argparse.Namespace, policy: Any, tracker: Any, **extra: Any) -> Any:
@@ -276,6 +278,7 @@ def run_segment(args: argparse.Namespace) -> int:
     if args.out.exists() and (not args.out.is_dir() or (any(args.out.iterdir()) and not args.overwrite)):
         raise InputError(f"output folder {args.out} exists and is not empty (pass --overwrite)")
     video = open_video(args.video)
+    check_tracker_spec(_tracker_spec(args))  # cheap checks before the policy loads
     policy = load_policy(args.policy, device=args.device)
     tracker = _load_tracker(args)
 

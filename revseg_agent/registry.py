@@ -27,9 +27,27 @@ def load_policy(spec: str, device: str | None = None) -> Policy:
     return QwenVLPolicy.from_pretrained(spec, device=device)
 
 
+def check_tracker_spec(spec: str) -> None:
+    """Cheap checks of a tracker spec (known kind, a SAM2 checkpoint file that torch can read),
+    to run before anything expensive (the policy) is loaded."""
+    kind, _, rest = spec.partition(":")
+    if kind in {"classical", "sam2-hub"}:
+        return
+    if kind == "sam2":
+        checkpoint = rest.partition(":")[0]
+        if not checkpoint:
+            raise InputError("a sam2 tracker spec needs a checkpoint: sam2:<path>[:<config>]")
+        from revseg_agent.tools.sam2_tracker import check_checkpoint_file
+
+        check_checkpoint_file(checkpoint)
+        return
+    raise InputError(f"unknown tracker spec {spec!r}: use classical, sam2:<checkpoint> or sam2-hub:<id>")
+
+
 @lru_cache(maxsize=4)
 def load_tracker(spec: str, device: str | None = None, image_size: int | None = None) -> Tracker:
     """`image_size` lowers SAM2's input resolution (memory); ignored by the classical tracker."""
+    check_tracker_spec(spec)
     kind, _, rest = spec.partition(":")
     if kind == "classical":
         from revseg_agent.tools.classical import ClassicalTracker
@@ -39,8 +57,6 @@ def load_tracker(spec: str, device: str | None = None, image_size: int | None = 
         from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG, SAM2Tracker
 
         checkpoint, _, config = rest.partition(":")
-        if not checkpoint:
-            raise InputError("a sam2 tracker spec needs a checkpoint: sam2:<path>[:<config>]")
         return SAM2Tracker.from_checkpoint(
             checkpoint, config or DEFAULT_SAM2_CONFIG, device=device, image_size=image_size
         )
@@ -48,7 +64,7 @@ def load_tracker(spec: str, device: str | None = None, image_size: int | None = 
         from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_HUB_ID, SAM2Tracker
 
         return SAM2Tracker.from_pretrained(rest or DEFAULT_SAM2_HUB_ID, device=device, image_size=image_size)
-    raise InputError(f"unknown tracker spec {spec!r}: use classical, sam2:<checkpoint> or sam2-hub:<id>")
+    raise AssertionError(f"unreachable: {kind}")  # check_tracker_spec refused it
 
 
 def resolve_policy(policy: Policy | str) -> Policy:

@@ -82,13 +82,13 @@ class Video:
 
             try:
                 reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
+                num = len(reader)
+                if num == 0:
+                    raise VideoError(f"the video has zero frames: {self.path}")
+                h, w = reader[0].shape[:2]  # a file that is not a video can open and fail here
             except (RuntimeError, decord.DECORDError) as exc:  # decord raises both
-                raise VideoError(f"cannot read video {self.path}: {exc}") from exc
+                raise VideoError(f"cannot read video {self.path}: not a readable video ({exc})") from exc
             self._decord = reader
-            num = len(reader)
-            if num == 0:
-                raise VideoError(f"the video has zero frames: {self.path}")
-            h, w = reader[0].shape[:2]
             return VideoInfo(str(self.path), num, float(fps or reader.get_avg_fps()), int(w), int(h))
         except ImportError:
             pass

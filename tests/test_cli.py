@@ -91,6 +91,9 @@ def test_chain_failure_writes_nothing(
         ("missing_sam2", "SAM2 checkpoint not found"),
         ("nonempty_out", "exists and is not empty"),
         ("bad_frames", "--frames must be at least 1"),
+        ("text_as_txt", "not a readable video"),
+        ("text_as_mp4", "cannot read video"),
+        ("sam2_not_torch", "is not a torch checkpoint"),
     ],
 )
 def test_bad_input(
@@ -100,6 +103,7 @@ def test_bad_input(
     tiny_policy_dir: Path,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     out = tmp_path / "out"
     video, query, extra = str(demo_clip), QUERY, ["--tracker", "classical"]
@@ -120,9 +124,23 @@ def test_bad_input(
         (out / "keep.txt").write_text("mine")
     elif case == "bad_frames":
         extra += ["--frames", "0"]
+    elif case in {"text_as_txt", "text_as_mp4"}:
+        video = str(tmp_path / ("notes.txt" if case == "text_as_txt" else "notes.mp4"))
+        Path(video).write_text("not a video\n")
+    elif case == "sam2_not_torch":
+        (tmp_path / "sam2.pt").write_text("not a checkpoint")
+        extra = ["--tracker", "sam2", "--sam2-checkpoint", str(tmp_path / "sam2.pt")]
+
+        def no_policy(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the policy must not load before the cheap checks")
+
+        monkeypatch.setattr("revseg_agent.cli.load_policy", no_policy)
     code = main(["segment", video, query, "--out", str(out), "--policy", policy, "--device", "cpu", *extra])
     assert code == EXIT_BAD_INPUT
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
     if case == "nonempty_out":
         assert [p.name for p in out.iterdir()] == ["keep.txt"]
     else:

@@ -176,15 +176,26 @@ def test_score_cli_writes_results_with_the_contract_keys(tmp_path: Path) -> None
     [
         (["--dataset", "mevis", "--root", "NOPE", "--pred", "P"], "dataset root not found"),
         (["--dataset", "mevis", "--root", "GT", "--pred", "NOPE"], "prediction folder not found"),
+        (["--dataset", "mevis", "--root", "GT", "--pred", "TEXTPNG"], "00005.png is not a readable image"),
     ],
 )
 def test_score_bad_input(
     args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = WRITERS["mevis"](tmp_path / "GT")
-    args = [str(tmp_path / a) if a in {"NOPE", "P"} else (str(root) if a == "GT" else a) for a in args]
-    assert main(["score", *args]) == EXIT_BAD_INPUT
-    assert message in capsys.readouterr().err
+    if "TEXTPNG" in args:  # a complete prediction folder with one frame that is not an image
+        assert _eval_baseline(root, tmp_path / "run", "oracle") == 0
+        shutil.copytree(tmp_path / "run" / "predictions", tmp_path / "TEXTPNG")
+        (tmp_path / "TEXTPNG" / "vid1" / "1" / "00005.png").write_text("not a png")
+        capsys.readouterr()
+    args = [
+        str(tmp_path / a) if a in {"NOPE", "P", "TEXTPNG"} else (str(root) if a == "GT" else a) for a in args
+    ]
+    out = tmp_path / "scores.json"
+    assert main(["score", *args, "--out", str(out)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
 
 
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:

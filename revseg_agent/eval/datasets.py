@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from revseg_agent.errors import RevsegError
@@ -87,8 +87,13 @@ def _expect(cond: bool, message: str) -> None:
 
 def read_mask_png(path: Path) -> np.ndarray:
     """A binary mask PNG: non-zero is foreground (0/1, 0/255 and palette files alike)."""
-    with Image.open(path) as im:
-        return np.array(im) > 0 if im.mode in {"P", "L", "1", "I", "I;16"} else np.array(im.convert("L")) > 0
+    try:
+        with Image.open(path) as im:
+            if im.mode in {"P", "L", "1", "I", "I;16"}:
+                return np.array(im) > 0
+            return np.array(im.convert("L")) > 0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DatasetError(f"mask {path} is not a readable image: {exc}") from exc
 
 
 def write_mask_png(path: Path, mask: np.ndarray) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,17 @@ def _is_sam2_jpeg_folder(path: Path) -> bool:
         and len(frames)
         == sum(1 for p in path.iterdir() if p.is_file() and p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     )
+
+
+def check_checkpoint_file(checkpoint: str | Path) -> Path:
+    """A cheap check before any model is built: the file exists and is in `torch.save`'s zip
+    format (what `torch.load(weights_only=True)` reads); anything else is named plainly."""
+    ckpt = Path(checkpoint).expanduser()
+    if not ckpt.is_file():
+        raise CheckpointError(f"SAM2 checkpoint not found: {ckpt}")
+    if not zipfile.is_zipfile(ckpt):
+        raise CheckpointError(f"SAM2 checkpoint {ckpt} is not a torch checkpoint (a torch.save zip file)")
+    return ckpt
 
 
 def sam2_extension_available() -> bool:
@@ -109,9 +121,7 @@ class SAM2Tracker:
         `image_size` lowers the model's input resolution (default 1024) to save memory and time.
         """
         build_sam = _import_sam2()
-        ckpt = Path(checkpoint).expanduser()
-        if not ckpt.is_file():
-            raise CheckpointError(f"SAM2 checkpoint not found: {ckpt}")
+        ckpt = check_checkpoint_file(checkpoint)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
         try:
