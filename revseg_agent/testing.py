@@ -28,13 +28,16 @@ class ScriptedCall:
 
 @dataclass
 class ScriptedPolicy:
-    """Replies with `replies` in order (or `reply(messages)` when given); records every call.
+    """Replies with `replies` in order (or `reply(messages)` when given; every one of `n` samples
+    gets that reply); with `sample_reply(messages, sampling, i)` sample `i` of a call gets its
+    own reply, as from a sampled model. Records every call.
 
     Image sizes are reported as the images' own sizes, so box answers are in frame pixels.
     """
 
     replies: Sequence[str] = ()
     reply: Callable[[Sequence[ChatMessage]], str] | None = None
+    sample_reply: Callable[[Sequence[ChatMessage], SamplingParams, int], str] | None = None
     calls: list[ScriptedCall] = field(default_factory=list)
 
     @property
@@ -51,23 +54,24 @@ class ScriptedPolicy:
     ) -> list[Generation]:
         index = len(self.calls)
         self.calls.append(ScriptedCall(list(messages), list(visuals), sampling, n))
-        if self.reply is not None:
-            text = self.reply(messages)
+        if self.sample_reply is not None:
+            texts = [self.sample_reply(messages, sampling, i) for i in range(n)]
+        elif self.reply is not None:
+            texts = [self.reply(messages)] * n
         elif index < len(self.replies):
-            text = self.replies[index]
+            texts = [self.replies[index]] * n
         else:
             raise AssertionError(f"ScriptedPolicy has no reply #{index + 1} (script has {len(self.replies)})")
         sizes = [tuple(v.pixels.shape[:2]) for v in visuals.values() if isinstance(v, ImageFrame)]
-        ids = [ord(c) % 256 for c in text]
         return [
             Generation(
                 text=text,
                 prompt_ids=[1, 2, 3],
-                completion_ids=ids,
-                logprobs=[-0.5] * len(ids),
+                completion_ids=[ord(c) % 256 for c in text],
+                logprobs=[-0.5] * len(text),
                 image_sizes=[(int(h), int(w)) for h, w in sizes],
             )
-            for _ in range(n)
+            for text in texts
         ]
 
     def generate_batch(

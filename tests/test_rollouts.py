@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,18 +22,13 @@ ROUND1 = "<think>x</think><answer>frame id: {k}\nobject description: the red squ
 
 
 class CountingPolicy(ScriptedPolicy):
-    """Records how the group's calls reach the model: (n, batch size) per model call."""
+    """A sampling stand-in that records how the group's calls reach the model: (kind, rows) per
+    model call. Like a sampled model it gives different samples: round 1's sample `i` of a call
+    seeded `s` names frame `1 + (s + i) % 4`, so the group's round-2 prompts differ (each holds
+    its own keyframe and answer) and must be served as one batch of different rows."""
 
     def __init__(self) -> None:
-        answers = iter(range(1000))
-        lock = threading.Lock()
-
-        def reply(messages: Sequence[ChatMessage]) -> str:
-            with lock:
-                k = 1 + next(answers) % 4
-            return "bbox: [1, 2, 30, 40]" if len(messages) > 2 else ROUND1.format(k=k)
-
-        super().__init__(reply=reply)
+        super().__init__(sample_reply=_sampled_reply)
         self.model_calls: list[tuple[str, int]] = []
         self.threads: set[int] = set()
 
@@ -49,6 +46,34 @@ class CountingPolicy(ScriptedPolicy):
             return super().generate_batch(requests, sampling=sampling)
         finally:
             self._in_batch = False
+
+
+ROUND2 = '```json\n[{{"bbox_2d": [{k}, 2, 30, 40], "label": "the red square"}}]\n```'
+
+
+def _sampled_reply(messages: Sequence[ChatMessage], sampling: SamplingParams, i: int) -> str:
+    if len(messages) > 2:  # round 2: a box about this run's own keyframe
+        return ROUND2.format(k=_keyframe_id(messages))
+    return ROUND1.format(k=1 + ((sampling.seed or 0) + i) % 4)
+
+
+def _keyframe_id(messages: Sequence[ChatMessage]) -> int:
+    """The frame id round 1 answered (round 2's history holds it)."""
+    answer = messages[2].content[0].text  # type: ignore[union-attr]
+    return int(answer.split("frame id: ")[1].split("\n")[0])
+
+
+class JitteryFrameCache(FrameCache):
+    """Frame reads that take a random while: the group's threads reach the policy in a
+    different order each time."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self._rng = random.Random(seed)
+
+    def read(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(self._rng.uniform(0, 0.05))
+        return super().read(*args, **kwargs)
 
 
 def _contexts(policy: CountingPolicy, tmp_path: Path, group: int) -> list[Context]:
@@ -70,22 +95,28 @@ def test_a_group_needs_two_model_calls(demo_clip: Path, tmp_path: Path) -> None:
     states = run_group(
         build_graph(), {"video_path": str(demo_clip), "query": "q"}, _contexts(policy, tmp_path, 4)
     )
-    assert len(states) == 4 and all(s["boxes"] == [[1.0, 2.0, 30.0, 40.0]] for s in states)
-    # round 1: one prompt asked 4 times -> one call with n = 4; round 2: four prompts -> one batch
-    # (the fake gives one answer to a batched n = 4 call, so the four round-2 prompts coincide:
-    # identical prompts are served by one n = 4 call as well).
-    assert policy.model_calls in ([("generate", 4), ("batch", 4)], [("generate", 4), ("generate", 4)])
+    assert len(states) == 4
+    # round 1: one prompt asked 4 times -> one call with n = 4; round 2: four different prompts
+    # (each run's own keyframe and answer) -> one batch of four rows
+    assert policy.model_calls == [("generate", 4), ("batch", 4)]
+    assert sorted(s["keyframe_position"] for s in states) == [0, 1, 2, 3]
+    # each run's round-2 answer is about its own keyframe: the batch rows reached the right runs
+    assert all(s["boxes"][0][0] == s["keyframe_position"] + 1 for s in states)
 
 
 def test_outcomes_do_not_depend_on_thread_timing(demo_clip: Path, tmp_path: Path) -> None:
     runs = []
-    for _ in range(3):
+    for attempt in range(4):
         policy = CountingPolicy()
-        states = run_group(
-            build_graph(), {"video_path": str(demo_clip), "query": "q"}, _contexts(policy, tmp_path, 4)
-        )
-        runs.append([s["round1_completion"] for s in states])
-    assert runs[0] == runs[1] == runs[2]
+        contexts = [
+            dataclasses.replace(c, frame_cache=JitteryFrameCache(seed=attempt))
+            for c in _contexts(policy, tmp_path, 4)
+        ]
+        states = run_group(build_graph(), {"video_path": str(demo_clip), "query": "q"}, contexts)
+        runs.append([(s["round1_completion"], s["boxes"]) for s in states])
+        assert policy.model_calls == [("generate", 4), ("batch", 4)]
+    assert len({completion for completion, _ in runs[0]}) == 4  # the runs really differ
+    assert runs[0] == runs[1] == runs[2] == runs[3]
 
 
 def test_the_model_runs_on_the_callers_thread(demo_clip: Path, tmp_path: Path) -> None:

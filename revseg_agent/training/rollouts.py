@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,8 +87,6 @@ class BatchingPolicy:
 
     inner: BatchCapablePolicy
     runs: int
-    #: A batch starts early if some member has not asked for this long (a run that ended early).
-    max_wait_s: float = 5.0
     model_calls: int = 0
     _queue: list[_Call] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
@@ -130,17 +127,13 @@ class BatchingPolicy:
         try:
             while True:
                 with self._cond:
-                    since: float | None = None
-                    while True:
+                    # A batch is every still-running member's request: decided by what the runs
+                    # asked, never by a clock, so the same group gives the same batches on any
+                    # machine (a run busy elsewhere, e.g. tracking, is waited for).
+                    while not (self._queue and len(self._queue) >= self.runs):
                         if self.runs <= 0 and not self._queue:
                             return
-                        if self._queue and len(self._queue) >= self.runs:
-                            break
-                        if self._queue:
-                            since = since if since is not None else time.monotonic()
-                            if time.monotonic() - since >= self.max_wait_s:
-                                break
-                        self._cond.wait(timeout=0.05)
+                        self._cond.wait()
                     batch, self._queue = self._queue, []
                 try:
                     self._serve(batch)
