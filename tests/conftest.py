@@ -71,3 +71,21 @@ def davis() -> Path:
 def davis_masks(root: Path, sequence: str) -> np.ndarray:
     files = sorted((root / "Annotations" / sequence).glob("*.png"))
     return np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) > 127 for p in files])
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int | None]]:
+    """Every tqdm progress bar the code under test closes, as (description, count, total)."""
+    import tqdm
+
+    closed: list[tuple[str, int, int | None]] = []
+
+    class RecordingBar(tqdm.tqdm):  # type: ignore[type-arg]
+        def close(self) -> None:
+            if not getattr(self, "_recorded", False):
+                self._recorded = True
+                closed.append((str(self.desc), int(self.n), self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
+    return closed

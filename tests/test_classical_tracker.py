@@ -82,6 +82,7 @@ def _disturb_opencv_rng(seed: int) -> None:
     cv2.randu(np.zeros((64, 64), np.float32), 0, 1)
 
 
+@pytest.mark.timeout(300)
 def test_same_input_same_masks_whatever_ran_before(demo_clip: Path) -> None:
     """GrabCut initialises from OpenCV's per-thread generator: the masks must not depend on
     what drew from it before, in this thread or another."""

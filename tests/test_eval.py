@@ -79,6 +79,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     assert json.loads((out / "results.json").read_text())["J&F"] == straight["J&F"]
 
 
+@pytest.mark.timeout(120)
 def test_concurrent_expressions_give_the_same_results(tmp_path: Path) -> None:
     """`--workers 3` (for served policies) runs expressions at once; nothing else changes."""
     import threading

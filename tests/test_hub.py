@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from huggingface_hub import constants
 
 from revseg_agent.errors import CheckpointError
-from revseg_agent.hub import require_hub_or_cache
+from revseg_agent.hub import hub_unreachable_reason, is_cached, require_hub_or_cache
 
 REPO = "someone/some-model"
 
@@ -45,16 +46,37 @@ def test_offline_mode_is_named(hub: Path, monkeypatch: pytest.MonkeyPatch) -> No
         require_hub_or_cache(REPO, "config.json", what="policy")
 
 
-def test_a_cached_model_loads_without_the_hub(hub: Path) -> None:
+def _no_lookup(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record DNS lookups instead of making them; every name fails to resolve."""
+    lookups: list[str] = []
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object) -> list[object]:
+        lookups.append(host)
+        raise OSError("no network")
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return lookups
+
+
+def test_a_cached_model_loads_without_the_hub(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lookups = _no_lookup(monkeypatch)
     _cache(hub, REPO, "config.json")
-    require_hub_or_cache(REPO, "config.json", what="policy")  # no error
+    assert is_cached(REPO, "config.json")
+    require_hub_or_cache(REPO, "config.json", what="policy")  # no error...
+    assert lookups == []  # ...and the hub is not even looked up
+    with pytest.raises(CheckpointError):  # a file the cache lacks still needs the hub
+        require_hub_or_cache(REPO, "model.safetensors", what="policy")
+    assert lookups == ["hub.invalid"]
 
 
 def test_behind_a_proxy_the_lookup_is_left_to_the_download(
     hub: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    lookups = _no_lookup(monkeypatch)
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-    require_hub_or_cache(REPO, "config.json", what="policy")  # no error
+    assert hub_unreachable_reason() is None
+    require_hub_or_cache(REPO, "config.json", what="policy")  # no error: the download decides
+    assert lookups == []
 
 
 def test_the_policy_loader_fails_fast(hub: Path) -> None:

@@ -18,6 +18,9 @@ from revseg_agent.testing import BoxTracker, ScriptedPolicy
 from revseg_agent.training.rollouts import run_group
 from revseg_agent.video import FrameCache
 
+# threads wait on each other here: a regression must fail fast, not hang
+pytestmark = pytest.mark.timeout(120)
+
 ROUND1 = "<think>x</think><answer>frame id: {k}\nobject description: the red square</answer>"
 
 

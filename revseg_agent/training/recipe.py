@@ -58,18 +58,19 @@ class Recipe(BaseModel):
     output_dir: str = "runs/grpo"
     data: GeneratedData | BenchmarkData = Field(default_factory=GeneratedData, discriminator="kind")
     rewards: RewardConfig = Field(default_factory=RewardConfig)
-    group_size: int = 8
-    prompts_per_step: int = 2
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-6
-    weight_decay: float = 0.0
-    beta: float = 5e-3
-    clip_epsilon: float = 0.2
-    temperature: float = 1.0
-    max_new_tokens: int = 512
-    num_frames: int = 16
-    max_steps: int = 525
-    save_every: int = 50
+    #: Rollouts per prompt; advantages are relative to the group, so one rollout learns nothing.
+    group_size: int = Field(8, ge=2)
+    prompts_per_step: int = Field(2, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    beta: float = Field(5e-3, ge=0)
+    clip_epsilon: float = Field(0.2, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    max_new_tokens: int = Field(512, ge=1)
+    num_frames: int = Field(16, ge=1)
+    max_steps: int = Field(525, ge=1)
+    save_every: int = Field(50, ge=1)
     seed: int = 0
     device: str | None = None
     dtype: str | None = None
