@@ -267,7 +267,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from revseg_agent.graphs.graph import build_graph
-    from revseg_agent.graphs.nodes import NODES
+    from revseg_agent.graphs.names import NODES
     from revseg_agent.outputs import write_outputs
     from revseg_agent.pipeline import result_from_state
 

@@ -15,14 +15,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from revseg_agent.graphs.names import NodeName
 from revseg_agent.io import atomic_write_text
 from revseg_agent.policies.base import ChatMessage
 
 TRACE_VERSION = 1
-
-NodeName = Literal[
-    "sample_frames", "semantic_interpretation", "temporal_evidence_selection", "spatial_grounding", "track"
-]
 
 
 class VisualRecord(BaseModel):

@@ -13,7 +13,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from revseg_agent.errors import InputError, PipelineFailure
 from revseg_agent.graphs.context import RETRY_SAMPLING, Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.graphs.nodes import NODES, SPATIAL_GROUNDING, TEMPORAL_EVIDENCE_SELECTION, TRACK
+from revseg_agent.graphs.names import NODES, SPATIAL_GROUNDING, TEMPORAL_EVIDENCE_SELECTION, TRACK
 from revseg_agent.masks_io import read_masks_json
 from revseg_agent.pipeline import result_from_state, segment, trace_from_state
 from revseg_agent.policies.base import TextPart, VisualPart

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING
 from revseg_agent.traces import Trace
 from revseg_agent.types import Box
 
@@ -38,8 +39,8 @@ def keyframe_area_ratio(gt: np.ndarray, keyframe: int, sampled: list[int]) -> fl
 def chain_diagnostics(trace: Trace, gt: np.ndarray) -> dict[str, Any]:
     """Diagnostics of one graph run against the expression's ground truth `(frames, H, W)`."""
     steps = trace.steps
-    r1 = [s for s in steps if s.node == "semantic_interpretation"]
-    r2 = [s for s in steps if s.node == "spatial_grounding"]
+    r1 = [s for s in steps if s.node == SEMANTIC_INTERPRETATION]
+    r2 = [s for s in steps if s.node == SPATIAL_GROUNDING]
     out: dict[str, Any] = {
         "round1_parsed": any(s.error is None for s in r1),
         "round1_attempts": len(r1),

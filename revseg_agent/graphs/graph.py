@@ -20,12 +20,14 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 
 from revseg_agent.graphs.context import Context
-from revseg_agent.graphs.nodes import (
+from revseg_agent.graphs.names import (
     SAMPLE_FRAMES,
     SEMANTIC_INTERPRETATION,
     SPATIAL_GROUNDING,
     TEMPORAL_EVIDENCE_SELECTION,
     TRACK,
+)
+from revseg_agent.graphs.nodes import (
     sample_frames,
     semantic_interpretation,
     spatial_grounding,

@@ -25,6 +25,13 @@ from langgraph.runtime import Runtime
 
 from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.names import (
+    SAMPLE_FRAMES,
+    SEMANTIC_INTERPRETATION,
+    SPATIAL_GROUNDING,
+    TEMPORAL_EVIDENCE_SELECTION,
+    TRACK,
+)
 from revseg_agent.graphs.state import RevsegState
 from revseg_agent.masks_io import write_masks_json
 from revseg_agent.parsing import (
@@ -40,13 +47,6 @@ from revseg_agent.registry import resolve_policy, resolve_tracker
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
-
-SAMPLE_FRAMES = "sample_frames"
-SEMANTIC_INTERPRETATION = "semantic_interpretation"
-TEMPORAL_EVIDENCE_SELECTION = "temporal_evidence_selection"
-SPATIAL_GROUNDING = "spatial_grounding"
-TRACK = "track"
-NODES = (SAMPLE_FRAMES, SEMANTIC_INTERPRETATION, TEMPORAL_EVIDENCE_SELECTION, SPATIAL_GROUNDING, TRACK)
 
 FRAMES_REF = "frames"
 KEYFRAME_REF = "keyframe"

@@ -30,6 +30,7 @@ import torch
 from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
+from revseg_agent.graphs.names import POLICY_NODES
 from revseg_agent.io import atomic_write_text
 from revseg_agent.pipeline import trace_from_state
 from revseg_agent.policies.base import Policy, SamplingParams
@@ -45,7 +46,6 @@ from revseg_agent.video import FrameCache
 
 logger = logging.getLogger(__name__)
 
-POLICY_NODES = ("semantic_interpretation", "spatial_grounding")
 #: `policy: tiny-random` in a recipe builds a tiny random-init Qwen2.5-VL (offline CPU runs).
 TINY_RANDOM = "tiny-random"
 

@@ -33,12 +33,13 @@ from scipy.optimize import linear_sum_assignment
 
 from revseg_agent.eval.diagnostics import keyframe_area_ratio
 from revseg_agent.eval.metrics import score_clip
+from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING
 from revseg_agent.masks_io import read_masks_json
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.types import Box
 
-ROUND1 = "semantic_interpretation"
-ROUND2 = "spatial_grounding"
+ROUND1 = SEMANTIC_INTERPRETATION
+ROUND2 = SPATIAL_GROUNDING
 
 
 def _final(trace: Trace, node: str) -> StepRecord | None:
