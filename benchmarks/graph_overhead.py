@@ -20,22 +20,19 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from revseg_agent.demo import make_demo_clip
+from revseg_agent.graphs.chats import KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.graphs.nodes import KEYFRAME_REF, round1_messages
 from revseg_agent.parsing import parse_box_answer, parse_keyframe_answer
 from revseg_agent.policies.base import (
     ChatMessage,
     Generation,
     ImageFrame,
     SamplingParams,
-    TextPart,
     VideoFrames,
-    VisualPart,
 )
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
-from revseg_agent.prompts import SYSTEM_PROMPT, round2_text
 from revseg_agent.tools.base import Tracker
 from revseg_agent.tools.classical import ClassicalTracker
 from revseg_agent.types import Box, MaskTrack
@@ -90,20 +87,13 @@ def direct_run(
     """The chain as plain code: what the graph would cost with zero orchestration and tracing."""
     video = open_video(clip)
     sample = video.sample(16)
-    state = {"query": query, "sampled_timestamps": list(sample.timestamps)}
     frames = VideoFrames(video.read(sample.indices), list(sample.indices), video.info.fps, video.num_frames)
-    gen = policy.generate(round1_messages(state), {"frames": frames}, sampling=sampling)[0]  # type: ignore[arg-type]
+    gen = policy.generate(round1_messages(query, sample.timestamps), {"frames": frames}, sampling=sampling)[0]
     answer = parse_keyframe_answer(gen.text, len(sample))
     position = getattr(answer, "position", len(sample) // 2)
     key = sample.indices[position]
     description = getattr(answer, "description", query)
-    ask = [
-        ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]),
-        ChatMessage(
-            role="user",
-            content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text=round2_text(description))],
-        ),
-    ]
+    ask = round2_messages(description)
     policy.generate(ask, {KEYFRAME_REF: ImageFrame(video.frame(key))}, sampling=sampling)
     parse_box_answer(gen.text)
     h, w = video.info.height, video.info.width

@@ -152,16 +152,16 @@ def test_the_graph_runs_against_a_served_model(
 
 
 def test_sampling_settings_reach_the_server(server: FakeChatServer, demo_clip: Path) -> None:
-    from revseg_agent.graphs.nodes import round1_messages  # the graph's own round-1 chat
+    from revseg_agent.graphs.chats import round1_messages  # the graph's own round-1 chat
 
     policy = ServedPolicy(server.url, "my-model")
-    state = {"query": "the red square", "sampled_timestamps": [0.0, 0.5]}
     frames = [np.full((120, 160, 3), v, np.uint8) for v in (0, 255)]
     from revseg_agent.policies.base import VideoFrames
 
     clip = VideoFrames(frames=frames, frame_indices=[0, 12], fps=24.0, total_num_frames=13)
     sampling = SamplingParams(do_sample=True, temperature=0.7, top_p=0.9, top_k=20, max_new_tokens=33, seed=5)
-    gens = policy.generate(round1_messages(state), {"frames": clip}, sampling=sampling, n=3)  # type: ignore[arg-type]
+    messages = round1_messages("the red square", [0.0, 0.5])
+    gens = policy.generate(messages, {"frames": clip}, sampling=sampling, n=3)
     assert [g.text for g in gens] == [ROUND1] * 3
     (body,) = server.requests
     assert body["model"] == "my-model" and body["n"] == 3 and body["max_tokens"] == 33
@@ -191,7 +191,7 @@ def test_every_sampling_field_is_sent(
 
 def test_served_and_local_timing_agree(tiny_policy_dir: Path, server: FakeChatServer) -> None:
     """The fps the server is told is the one the local processor derives for the same clip."""
-    from revseg_agent.graphs.nodes import round1_messages
+    from revseg_agent.graphs.chats import round1_messages
     from revseg_agent.policies.base import VideoFrames
     from revseg_agent.policies.qwen import QwenVLPolicy
 
@@ -199,7 +199,7 @@ def test_served_and_local_timing_agree(tiny_policy_dir: Path, server: FakeChatSe
     clip = VideoFrames(
         frames=frames, frame_indices=list(range(0, 1600, 100)), fps=30.0, total_num_frames=1600
     )
-    messages = round1_messages({"query": "q", "sampled_timestamps": [i / 3 for i in range(16)]})  # type: ignore[arg-type]
+    messages = round1_messages("q", [i / 3 for i in range(16)])
     local = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu").prepare_inputs(
         messages, {"frames": clip}
     )
@@ -217,7 +217,7 @@ def _placeholders(image_tokens: int, video_tokens: int) -> Callable[[dict[str, A
 
 
 def test_a_server_that_resized_the_visuals_is_an_error(demo_clip: Path) -> None:
-    from revseg_agent.graphs.nodes import KEYFRAME_REF
+    from revseg_agent.graphs.chats import KEYFRAME_REF
     from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VisualPart
 
     key = np.zeros((280, 560, 3), np.uint8)  # multiples of 28: sent as is, 10 x 20 tokens

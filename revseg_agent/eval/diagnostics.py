@@ -17,6 +17,7 @@ Baselines that bypass the policy and go straight to the same tracker:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -29,9 +30,20 @@ Baseline = Literal["oracle", "random-keyframe", "centre-box"]
 BASELINES: tuple[str, ...] = ("oracle", "random-keyframe", "centre-box")
 
 
-def keyframe_area_ratio(gt: np.ndarray, keyframe: int, sampled: list[int]) -> float:
+def sampled_areas(gt: np.ndarray, sampled: Sequence[int]) -> np.ndarray:
+    """The ground-truth area on each sampled frame (the temporal reward's reference)."""
+    return gt[list(sampled)].reshape(len(sampled), -1).sum(axis=1)
+
+
+def best_sampled_position(gt: np.ndarray, sampled: Sequence[int]) -> int:
+    """Position (among the sampled frames) of the frame where the target is largest: the ideal
+    keyframe (SFT's target, the oracle's keyframe, the temporal reward's 1.0)."""
+    return int(np.argmax(sampled_areas(gt, sampled)))
+
+
+def keyframe_area_ratio(gt: np.ndarray, keyframe: int, sampled: Sequence[int]) -> float:
     """GT area on the keyframe / the largest GT area over the sampled frames (0 if never visible)."""
-    areas = gt[sampled].reshape(len(sampled), -1).sum(axis=1)
+    areas = sampled_areas(gt, sampled)
     best = float(areas.max()) if len(areas) else 0.0
     return float(gt[keyframe].sum()) / best if best > 0 else 0.0
 
@@ -68,8 +80,7 @@ def baseline_prompt(kind: str, key: str, gt: np.ndarray, sampled: list[int]) -> 
     if kind == "centre-box":
         return sampled[len(sampled) // 2], [Box.centre(gt.shape[1], gt.shape[2])]
     if kind == "oracle":
-        areas = gt[sampled].reshape(len(sampled), -1).sum(axis=1)
-        frame = sampled[int(np.argmax(areas))]
+        frame = sampled[best_sampled_position(gt, sampled)]
     elif kind == "random-keyframe":
         seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
         frame = sampled[int(np.random.default_rng(seed).integers(len(sampled)))]

@@ -24,6 +24,7 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from revseg_agent.errors import InputError
+from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.names import (
     SAMPLE_FRAMES,
@@ -41,15 +42,11 @@ from revseg_agent.parsing import (
     parse_keyframe_answer,
     to_frame_space,
 )
-from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, TextPart, VideoFrames, VisualPart
-from revseg_agent.prompts import SYSTEM_PROMPT, round1_text, round2_text
+from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, VideoFrames
 from revseg_agent.registry import resolve_policy, resolve_tracker
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
-
-FRAMES_REF = "frames"
-KEYFRAME_REF = "keyframe"
 
 
 def _error(node: str, code: str, message: str) -> dict[str, Any]:
@@ -82,19 +79,6 @@ def _generation_record(
 
 def _exhausted(node: str, attempt: int, error: ParseError, what: str) -> dict[str, Any]:
     return _error(node, error.code, f"{what} in {attempt} attempts (last: {error.message})")
-
-
-def round1_messages(state: RevsegState) -> list[ChatMessage]:
-    return [
-        ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]),
-        ChatMessage(
-            role="user",
-            content=[
-                VisualPart(type="video", ref=FRAMES_REF),
-                TextPart(text=round1_text(state["query"], state["sampled_timestamps"])),
-            ],
-        ),
-    ]
 
 
 def _round1_completion_ids(state: RevsegState) -> list[int] | None:
@@ -158,7 +142,7 @@ def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> di
     started = time.time()
     ctx = runtime.context
     attempt = state.get("round1_attempts", 0) + 1
-    messages = round1_messages(state)
+    messages = round1_messages(state["query"], state["sampled_timestamps"])
     visuals = {FRAMES_REF: _sampled_frames(state, ctx)}
     sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
     gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
@@ -227,27 +211,17 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
     keyframe = ctx.read_frames(state["video_path"], [key], fps=state["fps"])[0]
     visuals: dict[str, VideoFrames | ImageFrame] = {KEYFRAME_REF: ImageFrame(keyframe)}
     records = {KEYFRAME_REF: VisualRecord(kind="image", video_path=state["video_path"], frame_indices=[key])}
-    ask = ChatMessage(
-        role="user",
-        content=[
-            VisualPart(type="image", ref=KEYFRAME_REF),
-            TextPart(text=round2_text(state["description"])),
-        ],
-    )
     if ctx.round2_with_history and state.get("round1_completion") is not None:
-        messages = [
-            *round1_messages(state),
-            ChatMessage(
-                role="assistant",
-                content=[TextPart(text=state["round1_completion"])],
-                token_ids=_round1_completion_ids(state),
-            ),
-            ask,
-        ]
+        messages = round2_messages(
+            state["description"],
+            round1=round1_messages(state["query"], state["sampled_timestamps"]),
+            round1_answer=state["round1_completion"],
+            round1_answer_ids=_round1_completion_ids(state),
+        )
         visuals[FRAMES_REF] = _sampled_frames(state, ctx)
         records[FRAMES_REF] = _frames_record(state)
     else:
-        messages = [ChatMessage(role="system", content=[TextPart(text=SYSTEM_PROMPT)]), ask]
+        messages = round2_messages(state["description"])
     sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
     gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
     model_size = tuple(gen.image_sizes[-1]) if gen.image_sizes else (height, width)

@@ -3,7 +3,7 @@
 For each training sample the targets are what a perfect chain would answer: round 1 names the
 sampled frame where the object is largest and describes it with the query itself; round 2 gives
 the object's box on that keyframe, in the model's resized-image pixels. The prompts are exactly
-the graph's (`graphs.nodes.round1_messages`, round 2 continuing the conversation), so a policy
+the graph's (`graphs.chats`: round 2 continuing the conversation), so a policy
 warmed up here answers in the format the graph parses and GRPO rewards. Loss: cross-entropy on
 the answer tokens only.
 """
@@ -16,14 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from revseg_agent.graphs.nodes import FRAMES_REF, KEYFRAME_REF, round1_messages
+from revseg_agent.eval.diagnostics import best_sampled_position
+from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
-from revseg_agent.policies.base import ChatMessage, ImageFrame, TextPart, VideoFrames, VisualPart
+from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.prompts import FRAME_ID_BASE, round2_text
+from revseg_agent.prompts import FRAME_ID_BASE
 from revseg_agent.training.grpo import TrainingSample
 from revseg_agent.training.replay import append_completion, span_logprobs
 from revseg_agent.types import Box
@@ -60,19 +60,13 @@ def sft_losses(
     """Cross-entropy of the ideal round-1 and round-2 answers for one sample."""
     video = open_video(sample.video_path)
     sampled = video.sample(num_frames)
-    areas = sample.gt_masks[list(sampled.indices)].reshape(len(sampled), -1).sum(axis=1)
-    position = int(np.argmax(areas))
+    position = best_sampled_position(sample.gt_masks, sampled.indices)
     key = sampled.indices[position]
-    state: Any = {"query": sample.query, "sampled_timestamps": list(sampled.timestamps)}
-    messages = round1_messages(state)
+    messages = round1_messages(sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
     answer1 = round1_target(sample.query, position)
     loss1 = _answer_loss(policy, policy.prepare_inputs(messages, {FRAMES_REF: frames}), answer1)
-    ask = ChatMessage(
-        role="user",
-        content=[VisualPart(type="image", ref=KEYFRAME_REF), TextPart(text=round2_text(sample.query))],
-    )
-    history = [*messages, ChatMessage(role="assistant", content=[TextPart(text=answer1)]), ask]
+    history = round2_messages(sample.query, round1=messages, round1_answer=answer1)
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
     inputs = policy.prepare_inputs(history, visuals)  # prepared once: sizes the box, then scores it
     model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
