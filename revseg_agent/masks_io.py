@@ -8,10 +8,17 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 
+from revseg_agent.errors import InputError
 from revseg_agent.io import atomic_write_text
 from revseg_agent.types import Box, MaskTrack
+
+
+class MaskFileError(InputError):
+    """A mask file (e.g. a prediction PNG) that cannot be read as an image."""
+
 
 MASKS_FORMAT = "revseg-masks/1"
 
@@ -60,13 +67,27 @@ def read_masks_json(path: str | Path) -> MaskTrack:
     return MaskTrack(masks, per_object or {1: masks})
 
 
+def read_mask_png(path: Path) -> np.ndarray:
+    """A binary mask PNG: non-zero is foreground (0/1, 0/255 and palette files alike)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode in {"P", "L", "1", "I", "I;16"}:
+                return np.array(im) > 0
+            return np.array(im.convert("L")) > 0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise MaskFileError(f"mask {path} is not a readable image: {exc}") from exc
+
+
+def write_mask_png(path: Path, mask: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), mask.astype(np.uint8) * 255):
+        raise OSError(f"cannot write {path}")
+
+
 def write_png_masks(folder: str | Path, masks: np.ndarray) -> None:
     """One `<frame index, 5 digits>.png` per frame, 0 background / 255 object."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     for i, m in enumerate(masks):
-        if not cv2.imwrite(str(folder / f"{i:05d}.png"), m.astype(np.uint8) * 255):
-            raise OSError(f"cannot write {folder / f'{i:05d}.png'}")
+        write_mask_png(Path(folder) / f"{i:05d}.png", m)
 
 
 #: Overlay colour (RGB) and opacity.

@@ -42,8 +42,19 @@ def uniform_indices(num_frames: int, n: int) -> list[int]:
     return [int(i) for i in np.linspace(0, num_frames - 1, n).round().astype(int)]
 
 
-def _natural_key(path: Path) -> tuple[object, ...]:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+def natural_key(name: str) -> tuple[object, ...]:
+    """Sort key that orders embedded numbers by value ("frame_2" before "frame_10")."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name))
+
+
+def frame_files(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """The image files of a frame folder by stem, in natural order ({} when it is no folder)."""
+    if not folder.is_dir():
+        return {}
+    files = sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in suffixes), key=lambda p: natural_key(p.name)
+    )
+    return {p.stem: p for p in files}
 
 
 class Video:
@@ -56,9 +67,7 @@ class Video:
         self._frame_files: list[Path] | None = None
         self._decord = None
         if self.path.is_dir():
-            files = sorted(
-                (p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key
-            )
+            files = list(frame_files(self.path).values())
             if not files:
                 raise VideoError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {self.path}")
             self._frame_files = files

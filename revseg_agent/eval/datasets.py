@@ -26,13 +26,13 @@ import shlex
 from pathlib import Path
 from typing import Any, Protocol
 
-import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pydantic import BaseModel, Field
 
 from revseg_agent.errors import RevsegError
-from revseg_agent.masks_io import decode_rle
+from revseg_agent.masks_io import decode_rle, read_mask_png, write_mask_png
+from revseg_agent.video import frame_files, natural_key
 
 DATASETS: tuple[str, ...] = ("mevis", "revos", "reasonvos", "refytvos", "refdavis")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -85,23 +85,6 @@ def _expect(cond: bool, message: str) -> None:
         raise DatasetError(message)
 
 
-def read_mask_png(path: Path) -> np.ndarray:
-    """A binary mask PNG: non-zero is foreground (0/1, 0/255 and palette files alike)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in {"P", "L", "1", "I", "I;16"}:
-                return np.array(im) > 0
-            return np.array(im.convert("L")) > 0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DatasetError(f"mask {path} is not a readable image: {exc}") from exc
-
-
-def write_mask_png(path: Path, mask: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), mask.astype(np.uint8) * 255):
-        raise OSError(f"cannot write {path}")
-
-
 class Benchmark(Protocol):
     name: str
     root: Path
@@ -150,12 +133,6 @@ def write_prediction(bench: Benchmark, pred_root: Path, sample: Sample, masks: n
         write_mask_png(path, mask)
 
 
-def _frame_files(folder: Path) -> dict[str, Path]:
-    return (
-        {p.stem: p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES} if folder.is_dir() else {}
-    )
-
-
 # -- MeViS and ReVOS (same schema) ------------------------------------------------------------
 class MevisBenchmark:
     """MeViS: `meta_expressions.json`, `mask_dict.json`, `JPEGImages/<video>/<frame>.jpg`."""
@@ -185,7 +162,9 @@ class MevisBenchmark:
             check_id(video, "video id")
             frames = entry.get("frames")
             _expect(isinstance(frames, list) and bool(frames), f"video {video}: no frame list")
-            for exp_id, exp in sorted(entry.get("expressions", {}).items(), key=lambda kv: _natural(kv[0])):
+            for exp_id, exp in sorted(
+                entry.get("expressions", {}).items(), key=lambda kv: natural_key(kv[0])
+            ):
                 check_id(str(exp_id), "expression id")
                 anno = exp.get("anno_id", [])
                 out.append(
@@ -236,7 +215,7 @@ class MevisBenchmark:
         return union
 
     def _frame_size(self, sample: Sample) -> tuple[int, int]:
-        files = _frame_files(self.frames_dir(sample))
+        files = _benchmark_frames(self.frames_dir(sample))
         if sample.frames and sample.frames[0] in files:
             with Image.open(files[sample.frames[0]]) as im:
                 return im.height, im.width
@@ -302,7 +281,7 @@ class ReasonVOSBenchmark:
         folder = self.root / "Annotations" / sample.targets[0]
         if not folder.is_dir():
             return None
-        files = _frame_files(folder)
+        files = _benchmark_frames(folder)
         missing = [f for f in sample.frames if f not in files]
         _expect(not missing, f"{folder}: ground-truth frames missing: {missing[:3]}")
         return np.stack([read_mask_png(files[f]) for f in sample.frames])
@@ -334,7 +313,7 @@ class _PaletteAnnotations:
         folder = self.root / "Annotations" / sample.video
         if not folder.is_dir():
             return None
-        return _palette_object(_frame_files(folder), sample.frames, int(sample.targets[0]), folder)
+        return _palette_object(_benchmark_frames(folder), sample.frames, int(sample.targets[0]), folder)
 
     def frames_dir(self, sample: Sample) -> Path:
         return self.root / "JPEGImages" / sample.video
@@ -355,7 +334,7 @@ class RefYTVOSBenchmark(_PaletteAnnotations):
         out = []
         for video, entry in sorted(meta["videos"].items()):
             check_id(video, "video id")
-            for exp_id, exp in sorted(entry["expressions"].items(), key=lambda kv: _natural(kv[0])):
+            for exp_id, exp in sorted(entry["expressions"].items(), key=lambda kv: natural_key(kv[0])):
                 out.append(
                     Sample(
                         dataset=self.name,
@@ -411,7 +390,7 @@ class RefDAVISBenchmark(_PaletteAnnotations):
                 check_id(video, "video id")
                 exp_id = str(counters.get(video, 0))
                 counters[video] = counters.get(video, 0) + 1
-                frames = sorted(_frame_files(self.root / "JPEGImages" / video))
+                frames = sorted(_benchmark_frames(self.root / "JPEGImages" / video))
                 _expect(bool(frames), f"{set_file}:{n}: no frames in {self.root / 'JPEGImages' / video}")
                 out.append(
                     Sample(
@@ -430,8 +409,8 @@ class RefDAVISBenchmark(_PaletteAnnotations):
         return pred_root / (sample.subset or "set") / sample.video / sample.exp_id
 
 
-def _natural(value: str) -> tuple[Any, ...]:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", value))
+def _benchmark_frames(folder: Path) -> dict[str, Path]:
+    return frame_files(folder, FRAME_SUFFIXES)
 
 
 _ADAPTERS: dict[str, type] = {

@@ -28,6 +28,7 @@ from revseg_agent.eval.datasets import (
     read_prediction,
 )
 from revseg_agent.eval.metrics import boundary_measure, region_similarity
+from revseg_agent.video import frame_files
 
 VOID = 255
 PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0, 128, 128] + [128] * (
@@ -36,7 +37,7 @@ PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0, 0, 0, 128, 128, 0, 128, 0
 
 
 def _labels(folder: Path, frames: list[str]) -> np.ndarray:
-    files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES}
+    files = frame_files(folder, FRAME_SUFFIXES)
     missing = [f for f in frames if f not in files]
     if missing:
         raise DatasetError(f"{folder}: frames missing: {missing[:3]}")

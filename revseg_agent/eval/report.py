@@ -16,10 +16,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from revseg_agent.eval.datasets import Benchmark, read_mask_png
+from revseg_agent.eval.datasets import Benchmark
 from revseg_agent.io import atomic_write_text
-from revseg_agent.masks_io import overlay_frame
+from revseg_agent.masks_io import overlay_frame, read_mask_png
 from revseg_agent.types import Box
+from revseg_agent.video import frame_files
 
 GALLERY_SIZE = 8
 GT_RGB = (40, 220, 60)
@@ -79,7 +80,7 @@ def _gallery_image(bench: Benchmark, out_dir: Path, record: dict[str, Any]) -> s
     key = record.get("keyframe_index")
     if key is None or not 0 <= key < len(sample.frames):
         key = len(sample.frames) // 2
-    frames = {p.stem: p for p in bench.frames_dir(sample).iterdir()}
+    frames = frame_files(bench.frames_dir(sample))
     bgr = cv2.imread(str(frames[sample.frames[key]]))
     if bgr is None:
         return None

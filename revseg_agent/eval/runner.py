@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from revseg_agent.eval.datasets import Benchmark, Sample, write_mask_png
+from revseg_agent.eval.datasets import Benchmark, Sample
 from revseg_agent.eval.diagnostics import aggregate, baseline_prompt, chain_diagnostics
 from revseg_agent.eval.scoring import (
     DEFAULT_MISSING,
@@ -40,11 +40,11 @@ from revseg_agent.eval.scoring import (
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.io import append_jsonl, atomic_write_text, read_jsonl
-from revseg_agent.masks_io import read_masks_json
+from revseg_agent.masks_io import read_masks_json, write_mask_png
 from revseg_agent.pipeline import trace_from_state
 from revseg_agent.tools.base import Tracker
 from revseg_agent.traces import Trace
-from revseg_agent.video import open_video, uniform_indices
+from revseg_agent.video import frame_files, open_video, uniform_indices
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def read_records(path: Path) -> dict[str, dict[str, Any]]:
 def _link_frames(bench: Benchmark, sample: Sample, folder: Path) -> Path:
     """A folder holding exactly the sample's frames, in order (symlinks, nothing copied)."""
     source = bench.frames_dir(sample)
-    files = {p.stem: p for p in source.iterdir()} if source.is_dir() else {}
+    files = frame_files(source)
     missing = [f for f in sample.frames if f not in files]
     if missing:
         raise FileNotFoundError(f"{sample.key}: frames missing in {source}: {missing[:3]}")
