@@ -39,12 +39,3 @@ class RevsegState(InputState, total=False):
     # bookkeeping
     steps: Annotated[list[dict[str, Any]], operator.add]
     error: dict[str, Any] | None  # {"node", "code", "message"}: the chain stopped here
-
-
-class OutputState(TypedDict, total=False):
-    description: str
-    keyframe_index: int
-    boxes: list[list[float]]
-    masks_path: str
-    error: dict[str, Any] | None
-    steps: list[dict[str, Any]]

@@ -1,6 +1,6 @@
-"""Training on graph traces (GRPO with ReVSeg's format, temporal and spatial rewards).
+"""Training on graph traces: GRPO with ReVSeg's format, temporal and spatial rewards.
 
-Not built yet: see the project's issue on training. Traces (`revseg_agent.traces`) already record
-what replay needs: prompt and completion token ids, sampling-time log-probs, and the visuals by
-reference.
+Rollouts are graph runs (`rollouts`), recorded as traces (`store`); the trainer (`grpo`)
+replays their token ids and visuals through the policy (`replay`) and scores them with the
+rewards (`rewards`); `sft` is the supervised warm start; recipes (`recipe`) configure a run.
 """

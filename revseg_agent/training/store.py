@@ -33,16 +33,6 @@ class TraceRecord(BaseModel):
     rewards: dict[str, float | None] = Field(default_factory=dict)
 
 
-class GroundTruth(BaseModel):
-    """Where a sample's ground truth is stored and how to load it."""
-
-    path: str
-
-    def load(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        track = read_masks_json(self.path)
-        return track.masks, list(track.per_object.values())
-
-
 class TraceStore:
     """An append-only JSONL file of `TraceRecord`s, with ground truth saved beside it."""
 
@@ -84,7 +74,8 @@ def rescore(records: list[TraceRecord], config: RewardConfig) -> list[TraceRecor
     for record in records:
         if record.ground_truth is None:
             raise ValueError(f"record {record.sample_id}/{record.index} has no ground truth to score against")
-        masks, objects = GroundTruth(path=record.ground_truth).load()
+        truth = read_masks_json(record.ground_truth)  # as save_ground_truth wrote it
+        masks, objects = truth.masks, list(truth.per_object.values())
         (rewards,) = compute_rewards([record.trace], config, gt_masks=[masks], gt_objects=[objects])
         out.append(record.model_copy(update={"rewards": rewards}))
     return out
