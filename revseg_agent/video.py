@@ -216,6 +216,9 @@ class FrameCache:
     def video(self, path: str | Path, *, fps: float | None = None) -> Video:
         key = (str(path), fps)
         with self._lock:
+            native = self._videos.get((str(path), None))
+            if native is not None and fps is not None and native.info.fps == fps:
+                return native  # the rate asked for is the video's own (a node passing it on)
             if key not in self._videos:
                 self._videos[key] = open_video(path, fps=fps)
             return self._videos[key]

@@ -309,3 +309,27 @@ def test_served_graph_takes_specs_as_context(demo_clip: Path, tiny_policy_dir: P
     state = served.invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
     assert state["error"] is None and Path(state["masks_path"]).is_file()
     assert [s["node"] for s in state["steps"]] == list(NODES)
+
+
+def test_a_run_opens_the_video_once_and_decodes_each_frame_once(
+    demo_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retries of both rounds re-read the sampled frames and the keyframe: from the context's
+    frame cache, not the file."""
+    from revseg_agent import video as video_module
+
+    opened: list[str] = []
+    real_init = video_module.Video.__init__
+
+    def counting_init(self: Any, path: Any, **kwargs: Any) -> None:
+        opened.append(str(path))
+        real_init(self, path, **kwargs)
+
+    monkeypatch.setattr(video_module.Video, "__init__", counting_init)
+    policy = ScriptedPolicy(["no answer", ROUND1_OK, "no box", ROUND2_OK])
+    context = Context(policy=policy, tracker=BoxTracker(), num_frames=8, artifacts_dir=tmp_path)
+    state = build_graph().invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
+    assert state["error"] is None and state["round1_attempts"] == 2 and state["round2_attempts"] == 2
+    assert opened == [str(demo_clip)]
+    assert context.frame_cache is not None
+    assert context.frame_cache.decoded == len(set(state["sampled_indices"]) | {state["keyframe_index"]})

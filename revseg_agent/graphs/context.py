@@ -15,6 +15,8 @@ from revseg_agent.video import DEFAULT_NUM_FRAMES, FrameCache, Video, open_video
 
 #: Sampling used when an answer did not parse and the node asks again (greedy would repeat it).
 RETRY_SAMPLING = SamplingParams(do_sample=True, temperature=1.0, top_p=0.95)
+#: Frames a context's own cache keeps: a run reads its sampled frames and a keyframe or two.
+CONTEXT_CACHE_FRAMES = 64
 
 
 @dataclass
@@ -44,9 +46,12 @@ class Context:
     #: Where the tracking node writes its masks (COCO RLE JSON).
     artifacts_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="revseg-")))
     track_progress: ProgressCallback | None = None
-    #: Decoded frames shared between runs (a training group's G runs set one cache so the video
-    #: is decoded once); None reads from the file each time.
-    frame_cache: FrameCache | None = None
+    #: Decoded frames: the nodes of a run (and the G runs of a training group, which share one)
+    #: open the video once and decode each frame once, retries included. Bounded (LRU) so a
+    #: long-lived context does not grow; None reads from the file each time.
+    frame_cache: FrameCache | None = field(
+        default_factory=lambda: FrameCache(max_frames=CONTEXT_CACHE_FRAMES)
+    )
 
     def __post_init__(self) -> None:
         # A served graph (`langgraph dev`) receives the context as JSON: accept plain values.

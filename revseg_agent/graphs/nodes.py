@@ -46,7 +46,6 @@ from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, Vide
 from revseg_agent.registry import resolve_policy, resolve_tracker
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.types import Box
-from revseg_agent.video import open_video
 
 
 def _error(node: str, code: str, message: str) -> dict[str, Any]:
@@ -279,7 +278,7 @@ def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     if not ctx.run_tracker:
         return {"steps": [_record(TRACK, started, parsed={"skipped": True})]}
     tracker = resolve_tracker(ctx.tracker)
-    video = open_video(state["video_path"], fps=state["fps"])
+    video = ctx.open_video(state["video_path"], fps=state["fps"])
     result = tracker.track(
         video, frame_index=state["keyframe_index"], boxes=boxes, progress=ctx.track_progress
     )
