@@ -223,46 +223,6 @@ def _context(args: argparse.Namespace, policy: Any, tracker: Any, **extra: Any) 
     )
 
 
-def _show(node: str, update: dict[str, Any]) -> None:
-    shown = {k: v for k, v in update.items() if k != "steps"}
-    for step in update.get("steps", []):
-        if step.get("completion") is not None:
-            shown["completion"] = step["completion"]
-        if step.get("error"):
-            shown["step_error"] = step["error"]
-        if step.get("fallback"):
-            shown["fallback"] = step["fallback"]
-    print(f"── {node}")
-    for key, value in shown.items():
-        print(f"   {key}: {json.dumps(value) if not isinstance(value, str) else value}")
-
-
-def _prompt_edit(graph: Any, config: dict[str, Any]) -> bool:
-    """Ask the person what to do before the next node. Returns False to stop."""
-    nxt = ", ".join(graph.get_state(config).next)
-    while True:
-        print(f"next: {nxt}. [Enter] continue · set KEY=JSON (e.g. set keyframe_index=12) · q quit")
-        try:
-            line = input("> ").strip()
-        except EOFError:
-            return True
-        if not line:
-            return True
-        if line in {"q", "quit"}:
-            return False
-        if line.startswith("set ") and "=" in line:
-            key, _, raw = line[4:].partition("=")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                print(f"   not JSON: {exc}")
-                continue
-            graph.update_state(config, {key.strip(): value})
-            print(f"   set {key.strip()} = {json.dumps(value)}")
-            continue
-        print("   unrecognised")
-
-
 def run_segment(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -270,6 +230,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from revseg_agent.graphs.names import NODES
     from revseg_agent.outputs import write_outputs
     from revseg_agent.pipeline import result_from_state
+    from revseg_agent.step_editor import prompt_edit, show_update
 
     if not args.query.strip():
         raise InputError("the query is empty")
@@ -302,11 +263,11 @@ def run_segment(args: argparse.Namespace) -> int:
             for update in graph.stream(inputs, config, context=context, stream_mode="updates"):
                 for node, values in update.items():
                     if node != "__interrupt__":
-                        _show(node, values)
+                        show_update(node, values)
             inputs = None
             if not graph.get_state(config).next:
                 break
-            if not _prompt_edit(graph, config):
+            if not prompt_edit(graph, config):
                 print("stopped; nothing written")
                 return EXIT_CHAIN_FAILED
         state = graph.get_state(config).values
@@ -473,34 +434,12 @@ def run_sft(args: argparse.Namespace, recipe: Any) -> int:
     return 0
 
 
-#: Supervised steps that teach the demo's tiny policy the answer format (about 20 s on a CPU).
-DEMO_SFT_STEPS = 150
-
-
 def run_demo(args: argparse.Namespace) -> int:
-    from revseg_agent.demo import make_demo_clip
+    from revseg_agent.demo import DEMO_SFT_STEPS, demo_policy, make_demo_clip
 
-    policy_dir = args.cache / "tiny-sft-policy"
-    if not (policy_dir / "config.json").is_file():
-        from revseg_agent.policies.qwen import QwenVLPolicy
-        from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
-        from revseg_agent.training.data import generated_samples
-        from revseg_agent.training.recipe import GeneratedData
-        from revseg_agent.training.sft import train_sft
-
+    if not (args.cache / "tiny-sft-policy" / "config.json").is_file():
         print(f"training a tiny Qwen2.5-VL on generated clips for {DEMO_SFT_STEPS} steps (once; cached) ...")
-        base = build_tiny_qwen2_5_vl(args.cache / "tiny-random-policy")
-        policy = QwenVLPolicy.from_pretrained(base, device="cpu")
-        samples = generated_samples(args.cache / "sft-clips", GeneratedData(num_samples=6, num_frames=12))
-        train_sft(
-            policy,
-            samples,
-            steps=DEMO_SFT_STEPS,
-            learning_rate=3e-3,
-            batch_size=1,
-            num_frames=16,
-            output_dir=policy_dir,
-        )
+    policy_dir = demo_policy(args.cache)
     clip = make_demo_clip(args.cache / "clip.mp4")
     print(
         "NOTE: this demo runs the real pipeline offline with a TINY Qwen2.5-VL (no trained weights can be\n"
