@@ -7,7 +7,8 @@ from typing import Literal
 import pytest
 import torch
 
-from revseg_agent.policies.qwen_inputs import TokenRow, VisualBlock, shared_prefix_length
+from revseg_agent.policies.qwen_batches import shared_prefix_length
+from revseg_agent.policies.qwen_inputs import TokenRow, VisualBlock
 
 
 def block(kind: Literal["image", "video"], start: int, length: int, value: float = 0.0) -> VisualBlock:

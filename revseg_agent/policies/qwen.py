@@ -27,13 +27,8 @@ from revseg_agent.policies.base import (
 )
 from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout, check_layout
 from revseg_agent.policies.mrope import use_reference_rope_index
-from revseg_agent.policies.qwen_inputs import (
-    QwenInputBuilder,
-    Request,
-    TokenRow,
-    prefix_inputs,
-    shared_prefix_length,
-)
+from revseg_agent.policies.qwen_batches import prefix_inputs, shared_prefix_length
+from revseg_agent.policies.qwen_inputs import QwenInputBuilder, Request, TokenRow
 
 logger = logging.getLogger(__name__)
 
