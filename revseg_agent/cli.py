@@ -97,15 +97,10 @@ def _add_dataset_options(p: argparse.ArgumentParser) -> None:
 
 def run_inspect_policy(args: argparse.Namespace) -> int:
     from revseg_agent.policies.inspect import inspect_policy
-    from revseg_agent.policies.qwen import looks_local
+    from revseg_agent.policies.qwen import check_policy_source
 
     name = str(args.policy)
-    if looks_local(name) and not Path(name).expanduser().is_dir():
-        raise CheckpointError(f"policy checkpoint folder does not exist: {name}")
-    if not Path(name).expanduser().is_dir():
-        from revseg_agent.hub import require_hub_or_cache
-
-        require_hub_or_cache(name, "config.json", what="policy")
+    check_policy_source(name)
     try:
         report = inspect_policy(name, num_frames=args.frames, frame_layout=args.frame_layout)
     except (OSError, ValueError) as exc:

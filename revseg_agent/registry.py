@@ -9,15 +9,39 @@ Loaded objects are cached per spec so a served graph loads each model once.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from revseg_agent.errors import InputError
 from revseg_agent.policies.base import Policy
 from revseg_agent.tools.base import Tracker
 
+T = TypeVar("T")
+_loaded: dict[tuple[Any, ...], Any] = {}
+_key_locks: dict[tuple[Any, ...], threading.Lock] = {}
+_registry_lock = threading.Lock()
 
-@lru_cache(maxsize=4)
+
+def _load_once(key: tuple[Any, ...], load: Callable[[], T]) -> T:
+    """Load the object for `key` once, even when several threads ask for it at the same time
+    (a served graph's concurrent cold runs): the first caller loads, the others wait for it."""
+    with _registry_lock:
+        if key in _loaded:
+            return _loaded[key]
+        lock = _key_locks.setdefault(key, threading.Lock())
+    with lock:
+        if key not in _loaded:
+            _loaded[key] = load()
+        return _loaded[key]
+
+
 def load_policy(spec: str, device: str | None = None) -> Policy:
+    """The policy a spec names, loaded once per (spec, device)."""
+    return _load_once(("policy", spec, device), lambda: _build_policy(spec, device))
+
+
+def _build_policy(spec: str, device: str | None) -> Policy:
     if spec.startswith("served:"):
         from revseg_agent.policies.served import ServedPolicy
 
@@ -25,6 +49,16 @@ def load_policy(spec: str, device: str | None = None) -> Policy:
     from revseg_agent.policies.qwen import QwenVLPolicy
 
     return QwenVLPolicy.from_pretrained(spec, device=device)
+
+
+def check_policy_spec(spec: str) -> None:
+    """Cheap checks of a policy spec (a local folder that exists, a hub id that is cached or
+    reachable), to run before anything is loaded. Served specs are checked when first called."""
+    if spec.startswith("served:"):
+        return
+    from revseg_agent.policies.qwen import check_policy_source
+
+    check_policy_source(spec)
 
 
 def check_tracker_spec(spec: str) -> None:
@@ -44,10 +78,14 @@ def check_tracker_spec(spec: str) -> None:
     raise InputError(f"unknown tracker spec {spec!r}: use classical, sam2:<checkpoint> or sam2-hub:<id>")
 
 
-@lru_cache(maxsize=4)
 def load_tracker(spec: str, device: str | None = None, image_size: int | None = None) -> Tracker:
-    """`image_size` lowers SAM2's input resolution (memory); ignored by the classical tracker."""
+    """The tracker a spec names, loaded once per (spec, device, image size). `image_size` lowers
+    SAM2's input resolution (memory); ignored by the classical tracker."""
     check_tracker_spec(spec)
+    return _load_once(("tracker", spec, device, image_size), lambda: _build_tracker(spec, device, image_size))
+
+
+def _build_tracker(spec: str, device: str | None, image_size: int | None) -> Tracker:
     kind, _, rest = spec.partition(":")
     if kind == "classical":
         from revseg_agent.tools.classical import ClassicalTracker

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
-from revseg_agent.errors import InputError, PipelineFailure
+from revseg_agent.errors import PipelineFailure
 from revseg_agent.graphs.context import RETRY_SAMPLING, Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import NODES, SPATIAL_GROUNDING, TEMPORAL_EVIDENCE_SELECTION, TRACK
@@ -202,6 +202,10 @@ def test_interrupt_edit_resume(demo_clip: Path, tmp_path: Path) -> None:
     assert policy.calls[1].messages[-1].content[1] == TextPart(
         text="Detect the red block with bbox coordinates."
     )
+    edited = graph.get_state(config).values  # derived from the edited index, not stale
+    assert edited["keyframe_timestamp"] == round(20 / edited["fps"], 4)
+    position = edited["sampled_indices"].index(20) if 20 in edited["sampled_indices"] else None
+    assert edited["keyframe_position"] == position
 
     graph.update_state(config, {"boxes": [[180, 100, 220, 140]]})
     third = [next(iter(u)) for u in graph.stream(None, config, context=context, stream_mode="updates")]
@@ -260,10 +264,44 @@ def test_trace_round_trips_through_json(demo_clip: Path, tmp_path: Path) -> None
     assert "pixels" not in path.read_text()
 
 
-def test_empty_query_is_rejected(demo_clip: Path, tmp_path: Path) -> None:
-    context = Context(policy=ScriptedPolicy([]), tracker=BoxTracker(), artifacts_dir=tmp_path)
-    with pytest.raises(InputError, match="query is empty"):
-        build_graph().invoke({"video_path": str(demo_clip), "query": "  "}, context=context)
+@pytest.mark.parametrize(
+    ("case", "node", "code", "message"),
+    [
+        ("empty_query", "sample_frames", "bad_input", "the query is empty"),
+        ("missing_video", "sample_frames", "bad_video", "video not found"),
+        ("not_a_video", "sample_frames", "bad_video", "not a readable video"),
+        ("unknown_tracker", "sample_frames", "bad_input", "unknown tracker spec 'magic'"),
+        ("missing_policy", "sample_frames", "bad_checkpoint", "policy checkpoint folder does not exist"),
+    ],
+)
+def test_bad_input_ends_the_run_with_a_typed_error(
+    case: str, node: str, code: str, message: str, demo_clip: Path, tmp_path: Path
+) -> None:
+    """Bad input is the run's error in state (a served graph's client reads it there), before
+    any model is asked: the run stops at the node that met it."""
+    policy: Any = ScriptedPolicy([])
+    tracker: Any = BoxTracker()
+    video, query = str(demo_clip), "the red square"
+    if case == "empty_query":
+        query = "  "
+    elif case == "missing_video":
+        video = str(tmp_path / "nope.mp4")
+    elif case == "not_a_video":
+        (tmp_path / "notes.mp4").write_text("not a video")
+        video = str(tmp_path / "notes.mp4")
+    elif case == "unknown_tracker":
+        tracker = "magic"
+    elif case == "missing_policy":
+        policy = str(tmp_path / "no" / "such" / "policy")
+    context = Context(policy=policy, tracker=tracker, artifacts_dir=tmp_path)
+    stream = list(
+        build_graph().stream({"video_path": video, "query": query}, context=context, stream_mode="updates")
+    )
+    assert [next(iter(update)) for update in stream] == [node]
+    state = build_graph().invoke({"video_path": video, "query": query}, context=context)
+    assert state["error"]["node"] == node and state["error"]["code"] == code
+    assert message in state["error"]["message"]
+    assert isinstance(policy, str) or policy.calls == []  # no model was asked
 
 
 def test_multi_object_boxes_are_unioned(demo_clip: Path, tmp_path: Path) -> None:

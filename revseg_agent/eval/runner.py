@@ -15,6 +15,7 @@ one it was working on, and never counts anything twice. A torn last line is disc
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -177,8 +178,8 @@ class EvalRunner:
             record["keyframe_index"] = prompt[0] if prompt else None
         else:
             assert self.context is not None and self.graph is not None
-            context = self.context
-            context.artifacts_dir = work / "artifacts"
+            # a copy per expression: concurrent workers must not share one artifacts folder
+            context = dataclasses.replace(self.context, artifacts_dir=work / "artifacts")
             state = self.graph.invoke({"video_path": str(frames), "query": sample.text}, context=context)
             trace = trace_from_state(state, context)
             if trace.ok and trace.result.masks_path:

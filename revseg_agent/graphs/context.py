@@ -43,8 +43,10 @@ class Context:
     #: Run the tracker at the end. Training that needs no mask reward skips it (the trace then
     #: ends with a `track` step marked skipped and no masks).
     run_tracker: bool = True
-    #: Where the tracking node writes its masks (COCO RLE JSON).
-    artifacts_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="revseg-")))
+    #: Where the tracking node writes its masks (COCO RLE JSON); None: a temporary folder made
+    #: when first needed (not at construction: a served graph builds the context on its event
+    #: loop, where file-system calls are blocking calls).
+    artifacts_dir: Path | None = None
     track_progress: ProgressCallback | None = None
     #: Decoded frames: the nodes of a run (and the G runs of a training group, which share one)
     #: open the video once and decode each frame once, retries included. Bounded (LRU) so a
@@ -59,7 +61,14 @@ class Context:
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, SamplingParams(**value))
-        self.artifacts_dir = Path(self.artifacts_dir)
+        if self.artifacts_dir is not None:
+            self.artifacts_dir = Path(self.artifacts_dir)
+
+    def artifacts(self) -> Path:
+        """The artifacts folder, made on first use."""
+        if self.artifacts_dir is None:
+            self.artifacts_dir = Path(tempfile.mkdtemp(prefix="revseg-"))
+        return self.artifacts_dir
 
     def open_video(self, path: str | Path, *, fps: float | None = None) -> Video:
         if self.frame_cache is not None:

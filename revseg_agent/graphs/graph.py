@@ -37,6 +37,10 @@ from revseg_agent.graphs.nodes import (
 from revseg_agent.graphs.state import InputState, RevsegState
 
 
+def _after_sampling(state: RevsegState) -> str:
+    return END if state.get("error") else SEMANTIC_INTERPRETATION
+
+
 def _after_interpretation(state: RevsegState) -> str:
     if state.get("error"):
         return END
@@ -70,7 +74,7 @@ def build_graph(
     builder.add_node(SPATIAL_GROUNDING, spatial_grounding)
     builder.add_node(TRACK, track)
     builder.add_edge(START, SAMPLE_FRAMES)
-    builder.add_edge(SAMPLE_FRAMES, SEMANTIC_INTERPRETATION)
+    builder.add_conditional_edges(SAMPLE_FRAMES, _after_sampling, [SEMANTIC_INTERPRETATION, END])
     builder.add_conditional_edges(
         SEMANTIC_INTERPRETATION,
         _after_interpretation,

@@ -15,15 +15,17 @@ with one trace record each.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from langgraph.runtime import Runtime
 
-from revseg_agent.errors import InputError
+from revseg_agent.errors import CheckpointError, InputError, VideoError
 from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.names import (
@@ -43,9 +45,17 @@ from revseg_agent.parsing import (
     to_frame_space,
 )
 from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, VideoFrames
-from revseg_agent.registry import resolve_policy, resolve_tracker
+from revseg_agent.registry import check_policy_spec, check_tracker_spec, resolve_policy, resolve_tracker
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.types import Box
+
+NodeFn = TypeVar("NodeFn", bound=Callable[[RevsegState, Runtime[Context]], dict[str, Any]])
+#: Error codes of bad input met inside a run (most specific first).
+_BAD_INPUT_CODES: tuple[tuple[type[Exception], str], ...] = (
+    (VideoError, "bad_video"),
+    (CheckpointError, "bad_checkpoint"),
+    (InputError, "bad_input"),
+)
 
 
 def _error(node: str, code: str, message: str) -> dict[str, Any]:
@@ -112,12 +122,41 @@ def _sampled_frames(state: RevsegState, ctx: Context) -> VideoFrames:
 
 
 # -- nodes -------------------------------------------------------------------------------------
+def _ends_on_bad_input(node_name: str) -> Callable[[NodeFn], NodeFn]:
+    """Bad input met by a node (an empty query, an unreadable video, a checkpoint or spec that
+    cannot be loaded) becomes the run's typed `error` in state, recorded in the trace, and the
+    run ends there: in a served graph the client then reads the message in the run's state
+    instead of an opaque server error."""
+
+    def wrap(fn: NodeFn) -> NodeFn:
+        @functools.wraps(fn)
+        def node(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
+            started = time.time()
+            try:
+                return fn(state, runtime)
+            except (InputError, VideoError, CheckpointError) as exc:
+                code = next(c for kind, c in _BAD_INPUT_CODES if isinstance(exc, kind))
+                err = _error(node_name, code, str(exc))
+                return {"error": err, "steps": [_record(node_name, started, error=err)]}
+
+        return cast(NodeFn, node)
+
+    return wrap
+
+
+@_ends_on_bad_input(SAMPLE_FRAMES)
 def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     started = time.time()
+    ctx = runtime.context
     if not state.get("query", "").strip():
         raise InputError("the query is empty")
-    video = runtime.context.open_video(state["video_path"])
-    sample = video.sample(runtime.context.num_frames)
+    # cheap checks of specs before the first model call (a served graph's context holds specs)
+    if isinstance(ctx.policy, str):
+        check_policy_spec(ctx.policy)
+    if isinstance(ctx.tracker, str) and ctx.run_tracker:
+        check_tracker_spec(ctx.tracker)
+    video = ctx.open_video(state["video_path"])
+    sample = video.sample(ctx.num_frames)
     parsed = {
         "num_video_frames": video.num_frames,
         "fps": video.info.fps,
@@ -136,6 +175,7 @@ def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, An
     }
 
 
+@_ends_on_bad_input(SEMANTIC_INTERPRETATION)
 def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Round 1: interpret the query over the sampled frames; answer a keyframe and a description."""
     started = time.time()
@@ -193,6 +233,7 @@ def temporal_evidence_selection(state: RevsegState, runtime: Runtime[Context]) -
     }
 
 
+@_ends_on_bad_input(SPATIAL_GROUNDING)
 def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Round 2: box the described object on the keyframe; map boxes to frame coordinates."""
     started = time.time()
@@ -230,7 +271,7 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
         if not isinstance(answer, ParseError)
         else answer
     )
-    update: dict[str, Any] = {"round2_attempts": attempt}
+    update: dict[str, Any] = {"round2_attempts": attempt, **_keyframe_derived(state)}
     record = _generation_record(attempt, messages, records, gen, gen.image_sizes)
     if isinstance(boxes, ParseError):
         record["error"] = StepError(code=boxes.code, message=boxes.message)
@@ -252,6 +293,18 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
     return update
 
 
+def _keyframe_derived(state: RevsegState) -> dict[str, Any]:
+    """The keyframe's time and sampled position recomputed from its index, where they differ
+    from state (a person edited `keyframe_index` between nodes)."""
+    key = state["keyframe_index"]
+    sampled = list(state.get("sampled_indices", []))
+    derived = {
+        "keyframe_timestamp": round(key / state["fps"], 4),
+        "keyframe_position": sampled.index(key) if key in sampled else None,
+    }
+    return {k: v for k, v in derived.items() if state.get(k) != v}
+
+
 def _validate_boxes(raw: Any, height: int, width: int) -> list[Box] | str:
     try:
         boxes = [Box.from_list(b) for b in raw]
@@ -266,6 +319,7 @@ def _validate_boxes(raw: Any, height: int, width: int) -> list[Box] | str:
     return [b.clip(width, height) for b in boxes]
 
 
+@_ends_on_bad_input(TRACK)
 def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Propagate the keyframe box(es) through the whole video with the tracker."""
     started = time.time()
@@ -285,7 +339,7 @@ def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     key = json.dumps([state["video_path"], state["keyframe_index"], state["boxes"], tracker.name])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = write_masks_json(
-        ctx.artifacts_dir / f"masks-{digest}.json",
+        ctx.artifacts() / f"masks-{digest}.json",
         result,
         video_path=state["video_path"],
         keyframe_index=state["keyframe_index"],

@@ -47,6 +47,17 @@ def default_dtype(device: str) -> torch.dtype:
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
+def check_policy_source(name: str, *, revision: str | None = None) -> None:
+    """Cheap checks before anything is loaded: a local folder exists; a hub id is cached or the
+    hub is reachable (one DNS lookup instead of a minute of retries)."""
+    if looks_local(name) and not Path(name).expanduser().is_dir():
+        raise CheckpointError(f"policy checkpoint folder does not exist: {name}")
+    if not Path(name).expanduser().is_dir():
+        from revseg_agent.hub import require_hub_or_cache
+
+        require_hub_or_cache(name, "config.json", what="policy", revision=revision)
+
+
 def looks_local(name: str) -> bool:
     return name.startswith((".", "/", "~")) or Path(name).expanduser().exists() or name.count("/") > 1
 
@@ -114,12 +125,7 @@ class QwenVLPolicy:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         name = str(name_or_path)
-        if looks_local(name) and not Path(name).expanduser().is_dir():
-            raise CheckpointError(f"policy checkpoint folder does not exist: {name}")
-        if not Path(name).expanduser().is_dir():
-            from revseg_agent.hub import require_hub_or_cache
-
-            require_hub_or_cache(name, "config.json", what="policy", revision=revision)
+        check_policy_source(name, revision=revision)
         device = device or default_device()
         if isinstance(dtype, str):
             dtype = getattr(torch, dtype)
