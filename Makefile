@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation $(SAM2_SPEC)
 	$(PY) -c "import deepspeed" 2>/dev/null || DS_BUILD_OPS=0 $(PIP) install --quiet --no-build-isolation $(DEEPSPEED_SPEC)
-	$(PIP) install --quiet -e ".[dev,sam2,train,deepspeed]"
+	$(PIP) install --quiet -e ".[dev,sam2,train,deepspeed,serve]"
 	# reference metrics for the tests; it declares opencv-python, which would overwrite the
 	# contrib build's cv2/ folder, so it goes in without dependencies (scikit-image is in [dev])
 	$(PIP) install --quiet --no-deps vos-benchmark==0.1.0
@@ -48,9 +48,11 @@ bench: install
 	$(PY) benchmarks/metrics_speed.py
 	$(PY) benchmarks/group_rollout.py
 
+# `make serve PORT=8123`: the graph of langgraph.json on loopback (inmem runtime, no browser,
+# no analytics); installs nothing beyond `make install`, so it works offline.
+PORT ?= 2024
 serve: install
-	$(PIP) install --quiet -e ".[serve]"
-	$(VENV)/bin/langgraph dev --host 127.0.0.1
+	LANGGRAPH_CLI_NO_ANALYTICS=1 $(VENV)/bin/langgraph dev --host 127.0.0.1 --port $(PORT) --no-browser
 
 clean:
 	rm -rf $(VENV) .cache demo-out .pytest_cache .mypy_cache .ruff_cache

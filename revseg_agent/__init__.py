@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from revseg_agent.errors import CheckpointError, InputError, PipelineFailure, RevsegError, VideoError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.pipeline import SegmentationResult, result_from_state, segment
 from revseg_agent.policies.base import Generation, Policy, SamplingParams
-from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.served import ServedPolicy
 from revseg_agent.tools.base import Tracker
 from revseg_agent.tools.classical import ClassicalTracker
-from revseg_agent.tools.sam2_tracker import SAM2Tracker
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video, open_video
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from revseg_agent.policies.qwen import QwenVLPolicy
+    from revseg_agent.tools.sam2_tracker import SAM2Tracker
+
+#: Imported on first use: they import torch (seconds), which a served graph's start-up and the
+#: command line's quick paths do not need.
+_LAZY = {
+    "QwenVLPolicy": "revseg_agent.policies.qwen",
+    "SAM2Tracker": "revseg_agent.tools.sam2_tracker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'revseg_agent' has no attribute {name!r}")
+
 
 __all__ = [
     "Box",

@@ -52,7 +52,7 @@ EXIT_RESOURCES = 4
 
 
 def _add_segment_options(p: argparse.ArgumentParser) -> None:
-    from revseg_agent.policies.qwen import DEFAULT_POLICY
+    from revseg_agent.policies.released import DEFAULT_POLICY
     from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG
 
     p.add_argument(

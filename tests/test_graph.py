@@ -344,9 +344,32 @@ def test_served_graph_takes_specs_as_context(demo_clip: Path, tiny_policy_dir: P
         "artifacts_dir": str(tmp_path),
         "sampling": {"max_new_tokens": 8},
     }
-    state = served.invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
-    assert state["error"] is None and Path(state["masks_path"]).is_file()
-    assert [s["node"] for s in state["steps"]] == list(NODES)
+    updates = list(
+        served.stream(
+            {"video_path": str(demo_clip), "query": "the red square"}, context=context, stream_mode="updates"
+        )
+    )
+    assert [next(iter(u)) for u in updates] == [*NODES, "respond"]
+    out = served.invoke({"video_path": str(demo_clip), "query": "the red square"}, context=context)
+    # the output is what a remote client needs, not the whole state
+    assert set(out) == {
+        "description",
+        "keyframe_index",
+        "keyframe_timestamp",
+        "boxes",
+        "masks",
+        "trace_summary",
+        "error",
+    }
+    assert out["error"] is None and len(out["masks"]) == 24
+    from revseg_agent.masks_io import decode_rle
+
+    assert decode_rle(out["masks"][out["keyframe_index"]]).shape == (240, 320)
+    assert "[track#1]" in out["trace_summary"]
+    with_trace = served.invoke(
+        {"video_path": str(demo_clip), "query": "the red square"}, context={**context, "include_trace": True}
+    )
+    assert [s["node"] for s in with_trace["trace"]["steps"]] == list(NODES)
 
 
 def test_a_run_opens_the_video_once_and_decodes_each_frame_once(

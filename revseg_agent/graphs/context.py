@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -81,3 +81,9 @@ class Context:
         if self.frame_cache is not None:
             return self.frame_cache.read(path, indices, fps=fps)
         return open_video(path, fps=fps).read(indices)
+
+
+def run_context(runtime_context: Any) -> Context:
+    """The `Context` of a run: given directly (Python API), or the one a served graph's JSON
+    context builds (`graphs.served.ServedContext.context`)."""
+    return runtime_context if isinstance(runtime_context, Context) else runtime_context.context

@@ -9,7 +9,8 @@
                      spatial_grounding --(boxes)--> track -> END
     any node that records an `error` ends the run (the trace holds it).
 
-`graph` (compiled without a checkpointer) is what `langgraph.json` serves.
+`graph` (compiled without a checkpointer, `served=True`: specs as context, a last `respond`
+step with a client-ready output) is what `langgraph.json` serves.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from langgraph.graph import END, START, StateGraph
 
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.names import (
+    RESPOND,
     SAMPLE_FRAMES,
     SEMANTIC_INTERPRETATION,
     SPATIAL_GROUNDING,
@@ -44,7 +46,7 @@ def _after_sampling(state: RevsegState) -> str:
 def _after_interpretation(state: RevsegState) -> str:
     if state.get("error"):
         return END
-    if state.get("description") is not None and state.get("keyframe_position") is not None:
+    if state.get("keyframe_position") is not None and state.get("description") is not None:
         return TEMPORAL_EVIDENCE_SELECTION
     return SEMANTIC_INTERPRETATION
 
@@ -59,30 +61,59 @@ def _after_grounding(state: RevsegState) -> str:
     return TRACK if state.get("boxes") else SPATIAL_GROUNDING
 
 
+def _ending_in(last: str, route: Any) -> Any:
+    """`route` with END replaced by `last` (the served graph's `respond` step)."""
+    return lambda state: last if (target := route(state)) == END else target
+
+
 def build_graph(
     *,
     checkpointer: Any = None,
     interrupt_before: Sequence[str] | None = None,
     interrupt_after: Sequence[str] | None = None,
     name: str = "revseg",
+    served: bool = False,
 ) -> Any:
-    """Compile the ReVSeg graph. Pass a checkpointer to pause, inspect, edit and resume runs."""
-    builder = StateGraph(RevsegState, context_schema=Context, input_schema=InputState)
+    """Compile the ReVSeg graph. Pass a checkpointer to pause, inspect, edit and resume runs.
+
+    `served=True` builds what a server runs: the context is a `ServedContext` (specs, JSON),
+    and a last `respond` step returns a `ServedOutput` (see `graphs.served`)."""
+    from revseg_agent.graphs.served import ServedContext, ServedOutput, respond
+
+    builder: Any = StateGraph(
+        RevsegState,
+        context_schema=ServedContext if served else Context,
+        input_schema=InputState,
+        output_schema=ServedOutput if served else None,
+    )
     builder.add_node(SAMPLE_FRAMES, sample_frames)
     builder.add_node(SEMANTIC_INTERPRETATION, semantic_interpretation)
     builder.add_node(TEMPORAL_EVIDENCE_SELECTION, temporal_evidence_selection)
     builder.add_node(SPATIAL_GROUNDING, spatial_grounding)
     builder.add_node(TRACK, track)
+    last = END
+    if served:
+        builder.add_node(RESPOND, respond)
+        builder.add_edge(RESPOND, END)
+        last = RESPOND
+
+    def route(fn: Any) -> Any:
+        return _ending_in(last, fn) if served else fn
+
     builder.add_edge(START, SAMPLE_FRAMES)
-    builder.add_conditional_edges(SAMPLE_FRAMES, _after_sampling, [SEMANTIC_INTERPRETATION, END])
+    builder.add_conditional_edges(SAMPLE_FRAMES, route(_after_sampling), [SEMANTIC_INTERPRETATION, last])
     builder.add_conditional_edges(
         SEMANTIC_INTERPRETATION,
-        _after_interpretation,
-        [SEMANTIC_INTERPRETATION, TEMPORAL_EVIDENCE_SELECTION, END],
+        route(_after_interpretation),
+        [SEMANTIC_INTERPRETATION, TEMPORAL_EVIDENCE_SELECTION, last],
     )
-    builder.add_conditional_edges(TEMPORAL_EVIDENCE_SELECTION, _after_selection, [SPATIAL_GROUNDING, END])
-    builder.add_conditional_edges(SPATIAL_GROUNDING, _after_grounding, [SPATIAL_GROUNDING, TRACK, END])
-    builder.add_edge(TRACK, END)
+    builder.add_conditional_edges(
+        TEMPORAL_EVIDENCE_SELECTION, route(_after_selection), [SPATIAL_GROUNDING, last]
+    )
+    builder.add_conditional_edges(
+        SPATIAL_GROUNDING, route(_after_grounding), [SPATIAL_GROUNDING, TRACK, last]
+    )
+    builder.add_edge(TRACK, last)
     return builder.compile(
         checkpointer=checkpointer,
         interrupt_before=list(interrupt_before or []),
@@ -91,4 +122,5 @@ def build_graph(
     )
 
 
-graph = build_graph()
+#: What `langgraph.json` serves: specs as context, a client-ready output.
+graph = build_graph(served=True)

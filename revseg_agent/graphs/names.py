@@ -17,5 +17,7 @@ TEMPORAL_EVIDENCE_SELECTION: Final = "temporal_evidence_selection"
 SPATIAL_GROUNDING: Final = "spatial_grounding"
 TRACK: Final = "track"
 NODES: Final = (SAMPLE_FRAMES, SEMANTIC_INTERPRETATION, TEMPORAL_EVIDENCE_SELECTION, SPATIAL_GROUNDING, TRACK)
+#: The served graph's last step (not a trace step): what a client receives.
+RESPOND: Final = "respond"
 #: The nodes whose steps the policy wrote (what training replays).
 POLICY_NODES: Final = (SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING)

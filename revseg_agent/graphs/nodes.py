@@ -27,7 +27,7 @@ from langgraph.runtime import Runtime
 
 from revseg_agent.errors import CheckpointError, InputError, VideoError
 from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
-from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.context import Context, run_context
 from revseg_agent.graphs.names import (
     SAMPLE_FRAMES,
     SEMANTIC_INTERPRETATION,
@@ -147,7 +147,7 @@ def _ends_on_bad_input(node_name: str) -> Callable[[NodeFn], NodeFn]:
 @_ends_on_bad_input(SAMPLE_FRAMES)
 def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     started = time.time()
-    ctx = runtime.context
+    ctx = run_context(runtime.context)
     if not state.get("query", "").strip():
         raise InputError("the query is empty")
     # cheap checks of specs before the first model call (a served graph's context holds specs)
@@ -179,7 +179,7 @@ def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, An
 def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Round 1: interpret the query over the sampled frames; answer a keyframe and a description."""
     started = time.time()
-    ctx = runtime.context
+    ctx = run_context(runtime.context)
     attempt = state.get("round1_attempts", 0) + 1
     messages = round1_messages(state["query"], state["sampled_timestamps"])
     visuals = {FRAMES_REF: _sampled_frames(state, ctx)}
@@ -237,7 +237,7 @@ def temporal_evidence_selection(state: RevsegState, runtime: Runtime[Context]) -
 def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Round 2: box the described object on the keyframe; map boxes to frame coordinates."""
     started = time.time()
-    ctx = runtime.context
+    ctx = run_context(runtime.context)
     height, width = state["frame_size"]
     key = state["keyframe_index"]
     if not 0 <= key < state["num_video_frames"]:
@@ -323,7 +323,7 @@ def _validate_boxes(raw: Any, height: int, width: int) -> list[Box] | str:
 def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Propagate the keyframe box(es) through the whole video with the tracker."""
     started = time.time()
-    ctx = runtime.context
+    ctx = run_context(runtime.context)
     height, width = state["frame_size"]
     boxes = _validate_boxes(state.get("boxes"), height, width)
     if isinstance(boxes, str):

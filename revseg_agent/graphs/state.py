@@ -8,7 +8,11 @@ record to `steps`, which the reducer concatenates.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
+
+# langgraph-api describes the state with pydantic, which needs typing_extensions' TypedDict
+# on Python < 3.12
+from typing_extensions import TypedDict
 
 
 class InputState(TypedDict):

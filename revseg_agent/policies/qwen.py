@@ -29,10 +29,10 @@ from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout
 from revseg_agent.policies.mrope import use_reference_rope_index
 from revseg_agent.policies.qwen_batches import prefix_inputs, shared_prefix_length
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder, Request, TokenRow
+from revseg_agent.policies.released import DEFAULT_POLICY
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
 #: Qwen2.5-VL's ViT patch side in pixels: the processor's grid counts patches of this size, so
 #: a grid of (h, w) patches is an image of (14 h, 14 w) pixels (sides are multiples of 28).
 PATCH_SIZE = 14

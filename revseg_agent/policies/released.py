@@ -8,6 +8,9 @@ the release's placeholder ids in a server's prompt.
 
 from __future__ import annotations
 
+#: The released checkpoint ReVSeg runs (the default policy everywhere a policy is named).
+DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
+
 #: Qwen2.5-VL's added tokens with their released ids (`tokenizer.json` of the Qwen2.5 family):
 #: `(token, id, special)`. Special tokens are dropped by `decode(skip_special_tokens=True)`.
 QWEN_ADDED_TOKENS: tuple[tuple[str, int, bool], ...] = (

@@ -1,0 +1,100 @@
+"""The graph as `langgraph dev` / LangGraph Platform serve it (`langgraph.json` -> `graph`).
+
+A served graph receives its context as JSON and is described to clients (Studio, `get_schemas`)
+by JSON schemas, so:
+- `ServedContext` holds specs and plain settings only (the Python API's `Context` holds live
+  policy and tracker objects, which no schema can describe); nodes run on the `Context` it
+  builds, made without touching the file system (the server builds it on its event loop);
+- `ServedOutput` is what a client needs from a finished run: keyframe, description, boxes,
+  per-frame masks as COCO RLE (the server's disk is not the client's), the chain as text, the
+  error if the run stopped, and the full trace only when `include_trace` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
+
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.state import RevsegState
+from revseg_agent.policies.base import SamplingParams
+from revseg_agent.policies.released import DEFAULT_POLICY
+from revseg_agent.video import DEFAULT_NUM_FRAMES
+
+
+@dataclass
+class ServedContext:
+    """The run's settings as JSON: the policy and tracker as specs (see `registry`)."""
+
+    #: A hub id, a local checkpoint folder, or `served:<base url>[#<model>]`.
+    policy: str = DEFAULT_POLICY
+    #: `classical`, `sam2:<checkpoint>[:<config>]` or `sam2-hub:<hub id>`.
+    tracker: str = "classical"
+    num_frames: int = DEFAULT_NUM_FRAMES
+    max_attempts: int = 3
+    on_parse_failure: Literal["fail", "fallback"] = "fail"
+    round2_with_history: bool = True
+    run_tracker: bool = True
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    #: Where the server writes mask files; None: a temporary folder made when first needed.
+    artifacts_dir: str | None = None
+    #: Return the full trace (prompts, token ids, log-probs) in the output as well.
+    include_trace: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sampling, dict):  # JSON from a client
+            self.sampling = SamplingParams(**self.sampling)
+        self._context = Context(
+            policy=self.policy,  # type: ignore[arg-type]  # specs are resolved by the nodes
+            tracker=self.tracker,  # type: ignore[arg-type]
+            num_frames=self.num_frames,
+            max_attempts=self.max_attempts,
+            on_parse_failure=self.on_parse_failure,
+            round2_with_history=self.round2_with_history,
+            run_tracker=self.run_tracker,
+            sampling=self.sampling,
+            artifacts_dir=self.artifacts_dir,  # type: ignore[arg-type]  # made a Path by Context
+        )
+
+    @property
+    def context(self) -> Context:
+        """The run-time context the nodes use (one per run: its frame cache serves the run)."""
+        return self._context
+
+
+class ServedOutput(TypedDict, total=False):
+    description: str
+    keyframe_index: int
+    keyframe_timestamp: float
+    boxes: list[list[float]]
+    #: One COCO RLE (`{"size": [h, w], "counts": str}`) per frame of the video.
+    masks: list[dict[str, Any]]
+    #: The chain as text (what `Trace.summary` prints).
+    trace_summary: str
+    #: Set when the run stopped: `{"node", "code", "message"}`.
+    error: dict[str, Any] | None
+    #: The full trace, when the context asks for it (`include_trace`).
+    trace: dict[str, Any]
+
+
+def respond(state: RevsegState, runtime: Runtime[Any]) -> dict[str, Any]:
+    """The served run's last step: what the client receives (see `ServedOutput`)."""
+    from revseg_agent.masks_io import encode_rle, read_masks_json
+    from revseg_agent.traces import Trace
+
+    served = runtime.context
+    ctx = served.context if isinstance(served, ServedContext) else served
+    trace = Trace.from_state(dict(state), policy=_spec_name(ctx.policy), tracker=_spec_name(ctx.tracker))
+    out: dict[str, Any] = {"trace_summary": trace.summary(), "error": state.get("error")}
+    if state.get("masks_path") and not state.get("error"):
+        out["masks"] = [encode_rle(m) for m in read_masks_json(state["masks_path"]).masks]
+    if isinstance(served, ServedContext) and served.include_trace:
+        out["trace"] = trace.model_dump(mode="json")
+    return out
+
+
+def _spec_name(value: Any) -> str:
+    return value if isinstance(value, str) else str(value.name)

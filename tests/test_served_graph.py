@@ -1,0 +1,187 @@
+"""The graph served by a real `langgraph dev` server, driven by LangGraph's own client.
+
+One server on a free loopback port for the module (inmem runtime, no browser, no analytics, no
+reload), the tiny Qwen2.5-VL checkpoint as the policy spec and the weight-free tracker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("langgraph_api", reason="the serve extra (langgraph-cli[inmem]) is not installed")
+from langgraph_sdk import get_sync_client
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+ROOT = Path(__file__).resolve().parents[1]
+NODES_AND_RESPOND = [
+    "sample_frames",
+    "semantic_interpretation",
+    "temporal_evidence_selection",
+    "spatial_grounding",
+    "track",
+    "respond",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    cli = shutil.which("langgraph", path=str(Path(sys.executable).parent))
+    if cli is None:
+        pytest.skip("the langgraph CLI is not installed")
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    env = {
+        **os.environ,
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "LANGSMITH_TRACING": "false",
+        "LANGCHAIN_TRACING_V2": "false",
+    }
+    args = [cli, "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise AssertionError(f"the server did not start:\n{log.read_text()[-3000:]}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _context(policy_dir: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "policy": str(policy_dir),
+        "tracker": "classical",
+        "on_parse_failure": "fallback",
+        "max_attempts": 1,
+        "num_frames": 4,
+        "sampling": {"max_new_tokens": 8},
+        **extra,
+    }
+
+
+def test_a_streamed_run_gives_one_update_per_node(
+    server: str, tiny_policy_dir: Path, demo_clip: Path
+) -> None:
+    client = get_sync_client(url=server)
+    nodes = []
+    for part in client.runs.stream(
+        None,
+        "revseg",
+        input={"video_path": str(demo_clip), "query": "the red square"},
+        context=_context(tiny_policy_dir),
+        stream_mode="updates",
+    ):
+        assert part.event != "error", part.data
+        if part.event == "updates":
+            nodes += list(part.data)
+    assert nodes == NODES_AND_RESPOND
+
+
+def test_an_interrupted_run_is_edited_and_resumed(
+    server: str, tiny_policy_dir: Path, demo_clip: Path
+) -> None:
+    client = get_sync_client(url=server)
+    thread = client.threads.create()
+    context = _context(tiny_policy_dir)
+    client.runs.wait(
+        thread["thread_id"],
+        "revseg",
+        input={"video_path": str(demo_clip), "query": "the red square"},
+        context=context,
+        interrupt_before=["spatial_grounding"],
+    )
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["spatial_grounding"]
+    client.threads.update_state(thread["thread_id"], {"keyframe_index": 5, "description": "the red block"})
+    out = client.runs.wait(thread["thread_id"], "revseg", input=None, context=context)
+    assert isinstance(out, dict) and out["error"] is None
+    assert out["keyframe_index"] == 5 and out["description"] == "the red block"
+    assert out["keyframe_timestamp"] == round(5 / 12.0, 4)  # recomputed from the edited index
+    assert len(out["masks"]) == 24  # COCO RLE per frame: the client needs no server disk
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"video_path": "/no/such/video.mp4"}, "video not found"),
+        ({"query": "   "}, "the query is empty"),
+        ({"tracker": "magic"}, "unknown tracker spec 'magic'"),
+    ],
+)
+def test_bad_input_reaches_the_client(
+    server: str, tiny_policy_dir: Path, demo_clip: Path, change: dict[str, str], message: str
+) -> None:
+    client = get_sync_client(url=server)
+    inputs = {"video_path": str(demo_clip), "query": "the red square"}
+    context = _context(tiny_policy_dir)
+    for key, value in change.items():
+        (context if key == "tracker" else inputs)[key] = value
+    out = client.runs.wait(None, "revseg", input=inputs, context=context)
+    assert isinstance(out, dict) and message in out["error"]["message"], out
+    assert out["error"]["node"] == "sample_frames"  # checked before any model was asked
+
+
+def test_two_concurrent_cold_runs_succeed(
+    server: str, tmp_path: Path, demo_clip: Path, tiny_policy_dir: Path
+) -> None:
+    """A checkpoint no run has loaded yet, asked for by two runs at once: loaded once, both run."""
+    cold = tmp_path / "cold-policy"
+    shutil.copytree(tiny_policy_dir, cold)
+    client = get_sync_client(url=server)
+
+    def run(_: int) -> Any:
+        return client.runs.wait(
+            None,
+            "revseg",
+            input={"video_path": str(demo_clip), "query": "the red square"},
+            context=_context(cold),
+        )
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outs = list(pool.map(run, range(2)))
+    assert all(isinstance(o, dict) and o["error"] is None and len(o["masks"]) == 24 for o in outs), outs
+
+
+def test_schemas_describe_input_output_and_context(server: str) -> None:
+    client = get_sync_client(url=server)
+    (assistant,) = client.assistants.search(graph_id="revseg")
+    schemas = client.assistants.get_schemas(assistant["assistant_id"])
+    assert set(schemas["input_schema"]["properties"]) == {"video_path", "query"}
+    assert {"keyframe_index", "boxes", "masks", "trace_summary", "error"} <= set(
+        schemas["output_schema"]["properties"]
+    )
+    assert {"policy", "tracker", "num_frames", "on_parse_failure"} <= set(
+        schemas["context_schema"]["properties"]
+    )
