@@ -78,9 +78,10 @@ def read_mask_png(path: Path) -> np.ndarray:
         raise MaskFileError(f"mask {path} is not a readable image: {exc}") from exc
 
 
-def write_mask_png(path: Path, mask: np.ndarray) -> None:
+def write_mask_png(path: Path, mask: np.ndarray, *, value: int = 255) -> None:
+    """A binary mask as a PNG of 0 and `value` (255 by default; ReVOS's official code wants 1)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), mask.astype(np.uint8) * 255):
+    if not cv2.imwrite(str(path), mask.astype(np.uint8) * np.uint8(value)):
         raise OSError(f"cannot write {path}")
 
 

@@ -74,6 +74,15 @@ def write_mevis(root: Path, *, revos: bool = False) -> Path:
     name = "meta_expressions_valid_.json" if revos else "meta_expressions.json"
     (root / name).write_text(json.dumps(meta))
     (root / "mask_dict.json").write_text(json.dumps(mask_dict))
+    if revos:  # the video's foreground, as VISA's tools/generate_foreground_mask.py writes it
+        union = np.any(np.stack(list(objects.values())), axis=0)
+        fg = {
+            "vid1": {
+                "masks_rle": [encode_rle(m) for m in union],
+                "foreground_ratio": [float(m.mean()) for m in union],
+            }
+        }
+        (root / "mask_dict_foreground.json").write_text(json.dumps(fg))
     _frames(root / "JPEGImages" / "vid1")
     return root
 
@@ -164,3 +173,123 @@ def write_textured_mevis(root: Path, *, frames: int = 8, size: tuple[int, int] =
     (root / "meta_expressions.json").write_text(json.dumps(meta))
     (root / "mask_dict.json").write_text(json.dumps(mask_dict))
     return root
+
+
+# -- a ReVOS case for the official evaluation ------------------------------------------------------
+# (video, exp_id, type_id, anno ids, prediction kind); kinds: see `_revos_prediction`.
+REVOS_CASE = [
+    ("vidA", "0", 0, [1], "perfect"),
+    ("vidA", "1", 1, [2], "dilated"),
+    ("vidA", "2", 1, [1, 2], "perfect"),  # the two targets overlap on every frame
+    ("vidA", "3", 2, [], "empty"),  # no target
+    ("vidA", "4", 0, [3], "eroded"),
+    ("vidB", "0", 0, [1], "shifted"),  # object 1 leaves the frame half-way
+    ("vidB", "1", 1, [2], "wrong_object"),
+    ("vidB", "2", 0, [1, 2], "speckled"),
+    ("vidB", "3", 1, [2], "missing"),
+    ("vidB", "4", 1, [1], "empty"),
+    ("vidC", "0", 0, [1], "missing"),
+    ("vidC", "1", 1, [1], "perfect"),
+    ("vidC", "2", 2, [], "speckled"),  # no target
+]
+REVOS_SIZE = (48, 64)
+REVOS_FRAMES = [f"{5 * k:05d}" for k in range(6)]
+
+
+def _revos_objects(video: str) -> dict[int, np.ndarray]:
+    h, w = REVOS_SIZE
+    n = len(REVOS_FRAMES)
+    yy, xx = np.mgrid[:h, :w]
+    objects: dict[int, np.ndarray] = {}
+    one = np.zeros((n, h, w), bool)
+    two = np.zeros((n, h, w), bool)
+    three = np.zeros((n, h, w), bool)
+    for k in range(n):
+        if video == "vidA":
+            one[k, 10:30, 5 + 3 * k : 25 + 3 * k] = True
+            two[k, 20:40, 15 + 3 * k : 35 + 3 * k] = True  # overlaps object 1
+            three[k] = (yy - 35) ** 2 + (xx - 50) ** 2 < 8**2
+        elif video == "vidB":
+            if k < 3:
+                one[k, 5:20, 40 + 6 * k : 60 + 6 * k] = True
+            two[k, 28:44, 4:20] = True
+        else:
+            one[k] = (yy - 24) ** 2 + (xx - (20 + 4 * k)) ** 2 < (6 + k) ** 2
+    objects[1], objects[2] = one, two
+    if video == "vidA":
+        objects[3] = three
+    return objects
+
+
+def _revos_prediction(
+    kind: str, truth: np.ndarray, other: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    if kind == "perfect":
+        return truth.copy()
+    if kind in {"dilated", "eroded"}:
+        op = cv2.dilate if kind == "dilated" else cv2.erode
+        return np.stack([op(m.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0 for m in truth])
+    if kind == "shifted":
+        return np.roll(truth, (3, -4), axis=(1, 2))
+    if kind == "empty":
+        return np.zeros_like(truth)
+    if kind == "wrong_object":
+        return other.copy()
+    if kind == "speckled":
+        return truth | (rng.random(truth.shape) < 0.05)
+    raise ValueError(kind)
+
+
+def write_revos_case(root: Path) -> tuple[Path, Path]:
+    """A ReVOS-layout set (with `mask_dict_foreground.json` as VISA's
+    `tools/generate_foreground_mask.py` writes it) and predictions of every kind in
+    `REVOS_CASE`, written as 0/1 PNGs (what the official script reads). Returns (gt, pred)."""
+    gt_root, pred_root = root / "ReVOS", root / "pred"
+    rng = np.random.default_rng(11)
+    mask_dict: dict[str, list[dict[str, object] | None]] = {}
+    foreground: dict[str, dict[str, object]] = {}
+    videos: dict[str, dict[str, object]] = {}
+    anno_of: dict[tuple[str, int], str] = {}
+    for video in sorted({v for v, *_ in REVOS_CASE}):
+        objects = _revos_objects(video)
+        for obj, stack in objects.items():
+            anno = str(len(mask_dict) + 1)
+            anno_of[(video, obj)] = anno
+            mask_dict[anno] = [encode_rle(m) if m.any() else None for m in stack]
+        union = np.any(np.stack(list(objects.values())), axis=0)
+        foreground[video] = {
+            "masks_rle": [encode_rle(m) for m in union],
+            "foreground_ratio": [float(m.mean()) for m in union],
+        }
+        folder = gt_root / "JPEGImages" / video
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, name in enumerate(REVOS_FRAMES):
+            frame = rng.integers(90, 160, (*REVOS_SIZE, 3), dtype=np.uint8)
+            for obj, stack in objects.items():
+                frame[stack[k]] = (40 * obj, 200 - 40 * obj, 120)
+            cv2.imwrite(str(folder / f"{name}.jpg"), frame)
+        expressions = {}
+        for v, exp_id, type_id, objs, kind in REVOS_CASE:
+            if v != video:
+                continue
+            annos = [anno_of[(video, o)] for o in objs]
+            expressions[exp_id] = {
+                "exp": f"{kind} {exp_id}",
+                "obj_id": objs,
+                "anno_id": annos,
+                "type_id": type_id,
+            }
+            truth = np.any(np.stack([objects[o] for o in objs]), axis=0) if objs else np.zeros_like(union)
+            other = objects[2] if objs != [2] else objects[1]
+            if kind == "missing":
+                continue
+            pred = _revos_prediction(kind, truth, other, rng)
+            out = pred_root / video / exp_id
+            out.mkdir(parents=True, exist_ok=True)
+            for name, m in zip(REVOS_FRAMES, pred, strict=True):
+                cv2.imwrite(str(out / f"{name}.png"), m.astype(np.uint8))
+        videos[video] = {"frames": REVOS_FRAMES, "expressions": expressions}
+    (gt_root / "meta_expressions_valid_.json").write_text(json.dumps({"videos": videos}))
+    (gt_root / "mask_dict.json").write_text(json.dumps(mask_dict))
+    (gt_root / "mask_dict_foreground.json").write_text(json.dumps(foreground))
+    return gt_root, pred_root

@@ -73,8 +73,8 @@ def test_known_perturbations_mevis(tmp_path: Path) -> None:
     broken = gt0.copy()
     broken[:2] = False
     write_prediction(bench, pred, samples[0], broken)
-    # Expression 2: prediction folder missing -> scored as empty masks: frames 0-2 score 0,
-    # frame 3 (object absent, prediction empty) scores J = F = 1 -> 0.25.
+    # Expression 2: prediction folder missing -> 0 on every metric (the official scripts; an
+    # empty prediction would have scored J = F = 1 on frame 3, where the object is absent).
     for p in prediction_paths(bench, pred, samples[2]):
         p.unlink()
     prediction_paths(bench, pred, samples[2])[0].parent.rmdir()
@@ -82,8 +82,8 @@ def test_known_perturbations_mevis(tmp_path: Path) -> None:
     rows = {r["exp_id"]: r for r in summary["expressions"]}
     assert (rows["0"]["J"], rows["0"]["F"]) == (0.5, 0.5)
     assert rows["1"]["JF"] == 1.0
-    assert (rows["2"]["status"], rows["2"]["J"], rows["2"]["F"]) == ("missing_prediction", 0.25, 0.25)
-    assert summary["J&F"] == pytest.approx((50 + 100 + 25) / 3)
+    assert (rows["2"]["status"], rows["2"]["J"], rows["2"]["F"]) == ("missing_prediction", 0.0, 0.0)
+    assert summary["J&F"] == pytest.approx((50 + 100 + 0) / 3)
     skipped = score_predictions(bench, pred, missing="skip")
     assert skipped["J&F"] == pytest.approx(75.0) and skipped["counts"]["skipped"] == 1
 

@@ -90,14 +90,24 @@ def test_statistics() -> None:
 
 
 def test_revos_accuracy_and_robustness() -> None:
-    gt = np.zeros((2, 4, 4), bool)
-    gt[:, :2, :2] = True  # 4 foreground pixels per frame, 8 in all
-    pred = gt.copy()
-    pred[0, 3, 3] = True  # one false positive
-    pred[1, 0, 0] = False  # one false negative
+    """The official ReVOS arithmetic (VISA `tools/metrics.py`): per frame, R's denominator is the
+    video's foreground, not the expression's own truth."""
+    gt = np.zeros((2, 4, 4), np.uint8)
+    gt[:, :2, :2] = 1  # 4 target pixels per frame
+    foreground = np.zeros_like(gt)
+    foreground[:, :, :2] = 1  # 8 foreground pixels per frame (the target and another object)
+    pred = gt.astype(bool)
+    pred[0, 3, 3] = True  # one false positive on frame 0
+    pred[1, 0, 0] = False  # one false negative on frame 1
     assert revos_accuracy(pred, gt).tolist() == [15 / 16, 15 / 16]
-    assert revos_robustness(pred, gt) == pytest.approx(1 - 1 / (8 + 1e-6))
-    assert revos_robustness(np.ones_like(gt), gt) == 0.0  # clipped at 0
+    assert revos_robustness(pred, gt, foreground).tolist() == pytest.approx([1 - 1 / (8 + 1e-6), 1.0])
+    assert revos_robustness(np.ones_like(pred), gt, foreground).tolist() == [0.0, 0.0]  # clipped at 0
+    # two targets overlapping: the script's uint8 sum holds 2 there; A counts it wrong and
+    # 1 - 2 wraps to 255 in R (the published protocol, kept)
+    overlap = gt.copy()
+    overlap[:, 0, 0] = 2
+    assert revos_accuracy(overlap > 0, overlap).tolist() == [15 / 16, 15 / 16]
+    assert revos_robustness(overlap > 0, overlap, foreground).tolist() == [0.0, 0.0]
 
 
 def test_score_clip_means() -> None:

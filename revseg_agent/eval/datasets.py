@@ -91,6 +91,9 @@ class Benchmark(Protocol):
 
     def samples(self) -> list[Sample]: ...
 
+    #: The value a prediction PNG stores for foreground (0 elsewhere), as the official code reads it.
+    prediction_value: int
+
     def ground_truth(self, sample: Sample) -> np.ndarray | None:
         """Union target masks `(frames, H, W)`, or None when the split has no public ground truth."""
         ...
@@ -130,7 +133,7 @@ def write_prediction(bench: Benchmark, pred_root: Path, sample: Sample, masks: n
     if len(masks) != len(sample.frames):
         raise ValueError(f"{len(masks)} masks for {len(sample.frames)} frames of {sample.key}")
     for path, mask in zip(prediction_paths(bench, pred_root, sample), masks, strict=True):
-        write_mask_png(path, mask)
+        write_mask_png(path, mask, value=bench.prediction_value)
 
 
 # -- MeViS and ReVOS (same schema) ------------------------------------------------------------
@@ -139,11 +142,13 @@ class MevisBenchmark:
 
     name = "mevis"
     meta_name = "meta_expressions.json"
+    prediction_value = 255
 
     def __init__(self, root: str | Path, split: str | None = None) -> None:
         self.root = Path(root) if split is None or not (Path(root) / split).is_dir() else Path(root) / split
         self.split = split
         self._masks: dict[str, Any] | None = None
+        self._foreground: dict[str, Any] | None = None
 
     def _meta_path(self) -> Path:
         return self.root / self.meta_name
@@ -189,6 +194,11 @@ class MevisBenchmark:
         return self._masks
 
     def ground_truth(self, sample: Sample) -> np.ndarray | None:
+        return self.target_sum(sample) > 0
+
+    def target_sum(self, sample: Sample) -> np.ndarray:
+        """The targets' masks summed per pixel in uint8, `(frames, H, W)`: what the official
+        MeViS/ReVOS scripts build (`gt_masks[k] += decode(rle)`; 2 where two targets overlap)."""
         masks = self._mask_dict()
         union: np.ndarray | None = None
         size: tuple[int, int] | None = None
@@ -207,11 +217,11 @@ class MevisBenchmark:
                 _expect(size is None or shape == size, f"{sample.key}: RLE size {shape} differs from {size}")
                 size = shape  # type: ignore[assignment]
                 if union is None:
-                    union = np.zeros((len(sample.frames), *shape), bool)
-                union[k] |= decode_rle(rle)
+                    union = np.zeros((len(sample.frames), *shape), np.uint8)
+                union[k] += decode_rle(rle).astype(np.uint8)
         if union is None:
             h, w = self._frame_size(sample)
-            union = np.zeros((len(sample.frames), h, w), bool)
+            union = np.zeros((len(sample.frames), h, w), np.uint8)
         return union
 
     def _frame_size(self, sample: Sample) -> tuple[int, int]:
@@ -232,6 +242,26 @@ class RevosBenchmark(MevisBenchmark):
     """ReVOS: MeViS's schema plus `type_id` (referring / reasoning / no-target)."""
 
     name = "revos"
+    #: The official script compares prediction values with 0/1 ground truth (A, R): 0/1 PNGs.
+    prediction_value = 1
+
+    def foreground(self, sample: Sample) -> np.ndarray:
+        """The video's foreground per frame (`mask_dict_foreground.json`, uint8), the denominator
+        of the official robustness R."""
+        if self._foreground is None:
+            path = self.root / "mask_dict_foreground.json"
+            if not path.is_file():
+                raise DatasetError(f"ReVOS robustness R needs {path} (shipped with ReVOS)")
+            self._foreground = _load_json(path)
+        entry: Any = self._foreground.get(sample.video) if isinstance(self._foreground, dict) else None
+        _expect(isinstance(entry, dict) and "masks_rle" in entry, f"{sample.video}: no foreground masks")
+        assert entry is not None
+        frames = []
+        for rle in entry["masks_rle"]:  # one RLE, or a list of them (summed, as the script does)
+            parts = rle if isinstance(rle, list) else [rle]
+            frames.append(np.sum([decode_rle(r).astype(np.uint8) for r in parts], axis=0))
+        _expect(len(frames) == len(sample.frames), f"{sample.video}: foreground frame count differs")
+        return np.stack(frames).astype(np.uint8)
 
     def _meta_path(self) -> Path:
         split = self.split or "valid"
@@ -249,6 +279,7 @@ class ReasonVOSBenchmark:
     """ReasonVOS: expressions as a list per video; one PNG folder per target object."""
 
     name = "reasonvos"
+    prediction_value = 255
 
     def __init__(self, root: str | Path, split: str | None = None) -> None:
         self.root = Path(root)
@@ -306,6 +337,8 @@ def _palette_object(files: dict[str, Path], frames: list[str], obj_id: int, fold
 
 class _PaletteAnnotations:
     """Ground truth as palette PNGs `Annotations/<video>/<frame>.png` whose values are object ids."""
+
+    prediction_value = 255
 
     root: Path
 

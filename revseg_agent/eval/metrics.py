@@ -232,22 +232,33 @@ def davis_statistics(values: np.ndarray) -> Statistics:
     return Statistics(mean, recall, decay)
 
 
-def revos_accuracy(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """ReVOS's A per frame: the share of pixels where the binary prediction equals the truth."""
-    p, g = _check_pair(pred, gt)
-    return np.count_nonzero(p == g, axis=(1, 2)) / float(p.shape[1] * p.shape[2])
+def revos_accuracy(pred: np.ndarray, target_sum: np.ndarray) -> np.ndarray:
+    """ReVOS's A per frame, as the official `get_r2vos_accuracy` computes it: the share of pixels
+    where the 0/1 prediction equals the targets' uint8 sum (a pixel two targets share holds 2 and
+    never counts as right: the published protocol, kept)."""
+    p = np.asarray(pred).astype(np.uint8) > 0
+    g = np.asarray(target_sum, dtype=np.uint8)
+    if p.shape != g.shape or p.ndim != 3:
+        raise ValueError(f"prediction {p.shape} and ground truth {g.shape} must be equal (frames, H, W)")
+    return np.count_nonzero(p.astype(np.uint8) == g, axis=(1, 2)) / float(p.shape[1] * p.shape[2])
 
 
-def revos_robustness(pred: np.ndarray, gt: np.ndarray) -> float:
-    """ReVOS's R for one expression: `max(1 - sum((1 - gt) * pred) / (sum(gt) + 1e-6), 0)`.
-
-    Computed on binary (0/1) masks over the whole clip, as the reference script does; masks saved
-    as 0/255 would change its result, so inputs are binarised first.
-    """
-    p, g = _check_pair(pred, gt)
-    false_positive = np.count_nonzero(p & ~g)
-    foreground = np.count_nonzero(g)
-    return max(1.0 - false_positive / (foreground + 1e-6), 0.0)
+def revos_robustness(pred: np.ndarray, target_sum: np.ndarray, foreground: np.ndarray) -> np.ndarray:
+    """ReVOS's R per frame, as the official `get_r2vos_robustness` computes it:
+    `max(1 - sum((1 - gt) * pred) / (sum(foreground) + 1e-6), 0)` with the video's foreground
+    (`mask_dict_foreground.json`) as the denominator, in the script's uint8 arithmetic (where two
+    targets overlap, `1 - 2` wraps to 255: the published protocol, kept)."""
+    p = (np.asarray(pred) > 0).astype(np.uint8)
+    g = np.asarray(target_sum, dtype=np.uint8)
+    fg = np.asarray(foreground, dtype=np.uint8)
+    if not p.shape == g.shape == fg.shape or p.ndim != 3:
+        raise ValueError(f"prediction {p.shape}, ground truth {g.shape}, foreground {fg.shape} differ")
+    out = np.empty(len(p))
+    for k in range(len(p)):
+        negative = float(((np.uint8(1) - g[k]) * p[k]).sum(dtype=np.int64))
+        positive = float(fg[k].sum(dtype=np.int64))
+        out[k] = max(1.0 - negative / (positive + 1e-6), 0.0)
+    return out
 
 
 @dataclass(frozen=True)

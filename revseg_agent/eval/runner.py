@@ -35,6 +35,7 @@ from revseg_agent.eval.scoring import (
     ExpressionResult,
     MissingRule,
     expressions_csv,
+    revos_truth,
     score_sample,
     summarise,
 )
@@ -78,7 +79,7 @@ def _write_predictions(bench: Benchmark, pred_root: Path, sample: Sample, masks:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         for name, mask in zip(sample.frames, masks, strict=True):
-            write_mask_png(tmp / f"{name}.png", mask)
+            write_mask_png(tmp / f"{name}.png", mask, value=bench.prediction_value)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     except BaseException:
@@ -192,8 +193,9 @@ class EvalRunner:
             record["trace"] = str(trace_path.relative_to(self.out))
         _write_predictions(self.bench, self.out / "predictions", sample, masks)
         if gt is not None:
-            revos = self.bench.name == "revos"
-            result = score_sample(sample, gt, masks, missing=self.missing, with_revos=revos)
+            result = score_sample(
+                sample, gt, masks, missing=self.missing, revos=revos_truth(self.bench, sample)
+            )
             if trace is not None and result.counted:
                 record.update(chain_diagnostics(trace, gt))
         else:

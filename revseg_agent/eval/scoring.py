@@ -3,11 +3,15 @@
 Protocol (MeViS, ReVOS, ReasonVOS; the same is applied to the others): every frame of an
 expression is scored, J and F are averaged over its frames, then over expressions; J&F is the
 mean of the two. Numbers in the results are percentages, as papers report them.
-- ReVOS: no-target expressions (type 2) are excluded from J&F; "overall" is the mean of the
-  referring mean and the reasoning mean (not the pooled mean); accuracy A and robustness R too.
-- A missing prediction folder scores 0 (`missing="zero"`, MeViS and ReVOS scripts) or is left
-  out (`missing="skip"`, the ReasonVOS script); the default follows each benchmark's own script
-  and the choice is recorded in the results.
+- ReVOS, as its official evaluation (cilinyan/VISA `tools/eval_revos.py` + `tools/metrics.py`)
+  computes it: no-target expressions (type 2) are left out; per expression J, F, A and R are
+  rounded to two decimals (percent) before the means; J&F of a subset is the mean of its J and F;
+  "overall" is the mean of the referring and reasoning means, for every metric. A and R are per
+  frame, on the targets' uint8 sum (overlaps hold 2) and, for R, the video's foreground from
+  `mask_dict_foreground.json`.
+- A missing prediction scores 0 on every metric (`missing="zero"`, the MeViS and ReVOS scripts)
+  or is left out (`missing="skip"`, the ReasonVOS script); the default follows each benchmark's
+  own script and the choice is recorded in the results.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
-from revseg_agent.eval.datasets import Benchmark, RefDAVISBenchmark, Sample, read_prediction
+from revseg_agent.eval.datasets import Benchmark, RefDAVISBenchmark, RevosBenchmark, Sample, read_prediction
 from revseg_agent.eval.metrics import revos_accuracy, revos_robustness, score_clip
 
 MissingRule = Literal["zero", "skip"]
@@ -33,6 +37,8 @@ DEFAULT_MISSING: dict[str, MissingRule] = {
     "refytvos": "zero",
     "refdavis": "zero",
 }
+#: ReVOS's extra ground truth: the targets' uint8 sum and the video's foreground, `(frames, H, W)`.
+RevosTruth = tuple[np.ndarray, np.ndarray]
 Status = Literal["scored", "missing_prediction", "skipped", "no_target", "no_ground_truth"]
 
 
@@ -60,8 +66,10 @@ def score_sample(
     pred: np.ndarray | None,
     *,
     missing: MissingRule,
-    with_revos: bool = False,
+    revos: RevosTruth | None = None,
 ) -> ExpressionResult:
+    """One expression's scores. `revos` (the targets' uint8 sum and the video's foreground)
+    adds ReVOS's A and R."""
     base = ExpressionResult(
         video=sample.video,
         exp_id=sample.exp_id,
@@ -77,24 +85,41 @@ def score_sample(
     if pred is None:
         if missing == "skip":
             return base.model_copy(update={"status": "skipped"})
-        pred = np.zeros_like(gt)
-        base = base.model_copy(update={"status": "missing_prediction"})
+        zero = {"J": 0.0, "F": 0.0, "JF": 0.0, **({"A": 0.0, "R": 0.0} if revos is not None else {})}
+        return base.model_copy(update={"status": "missing_prediction", **zero})
     clip = score_clip(pred, gt)
     update: dict[str, Any] = {"J": clip.j_mean, "F": clip.f_mean, "JF": clip.jf}
-    if with_revos:
-        update.update(A=float(revos_accuracy(pred, gt).mean()), R=revos_robustness(pred, gt))
+    if revos is not None:
+        target_sum, foreground = revos
+        update.update(
+            A=float(revos_accuracy(pred, target_sum).mean()),
+            R=float(revos_robustness(pred, target_sum, foreground).mean()),
+        )
     return base.model_copy(update=update)
 
 
-def _means(rows: list[ExpressionResult]) -> dict[str, float]:
+def revos_truth(bench: Benchmark, sample: Sample) -> RevosTruth | None:
+    """What ReVOS's A and R need beside the union mask (None for other benchmarks)."""
+    if not isinstance(bench, RevosBenchmark):
+        return None
+    return bench.target_sum(sample), bench.foreground(sample)
+
+
+def _means(rows: list[ExpressionResult], *, rounded: bool = False) -> dict[str, float]:
+    """Means in percent over expressions; `rounded`: each expression's value is first rounded
+    to two decimals (the ReVOS script's order of operations)."""
     if not rows:
         return {"J": 0.0, "F": 0.0, "J&F": 0.0, "count": 0}
-    j = float(np.mean([r.J for r in rows])) * 100
-    f = float(np.mean([r.F for r in rows])) * 100
+
+    def mean(values: list[float | None]) -> float:
+        percent = [100 * float(v or 0.0) for v in values]
+        return float(np.mean([round(v, 2) for v in percent] if rounded else percent))
+
+    j, f = mean([r.J for r in rows]), mean([r.F for r in rows])
     out = {"J": j, "F": f, "J&F": (j + f) / 2, "count": len(rows)}
     if all(r.A is not None for r in rows):
-        out["A"] = float(np.mean([r.A for r in rows])) * 100
-        out["R"] = float(np.mean([r.R for r in rows])) * 100
+        out["A"] = mean([r.A for r in rows])
+        out["R"] = mean([r.R for r in rows])
     return out
 
 
@@ -104,9 +129,12 @@ def summarise(dataset: str, results: list[ExpressionResult], *, missing: Missing
     by_subset: dict[str, list[ExpressionResult]] = defaultdict(list)
     for r in counted:
         by_subset[r.subset or "all"].append(r)
-    subsets = {name: _means(rows) for name, rows in sorted(by_subset.items())}
-    if dataset == "revos" and {"referring", "reasoning"} <= subsets.keys():
-        top = {k: (subsets["referring"][k] + subsets["reasoning"][k]) / 2 for k in ("J", "F", "J&F")}
+    revos = dataset == "revos"
+    subsets = {name: _means(rows, rounded=revos) for name, rows in sorted(by_subset.items())}
+    if revos and {"referring", "reasoning"} <= subsets.keys():
+        referring, reasoning = subsets["referring"], subsets["reasoning"]
+        keys: list[str] = [k for k in ("J", "F", "J&F", "A", "R") if k in referring and k in reasoning]
+        top: dict[str, float] = {k: (referring[k] + reasoning[k]) / 2 for k in keys}
         top["count"] = len(counted)
         subsets["overall"] = dict(top)
     else:
@@ -119,6 +147,7 @@ def summarise(dataset: str, results: list[ExpressionResult], *, missing: Missing
         "J": top["J"],
         "F": top["F"],
         "J&F": top["J&F"],
+        **{k: top[k] for k in ("A", "R") if k in top},
         "missing_rule": missing,
         "counts": dict(statuses),
         "subsets": subsets,
@@ -140,7 +169,8 @@ def score_predictions(
     for sample in samples if samples is not None else bench.samples():
         gt = bench.ground_truth(sample)
         pred = read_prediction(bench, Path(pred_root), sample, gt.shape[1:]) if gt is not None else None
-        results.append(score_sample(sample, gt, pred, missing=rule, with_revos=bench.name == "revos"))
+        truth = revos_truth(bench, sample) if gt is not None else None
+        results.append(score_sample(sample, gt, pred, missing=rule, revos=truth))
         if progress is not None:
             progress(1)
     summary = summarise(bench.name, results, missing=rule)
@@ -159,10 +189,17 @@ def score_predictions(
 
 def format_table(summary: dict[str, Any]) -> str:
     """A plain-text table of J, F, J&F per subset, for the terminal."""
-    lines = [f"{'subset':<14} {'count':>6} {'J':>7} {'F':>7} {'J&F':>7}"]
+    extra = [k for k in ("A", "R") if k in summary]  # ReVOS
+    lines = [f"{'subset':<14} {'count':>6} {'J':>7} {'F':>7} {'J&F':>7}" + "".join(f" {k:>7}" for k in extra)]
     for name, row in summary["subsets"].items():
-        lines.append(f"{name:<14} {row['count']:>6} {row['J']:>7.2f} {row['F']:>7.2f} {row['J&F']:>7.2f}")
-    lines.append(f"{'TOTAL':<14} {'':>6} {summary['J']:>7.2f} {summary['F']:>7.2f} {summary['J&F']:>7.2f}")
+        cells = "".join(f" {row.get(k, float('nan')):>7.2f}" for k in extra)
+        lines.append(
+            f"{name:<14} {row['count']:>6} {row['J']:>7.2f} {row['F']:>7.2f} {row['J&F']:>7.2f}{cells}"
+        )
+    cells = "".join(f" {summary[k]:>7.2f}" for k in extra)
+    lines.append(
+        f"{'TOTAL':<14} {'':>6} {summary['J']:>7.2f} {summary['F']:>7.2f} {summary['J&F']:>7.2f}{cells}"
+    )
     return "\n".join(lines)
 
 
