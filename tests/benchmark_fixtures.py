@@ -240,17 +240,44 @@ def _revos_prediction(
     raise ValueError(kind)
 
 
+# MeViS: no type ids, no no-target expressions; its official script crashes on a missing
+# expression folder inside a video it has, so the missing case there is a whole video (vidC).
+MEVIS_CASE = [
+    ("vidA", "0", 0, [1], "perfect"),
+    ("vidA", "1", 0, [2], "dilated"),
+    ("vidA", "2", 0, [1, 2], "perfect"),
+    ("vidA", "4", 0, [3], "eroded"),
+    ("vidB", "0", 0, [1], "shifted"),
+    ("vidB", "1", 0, [2], "wrong_object"),
+    ("vidB", "2", 0, [1, 2], "speckled"),
+    ("vidB", "4", 0, [1], "empty"),
+    ("vidC", "0", 0, [1], "missing"),
+    ("vidC", "1", 0, [1], "missing"),
+]
+
+
 def write_revos_case(root: Path) -> tuple[Path, Path]:
     """A ReVOS-layout set (with `mask_dict_foreground.json` as VISA's
     `tools/generate_foreground_mask.py` writes it) and predictions of every kind in
     `REVOS_CASE`, written as 0/1 PNGs (what the official script reads). Returns (gt, pred)."""
-    gt_root, pred_root = root / "ReVOS", root / "pred"
+    return _write_case(root / "ReVOS", root / "pred", REVOS_CASE, revos=True)
+
+
+def write_mevis_case(root: Path) -> tuple[Path, Path]:
+    """The same videos in MeViS's layout with `MEVIS_CASE`, predictions as 0/255 PNGs."""
+    return _write_case(root / "mevis", root / "pred", MEVIS_CASE, revos=False)
+
+
+def _write_case(
+    gt_root: Path, pred_root: Path, case: list[tuple[str, str, int, list[int], str]], *, revos: bool
+) -> tuple[Path, Path]:
     rng = np.random.default_rng(11)
     mask_dict: dict[str, list[dict[str, object] | None]] = {}
     foreground: dict[str, dict[str, object]] = {}
     videos: dict[str, dict[str, object]] = {}
     anno_of: dict[tuple[str, int], str] = {}
-    for video in sorted({v for v, *_ in REVOS_CASE}):
+    value = 1 if revos else 255
+    for video in sorted({v for v, *_ in case}):
         objects = _revos_objects(video)
         for obj, stack in objects.items():
             anno = str(len(mask_dict) + 1)
@@ -268,17 +295,14 @@ def write_revos_case(root: Path) -> tuple[Path, Path]:
             for obj, stack in objects.items():
                 frame[stack[k]] = (40 * obj, 200 - 40 * obj, 120)
             cv2.imwrite(str(folder / f"{name}.jpg"), frame)
-        expressions = {}
-        for v, exp_id, type_id, objs, kind in REVOS_CASE:
+        expressions: dict[str, dict[str, object]] = {}
+        for v, exp_id, type_id, objs, kind in case:
             if v != video:
                 continue
             annos = [anno_of[(video, o)] for o in objs]
-            expressions[exp_id] = {
-                "exp": f"{kind} {exp_id}",
-                "obj_id": objs,
-                "anno_id": annos,
-                "type_id": type_id,
-            }
+            expressions[exp_id] = {"exp": f"{kind} {exp_id}", "obj_id": objs, "anno_id": annos}
+            if revos:
+                expressions[exp_id]["type_id"] = type_id
             truth = np.any(np.stack([objects[o] for o in objs]), axis=0) if objs else np.zeros_like(union)
             other = objects[2] if objs != [2] else objects[1]
             if kind == "missing":
@@ -287,9 +311,11 @@ def write_revos_case(root: Path) -> tuple[Path, Path]:
             out = pred_root / video / exp_id
             out.mkdir(parents=True, exist_ok=True)
             for name, m in zip(REVOS_FRAMES, pred, strict=True):
-                cv2.imwrite(str(out / f"{name}.png"), m.astype(np.uint8))
+                cv2.imwrite(str(out / f"{name}.png"), m.astype(np.uint8) * np.uint8(value))
         videos[video] = {"frames": REVOS_FRAMES, "expressions": expressions}
-    (gt_root / "meta_expressions_valid_.json").write_text(json.dumps({"videos": videos}))
+    name = "meta_expressions_valid_.json" if revos else "meta_expressions.json"
+    (gt_root / name).write_text(json.dumps({"videos": videos}))
     (gt_root / "mask_dict.json").write_text(json.dumps(mask_dict))
-    (gt_root / "mask_dict_foreground.json").write_text(json.dumps(foreground))
+    if revos:
+        (gt_root / "mask_dict_foreground.json").write_text(json.dumps(foreground))
     return gt_root, pred_root

@@ -16,7 +16,7 @@ from PIL import Image
 from revseg_agent.eval.datasets import open_benchmark, write_prediction
 from revseg_agent.eval.scoring import score_predictions
 
-from .benchmark_fixtures import write_revos_case
+from .benchmark_fixtures import write_mevis_case, write_revos_case
 
 # VISA `tools/eval_revos.py` at cilinyan/VISA ec158fde9cdf87f702399c73618aa0f1127062e9, run with
 # NUM_WOEKERS = 1 (the only change), on `write_revos_case`:
@@ -67,3 +67,23 @@ def test_revos_predictions_are_written_as_the_official_script_reads_them(tmp_pat
         )
     }
     assert values == {0, 1}
+
+
+# henghuiding/MeViS `tools/eval_mevis.py` (+ `tools/metrics.py`) at
+# 7c0620b9dc0ab7802747957f221674f175c8a47b, run with NUM_WOEKERS = 1 (the only change), on
+# `write_mevis_case`:
+#   python eval_mevis.py --mevis_exp_path GT/meta_expressions.json \
+#       --mevis_mask_path GT/mask_dict.json --mevis_pred_path PRED --save_name out.json
+# printed (fractions):
+OFFICIAL_MEVIS = {"J": 0.508115942107052, "F": 0.33648365019305737, "J&F": 0.4222997961500547}
+
+
+def test_mevis_matches_the_official_script(tmp_path: Path) -> None:
+    """J, F and J&F within 0.01 (percent) of the official script, on dilated, eroded, shifted,
+    empty, wrong-object and speckled predictions, overlapping targets and a video with no
+    predictions at all (0 on every metric for its expressions)."""
+    gt, pred = write_mevis_case(tmp_path)
+    summary = score_predictions(open_benchmark("mevis", gt), pred)
+    for metric, value in OFFICIAL_MEVIS.items():
+        assert summary[metric] == pytest.approx(100 * value, abs=0.01), metric
+    assert summary["counts"] == {"scored": 8, "missing_prediction": 2}
