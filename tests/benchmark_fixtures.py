@@ -319,3 +319,58 @@ def _write_case(
     if revos:
         (gt_root / "mask_dict_foreground.json").write_text(json.dumps(foreground))
     return gt_root, pred_root
+
+
+# ReasonVOS: one target object per expression; missing predictions are left out by its script.
+REASONVOS_CASE = [
+    ("vidA", "0", [1], "perfect"),
+    ("vidA", "1", [2], "dilated"),
+    ("vidA", "2", [3], "eroded"),
+    ("vidA", "3", [1], "wrong_object"),
+    ("vidB", "0", [1], "shifted"),
+    ("vidB", "1", [2], "speckled"),
+    ("vidB", "2", [2], "missing"),
+    ("vidB", "3", [1], "empty"),
+    ("vidC", "0", [1], "dilated"),
+]
+
+
+def write_reasonvos_case(root: Path) -> tuple[Path, Path]:
+    """ReasonVOS's layout (`meta_expressions.json` with a list of expressions per video,
+    `Annotations/<source>_<video>_<obj>/<frame>.png` at 0/255) with `REASONVOS_CASE`'s
+    predictions at `PRED/<source>_<video>_<obj>/<exp_id>/<frame>.png`. Returns (gt, pred)."""
+    gt_root, pred_root = root / "ReasonVOS", root / "pred"
+    rng = np.random.default_rng(5)
+    videos: dict[str, dict[str, object]] = {}
+    for video in sorted({v for v, *_ in REASONVOS_CASE}):
+        objects = _revos_objects(video)
+        for obj, stack in objects.items():
+            folder = gt_root / "Annotations" / f"MOSE_{video}_{obj}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, m in zip(REVOS_FRAMES, stack, strict=True):
+                cv2.imwrite(str(folder / f"{name}.png"), m.astype(np.uint8) * 255)
+        frames_dir = gt_root / "JPEGImages" / video
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        for name in REVOS_FRAMES:
+            cv2.imwrite(
+                str(frames_dir / f"{name}.jpg"), rng.integers(90, 160, (*REVOS_SIZE, 3), dtype=np.uint8)
+            )
+        expressions = []
+        for v, exp_id, objs, kind in REASONVOS_CASE:
+            if v != video:
+                continue
+            (obj,) = objs
+            expressions.append(
+                {"obj_id": obj, "exp_id": exp_id, "exp_text": f"{kind} {exp_id}", "is_sent": 1}
+            )
+            if kind == "missing":
+                continue
+            other = objects[2] if obj != 2 else objects[1]
+            pred = _revos_prediction(kind, objects[obj], other, rng)
+            out = pred_root / f"MOSE_{video}_{obj}" / exp_id
+            out.mkdir(parents=True, exist_ok=True)
+            for name, m in zip(REVOS_FRAMES, pred, strict=True):
+                cv2.imwrite(str(out / f"{name}.png"), m.astype(np.uint8) * 255)
+        videos[video] = {"source": "MOSE", "frames": REVOS_FRAMES, "expressions": expressions}
+    (gt_root / "meta_expressions.json").write_text(json.dumps({"videos": videos}))
+    return gt_root, pred_root

@@ -16,7 +16,7 @@ from PIL import Image
 from revseg_agent.eval.datasets import open_benchmark, write_prediction
 from revseg_agent.eval.scoring import score_predictions
 
-from .benchmark_fixtures import write_mevis_case, write_revos_case
+from .benchmark_fixtures import write_mevis_case, write_reasonvos_case, write_revos_case
 
 # VISA `tools/eval_revos.py` at cilinyan/VISA ec158fde9cdf87f702399c73618aa0f1127062e9, run with
 # NUM_WOEKERS = 1 (the only change), on `write_revos_case`:
@@ -87,3 +87,21 @@ def test_mevis_matches_the_official_script(tmp_path: Path) -> None:
     for metric, value in OFFICIAL_MEVIS.items():
         assert summary[metric] == pytest.approx(100 * value, abs=0.01), metric
     assert summary["counts"] == {"scored": 8, "missing_prediction": 2}
+
+
+# showlab/VideoLISA `evaluation/reason_vos/eval_reason_vos.py` (+ `metrics.py`) at
+# 146f2bca25c9bba18e754bd77b1454fa27cfb6ce (the ReasonVOS release's evaluation), run with
+# NUM_WOEKERS = 1 (the only change), on `write_reasonvos_case`:
+#   python eval_reason_vos.py --meta_exp_path GT/meta_expressions.json \
+#       --mask_path GT/Annotations --pred_path PRED --save_name out.json
+# printed (fractions):
+OFFICIAL_REASONVOS = {"J": 0.5920675487637106, "F": 0.29473202265449927, "J&F": 0.44339978570910493}
+
+
+def test_reasonvos_matches_the_official_script(tmp_path: Path) -> None:
+    """J, F and J&F within 0.01 (percent); a missing prediction is left out, as that script does."""
+    gt, pred = write_reasonvos_case(tmp_path)
+    summary = score_predictions(open_benchmark("reasonvos", gt), pred)
+    for metric, value in OFFICIAL_REASONVOS.items():
+        assert summary[metric] == pytest.approx(100 * value, abs=0.01), metric
+    assert summary["counts"] == {"scored": 8, "skipped": 1}
