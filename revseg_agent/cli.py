@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--output-dir", required=True, type=Path, help="where the trained policy is saved")
     sft.add_argument("--max-steps", type=int, default=150)
     sft.add_argument("--learning-rate", type=float, help="default: the recipe's")
+    plan = train.add_parser("plan", help="per-GPU memory plan of a recipe; exits 1 when it cannot fit")
+    plan.add_argument("--config", required=True, type=Path, help="recipe YAML")
+    plan.add_argument("--num-processes", type=int, default=1, help="GPUs (data-parallel processes)")
+    plan.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU in GB")
     rescore = train.add_parser("rescore", help="recompute rewards of stored traces (no model runs)")
     rescore.add_argument("--traces", required=True, type=Path)
     rescore.add_argument("--config", required=True, type=Path, help="recipe YAML whose rewards to apply")
@@ -355,6 +359,15 @@ def run_train(args: argparse.Namespace) -> int:
         recipe = Recipe.load(args.config)
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"bad recipe {args.config}: {exc}") from exc
+    if args.train_command == "plan":
+        from revseg_agent.training.plan import plan_memory
+
+        memory = plan_memory(recipe, num_processes=args.num_processes, gpu_memory_gb=args.gpu_memory_gb)
+        print(memory.table())
+        if not memory.fits:
+            print(memory.fixes())
+            return 1
+        return 0
     if args.train_command == "rescore":
         from revseg_agent.training.store import TraceStore, rescore, write_records
 
@@ -367,14 +380,14 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"rescored {len(records)} traces; mean total reward {mean:.4f} -> {args.out}")
         return 0
     from revseg_agent.training.data import load_samples
-    from revseg_agent.training.grpo import GRPOTrainer
+    from revseg_agent.training.trainer import GRPOTrainer
 
     if args.train_command == "sft":
         return run_sft(args, recipe)
     if args.output_dir:
         recipe = recipe.model_copy(update={"output_dir": str(args.output_dir)})
     out = Path(recipe.output_dir)
-    trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), output_dir=out)
+    trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), output_dir=out, resume=args.resume)
 
     from tqdm import tqdm
 
@@ -389,7 +402,7 @@ def run_train(args: argparse.Namespace) -> int:
         bars[0].update(1)
 
     try:
-        trainer.train(max_steps=args.max_steps, resume=args.resume, on_step=show)
+        trainer.train(max_steps=args.max_steps, on_step=show)
     finally:
         for bar in bars:
             bar.close()
@@ -400,7 +413,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_sft(args: argparse.Namespace, recipe: Any) -> int:
     from revseg_agent.policies.qwen import QwenVLPolicy
     from revseg_agent.training.data import load_samples
-    from revseg_agent.training.grpo import TINY_RANDOM
+    from revseg_agent.training.recipe import TINY_RANDOM
     from revseg_agent.training.sft import train_sft
 
     source = recipe.policy

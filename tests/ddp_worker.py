@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 
 from revseg_agent.training.data import load_samples
-from revseg_agent.training.grpo import GRPOTrainer
 from revseg_agent.training.recipe import GeneratedData, Recipe
 from revseg_agent.training.rewards import RewardConfig
+from revseg_agent.training.trainer import GRPOTrainer
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
@@ -39,8 +39,9 @@ if __name__ == "__main__":
         max_steps=args.max_steps,
         save_every=100,
         device="cpu",
-        rewards=RewardConfig(weights={"format": 0.0 if args.uneven else 1.0}),
+        rewards=RewardConfig(weights={"format": 0.0 if args.uneven else 1.0}, reward_fallbacks=True),
         deepspeed=deepspeed,
+        max_grad_norm=None,  # plain and DeepSpeed runs are compared unclipped
     )
 
     rank = int(os.environ.get("RANK", "0"))
@@ -50,8 +51,13 @@ if __name__ == "__main__":
             return [0.0 for _ in completions]
         return [sum(i < 256 for s in t.steps for i in s.completion_ids) / 12 for t in completions]
 
-    trainer = GRPOTrainer(recipe, load_samples(recipe.data, out / "data"), extra_rewards={"low": token_share})
-    trainer.train(resume=args.resume)
+    trainer = GRPOTrainer(
+        recipe,
+        load_samples(recipe.data, out / "data"),
+        extra_rewards={"low": token_share},
+        resume=args.resume,
+    )
+    trainer.train()
     assert trainer.policy is not None
     total = float(sum(p.detach().double().sum() for p in trainer.policy.model.parameters()))
     rank = trainer.dist.process_index

@@ -15,10 +15,11 @@ from revseg_agent.cli import main
 from revseg_agent.errors import InputError
 from revseg_agent.traces import Trace
 from revseg_agent.training.data import load_samples
-from revseg_agent.training.grpo import GRPOTrainer, group_advantages, grpo_token_terms
+from revseg_agent.training.loss import group_advantages, grpo_token_terms
 from revseg_agent.training.recipe import GeneratedData, Recipe
 from revseg_agent.training.rewards import RewardConfig
 from revseg_agent.training.store import TraceStore, rescore
+from revseg_agent.training.trainer import GRPOTrainer
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -26,21 +27,23 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 def test_group_advantages() -> None:
     assert group_advantages([1.0, 1.0, 1.0]) == [0.0, 0.0, 0.0]  # no signal, no update
     adv = group_advantages([0.0, 1.0])
-    assert adv == pytest.approx([-1.0, 1.0], abs=1e-3)
+    assert adv == pytest.approx([-0.5 / 0.7072, 0.5 / 0.7072], abs=1e-3)  # TRL: the sample std
     assert sum(group_advantages([0.2, 0.5, 0.9, 0.1])) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_grpo_token_terms_by_hand() -> None:
     new = torch.log(torch.tensor([0.5, 0.5]))
     old = torch.log(torch.tensor([0.25, 0.5]))  # ratios 2 and 1
-    loss, kl = grpo_token_terms(new, old, 1.0, clip_epsilon=0.2)
-    assert loss.tolist() == pytest.approx([-1.2, -1.0])  # the ratio 2 is clipped to 1.2
-    loss, _ = grpo_token_terms(new, old, -1.0, clip_epsilon=0.2)
-    assert loss.tolist() == pytest.approx([2.0, 1.0])  # pessimistic side for negative advantages
+    terms = grpo_token_terms(new, old, 1.0, clip_epsilon=0.2)
+    assert terms.loss.tolist() == pytest.approx([-1.2, -1.0])  # the ratio 2 is clipped to 1.2
+    assert terms.clipped.tolist() == [True, False]
+    terms = grpo_token_terms(new, old, -1.0, clip_epsilon=0.2)
+    assert terms.loss.tolist() == pytest.approx([2.0, 1.0])  # pessimistic side for negative advantages
+    assert terms.clipped.tolist() == [False, False]  # a high ratio with A < 0 is not held by the clip
     ref = torch.log(torch.tensor([0.25, 0.5]))
-    _, kl = grpo_token_terms(new, old, 1.0, clip_epsilon=0.2, ref=ref, beta=0.1)
+    terms = grpo_token_terms(new, old, 1.0, clip_epsilon=0.2, ref=ref, beta=0.1)
     delta = float(np.log(0.5))
-    assert kl.tolist() == pytest.approx([np.exp(delta) - delta - 1, 0.0])
+    assert terms.kl.tolist() == pytest.approx([np.exp(delta) - delta - 1, 0.0])
 
 
 def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:
@@ -62,7 +65,8 @@ def _recipe(tiny_policy_dir: Path, out: Path, **kw: object) -> Recipe:
         "max_steps": 2,
         "save_every": 1,
         "device": "cpu",
-        "rewards": RewardConfig(weights={"format": 1.0}),
+        # a random policy's rounds mostly fall back: the token-share reward counts them anyway
+        "rewards": RewardConfig(weights={"format": 1.0}, reward_fallbacks=True),
     }
     base.update(kw)
     return Recipe.model_validate(base)
@@ -72,7 +76,6 @@ def _recipe(tiny_policy_dir: Path, out: Path, **kw: object) -> Recipe:
 def test_steps_change_parameters_and_mean_reward_rises(tiny_policy_dir: Path, tmp_path: Path) -> None:
     recipe = _recipe(tiny_policy_dir, tmp_path, max_steps=12, save_every=100)
     trainer = GRPOTrainer(recipe, load_samples(recipe.data, tmp_path), extra_rewards={"low": low_token_share})
-    trainer.setup()
     assert trainer.policy is not None
     before = {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}
     history = trainer.train()
@@ -111,8 +114,8 @@ def test_kill_and_resume_continues_with_the_same_optimizer_state(
         _recipe(tiny_policy_dir, tmp_path / "b", max_steps=3, beta=0.01),
         samples,
         extra_rewards={"low": low_token_share},
+        resume=True,
     )
-    resumed.setup(resume=True)
     assert resumed.step == 2 and resumed.optimizer is not None
     restored = resumed.optimizer.state_dict()["state"][0]
     for key, value in saved.items():
@@ -134,9 +137,9 @@ def test_a_resumed_run_records_each_step_once(tiny_policy_dir: Path, tmp_path: P
 
     def run(out: Path, max_steps: int, resume: bool = False) -> None:
         recipe = _recipe(tiny_policy_dir, out, max_steps=3, save_every=2)
-        GRPOTrainer(recipe, load_samples(recipe.data, out), extra_rewards={"low": low_token_share}).train(
-            max_steps=max_steps, resume=resume
-        )
+        GRPOTrainer(
+            recipe, load_samples(recipe.data, out), extra_rewards={"low": low_token_share}, resume=resume
+        ).train(max_steps=max_steps)
 
     run(tmp_path / "straight", 3)
     run(tmp_path / "b", 3)
@@ -250,8 +253,6 @@ def test_lora_run_trains_adapters_only_and_resumes(tiny_policy_dir: Path, tmp_pa
     straight = GRPOTrainer(
         recipe(tmp_path / "a"), load_samples(data, tmp_path / "a"), extra_rewards={"low": low_token_share}
     )
-    straight.setup()
-    assert straight.policy is not None
     frozen = {k: v.detach().clone() for k, v in straight.policy.model.named_parameters() if "lora_" not in k}
     straight.train()
     for name, value in straight.policy.model.named_parameters():
@@ -261,8 +262,10 @@ def test_lora_run_trains_adapters_only_and_resumes(tiny_policy_dir: Path, tmp_pa
 
     samples = load_samples(data, tmp_path / "b")
     GRPOTrainer(recipe(tmp_path / "b"), samples, extra_rewards={"low": low_token_share}).train(max_steps=2)
-    resumed = GRPOTrainer(recipe(tmp_path / "b"), samples, extra_rewards={"low": low_token_share})
-    resumed.train(resume=True)
+    resumed = GRPOTrainer(
+        recipe(tmp_path / "b"), samples, extra_rewards={"low": low_token_share}, resume=True
+    )
+    resumed.train()
     assert resumed.step == 3 and resumed.policy is not None
     lora_a = dict(straight.policy.model.named_parameters())
     for name, value in resumed.policy.model.named_parameters():
@@ -285,8 +288,6 @@ def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_pat
         warm_start=WarmStart(traces=str(tmp_path / "a" / "traces.jsonl"), steps=2, rescore=False),
     )
     trainer = GRPOTrainer(warm, load_samples(warm.data, tmp_path / "b"))
-    trainer.setup()
-    assert trainer.policy is not None
     before = {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}
     history = trainer.train()
     assert [m.get("off_policy") for m in history] == [1.0, 1.0]
@@ -300,7 +301,7 @@ def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_pat
         }
     )
     with pytest.raises(InputError, match="this run's own trace store"):
-        GRPOTrainer(own, load_samples(own.data, tmp_path / "a")).train(resume=True)
+        GRPOTrainer(own, load_samples(own.data, tmp_path / "a"), resume=True).train()
     assert len(list(TraceStore(tmp_path / "a" / "traces.jsonl"))) == 2 * 4  # untouched
 
 
@@ -452,9 +453,69 @@ def test_gradient_checkpointing_trains_to_the_same_weights(
         )
     untrained = _recipe(tiny_policy_dir, tmp_path / "start", lora=adapters)
     start = GRPOTrainer(untrained, load_samples(untrained.data, tmp_path / "start"))
-    start.setup()
-    assert start.policy is not None
     before = dict(start.policy.model.named_parameters())
     assert any(not torch.equal(before[k], v) for k, v in weights[0].items())  # the step did train
     for name, value in weights[1].items():
         torch.testing.assert_close(value, weights[0][name], rtol=0, atol=1e-6, msg=name)
+
+
+def _shift_sampling_logprobs(monkeypatch: pytest.MonkeyPatch, shift: float) -> None:
+    """Sampling-time log-probs off by `shift` from the training forward's (bf16 cached decoding
+    on a GPU differs from a training forward in this way)."""
+    import dataclasses
+
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    original = QwenVLPolicy._generate
+
+    def shifted(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        gens = original(self, *args, **kwargs)
+        return [dataclasses.replace(g, logprobs=[lp + shift for lp in g.logprobs]) for g in gens]
+
+    monkeypatch.setattr(QwenVLPolicy, "_generate", shifted)
+
+
+@pytest.mark.slow
+def test_old_logprobs_come_from_the_training_forward(
+    tiny_policy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clip ratio is measured against a no-grad replay of the current policy, not against the
+    sampling-time log-probs: shifting those changes no weight and clips nothing, and the gap
+    between the two is logged."""
+    results = []
+    for name, shift in (("clean", 0.0), ("shifted", 0.5)):
+        if shift:
+            _shift_sampling_logprobs(monkeypatch, shift)
+        recipe = _recipe(tiny_policy_dir, tmp_path / name, max_steps=1, beta=0.01)
+        trainer = GRPOTrainer(
+            recipe, load_samples(recipe.data, tmp_path / name), extra_rewards={"low": low_token_share}
+        )
+        (metrics,) = trainer.train()
+        results.append((metrics, {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}))
+    (clean, clean_weights), (shifted, shifted_weights) = results
+    assert clean["logprob_gap_max"] < 1e-3  # fp32 on a CPU: generation and replay agree
+    assert shifted["logprob_gap_mean"] == pytest.approx(0.5, abs=1e-3)
+    assert shifted["clip_fraction"] == clean["clip_fraction"] == 0.0
+    assert shifted["grad_norm"] > 0
+    for name, value in clean_weights.items():
+        torch.testing.assert_close(shifted_weights[name], value, rtol=0, atol=1e-7, msg=name)
+    columns = next(csv.reader((tmp_path / "shifted" / "metrics.csv").open()))
+    assert {"logprob_gap_mean", "logprob_gap_max", "clip_fraction", "grad_norm"} <= set(columns)
+
+
+@pytest.mark.slow
+def test_max_grad_norm_clips_on_the_plain_path(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    moved = []
+    for name, limit in (("free", None), ("clipped", 1e-14)):
+        recipe = _recipe(tiny_policy_dir, tmp_path / name, max_steps=1, max_grad_norm=limit)
+        trainer = GRPOTrainer(
+            recipe, load_samples(recipe.data, tmp_path / name), extra_rewards={"low": low_token_share}
+        )
+        before = {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}
+        (metrics,) = trainer.train()
+        assert metrics["grad_norm"] > 1e-6  # the norm before clipping
+        after = {k: v.detach() for k, v in trainer.policy.model.named_parameters()}
+        moved.append(max(float((after[k] - v).abs().max()) for k, v in before.items()))
+    # AdamW normalises the gradient's scale, except where it falls below eps: a gradient clipped
+    # to 1e-14 moves the weights by about lr * 1e-14 / 1e-8, a free one by about lr
+    assert moved[1] < moved[0] * 1e-3

@@ -123,7 +123,10 @@ def test_sampling_is_exactly_what_sampling_params_say(
         policy.model.generation_config.repetition_penalty == RELEASED_GENERATION_CONFIG["repetition_penalty"]
     )
     assert policy.model.generation_config.top_k == 1
-    used = _processors_used(policy, monkeypatch, sampling) - {"SuppressTokensLogitsProcessor"}
+    used = _processors_used(policy, monkeypatch, sampling) - {
+        "SuppressTokensLogitsProcessor",
+        "SampledTokenLogprobs",
+    }
     assert used == expected
 
 

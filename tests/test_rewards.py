@@ -144,3 +144,49 @@ def test_bad_configuration_and_nan(monkeypatch: pytest.MonkeyPatch) -> None:
     )
     with pytest.raises(ValueError, match="NaN"):
         compute_rewards([trace(2)], RewardConfig(weights={"temporal": 1.0}), gt_masks=[gt()])
+
+
+def one(completions: Any, **_: Any) -> list[float | None]:
+    """An extra reward (TRL signature) that pays 1 to every rollout."""
+    return [1.0] * len(completions)
+
+
+@pytest.mark.parametrize(
+    ("completion", "reward_fallbacks", "expected"),
+    [
+        # round 1 answered: everything counts
+        (trace(2, [[2, 2, 6, 6]]), False, {"temporal": 1.0, "spatial": 1.0, "one": 1.0}),
+        # round 1 fell back (middle frame, query as description): nothing downstream of it earns
+        (trace(2, [[2, 2, 6, 6]], r1_fallback=True), False, {"temporal": 0.0, "spatial": 0.0, "one": 0.0}),
+        # ... unless the recipe opts in (the spatial reward then scores the box on the fallback frame)
+        (trace(2, [[2, 2, 6, 6]], r1_fallback=True), True, {"temporal": 0.0, "spatial": 1.0, "one": 1.0}),
+        # round 2 fell back: the temporal reward stands, the box and the extras do not
+        (trace(2, [[2, 2, 6, 6]], r2_error=True), False, {"temporal": 1.0, "spatial": 0.0, "one": 0.0}),
+    ],
+)
+def test_rewards_follow_the_chain(
+    completion: Trace, reward_fallbacks: bool, expected: dict[str, float]
+) -> None:
+    config = RewardConfig(weights={"temporal": 1.0, "spatial": 1.0}, reward_fallbacks=reward_fallbacks)
+    (row,) = compute_rewards([completion], config, gt_masks=[gt()], extra={"one": one})
+    assert {k: row[k] for k in expected} == expected
+    assert row["total"] == pytest.approx(sum(expected.values()))
+
+
+def test_extra_rewards_pass_the_same_checks_and_gates() -> None:
+    broken = trace(2, [[2, 2, 6, 6]], strict=(False, True))  # format 0
+    gated = compute_rewards(
+        [broken],
+        RewardConfig(weights={"format": 1.0}, gate_on_format=True),
+        gt_masks=[gt()],
+        extra={"one": one},
+    )
+    assert gated[0]["one"] == 0.0 and gated[0]["total"] == 0.0
+
+    def nan(completions: Any, **_: Any) -> list[float | None]:
+        return [float("nan")] * len(completions)
+
+    with pytest.raises(ValueError, match="'nan' is NaN"):
+        compute_rewards([trace()], RewardConfig(), gt_masks=[gt()], extra={"nan": nan})
+    with pytest.raises(ValueError, match="name of a built-in"):
+        compute_rewards([trace()], RewardConfig(), gt_masks=[gt()], extra={"format": one})

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList, SuppressTokensLogitsProcessor
 
 from revseg_agent.errors import CheckpointError
 from revseg_agent.policies.base import (
@@ -30,6 +31,7 @@ from revseg_agent.policies.mrope import use_reference_rope_index
 from revseg_agent.policies.qwen_batches import prefix_inputs, shared_prefix_length
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder, Request, TokenRow
 from revseg_agent.policies.released import DEFAULT_POLICY
+from revseg_agent.policies.sampled_logprobs import SampledTokenLogprobs
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +215,13 @@ class QwenVLPolicy:
         shared = shared_prefix_length(rows) if self.share_prefix and len(rows) * n > 1 else 0
         device = self.device
         gen_kwargs = self._generation_kwargs(sampling)
+        temperature = sampling.temperature if sampling.do_sample else 1.0
+        recorder = SampledTokenLogprobs(0, temperature)
+        # the recorder must see raw logits: it goes first, token suppression after it (processors
+        # the generation config adds come before custom ones, so suppression is not left there)
+        gen_kwargs["logits_processor"] = LogitsProcessorList(
+            [recorder, SuppressTokensLogitsProcessor(self._vision_token_ids(), device=str(device))]
+        )
         if shared > 0:
             # Encode the shared prefix (e.g. the round-1 video and query) once; every row then
             # runs only its own tokens on a copy of that KV cache.
@@ -231,9 +240,8 @@ class QwenVLPolicy:
             per_row = n
         prompt_len = int(model_inputs["input_ids"].shape[1])
         sequences = out.sequences[:, prompt_len:]
-        temperature = sampling.temperature if sampling.do_sample else 1.0
-        logits = torch.stack(out.logits, dim=1).float() / temperature  # (rows, T, V)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, sequences.unsqueeze(-1)).squeeze(-1)
+        recorder.prompt_length = prompt_len
+        logprobs = recorder.finish(out.sequences)
         eos_ids = self._eos_ids()
         results = []
         for i in range(sequences.shape[0]):
@@ -265,11 +273,11 @@ class QwenVLPolicy:
             "max_new_tokens": sampling.max_new_tokens,
             "do_sample": sampling.do_sample,
             "return_dict_in_generate": True,
-            "output_logits": True,
             "pad_token_id": self.processor.tokenizer.pad_token_id,
-            # A completion must never contain vision placeholders: replaying it would misalign
-            # the visual features (only a random-init model would ever sample them).
-            "suppress_tokens": self._vision_token_ids(),
+            # A completion must never contain vision placeholders (replaying it would misalign
+            # the visual features; only a random-init model would ever sample them): `_generate`
+            # suppresses them with a processor placed after the log-prob recorder.
+            "suppress_tokens": None,
         }
         if sampling.do_sample:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)

@@ -8,6 +8,8 @@ the release's placeholder ids in a server's prompt.
 
 from __future__ import annotations
 
+from typing import Any
+
 #: The released checkpoint ReVSeg runs (the default policy everywhere a policy is named).
 DEFAULT_POLICY = "Qwen/Qwen2.5-VL-7B-Instruct"
 
@@ -69,3 +71,38 @@ RELEASED_PREPROCESSOR_CONFIG = {
 }
 #: Released id of each added token, by token.
 RELEASED_TOKEN_IDS = {token: token_id for token, token_id, _ in QWEN_ADDED_TOKENS}
+
+#: Qwen2.5-VL-7B-Instruct's `config.json` architecture (what `revseg train plan` sizes a run with
+#: when the checkpoint's config cannot be read offline): 8,292,166,656 parameters.
+RELEASED_7B_ARCHITECTURE: dict[str, Any] = {
+    "text_config": {
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_attention_heads": 28,
+        "num_hidden_layers": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": RELEASED_VOCAB_SIZE,
+        "tie_word_embeddings": False,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 128000,
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+        "tokens_per_second": 2,
+        "hidden_act": "silu",
+    },
+    "tie_word_embeddings": False,
+    "vocab_size": RELEASED_VOCAB_SIZE,
+    "hidden_size": 3584,
+}
+RELEASED_ARCHITECTURES = {DEFAULT_POLICY: RELEASED_7B_ARCHITECTURE}

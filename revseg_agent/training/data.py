@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from revseg_agent.eval.datasets import open_benchmark
-from revseg_agent.training.grpo import TrainingSample
 from revseg_agent.training.recipe import BenchmarkData, GeneratedData
+
+
+@dataclass
+class TrainingSample:
+    """One query with its video and ground truth (the union mask stack and per-object stacks)."""
+
+    sample_id: str
+    video_path: str
+    query: str
+    gt_masks: np.ndarray
+    gt_objects: list[np.ndarray]
+
 
 CLIP_SIZE = (112, 112)  # (height, width)
 SQUARE = 24

@@ -9,7 +9,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from revseg_agent.training.loss import LossType, ScaleRewards
 from revseg_agent.training.rewards import RewardConfig
+
+#: `policy: tiny-random` in a recipe builds a tiny random-init Qwen2.5-VL (offline CPU runs).
+TINY_RANDOM = "tiny-random"
 
 
 class GeneratedData(BaseModel):
@@ -66,6 +70,13 @@ class Recipe(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     beta: float = Field(5e-3, ge=0)
     clip_epsilon: float = Field(0.2, gt=0)
+    #: How token losses are averaged (TRL's names and meanings; see `training.loss`).
+    loss_type: LossType = "dapo"
+    #: How advantages are scaled (TRL's names): by the group's sample std, the batch's, or not.
+    scale_rewards: ScaleRewards = "group"
+    #: Clip the gradients' global norm before each optimizer step (None: no clipping). Under
+    #: DeepSpeed it fills the config's "auto" gradient_clipping.
+    max_grad_norm: float | None = Field(1.0, gt=0)
     temperature: float = Field(1.0, gt=0)
     max_new_tokens: int = Field(512, ge=1)
     num_frames: int = Field(16, ge=1)
@@ -113,10 +124,13 @@ class Recipe(BaseModel):
         return recipe
 
 
-def deepspeed_config(path: str | Path, world_size: int, dtype: str | None = None) -> dict[str, Any]:
+def deepspeed_config(
+    path: str | Path, world_size: int, dtype: str | None = None, max_grad_norm: float | None = None
+) -> dict[str, Any]:
     """A DeepSpeed config for the trainer: "auto" batch sizes filled in (one rollout per
-    backward, accumulation handled by the trainer), ZeRO stage 3 refused (rollouts generate
-    with full weights on every rank), torch's AdamW allowed under ZeRO."""
+    backward, accumulation handled by the trainer), "auto" gradient clipping from the recipe's
+    `max_grad_norm`, ZeRO stage 3 refused (rollouts generate with full weights on every rank),
+    torch's AdamW allowed under ZeRO."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"DeepSpeed config not found: {path}")
@@ -134,6 +148,8 @@ def deepspeed_config(path: str | Path, world_size: int, dtype: str | None = None
     ):
         if config.get(key, "auto") == "auto":
             config[key] = value
+    if config.get("gradient_clipping", "auto") == "auto":
+        config["gradient_clipping"] = max_grad_norm or 0.0
     for key, wanted in (("bf16", "bfloat16"), ("fp16", "float16")):
         if config.get(key, {}).get("enabled") == "auto":
             config[key]["enabled"] = dtype == wanted

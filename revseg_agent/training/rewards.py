@@ -14,7 +14,10 @@ apply (no ground truth) — the convention of `trl.GRPOTrainer`'s `reward_funcs`
   (unmatched boxes and missed objects count 0).
 - `mask_reward` (costly, off by default): J&F of the propagated masks.
 A round that ended in a fallback (see `Context.on_parse_failure`) earns nothing: the answer did
-not come from the policy.
+not come from the policy. `compute_rewards` also follows the chain: a rollout whose round 1 fell
+back (middle frame, the query as description) earns no temporal, spatial, mask or extra reward,
+and one whose round 2 fell back no spatial, mask or extra reward, unless the recipe opts in
+(`RewardConfig.reward_fallbacks`).
 
     >>> from revseg_agent.training.rewards import RewardConfig
     >>> RewardConfig().weights
@@ -24,7 +27,7 @@ not come from the policy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -148,11 +151,24 @@ class RewardConfig(BaseModel):
         default_factory=lambda: {"format": 1.0, "temporal": 1.0, "spatial": 1.0, "mask": 0.0}
     )
     gate_on_format: bool = False
+    #: Credit rewards to rollouts built on a fallback answer (off: what a fallback round feeds the
+    #: next one did not come from the policy, so no reward downstream of it either).
+    reward_fallbacks: bool = False
 
     def model_post_init(self, __context: Any) -> None:
         unknown = set(self.weights) - set(REWARDS)
         if unknown:
             raise ValueError(f"unknown rewards {sorted(unknown)}; known: {sorted(REWARDS)}")
+
+
+#: Rewards that depend on round 1's keyframe and round 2's box (and so on both rounds).
+DOWNSTREAM_OF_ROUND1 = {"temporal", "spatial", "mask"}
+DOWNSTREAM_OF_ROUND2 = {"spatial", "mask"}
+
+
+def fell_back(trace: Trace, node: str) -> bool:
+    """The round's final answer is a fallback (or missing), not the policy's."""
+    return not _answered(_final(trace, node))
 
 
 def compute_rewards(
@@ -161,31 +177,45 @@ def compute_rewards(
     *,
     gt_masks: Sequence[np.ndarray | None],
     gt_objects: Sequence[Sequence[np.ndarray] | None] | None = None,
+    extra: Mapping[str, RewardFunc] | None = None,
 ) -> list[dict[str, float | None]]:
     """Each reward (by name) and the weighted `total` per completion.
 
-    A reward that does not apply (`None`) contributes nothing; a NaN reward is an error, never
-    silently averaged into a training signal.
+    `extra` rewards (TRL signature, weight 1) go through the same checks and gates as the
+    built-in ones and count as downstream of both rounds. A reward that does not apply (`None`)
+    contributes nothing; a NaN reward is an error, never silently averaged into a training signal.
     """
     columns: dict[str, list[float | None]] = {}
-    for name, weight in config.weights.items():
-        if weight != 0:
-            columns[name] = REWARDS[name](completions, gt_masks=gt_masks, gt_objects=gt_objects)
+    weights = {name: w for name, w in config.weights.items() if w != 0}
+    for name in weights:
+        columns[name] = REWARDS[name](completions, gt_masks=gt_masks, gt_objects=gt_objects)
+    for name, func in (extra or {}).items():
+        if name in columns or name == "total":
+            raise ValueError(f"extra reward {name!r} has the name of a built-in reward")
+        weights[name] = 1.0
+        columns[name] = list(func(completions, gt_masks=gt_masks, gt_objects=gt_objects))
+        if len(columns[name]) != len(completions):
+            raise ValueError(
+                f"reward {name!r} returned {len(columns[name])} values for {len(completions)} completions"
+            )
+    extra_names = set(extra or {})
     out = []
-    for i in range(len(completions)):
+    for i, trace in enumerate(completions):
         row: dict[str, float | None] = {name: values[i] for name, values in columns.items()}
         for name, value in row.items():
             if value is not None and math.isnan(value):
                 raise ValueError(f"reward {name!r} is NaN for completion {i}")
-        gate = 1.0
-        if config.gate_on_format and row.get("format") is not None:
-            gate = float(row["format"] == 1.0)
-        total = 0.0
-        for name, value in row.items():
-            if value is None:
-                continue
-            scale = gate if name in {"temporal", "spatial", "mask"} else 1.0
-            total += config.weights[name] * value * scale
-        row["total"] = total
+        zeroed: set[str] = set()
+        if config.gate_on_format and row.get("format") is not None and row["format"] != 1.0:
+            zeroed |= DOWNSTREAM_OF_ROUND1 | extra_names
+        if not config.reward_fallbacks:
+            if fell_back(trace, ROUND1):
+                zeroed |= DOWNSTREAM_OF_ROUND1 | extra_names
+            if fell_back(trace, ROUND2):
+                zeroed |= DOWNSTREAM_OF_ROUND2 | extra_names
+        for name in zeroed & row.keys():
+            if row[name] is not None:
+                row[name] = 0.0
+        row["total"] = sum(weights[name] * value for name, value in row.items() if value is not None)
         out.append(row)
     return out

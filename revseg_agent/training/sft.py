@@ -24,7 +24,7 @@ from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.prompts import FRAME_ID_BASE
-from revseg_agent.training.grpo import TrainingSample
+from revseg_agent.training.data import TrainingSample
 from revseg_agent.training.replay import append_completion, span_logprobs
 from revseg_agent.types import Box
 from revseg_agent.video import open_video

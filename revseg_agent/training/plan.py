@@ -1,0 +1,268 @@
+"""Per-GPU memory plan of a training recipe, and the check that refuses a run that cannot fit.
+
+Why: a 7B full fine-tune on one process needs about 137 GiB before activations, so the shipped
+recipe on one 80 GB GPU would only fail after the model loads (or, worse, after the first
+rollouts). The plan is arithmetic on the model's parameter count (from its config, instantiated on
+PyTorch's meta device: no weights read), the recipe and the process count:
+
+- weights: every parameter in the recipe's dtype, on every process (ZeRO 1-2 do not shard them);
+- gradients: trainable parameters in their dtype, divided by the processes under ZeRO-2;
+- master weights: fp32 copies of half-precision trainable parameters (the trainer's
+  `MasterWeightAdamW`, DeepSpeed's bf16 mode), divided by the processes under ZeRO 1-2;
+- optimizer: AdamW's two fp32 moments, divided by the processes under ZeRO 1-2;
+- reference: a frozen copy for the KL term (none for LoRA: the base with adapters off is it);
+- LoRA: adapter weights, kept in fp32 by peft;
+- activations of one replayed rollout (batch 1): per decoder layer `7h + 2kv + 3i` values per
+  token (norm outputs, q/k/v, attention output, residuals, SwiGLU's gate/up/product; SDPA keeps
+  no attention matrix), all layers' inputs plus one layer's when checkpointing; the same for the
+  vision tower's patches; plus fp32 logits and log-probs at the completion positions;
+- generation KV cache: G rows x sequence x layers x 2 x kv width (rollouts run before the replay,
+  so the peak is the larger of this and the activations);
+- runtime: CUDA context and allocator slack, a flat 2 GiB.
+
+The sequence is the round-2 replay: prompt text, round 1's video (one token slot per sampled
+frame, at most qwen-vl-utils' 768 tokens per frame), round 1's completion, the keyframe and
+round 2's completion. It is an estimate: measure (`torch.cuda.max_memory_allocated`) before
+trusting a margin under 10%.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from revseg_agent.errors import InputError
+from revseg_agent.training.recipe import TINY_RANDOM, Recipe
+
+GIB = 1024**3
+PROMPT_TEXT_TOKENS = 300
+#: qwen-vl-utils' cap on one video frame (VIDEO_MAX_PIXELS = 768 * 28 * 28).
+MAX_FRAME_TOKENS = 768
+#: A keyframe of about 1280 x 640 pixels at 28 x 28 pixels per token.
+KEYFRAME_TOKENS = 1024
+RUNTIME_GIB = 2.0
+HALF_DTYPES = {"bfloat16", "bf16", "float16", "fp16", "half"}
+
+
+@dataclass
+class ModelShape:
+    """What the plan needs of a checkpoint's architecture."""
+
+    params: int
+    lora_params: int
+    hidden: int
+    intermediate: int
+    layers: int
+    kv_width: int
+    vocab: int
+    vision_hidden: int
+    vision_intermediate: int
+    vision_depth: int
+    frame_tokens: int
+    keyframe_tokens: int
+
+
+@dataclass
+class MemoryPlan:
+    rows: dict[str, float]
+    num_processes: int
+    gpu_memory_gb: float
+    global_queries: int
+    group_size: int
+    sequence_tokens: int
+    zero_stage: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def peak_gib(self) -> float:
+        static = sum(v for k, v in self.rows.items() if k not in {"activations", "generation KV cache"})
+        return static + max(self.rows["activations"], self.rows["generation KV cache"])
+
+    @property
+    def available_gib(self) -> float:
+        return self.gpu_memory_gb * 1e9 / GIB
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_gib <= self.available_gib
+
+    def table(self) -> str:
+        lines = [f"per-GPU memory plan ({self.num_processes} process(es), ZeRO stage {self.zero_stage}):"]
+        for name, value in self.rows.items():
+            lines.append(f"  {name:<22} {value:8.1f} GiB")
+        lines.append(f"  {'peak':<22} {self.peak_gib:8.1f} GiB  (static + max(activations, KV cache))")
+        lines.append(f"  {'GPU memory':<22} {self.available_gib:8.1f} GiB  ({self.gpu_memory_gb:g} GB)")
+        lines.append(
+            f"global batch: {self.global_queries} queries x G={self.group_size} = "
+            f"{self.global_queries * self.group_size} rollouts per step; "
+            f"replay sequence ~{self.sequence_tokens} tokens"
+        )
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append("fits" if self.fits else "DOES NOT FIT")
+        return "\n".join(lines)
+
+    def fixes(self) -> str:
+        return (
+            "ways to fit: more processes with ZeRO-2 (`accelerate launch` with "
+            "recipes/accelerate/multi-gpu.yaml and `deepspeed: deepspeed/zero2.json`), "
+            "LoRA (`lora: {r: 16}`), gradient_checkpointing: true, fewer num_frames or "
+            "max_new_tokens; see recipes/ for plans that fit"
+        )
+
+
+def _config_of(policy: str) -> Any:
+    from transformers import AutoConfig, Qwen2_5_VLConfig
+
+    from revseg_agent.policies.released import RELEASED_ARCHITECTURES
+
+    try:
+        return AutoConfig.from_pretrained(policy, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        if policy in RELEASED_ARCHITECTURES:
+            return Qwen2_5_VLConfig(**RELEASED_ARCHITECTURES[policy])
+        raise InputError(f"cannot read the config of {policy!r} offline to plan memory: {exc}") from exc
+
+
+def _pixel_budget(policy: str, name: str) -> int | None:
+    """`max_pixels` of the checkpoint's image or video processor, when it is a local folder
+    (transformers 5 nests them in `processor_config.json`; older layouts have their own files)."""
+    folder = Path(policy)
+    candidates: list[dict[str, Any]] = []
+    nested = folder / "processor_config.json"
+    if nested.is_file():
+        candidates.append(json.loads(nested.read_text(encoding="utf-8")).get(f"{name}_processor") or {})
+    for file in (f"{name}_preprocessor_config.json", "preprocessor_config.json"):
+        if (folder / file).is_file():
+            candidates.append(json.loads((folder / file).read_text(encoding="utf-8")))
+    for data in candidates:
+        value = data.get("max_pixels") or (data.get("size") or {}).get("longest_edge")
+        if value:
+            return int(value)
+    return None
+
+
+def model_shape(policy: str, lora_targets: list[str] | None, lora_r: int) -> ModelShape:
+    """Parameter counts from the config on the meta device (no weights are read or allocated)."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    if policy == TINY_RANDOM:
+        from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return model_shape(str(build_tiny_qwen2_5_vl(tmp)), lora_targets, lora_r)
+    config = _config_of(policy)
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    params = sum(p.numel() for p in model.parameters())
+    lora = 0
+    if lora_targets:
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.split(".")[-1] in lora_targets:
+                lora += lora_r * (module.in_features + module.out_features)
+    text, vision = config.text_config, config.vision_config
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    video = _pixel_budget(policy, "video")
+    image = _pixel_budget(policy, "image")
+    return ModelShape(
+        params=params,
+        lora_params=lora,
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        kv_width=text.num_key_value_heads * head_dim,
+        vocab=text.vocab_size,
+        vision_hidden=vision.hidden_size,
+        vision_intermediate=vision.intermediate_size,
+        vision_depth=vision.depth,
+        frame_tokens=min(MAX_FRAME_TOKENS, video // 784) if video else MAX_FRAME_TOKENS,
+        keyframe_tokens=min(KEYFRAME_TOKENS, image // 784) if image else KEYFRAME_TOKENS,
+    )
+
+
+def zero_stage(recipe: Recipe) -> int:
+    if recipe.deepspeed is None:
+        return 0
+    config = json.loads(Path(recipe.deepspeed).read_text(encoding="utf-8"))
+    return int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def plan_memory(
+    recipe: Recipe, *, num_processes: int = 1, gpu_memory_gb: float = 80.0, shape: ModelShape | None = None
+) -> MemoryPlan:
+    """The per-GPU plan of `recipe` on `num_processes` GPUs of `gpu_memory_gb` GB each."""
+    if num_processes < 1:
+        raise InputError("--num-processes must be at least 1")
+    lora = recipe.lora
+    shape = shape or model_shape(recipe.policy, lora.target_modules if lora else None, lora.r if lora else 0)
+    half = (recipe.dtype or "float32").lower() in HALF_DTYPES
+    weight_bytes = 2 if half else 4
+    stage = zero_stage(recipe)
+    n = num_processes
+    grad_shards = n if stage >= 2 else 1
+    optim_shards = n if stage >= 1 else 1
+    rows: dict[str, float] = {"weights": shape.params * weight_bytes / GIB}
+    if lora is None:
+        trainable, trainable_bytes = shape.params, weight_bytes
+        rows["gradients"] = trainable * trainable_bytes / grad_shards / GIB
+        rows["master weights"] = trainable * 4 / optim_shards / GIB if half else 0.0
+        rows["optimizer (AdamW)"] = trainable * 8 / optim_shards / GIB
+        rows["reference"] = shape.params * weight_bytes / GIB if recipe.beta > 0 else 0.0
+        rows["LoRA adapters"] = 0.0
+    else:
+        trainable = shape.lora_params  # peft keeps adapters in fp32: no master copy
+        rows["gradients"] = trainable * 4 / grad_shards / GIB
+        rows["master weights"] = 0.0
+        rows["optimizer (AdamW)"] = trainable * 8 / optim_shards / GIB
+        rows["reference"] = 0.0
+        rows["LoRA adapters"] = trainable * 4 / GIB
+    completion = recipe.max_new_tokens
+    video_tokens = recipe.num_frames * shape.frame_tokens
+    sequence = PROMPT_TEXT_TOKENS + video_tokens + shape.keyframe_tokens + 2 * completion
+    per_token_layer = 7 * shape.hidden + 2 * shape.kv_width + 3 * shape.intermediate
+    act_bytes = 2 if half else 4
+    if recipe.gradient_checkpointing:
+        text = sequence * (shape.layers * shape.hidden + per_token_layer) * act_bytes
+    else:
+        text = sequence * shape.layers * per_token_layer * act_bytes
+    patches = 4 * (video_tokens + shape.keyframe_tokens)  # before the 2 x 2 merge
+    vision_layer = 7 * shape.vision_hidden + 3 * shape.vision_intermediate
+    if recipe.gradient_checkpointing:
+        vision = patches * (shape.vision_depth * shape.vision_hidden + vision_layer) * act_bytes
+    else:
+        vision = patches * shape.vision_depth * vision_layer * act_bytes
+    logits = 2 * completion * shape.vocab * 4 * 2  # fp32 logits and log-probs, both rounds
+    rows["activations"] = (text + vision + logits) / GIB
+    rows["generation KV cache"] = (
+        recipe.group_size * sequence * shape.layers * 2 * shape.kv_width * weight_bytes / GIB
+    )
+    rows["runtime"] = RUNTIME_GIB
+    notes = []
+    if stage == 0 and n > 1:
+        notes.append("without DeepSpeed every process holds the whole optimizer state")
+    if stage >= 1 and n == 1:
+        notes.append(f"ZeRO stage {stage} on one process shards nothing")
+    return MemoryPlan(
+        rows=rows,
+        num_processes=n,
+        gpu_memory_gb=gpu_memory_gb,
+        global_queries=recipe.prompts_per_step * recipe.gradient_accumulation_steps * n,
+        group_size=recipe.group_size,
+        sequence_tokens=sequence,
+        zero_stage=stage,
+        notes=notes,
+    )
+
+
+def check_fits(recipe: Recipe, *, num_processes: int, gpu_memory_gb: float) -> MemoryPlan:
+    """The plan, or an `InputError` with its numbers and the fixes when it cannot fit."""
+    plan = plan_memory(recipe, num_processes=num_processes, gpu_memory_gb=gpu_memory_gb)
+    if not plan.fits:
+        raise InputError(
+            f"this recipe cannot fit: {plan.peak_gib:.1f} GiB per GPU needed, "
+            f"{plan.available_gib:.1f} GiB available\n{plan.table()}\n{plan.fixes()}"
+        )
+    return plan

@@ -1,0 +1,646 @@
+"""GRPO on replayed graph traces.
+
+Each optimizer step: for `prompts_per_step` samples per micro-batch (x accumulation x processes),
+run the graph `group_size` times with sampling, score each rollout's trace with the rewards
+(`rewards.compute_rewards`, gated along the chain), turn them into advantages (`scale_rewards`),
+then replay every policy call of every rollout through the policy (round 1 with its video, round
+2 with the keyframe): first without gradients, to get the "old" log-probs from the same training
+forward the loss uses (as verl does: generation-time log-probs differ from it in bf16 on a GPU,
+which would show up as spurious clipping), then with gradients, minimising the clipped GRPO
+objective with a KL penalty to a frozen reference, aggregated as `loss_type` says
+(`training.loss`). Off-policy warm-start steps on stored traces use the stored sampling-time
+log-probs as "old" instead (the clip then keeps the update near the policy that wrote them).
+Checkpoints hold the weights (safetensors), the processor, the optimizer state and the step;
+a trainer built with `resume=True` continues from the latest with the same optimizer state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from revseg_agent.errors import InputError
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.graph import build_graph
+from revseg_agent.graphs.names import POLICY_NODES
+from revseg_agent.io import atomic_write_text
+from revseg_agent.pipeline import trace_from_state
+from revseg_agent.policies.base import Policy, SamplingParams
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.registry import load_tracker
+from revseg_agent.traces import StepRecord, Trace
+from revseg_agent.training import checkpoint as ckpt_io
+from revseg_agent.training.data import TrainingSample
+from revseg_agent.training.loss import advantages, grpo_token_terms, sequence_divisor
+from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to, plot_metrics
+from revseg_agent.training.optim import build_optimizer, clip_gradients
+from revseg_agent.training.recipe import TINY_RANDOM, Recipe, deepspeed_config
+from revseg_agent.training.replay import ReplayPlan, plan_replay, run_plan
+from revseg_agent.training.rewards import RewardFunc, compute_rewards
+from revseg_agent.training.rollouts import run_group
+from revseg_agent.training.store import TraceRecord, TraceStore, rescore
+from revseg_agent.video import FrameCache
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Group:
+    """The G rollouts of one sample (or one stored group) with their rewards and advantages."""
+
+    traces: list[Trace]
+    rewards: list[dict[str, float | None]]
+    advantages: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Replay:
+    """One rollout to learn from: its policy steps and, per step, the old and reference log-probs."""
+
+    trace: Trace
+    advantage: float
+    micro_batch: int
+    weight: float = 1.0
+    old: list[torch.Tensor] = field(default_factory=list)
+    ref: list[torch.Tensor | None] = field(default_factory=list)
+
+    @property
+    def steps(self) -> list[StepRecord]:
+        return policy_steps(self.trace)
+
+
+def policy_steps(trace: Trace) -> list[StepRecord]:
+    """The policy calls of a rollout that wrote tokens (round 1 and round 2 attempts)."""
+    return [s for s in trace.steps if s.node in POLICY_NODES and s.completion_ids]
+
+
+class GRPOTrainer:
+    """Trains a Qwen2.5-VL policy on the ReVSeg chain from a `Recipe`.
+
+    The constructor loads everything (policy, LoRA, reference, optimizer, DeepSpeed engine, and
+    with `resume` the latest checkpoint); `train` runs the steps. On a GPU it first checks the
+    recipe's memory plan (`training.plan`) against the device and refuses one that cannot fit.
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        samples: Sequence[TrainingSample],
+        *,
+        output_dir: str | Path | None = None,
+        extra_rewards: dict[str, RewardFunc] | None = None,
+        resume: bool = False,
+    ) -> None:
+        """`extra_rewards` are added to the recipe's rewards with weight 1 (TRL signature)."""
+        self.recipe = recipe
+        self.samples = list(samples)
+        if not self.samples:
+            raise ValueError("no training samples")
+        self.out = Path(output_dir or recipe.output_dir)
+        self.extra_rewards = extra_rewards or {}
+        # Data parallel: under `accelerate launch` / `torchrun` each process takes its own samples
+        # and gradients are averaged across processes before every optimizer step.
+        from accelerate import PartialState
+
+        self.dist = PartialState(cpu=recipe.device == "cpu")
+        self.step = 0
+        found = ckpt_io.latest_checkpoint(self.out)
+        if found is not None and not resume:
+            # a later --resume would pick up the earlier run's checkpoints: refuse to mix runs
+            raise InputError(
+                f"{self.out} holds checkpoints of an earlier run: pass --resume to continue it, "
+                "or choose another output folder"
+            )
+        self.device = recipe.device or str(self.dist.device)
+        self._check_memory()
+        self.policy, self.reference = self._load(found)
+        self.optimizer: torch.optim.Optimizer = build_optimizer(
+            self.policy.model.parameters(),
+            learning_rate=recipe.learning_rate,
+            weight_decay=recipe.weight_decay,
+            master_weights=recipe.deepspeed is None,  # DeepSpeed's bf16 mode keeps fp32 masters itself
+        )
+        #: The DeepSpeed engine when the recipe names a DeepSpeed config (it owns backward/step).
+        self.engine: Any = self._deepspeed_engine() if recipe.deepspeed is not None else None
+        if found is not None:
+            self._restore(found)
+
+    # -- set-up and checkpoints ----------------------------------------------------------------
+    def _check_memory(self) -> None:
+        if not self.device.startswith("cuda") or not torch.cuda.is_available():
+            return
+        from revseg_agent.training.plan import check_fits
+
+        total = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
+        plan = check_fits(self.recipe, num_processes=self.dist.num_processes, gpu_memory_gb=total / 1e9)
+        logger.info("%s", plan.table())
+
+    def _base_policy(self) -> str:
+        base = self.recipe.policy
+        if base != TINY_RANDOM:
+            return base
+        from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+        folder = self.out / "tiny-random-policy"
+        with self.dist.main_process_first():
+            if not (folder / "config.json").is_file():
+                build_tiny_qwen2_5_vl(folder, seed=self.recipe.seed)
+        return str(folder)
+
+    def _load(self, ckpt: Path | None) -> tuple[QwenVLPolicy, Any]:
+        """The policy (from `ckpt` when resuming), wrapped with LoRA when the recipe asks, and the
+        KL reference: always the starting policy (TRL's `create_reference_model`; for LoRA the
+        base model with the adapters disabled, so no second copy of the weights)."""
+        r = self.recipe
+        base = self._base_policy()
+        full_checkpoint = ckpt is not None and r.lora is None
+        policy = QwenVLPolicy.from_pretrained(
+            str(ckpt) if full_checkpoint else base, device=self.device, dtype=r.dtype
+        )
+        model = policy.model
+        if r.lora is not None:
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if ckpt is not None:  # a LoRA checkpoint holds the adapters; the base is the recipe's
+                model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
+            else:
+                config = LoraConfig(
+                    r=r.lora.r,
+                    lora_alpha=r.lora.alpha,
+                    lora_dropout=r.lora.dropout,
+                    target_modules=r.lora.target_modules,
+                )
+                torch.manual_seed(r.seed)  # adapters start the same in every run of a recipe
+                model = get_peft_model(model, config)
+            policy.model = model
+        if r.gradient_checkpointing:
+            # non-reentrant checkpointing also works when only LoRA adapters need gradients
+            kwargs = {"use_reentrant": False}
+            enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x name
+            if enable is not None:
+                enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        reference = None
+        if r.beta > 0 and r.lora is None:
+            from trl.experimental.utils import create_reference_model
+
+            initial = (
+                QwenVLPolicy.from_pretrained(base, device=self.device, dtype=r.dtype).model if ckpt else model
+            )
+            reference = (
+                create_reference_model(initial) if initial is model else initial.eval().requires_grad_(False)
+            )
+        return policy, reference
+
+    def _deepspeed_engine(self) -> Any:
+        """Wrap the model and optimizer in a DeepSpeed engine from the recipe's config.
+
+        The trainer calls backward once per rollout and marks the last one of each step as the
+        gradient accumulation boundary itself (rollouts differ in count and length), so the
+        config's own accumulation is 1 and losses arrive already scaled."""
+        try:
+            import deepspeed
+        except ImportError as exc:
+            raise InputError(
+                "the recipe asks for DeepSpeed, which is not installed: "
+                "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed"
+            ) from exc
+
+        r = self.recipe
+        assert r.deepspeed is not None
+        config = deepspeed_config(r.deepspeed, self.dist.num_processes, r.dtype, r.max_grad_norm)
+        engine, optimizer, _, _ = deepspeed.initialize(
+            model=self.policy.model, optimizer=self.optimizer, config=config
+        )
+        self.optimizer = optimizer
+        return engine
+
+    def _restore(self, ckpt: Path) -> None:
+        if self.engine is not None:
+            self.engine.load_checkpoint(
+                str(ckpt), tag=ckpt_io.DEEPSPEED_TAG, load_module_strict=self.recipe.lora is None
+            )
+        else:
+            self.optimizer.load_state_dict(ckpt_io.load_optimizer_state(ckpt))
+        self.step = ckpt_io.checkpoint_step(ckpt)
+        logger.info("resumed from %s at step %d", ckpt, self.step)
+
+    def latest_checkpoint(self) -> Path | None:
+        return ckpt_io.latest_checkpoint(self.out)
+
+    def save_checkpoint(self) -> Path:
+        """Write `checkpoint-<step>` atomically. Called by every process under DeepSpeed (each
+        writes its optimizer shard), else by the main process only."""
+        partial = ckpt_io.partial_folder(self.out, self.step)
+        main = self.dist.is_main_process
+        if main:
+            partial.mkdir(parents=True, exist_ok=True)
+        if self.engine is not None:
+            self.dist.wait_for_everyone()
+            self.engine.save_checkpoint(str(partial), tag=ckpt_io.DEEPSPEED_TAG)
+            self.dist.wait_for_everyone()
+        final = self.out / f"checkpoint-{self.step}"
+        if main:
+            ckpt_io.write_policy_files(
+                partial,
+                model=self.policy.model,
+                processor=self.policy.processor,
+                step=self.step,
+                recipe=self.recipe.model_dump(),
+                optimizer_state=self.optimizer.state_dict() if self.engine is None else None,
+            )
+            final = ckpt_io.publish(partial, self.out, self.step)
+        if self.engine is not None:
+            self.dist.wait_for_everyone()
+        return final
+
+    # -- rollouts and rewards -----------------------------------------------------------------
+    def _context(self, rollout_seed: int, policy: Policy) -> Context:
+        r = self.recipe
+        return Context(
+            policy=policy,
+            tracker=load_tracker(r.tracker),
+            num_frames=r.num_frames,
+            max_attempts=1,
+            on_parse_failure="fallback",
+            sampling=SamplingParams(
+                do_sample=True, temperature=r.temperature, max_new_tokens=r.max_new_tokens, seed=rollout_seed
+            ),
+            run_tracker=(r.rewards.weights.get("mask", 0.0) != 0.0),
+            artifacts_dir=self.out / ".artifacts",
+        )
+
+    def rollouts(self, sample: TrainingSample, step: int) -> list[Trace]:
+        self.policy.model.eval()
+        seed = self.recipe.seed + 100_003 * step + 7_919 * self.dist.process_index + hash_id(sample.sample_id)
+        contexts = [self._context(seed + 101 * g, self.policy) for g in range(self.recipe.group_size)]
+        # The group runs concurrently; its policy calls are batched (see rollouts.run_group).
+        states = run_group(build_graph(), {"video_path": sample.video_path, "query": sample.query}, contexts)
+        return [trace_from_state(state, context) for state, context in zip(states, contexts, strict=True)]
+
+    def _rewards(self, traces: list[Trace], sample: TrainingSample) -> list[dict[str, float | None]]:
+        return compute_rewards(
+            traces,
+            self.recipe.rewards,
+            gt_masks=[sample.gt_masks] * len(traces),
+            gt_objects=[sample.gt_objects] * len(traces),
+            extra=self.extra_rewards,
+        )
+
+    def _collect(self, batch: list[TrainingSample], store: TraceStore | None) -> list[Group]:
+        """Rollouts and rewards for each sample of a micro-batch (and store them)."""
+        groups = []
+        for sample in batch:
+            traces = self.rollouts(sample, self.step)
+            rewards = self._rewards(traces, sample)
+            groups.append(Group(traces, rewards))
+            if store is None:
+                continue
+            gt_path = store.save_ground_truth(sample.sample_id, sample.gt_masks, sample.gt_objects)
+            for i, (trace, row) in enumerate(zip(traces, rewards, strict=True)):
+                store.append(
+                    TraceRecord(
+                        sample_id=sample.sample_id,
+                        group_id=f"{self.step}:{sample.sample_id}",
+                        index=i,
+                        step=self.step,
+                        policy=self.policy.name,
+                        ground_truth=gt_path,
+                        trace=trace,
+                        rewards=row,
+                    )
+                )
+        return groups
+
+    def _set_advantages(self, micro_batches: list[list[Group]]) -> None:
+        """Advantages of every group of the step; `scale_rewards="batch"` takes the std over the
+        whole step on every process (gathered), as TRL does over its generation batch."""
+        groups = [g for micro in micro_batches for g in micro]
+        totals = [[float(row.get("total") or 0.0) for row in g.rewards] for g in groups]
+        if self.recipe.scale_rewards == "batch" and self.dist.num_processes > 1:
+            from accelerate.utils import gather
+
+            flat = torch.tensor([r for t in totals for r in t], dtype=torch.float64, device=self.dist.device)
+            everyone = gather(flat).cpu().numpy()
+            std = float(everyone.std(ddof=1)) if everyone.size > 1 else 0.0
+            for group, rewards in zip(groups, totals, strict=True):
+                r = np.asarray(rewards)
+                same = len(r) == 0 or np.allclose(r, r[0])
+                group.advantages = [0.0] * len(r) if same else ((r - r.mean()) / (std + 1e-4)).tolist()
+            return
+        for group, adv in zip(groups, advantages(totals, self.recipe.scale_rewards), strict=True):
+            group.advantages = adv
+
+    def stored_groups(self) -> list[Group]:
+        """The warm-start traces as groups, with rewards (re)computed."""
+        spec = self.recipe.warm_start
+        assert spec is not None
+        path = Path(spec.traces)
+        if not path.is_file():
+            raise FileNotFoundError(f"warm-start traces not found: {path}")
+        records = list(TraceStore(path))
+        if spec.rescore:
+            records = rescore(records, self.recipe.rewards)
+        by_group: dict[str, list[TraceRecord]] = {}
+        for record in records:
+            by_group.setdefault(record.group_id, []).append(record)
+        groups = []
+        for members in by_group.values():
+            members.sort(key=lambda m: m.index)
+            groups.append(Group([m.trace for m in members], [dict(m.rewards) for m in members]))
+        if not groups:
+            raise ValueError(f"no traces in {path}")
+        return groups
+
+    # -- learning -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _reference_logprobs(self, plan: ReplayPlan) -> list[torch.Tensor]:
+        temperature = self.recipe.temperature
+        if self.reference is not None:
+            return run_plan(_as_policy(self.policy, self.reference), plan, temperature)
+        with self.policy.model.disable_adapter():  # LoRA: the base model is the reference
+            return run_plan(self.policy, plan, temperature)
+
+    def _replays(self, micro_batches: list[list[Group]], on_policy: bool, frames: FrameCache) -> list[Replay]:
+        """The rollouts that add to the gradient, each with its old and reference log-probs.
+
+        Old log-probs: a no-grad forward of the current policy, before this step's update (on
+        policy), else the stored sampling-time ones (warm start)."""
+        r = self.recipe
+        replays = [
+            Replay(trace, advantage, k)
+            for k, micro in enumerate(micro_batches)
+            for group in micro
+            for trace, advantage in zip(group.traces, group.advantages, strict=True)
+            if policy_steps(trace)
+        ]
+        todo = [x for x in replays if x.advantage != 0.0 or r.beta != 0]  # others add exactly zero
+        if self.engine is not None:
+            todo = self._same_backward_count(todo, replays)
+        self.policy.model.eval()
+        for replay in todo:
+            steps = replay.steps
+            need_old = on_policy and replay.weight != 0.0
+            if not need_old and r.beta == 0:
+                replay.old = [torch.tensor(s.logprobs) for s in steps]
+                replay.ref = [None] * len(steps)
+                continue
+            plan = plan_replay(self.policy, steps, frames_cache=frames)
+            with torch.no_grad():
+                olds = run_plan(self.policy, plan, r.temperature) if need_old else None
+            replay.old = (
+                [o.detach() for o in olds] if olds is not None else [torch.tensor(s.logprobs) for s in steps]
+            )
+            replay.ref = list(self._reference_logprobs(plan)) if r.beta > 0 else [None] * len(steps)
+        return todo
+
+    def _same_backward_count(self, todo: list[Replay], replays: list[Replay]) -> list[Replay]:
+        """Under DeepSpeed every rank must run the same number of backward passes (ZeRO-2 reduces
+        gradients in each one), and at least one: pad with weight-0 replays, which contribute
+        zero gradient but take part in the collectives."""
+        count = len(todo)
+        if self.dist.num_processes > 1:
+            total = torch.tensor([count], device=self.dist.device)
+            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.MAX)
+            count = int(total.item())
+        count = max(count, 1)
+        if len(todo) < count:
+            if not replays:
+                raise RuntimeError("no rollout on this rank wrote tokens to replay; DeepSpeed needs one")
+            pad = replays[0]
+            todo = todo + [
+                Replay(pad.trace, pad.advantage, pad.micro_batch, weight=0.0)
+                for _ in range(count - len(todo))
+            ]
+        return todo
+
+    def _learn(
+        self, micro_batches: list[list[Group]], started: float, *, on_policy: bool
+    ) -> dict[str, float]:
+        """Advantages, old/reference log-probs, the backward passes and one optimizer step."""
+        r = self.recipe
+        self._set_advantages(micro_batches)
+        frames = FrameCache()
+        todo = self._replays(micro_batches, on_policy, frames)
+        lengths: dict[int, list[int]] = {}
+        for k, micro in enumerate(micro_batches):
+            lengths[k] = [len(s.completion_ids) for g in micro for t in g.traces for s in policy_steps(t)]
+        local_tokens = sum(sum(v) for v in lengths.values())
+        step_tokens = float(local_tokens)
+        if self.dist.num_processes > 1 and r.loss_type == "dapo":
+            from accelerate.utils import reduce
+
+            step_tokens = float(reduce(torch.tensor([step_tokens], device=self.dist.device), "sum").item())
+        tokens_per_process = step_tokens / self.dist.num_processes
+        accumulation = len(micro_batches)
+        loss_sum = kl_sum = clipped = gap_sum = 0.0
+        gap_max = 0.0
+        gap_tokens = 0
+        self.policy.model.train()
+        for k, replay in enumerate(todo):
+            steps = replay.steps
+            plan = plan_replay(self.policy, steps, frames_cache=frames)
+            news = run_plan(self.policy, plan, r.temperature)
+            loss = torch.zeros((), device=news[0].device)
+            for step, new, old, ref in zip(steps, news, replay.old, replay.ref, strict=True):
+                old = old.to(device=new.device, dtype=new.dtype)
+                ref = None if ref is None else ref.to(device=new.device, dtype=new.dtype)
+                terms = grpo_token_terms(
+                    new, old, replay.advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
+                )
+                divisor = sequence_divisor(
+                    r.loss_type,
+                    len(step.completion_ids),
+                    lengths[replay.micro_batch],
+                    max_completion_length=r.max_new_tokens,
+                    accumulation=accumulation,
+                    step_tokens_per_process=tokens_per_process,
+                )
+                loss = loss + terms.loss.sum() * replay.weight / divisor
+                kl_sum += float(terms.kl.detach().sum()) * replay.weight
+                clipped += float(terms.clipped.sum()) * replay.weight
+                if on_policy and replay.weight:
+                    gap = (torch.tensor(step.logprobs) - old.detach().float().cpu()).abs()
+                    gap_sum += float(gap.sum())
+                    gap_max = max(gap_max, float(gap.max()))
+                    gap_tokens += len(gap)
+            if self.engine is not None:
+                self.engine.set_gradient_accumulation_boundary(k == len(todo) - 1)
+                self.engine.backward(loss, scale_wrt_gas=False)
+            else:
+                loss.backward()
+            loss_sum += float(loss.detach())
+        self.policy.model.eval()
+        grad_norm = self._optimizer_step()
+        all_groups = [g for micro in micro_batches for g in micro]
+        metrics: dict[str, float] = {"step": float(self.step)}
+        names = sorted({k for g in all_groups for row in g.rewards for k in row})
+        for name in names:
+            values = [float(v) for g in all_groups for row in g.rewards if (v := row.get(name)) is not None]
+            metrics[f"reward_{name}"] = float(np.mean(values)) if values else float("nan")
+        rollouts = [t for g in all_groups for t in g.traces]
+        counted = max(sum(len(s.completion_ids) for x in todo if x.weight for s in x.steps), 1)
+        metrics["loss"] = loss_sum
+        metrics["kl"] = kl_sum / counted
+        metrics["clip_fraction"] = clipped / counted
+        metrics["grad_norm"] = grad_norm
+        metrics["logprob_gap_mean"] = gap_sum / gap_tokens if gap_tokens else float("nan")
+        metrics["logprob_gap_max"] = gap_max if gap_tokens else float("nan")
+        metrics["completion_tokens"] = local_tokens / max(len(rollouts), 1)
+        metrics["turns"] = float(np.mean([len(policy_steps(t)) for t in rollouts]))
+        metrics["seconds"] = time.time() - started
+        return self._average_metrics(metrics)
+
+    def _optimizer_step(self) -> float:
+        """Average gradients over processes, clip them to `max_grad_norm`, step; the norm before
+        clipping is returned (DeepSpeed clips and reports it itself)."""
+        if self.engine is not None:
+            self.engine.step()  # reduces the sharded gradients, clips, steps and zeroes them
+            norm = self.engine.get_global_grad_norm()
+            self.step += 1
+            return float(norm) if norm is not None else float("nan")
+        self._average_gradients()
+        norm = clip_gradients(self.policy.model.parameters(), self.recipe.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return norm
+
+    def _average_gradients(self) -> None:
+        if self.dist.num_processes == 1:
+            return
+        from accelerate.utils import reduce
+
+        for p in self.policy.model.parameters():
+            if not p.requires_grad:
+                continue
+            if p.grad is None:  # this process's rollouts did not reach it: contribute zeros
+                p.grad = torch.zeros_like(p)
+            p.grad = reduce(p.grad, "mean")
+
+    def _average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each metric's mean over processes (the step number as it is)."""
+        if self.dist.num_processes == 1:
+            return metrics
+        from accelerate.utils import reduce
+
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.dist.device)
+        averaged = dict(zip(keys, reduce(values, "mean").tolist(), strict=True))
+        averaged["step"] = metrics["step"]
+        return averaged
+
+    def warm_start_step(self, groups: list[Group]) -> dict[str, float]:
+        """One optimizer step on stored groups (off-policy)."""
+        started = time.time()
+        r = self.recipe
+        first = (self.step * self.dist.num_processes + self.dist.process_index) * r.prompts_per_step
+        batch = [groups[(first + i) % len(groups)] for i in range(r.prompts_per_step)]
+        metrics = self._learn([batch], started, on_policy=False)
+        metrics["off_policy"] = 1.0
+        return metrics
+
+    def train_step(self, store: TraceStore | None = None) -> dict[str, float]:
+        """One optimizer step over `gradient_accumulation_steps` micro-batches of
+        `prompts_per_step` samples, each sample with `group_size` rollouts."""
+        r = self.recipe
+        started = time.time()
+        accumulation = max(r.gradient_accumulation_steps, 1)
+        micro_batches = []
+        for micro in range(accumulation):
+            index = (self.step * accumulation + micro) * self.dist.num_processes + self.dist.process_index
+            first = index * r.prompts_per_step
+            batch = [self.samples[(first + i) % len(self.samples)] for i in range(r.prompts_per_step)]
+            micro_batches.append(self._collect(batch, store))
+        return self._learn(micro_batches, started, on_policy=True)
+
+    def train(
+        self, *, max_steps: int | None = None, on_step: Callable[[dict[str, float]], None] | None = None
+    ) -> list[dict[str, float]]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        limit = max_steps if max_steps is not None else self.recipe.max_steps
+        main = self.dist.is_main_process
+        rank = self.dist.process_index
+        store = TraceStore(self.out / ("traces.jsonl" if main else f"traces-rank{rank}.jsonl"))
+        warm = self.recipe.warm_start
+        if warm is not None and Path(warm.traces).resolve() == store.path.resolve():
+            raise InputError(
+                f"the warm-start traces {warm.traces} are this run's own trace store, which the run "
+                "rewrites: copy them to another file first"
+            )
+        # A resumed run repeats the steps after its checkpoint (a fresh one starts over): their
+        # rollouts and metric rows from the earlier attempt go, so nothing is counted twice.
+        dropped = store.keep_steps_before(self.step)
+        if main:
+            dropped_rows = keep_csv_steps_up_to(self.out / "metrics.csv", self.step)
+            if dropped or dropped_rows:
+                logger.info(
+                    "dropped %d rollouts and %d metric rows after step %d", dropped, dropped_rows, self.step
+                )
+        trackers = self._trackers() if main else []
+        history = []
+        stored = self.stored_groups() if warm is not None and self.step < warm.steps else []
+        while self.step < limit:
+            try:
+                if warm is not None and self.step < warm.steps:
+                    metrics = self.warm_start_step(stored)
+                else:
+                    metrics = self.train_step(store)
+            except BaseException:
+                # Keep what the run has learned: the weights and optimizer state as of the last
+                # completed step (this step's partial gradients are dropped).
+                self.optimizer.zero_grad(set_to_none=True)
+                # (under DeepSpeed with several processes a checkpoint needs every rank, which a
+                # failure on one rank cannot promise: the last periodic checkpoint stands)
+                alone = self.engine is None or self.dist.num_processes == 1
+                if self.step > 0 and main and alone:
+                    logger.error("training stopped at step %d; saving a checkpoint first", self.step)
+                    self.save_checkpoint()
+                raise
+            history.append(metrics)
+            if main:
+                append_csv(self.out / "metrics.csv", metrics)
+                for tracker in trackers:
+                    tracker.log({k: v for k, v in metrics.items() if k != "step"}, step=self.step)
+                if on_step is not None:
+                    on_step(metrics)
+            if (self.step % self.recipe.save_every == 0 or self.step == limit) and (
+                main or self.engine is not None
+            ):
+                self.save_checkpoint()
+        for tracker in trackers:
+            tracker.finish()
+        if main:
+            atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
+            plot_metrics(self.out / "metrics.csv", self.out / "metrics.png")
+        self.dist.wait_for_everyone()
+        return history
+
+    def _trackers(self) -> list[Any]:
+        trackers: list[Any] = []
+        if "tensorboard" in self.recipe.report_to:
+            from accelerate.tracking import TensorBoardTracker
+
+            tracker = TensorBoardTracker("grpo", self.out / "tensorboard")
+            tracker.start()
+            trackers.append(tracker)
+        return trackers
+
+
+def _as_policy(policy: QwenVLPolicy, model: Any) -> QwenVLPolicy:
+    """The same processor with another model (the frozen reference)."""
+    return QwenVLPolicy(model, policy.processor, name=f"{policy.name} (reference)")
+
+
+def hash_id(value: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(value.encode()).digest()[:4], "little")
