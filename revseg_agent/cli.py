@@ -134,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help="write the results JSON here")
     score.add_argument("--csv", type=Path, help="write one row per expression here")
 
+    submit = sub.add_parser(
+        "submission", help="zip predictions for a server-scored benchmark (Ref-YouTube-VOS)"
+    )
+    submit.add_argument("--dataset", required=True, choices=["refytvos"])
+    submit.add_argument("--root", required=True, type=Path, help="the benchmark's root folder")
+    submit.add_argument("--split", help="split (default: valid)")
+    submit.add_argument("--pred", required=True, type=Path, help="predictions in the benchmark's own layout")
+    submit.add_argument("--out", required=True, type=Path, help="the zip to upload")
+
     ev = sub.add_parser("eval", help="run the graph (or a baseline) over a benchmark split; resumable")
     _add_dataset_options(ev)
     ev.add_argument("--out", required=True, type=Path, help="output folder (an existing one is resumed)")
@@ -295,6 +304,21 @@ def run_segment(args: argparse.Namespace) -> int:
     )
     print(result.trace.summary())
     print(f"wrote {video.num_frames} masks, masks.json, overlay.mp4 and trace.json to {args.out}")
+    return 0
+
+
+def run_submission(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from revseg_agent.eval.datasets import open_benchmark
+    from revseg_agent.eval.submission import write_submission
+
+    bench = open_benchmark(args.dataset, args.root, args.split)
+    if not args.pred.is_dir():
+        raise InputError(f"prediction folder not found: {args.pred}")
+    with tqdm(total=len(bench.samples()), desc="submission", unit="expr") as bar:
+        count = write_submission(bench, args.pred, args.out, progress=bar.update)
+    print(f"{count} expressions -> {args.out} (upload it to the benchmark's server)")
     return 0
 
 
@@ -494,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_score(args)
         if args.command == "eval":
             return run_eval(args)
+        if args.command == "submission":
+            return run_submission(args)
         if args.command == "train":
             return run_train(args)
         if args.command == "tiny-policy":

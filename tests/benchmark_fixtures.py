@@ -374,3 +374,82 @@ def write_reasonvos_case(root: Path) -> tuple[Path, Path]:
         videos[video] = {"source": "MOSE", "frames": REVOS_FRAMES, "expressions": expressions}
     (gt_root / "meta_expressions.json").write_text(json.dumps({"videos": videos}))
     return gt_root, pred_root
+
+
+# Ref-DAVIS17 in ReferFormer's layout: per video, objects and, per object, the four annotators'
+# prediction kinds (expression i = object i // 4, annotator i % 4). "bike" has a void band and a
+# third object that appears only after the first frame (the toolkit does not score it).
+REFDAVIS_FRAMES = [f"{k:05d}" for k in range(6)]
+REFDAVIS_CASE = {
+    "blackswan": [
+        ["perfect", "dilated", "shifted", "perfect"],
+        ["perfect", "wrong_object", "empty", "eroded"],
+    ],
+    "bike": [
+        ["eroded", "perfect", "speckled", "wrong_object"],
+        ["dilated", "dilated", "perfect", "empty"],
+        ["perfect", "perfect", "shifted", "empty"],
+    ],
+}
+
+
+def _refdavis_objects(video: str) -> dict[int, np.ndarray]:
+    objects = _revos_objects("vidA" if video == "blackswan" else "vidB")
+    if video == "bike":
+        late = np.zeros_like(objects[1])
+        late[2:, 30:44, 44:60] = True  # enters on frame 2
+        objects[3] = late
+    return {k: v[: len(REFDAVIS_FRAMES)] for k, v in objects.items() if k <= len(REFDAVIS_CASE[video])}
+
+
+def write_refdavis_case(root: Path) -> tuple[Path, Path, Path]:
+    """Ref-DAVIS17 as ReferFormer's preparation lays it out (`meta_expressions/valid/
+    meta_expressions.json`, `valid/{JPEGImages,Annotations}`), the same videos in the DAVIS 2017
+    toolkit's layout (`Annotations_unsupervised/480p`, `ImageSets/2017/val.txt`), and 0/255
+    predictions at `PRED/<video>/<exp_id>/<frame>.png`. Returns (ref-davis, DAVIS, pred)."""
+    refdavis, davis, pred_root = root / "ref-davis", root / "DAVIS", root / "pred"
+    rng = np.random.default_rng(17)
+    palette = [0, 0, 0, 128, 0, 0, 0, 128, 0, 128, 128, 0] + [0] * (256 * 3 - 12)
+    videos: dict[str, dict[str, object]] = {}
+    for video, per_object in REFDAVIS_CASE.items():
+        objects = _refdavis_objects(video)
+        labels = np.zeros((len(REFDAVIS_FRAMES), *REVOS_SIZE), np.uint8)
+        for obj, stack in objects.items():
+            labels[stack & (labels == 0)] = obj
+        if video == "bike":
+            labels[:, :3, :] = 255  # void
+        for folder in (
+            refdavis / "valid" / "Annotations" / video,
+            davis / "Annotations_unsupervised" / "480p" / video,
+        ):
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, label in zip(REFDAVIS_FRAMES, labels, strict=True):
+                im = Image.fromarray(label, mode="P")
+                im.putpalette(palette)
+                im.save(folder / f"{name}.png")
+        for folder in (refdavis / "valid" / "JPEGImages" / video, davis / "JPEGImages" / "480p" / video):
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in REFDAVIS_FRAMES:
+                cv2.imwrite(
+                    str(folder / f"{name}.jpg"), rng.integers(90, 160, (*REVOS_SIZE, 3), dtype=np.uint8)
+                )
+        expressions: dict[str, dict[str, str]] = {}
+        for index, kinds in enumerate(per_object):
+            obj = index + 1
+            other = objects[2] if obj != 2 else objects[1]
+            for anno, kind in enumerate(kinds):
+                exp_id = str(len(expressions))
+                expressions[exp_id] = {"exp": f"{kind} object {obj} by annotator {anno}", "obj_id": str(obj)}
+                pred = _revos_prediction(kind, objects[obj], other, rng)
+                out = pred_root / video / exp_id
+                out.mkdir(parents=True, exist_ok=True)
+                for name, m in zip(REFDAVIS_FRAMES, pred, strict=True):
+                    cv2.imwrite(str(out / f"{name}.png"), m.astype(np.uint8) * 255)
+        videos[video] = {"expressions": expressions, "frames": REFDAVIS_FRAMES}
+    meta = refdavis / "meta_expressions" / "valid"
+    meta.mkdir(parents=True, exist_ok=True)
+    (meta / "meta_expressions.json").write_text(json.dumps({"videos": videos}))
+    sets = davis / "ImageSets" / "2017"
+    sets.mkdir(parents=True, exist_ok=True)
+    (sets / "val.txt").write_text("".join(f"{v}\n" for v in REFDAVIS_CASE))
+    return refdavis, davis, pred_root

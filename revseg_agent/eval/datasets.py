@@ -10,8 +10,9 @@ official scripts (or servers) expect predictions:
   predictions `PRED/<source>_<video>_<obj>/<exp_id>/<frame>.png`.
 - refytvos: `meta_expressions.json` (+ palette `Annotations/<video>/<frame>.png`, train split);
   predictions `PRED/Annotations/<video>/<exp_id>/<frame>.png` (zip it for the server).
-- refdavis: `<set>.txt` lines `<video> <obj_id> "<text>"` + palette `Annotations/<video>/...`;
-  predictions `PRED/<set>/<video>/<exp_id>/<frame>.png`.
+- refdavis: ReferFormer's `meta_expressions/valid/meta_expressions.json` + `valid/`, or
+  `<set>.txt` lines `<video> <obj_id> "<text>"` + palette `Annotations/<video>/...`;
+  predictions `PRED/<video>/<exp_id>/<frame>.png` (meta) or `PRED/<set>/<video>/<exp_id>/...`.
 
 Ground truth of an expression is the union of its target objects' masks (the benchmarks' rule).
 Ids become file names, so any id that is not a plain file name is rejected (never sanitised into
@@ -353,19 +354,40 @@ class _PaletteAnnotations:
 
 
 class RefYTVOSBenchmark(_PaletteAnnotations):
-    """Ref-YouTube-VOS: scored by its server; local ground truth exists for the train split only."""
+    """Ref-YouTube-VOS: scored by its server; local ground truth exists for the train split only.
+
+    Layouts: ReferFormer's preparation (`meta_expressions/<split>/meta_expressions.json`,
+    frames in `<split>/JPEGImages/<video>`; `split` defaults to `valid`), where the validation
+    expressions file also lists the test videos, so the videos of
+    `meta_expressions/test/meta_expressions.json` are left out (the 202 validation videos, as
+    ReferFormer's inference does); or a folder holding `meta_expressions.json` itself.
+    Predictions: `PRED/Annotations/<video>/<exp_id>/<frame>.png`, 8-bit 0/255 grayscale, the
+    layout of the submissions the server scored (`revseg submission` zips it).
+    """
 
     name = "refytvos"
 
     def __init__(self, root: str | Path, split: str | None = None) -> None:
-        self.root = Path(root) if split is None or not (Path(root) / split).is_dir() else Path(root) / split
+        root = Path(root)
+        nested = root / "meta_expressions" / (split or "valid") / "meta_expressions.json"
+        self.meta_path = nested if nested.is_file() else None
+        self.excluded: set[str] = set()
+        if self.meta_path is not None:
+            self.root = root / (split or "valid")
+            test = root / "meta_expressions" / "test" / "meta_expressions.json"
+            if (split or "valid") == "valid" and test.is_file():
+                self.excluded = set(_load_json(test).get("videos", {}))
+        else:
+            self.root = root if split is None or not (root / split).is_dir() else root / split
 
     def samples(self) -> list[Sample]:
-        path = self.root / "meta_expressions.json"
+        path = self.meta_path or self.root / "meta_expressions.json"
         meta = _load_json(path)
         _expect(isinstance(meta, dict) and isinstance(meta.get("videos"), dict), f"{path}: no 'videos'")
         out = []
         for video, entry in sorted(meta["videos"].items()):
+            if video in self.excluded:
+                continue
             check_id(video, "video id")
             for exp_id, exp in sorted(entry["expressions"].items(), key=lambda kv: natural_key(kv[0])):
                 out.append(
@@ -385,17 +407,32 @@ class RefYTVOSBenchmark(_PaletteAnnotations):
 
 
 class RefDAVISBenchmark(_PaletteAnnotations):
-    """Ref-DAVIS17: expression sets as text files of `<video> <obj_id> "<expression>"` lines.
+    """Ref-DAVIS17, in either of its two layouts.
 
-    `split` names the set (the file stem, e.g. `valid_anno0_first_frame`); frames are every image
-    in `JPEGImages/<video>`. Headline scores follow the DAVIS toolkit's protocol (`refdavis.py`:
-    merged palette masks per set, Hungarian matching); per-expression scores are diagnostics.
+    - The layout ReferFormer's preparation writes and VideoLISA / Sa2VA evaluate from (what
+      papers report): `meta_expressions/valid/meta_expressions.json` with four expressions per
+      object, object-major (expression `i` of a video is annotator `i % 4`'s expression of its
+      `i // 4`-th object), frames in `valid/JPEGImages/<video>`, palette ground truth in
+      `valid/Annotations/<video>`. Sets `anno_0`..`anno_3`; predictions at
+      `PRED/<video>/<exp_id>/<frame>.png`, the input of VideoLISA's `post_process_davis.py`.
+    - Khoreva et al.'s text files `<set>.txt` of `<video> <obj_id> "<expression>"` lines beside
+      `JPEGImages/` and `Annotations/`; `split` names the set (the file stem); predictions at
+      `PRED/<set>/<video>/<exp_id>/<frame>.png`.
+
+    Headline scores follow the DAVIS 2017 toolkit's unsupervised protocol per set, averaged over
+    the sets (`refdavis.py`); per-expression scores are diagnostics.
     """
 
     name = "refdavis"
+    #: Where ReferFormer's preparation puts the expressions, relative to the root.
+    META = Path("meta_expressions") / "valid" / "meta_expressions.json"
+    ANNOTATORS = 4
 
     def __init__(self, root: str | Path, split: str | None = None) -> None:
-        self.root = Path(root)
+        root = Path(root)
+        self.meta_path: Path | None = root / self.META if (root / self.META).is_file() else None
+        #: frames and annotations live under `valid/` in the meta layout
+        self.root = root / "valid" if self.meta_path is not None else root
         self.split = split
 
     def _set_files(self) -> list[Path]:
@@ -407,7 +444,14 @@ class RefDAVISBenchmark(_PaletteAnnotations):
         _expect(bool(files), f"no expression set (*.txt) in {self.root}")
         return files
 
+    def _frames(self, video: str, where: str) -> list[str]:
+        frames = sorted(_benchmark_frames(self.root / "JPEGImages" / video))
+        _expect(bool(frames), f"{where}: no frames in {self.root / 'JPEGImages' / video}")
+        return frames
+
     def samples(self) -> list[Sample]:
+        if self.meta_path is not None:
+            return self._meta_samples(self.meta_path)
         out = []
         for set_file in self._set_files():
             counters: dict[str, int] = {}
@@ -423,22 +467,51 @@ class RefDAVISBenchmark(_PaletteAnnotations):
                 check_id(video, "video id")
                 exp_id = str(counters.get(video, 0))
                 counters[video] = counters.get(video, 0) + 1
-                frames = sorted(_benchmark_frames(self.root / "JPEGImages" / video))
-                _expect(bool(frames), f"{set_file}:{n}: no frames in {self.root / 'JPEGImages' / video}")
                 out.append(
                     Sample(
                         dataset=self.name,
                         video=video,
                         exp_id=exp_id,
                         text=text,
-                        frames=frames,
+                        frames=self._frames(video, f"{set_file}:{n}"),
                         subset=set_file.stem,
                         targets=[obj_id],
                     )
                 )
         return out
 
+    def _meta_samples(self, path: Path) -> list[Sample]:
+        meta = _load_json(path)
+        _expect(isinstance(meta, dict) and isinstance(meta.get("videos"), dict), f"{path}: no 'videos'")
+        out = []
+        for video, entry in sorted(meta["videos"].items()):
+            check_id(video, "video id")
+            expressions = list(entry["expressions"].items())  # file order: object-major
+            _expect(
+                len(expressions) % self.ANNOTATORS == 0,
+                f"{path}: {video} has {len(expressions)} expressions, not {self.ANNOTATORS} per object",
+            )
+            frames = self._frames(video, str(path))
+            for i, (exp_id, exp) in enumerate(expressions):
+                subset = f"anno_{i % self.ANNOTATORS}"
+                if self.split and self.split != subset:
+                    continue
+                out.append(
+                    Sample(
+                        dataset=self.name,
+                        video=video,
+                        exp_id=check_id(str(exp_id), "expression id"),
+                        text=str(exp.get("exp", "")),
+                        frames=frames,
+                        subset=subset,
+                        targets=[str(exp.get("obj_id", i // self.ANNOTATORS + 1))],
+                    )
+                )
+        return out
+
     def prediction_dir(self, pred_root: Path, sample: Sample) -> Path:
+        if self.meta_path is not None:
+            return pred_root / sample.video / sample.exp_id
         return pred_root / (sample.subset or "set") / sample.video / sample.exp_id
 
 

@@ -1,11 +1,17 @@
-"""Ref-DAVIS17's protocol: per expression set, the predicted objects of a video are merged into
-one palette PNG per frame and scored like the DAVIS 2017 toolkit's unsupervised evaluation.
+"""Ref-DAVIS17's protocol, as VideoLISA's `post_process_davis.py` + `eval_davis.py` (the DAVIS
+2017 toolkit, unsupervised task) score it (the evaluation ReferFormer, VideoLISA and Sa2VA report):
 
-- Ground truth: the palette annotations' objects (ids 1..K); 255 is void.
+- Merge: per set (annotator), a video's expressions become one label map per frame: expression
+  `k` of the set (object order) paints label `k + 1`, and where two predictions overlap the
+  earlier object keeps the pixel (the script's argmax over a 0.1 background and the masks takes
+  the first maximum).
+- Ground truth: the palette annotations' objects 1..K, where K is the largest id on the FIRST
+  frame (the toolkit's `get_all_masks`; an object that only appears later is not scored); 255 is
+  void. Predicted objects are the ids 1..max of the merged labels (absent ids are empty ones).
 - Void pixels are removed from both masks for J and from the prediction for F (as the toolkit's
-  `db_eval_iou` / `db_eval_boundary` do).
+  `db_eval_iou` / `db_eval_boundary` do); every frame is scored (unsupervised task).
 - Predicted and true objects are paired by the Hungarian method on mean (J + F) / 2 over the
-  video; a true object left without a partner scores 0 on every frame.
+  video; a true object left without a partner scores against an empty mask.
 - Per set: J and F are the means over all objects of all videos; papers report the average of
   the four sets, which is the top-level number here.
 """
@@ -45,12 +51,13 @@ def _labels(folder: Path, frames: list[str]) -> np.ndarray:
 
 
 def merge_predictions(samples: list[Sample], masks: dict[str, np.ndarray]) -> np.ndarray:
-    """One label map per frame: each expression's mask painted with its object id, in order."""
+    """One label map per frame: the `k`-th expression's mask painted with `k + 1`; on overlaps
+    the earlier expression keeps the pixel (the official script's argmax takes the first)."""
     first = next(iter(masks.values()))
     labels = np.zeros(first.shape, np.uint8)
-    for sample in samples:
+    for k, sample in enumerate(samples):
         if sample.key in masks:
-            labels[masks[sample.key]] = int(sample.targets[0])
+            labels[masks[sample.key] & (labels == 0)] = k + 1
     return labels
 
 
@@ -67,8 +74,9 @@ def write_merged(path_root: Path, set_name: str, video: str, frames: list[str], 
 def score_video(gt_labels: np.ndarray, pred_labels: np.ndarray) -> list[tuple[float, float]]:
     """(J mean, F mean) of every true object, after Hungarian pairing with predicted objects."""
     void = gt_labels == VOID
-    gt_ids = [int(i) for i in np.unique(gt_labels) if i not in (0, VOID)]
-    pred_ids = [int(i) for i in np.unique(pred_labels) if i != 0]
+    first = np.where(void[0], 0, gt_labels[0])
+    gt_ids = list(range(1, int(first.max()) + 1))  # the toolkit counts the first frame's objects
+    pred_ids = list(range(1, int(pred_labels.max()) + 1))
     if not gt_ids:
         return []
     n = max(len(gt_ids), len(pred_ids))
