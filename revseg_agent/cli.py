@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", type=Path, help="write the results JSON here")
     score.add_argument("--csv", type=Path, help="write one row per expression here")
 
+    synth = sub.add_parser("synth", help="write a synthetic reasoning-VOS world (MeViS layout, exact masks)")
+    synth.add_argument("--out", required=True, type=Path, help="folder for train/, valid/ and test/")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same files")
+    synth.add_argument("--train", type=int, default=300, help="videos in the train split")
+    synth.add_argument("--valid", type=int, default=40, help="videos in the validation split")
+    synth.add_argument("--test", type=int, default=100, help="videos in the test split")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing world")
+
     submit = sub.add_parser(
         "submission", help="zip predictions for a server-scored benchmark (Ref-YouTube-VOS)"
     )
@@ -304,6 +312,26 @@ def run_segment(args: argparse.Namespace) -> int:
     )
     print(result.trace.summary())
     print(f"wrote {video.num_frames} masks, masks.json, overlay.mp4 and trace.json to {args.out}")
+    return 0
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from revseg_agent.synth import WorldSpec, write_world
+
+    if min(args.train, args.valid, args.test) < 0:
+        raise InputError("--train, --valid and --test must not be negative")
+    spec = WorldSpec(seed=args.seed, train=args.train, valid=args.valid, test=args.test)
+    try:
+        with tqdm(total=args.train + args.valid + args.test, desc="synth", unit="video") as bar:
+            summary = write_world(args.out, spec, overwrite=args.overwrite, progress=bar.update)
+    except FileExistsError as exc:
+        raise InputError(f"{exc}; pass --overwrite to replace it") from exc
+    for split, counts in summary["splits"].items():
+        print(
+            f"{split}: {counts['videos']} videos, {counts['expressions']} expressions -> {args.out / split}"
+        )
     return 0
 
 
@@ -520,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_eval(args)
         if args.command == "submission":
             return run_submission(args)
+        if args.command == "synth":
+            return run_synth(args)
         if args.command == "train":
             return run_train(args)
         if args.command == "tiny-policy":

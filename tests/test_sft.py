@@ -27,7 +27,7 @@ def test_targets_are_what_the_graph_parses() -> None:
 
     answer = parse_keyframe_answer(round1_target("the red square", 2), 4)
     assert answer.position == 2 and answer.description == "the red square" and answer.strict_format  # type: ignore[union-attr]
-    boxes = parse_box_answer(round2_target(Box(1.4, 2.6, 30.2, 40.0), "the red square"))
+    boxes = parse_box_answer(round2_target([Box(1.4, 2.6, 30.2, 40.0)], "the red square"))
     assert [b.to_list() for b in boxes.boxes] == [[1.0, 3.0, 30.0, 40.0]] and boxes.strict_format  # type: ignore[union-attr]
 
 

@@ -182,7 +182,9 @@ class MevisBenchmark:
                         frames=[str(f) for f in frames],
                         subset=self._subset(exp),
                         targets=[str(a) for a in (anno if isinstance(anno, list) else [anno])],
-                        extra={"obj_id": exp.get("obj_id")},
+                        # the synthetic world's reasoning annotations ride along (MeViS has none)
+                        extra={"obj_id": exp.get("obj_id")}
+                        | {k: exp[k] for k in ("intent", "description", "evidence") if k in exp},
                     )
                 )
         return out
@@ -196,6 +198,11 @@ class MevisBenchmark:
 
     def ground_truth(self, sample: Sample) -> np.ndarray | None:
         return self.target_sum(sample) > 0
+
+    def target_masks(self, sample: Sample) -> list[np.ndarray]:
+        """Each target object's own mask stack `(frames, H, W)` (multi-object rewards match them)."""
+        single = [sample.model_copy(update={"targets": [anno]}) for anno in sample.targets]
+        return [self.target_sum(s) > 0 for s in single]
 
     def target_sum(self, sample: Sample) -> np.ndarray:
         """The targets' masks summed per pixel in uint8, `(frames, H, W)`: what the official

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -50,11 +51,14 @@ def chat_template() -> str:
     )
 
 
-def build_tiny_tokenizer(vocab_size: int = 512, *, released_ids: bool = True):  # type: ignore[no-untyped-def]
+def build_tiny_tokenizer(  # type: ignore[no-untyped-def]
+    vocab_size: int = 512, *, released_ids: bool = True, corpus: Sequence[str] | None = None
+):
     """A byte-level BPE tokenizer with all of Qwen2.5-VL's added tokens (same special/non-special
     split, so decoding behaves as the release's does).
 
-    A small BPE is trained offline on a tiny corpus. With `released_ids` its vocabulary is padded
+    A small BPE is trained offline on a tiny corpus (or `corpus`: a policy that must learn a
+    language gets a vocabulary fitted to it). With `released_ids` its vocabulary is padded
     with unreachable filler entries up to id 151643, where Qwen's added tokens start, so every id
     is the released one; without, the added tokens follow the BPE vocabulary (a ~530-row
     embedding: what the fast tests and the tiny training runs use).
@@ -67,7 +71,7 @@ def build_tiny_tokenizer(vocab_size: int = 512, *, released_ids: bool = True):  
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
-    trained.train_from_iterator(_TOKENIZER_CORPUS, trainer=trainer)
+    trained.train_from_iterator(corpus or _TOKENIZER_CORPUS, trainer=trainer)
     bpe = json.loads(trained.to_str())["model"]
     vocab: dict[str, int] = dict(bpe["vocab"])
     merges: list[tuple[str, str]] = [
@@ -105,6 +109,11 @@ def build_tiny_qwen2_5_vl(
     video_max_pixels: int = 56 * 56,
     released_budgets: bool = False,
     released_vocab: bool = False,
+    tokenizer_corpus: Sequence[str] | None = None,
+    vocab_size: int = 512,
+    text_heads: int = 4,
+    rope_theta: float = 10.0,
+    vision_heads: int = 2,
 ) -> Path:
     """Write a tiny random-init Qwen2.5-VL (model + processor) to `out_dir` and return it.
 
@@ -129,9 +138,9 @@ def build_tiny_qwen2_5_vl(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tiny_tokenizer(released_ids=released_vocab)
+    tokenizer = build_tiny_tokenizer(vocab_size, released_ids=released_vocab, corpus=tokenizer_corpus)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _, _ in QWEN_ADDED_TOKENS}
-    num_heads = 4
+    num_heads = text_heads
     head_dim = text_hidden // num_heads
     # M-RoPE sections (temporal, height, width) must sum to head_dim / 2.
     half = head_dim // 2
@@ -145,7 +154,7 @@ def build_tiny_qwen2_5_vl(
             "num_attention_heads": num_heads,
             "num_key_value_heads": 2,
             "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10.0, "mrope_section": mrope},
+            "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta, "mrope_section": mrope},
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
@@ -154,7 +163,7 @@ def build_tiny_qwen2_5_vl(
             "depth": vision_depth,
             "hidden_size": vision_hidden,
             "intermediate_size": vision_hidden * 2,
-            "num_heads": 2,
+            "num_heads": vision_heads,
             "out_hidden_size": text_hidden,
             "fullatt_block_indexes": [vision_depth - 1],
             "window_size": 112,

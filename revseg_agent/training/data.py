@@ -21,6 +21,10 @@ class TrainingSample:
     query: str
     gt_masks: np.ndarray
     gt_objects: list[np.ndarray]
+    #: What the query refers to, in words, and why (the synthetic world writes them; supervised
+    #: targets use them where present, else the query itself).
+    description: str | None = None
+    evidence: str | None = None
 
 
 CLIP_SIZE = (112, 112)  # (height, width)
@@ -66,9 +70,21 @@ def benchmark_samples(spec: BenchmarkData) -> list[TrainingSample]:
     out = []
     for sample in bench.samples()[: spec.limit] if spec.limit else bench.samples():
         gt = bench.ground_truth(sample)
-        if gt is None:
+        if gt is None or not gt.any():  # no target: nothing to ground or reward
             continue
-        out.append(TrainingSample(sample.key, str(bench.frames_dir(sample)), sample.text, gt, [gt]))
+        per_target = getattr(bench, "target_masks", None)
+        objects = per_target(sample) if per_target is not None and len(sample.targets) > 1 else [gt]
+        out.append(
+            TrainingSample(
+                sample.key,
+                str(bench.frames_dir(sample)),
+                sample.text,
+                gt,
+                objects,
+                description=sample.extra.get("description"),
+                evidence=sample.extra.get("evidence"),
+            )
+        )
     return out
 
 

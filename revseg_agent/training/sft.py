@@ -32,15 +32,21 @@ from revseg_agent.video import open_video
 logger = logging.getLogger(__name__)
 
 
-def round1_target(query: str, position: int) -> str:
+def round1_target(
+    query: str, position: int, description: str | None = None, evidence: str | None = None
+) -> str:
+    """The ideal round-1 answer: templated reasoning (the query, the evidence that resolves it
+    when known, the keyframe) and the description round 2 grounds (the query when unknown)."""
+    why = f" {evidence.strip()}" if evidence else ""
     think = (
-        f"The query asks for {query.strip()}. It is most clearly visible in frame {FRAME_ID_BASE + position}."
+        f"The query asks for {query.strip()}.{why} "
+        f"It is most clearly visible in frame {FRAME_ID_BASE + position}."
     )
-    return format_keyframe_answer(think, position, query)
+    return format_keyframe_answer(think, position, description or query)
 
 
-def round2_target(box: Box, label: str) -> str:
-    return format_box_answer([box], label)
+def round2_target(boxes: Sequence[Box], label: str) -> str:
+    return format_box_answer(boxes, label)
 
 
 def _answer_loss(policy: QwenVLPolicy, inputs: dict[str, Any], answer: str) -> torch.Tensor:
@@ -64,17 +70,20 @@ def sft_losses(
     key = sampled.indices[position]
     messages = round1_messages(sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
-    answer1 = round1_target(sample.query, position)
+    answer1 = round1_target(sample.query, position, sample.description, sample.evidence)
     loss1 = _answer_loss(policy, policy.prepare_inputs(messages, {FRAMES_REF: frames}), answer1)
     history = round2_messages(sample.query, round1=messages, round1_answer=answer1)
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
     inputs = policy.prepare_inputs(history, visuals)  # prepared once: sizes the box, then scores it
     model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
-    box = Box.from_mask(sample.gt_masks[key])
-    if box is None:  # the target is absent on every sampled frame: no grounding target
+    boxes = [b for b in (Box.from_mask(o[key]) for o in sample.gt_objects) if b is not None]
+    if not boxes:  # the target is absent on every sampled frame: no grounding target
         return loss1, torch.zeros((), device=loss1.device)
     frame_size = (video.info.height, video.info.width)
-    loss2 = _answer_loss(policy, inputs, round2_target(box.rescale(frame_size, model_size), sample.query))
+    label = sample.description or sample.query
+    loss2 = _answer_loss(
+        policy, inputs, round2_target([b.rescale(frame_size, model_size) for b in boxes], label)
+    )
     return loss1, loss2
 
 
@@ -88,10 +97,16 @@ def train_sft(
     num_frames: int = 16,
     output_dir: str | Path | None = None,
     on_step: Callable[[dict[str, float]], None] | None = None,
+    warmup_steps: int = 0,
+    save_every: int | None = None,
 ) -> list[dict[str, float]]:
-    """A plain supervised loop (AdamW); saves the policy to `output_dir` (safetensors) at the end."""
+    """A plain supervised loop (AdamW, linear warm-up then cosine decay when `warmup_steps` > 0);
+    saves the policy to `output_dir` (safetensors) every `save_every` steps and at the end."""
+    from transformers import get_cosine_schedule_with_warmup
+
     model = policy.model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps) if warmup_steps > 0 else None
     history = []
     for step in range(1, steps + 1):
         started = time.time()
@@ -105,6 +120,8 @@ def train_sft(
             total2 += float(loss2.detach()) / len(batch)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if schedule is not None:
+            schedule.step()
         model.eval()
         row = {
             "step": float(step),
@@ -115,10 +132,20 @@ def train_sft(
         history.append(row)
         if on_step is not None:
             on_step(row)
+        if output_dir is not None and save_every and step % save_every == 0 and step < steps:
+            save_policy(policy, output_dir)
     if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out, safe_serialization=True)
-        policy.processor.save_pretrained(out)
-        logger.info("saved the SFT policy to %s", out)
+        save_policy(policy, output_dir)
     return history
+
+
+def save_policy(policy: QwenVLPolicy, output_dir: str | Path) -> Path:
+    """The policy in Hugging Face layout, written beside `output_dir` and swapped in whole."""
+    from revseg_agent.io import atomic_output_dir
+
+    out = Path(output_dir)
+    with atomic_output_dir(out, overwrite=True) as tmp:
+        policy.model.save_pretrained(tmp, safe_serialization=True)
+        policy.processor.save_pretrained(tmp)
+    logger.info("saved the SFT policy to %s", out)
+    return out

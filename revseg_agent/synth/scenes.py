@@ -1,0 +1,245 @@
+"""Procedural scenes: flat-coloured shapes moving over textured floors, with exact masks.
+
+Why: every benchmark of this field needs a 7B model to say anything; a world small enough for a
+CPU, whose ground truth is exact and whose queries need ReVSeg's reasoning (when things enter,
+stop, leave, hit each other, which is fastest or largest), lets the whole chain be trained and
+measured on a laptop. Everything is drawn from one `numpy` generator seeded per scene, so a seed
+gives the same pixels on every machine.
+
+Each object follows a script: `mover` (bounces off the walls), `stopper` (moves, then stops for
+good), `static`, `enterer` (comes in from outside the frame), `leaver` (goes out and stays out),
+`hitter` and `hit` (the hitter rolls into a resting object and stops; the object it hits starts
+moving). Objects are drawn in a fixed depth order, so a mask is what is visible of the object
+after the ones in front of it (occlusion), and masks of one frame never overlap.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+SIZE = (112, 112)  # (height, width): 4 x 4 tokens of 28 px for Qwen2.5-VL
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 190, 60),
+    "blue": (50, 80, 230),
+    "yellow": (235, 215, 40),
+    "purple": (150, 60, 200),
+    "white": (245, 245, 245),
+}
+SHAPES = ("circle", "square", "triangle")
+RADII = {"small": 7, "large": 13}
+ROLES = ("mover", "stopper", "static", "enterer", "leaver")
+
+
+@dataclass
+class SceneObject:
+    """One shape and its script; `positions[t]` is its centre on frame t (None: not in the scene)."""
+
+    obj_id: int
+    colour: str
+    shape: str
+    size: str
+    role: str
+    positions: list[tuple[float, float] | None] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"the {self.colour} {self.shape}"
+
+    @property
+    def radius(self) -> int:
+        return RADII[self.size]
+
+
+@dataclass
+class Scene:
+    """A rendered clip: RGB frames `(T, H, W, 3)`, visible masks per object `(T, H, W)`, and the
+    events the queries are built from."""
+
+    frames: np.ndarray
+    objects: list[SceneObject]
+    masks: dict[int, np.ndarray]
+    #: (hitter id, hit id, frame of contact)
+    hits: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def visible(self, obj_id: int) -> np.ndarray:
+        """Per frame: is any of the object visible."""
+        return np.asarray(self.masks[obj_id].reshape(len(self.frames), -1).any(axis=1))
+
+    def moving(self, obj_id: int) -> np.ndarray:
+        """Per frame t >= 1: did the object's centre move since frame t - 1 (False on frame 0)."""
+        pos = next(o for o in self.objects if o.obj_id == obj_id).positions
+        out = np.zeros(len(pos), bool)
+        for t in range(1, len(pos)):
+            a, b = pos[t - 1], pos[t]
+            out[t] = a is not None and b is not None and (abs(a[0] - b[0]) + abs(a[1] - b[1])) > 0.25
+        return out
+
+    def speed(self, obj_id: int) -> float:
+        """Mean distance per frame over the frames it is in the scene."""
+        pos = [p for p in next(o for o in self.objects if o.obj_id == obj_id).positions if p is not None]
+        if len(pos) < 2:
+            return 0.0
+        steps = [np.hypot(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(pos)]
+        return float(np.mean(steps))
+
+
+def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """A muted floor: coarse blocks, stripes or a gradient, with fine noise."""
+    h, w = size
+    kind = rng.integers(3)
+    base = rng.integers(60, 130, 3)
+    if kind == 0:
+        cells = rng.integers(-25, 25, (h // 14 + 1, w // 14 + 1, 1)) + base
+        floor = np.kron(cells, np.ones((14, 14, 1)))[:h, :w]
+    elif kind == 1:
+        period = int(rng.integers(8, 20))
+        band = ((np.arange(w) // period) % 2)[None, :, None] * rng.integers(10, 30)
+        floor = np.broadcast_to(base + band, (h, w, 3))
+    else:
+        ramp = np.linspace(-30, 30, h)[:, None, None]
+        floor = np.broadcast_to(base + ramp, (h, w, 3))
+    noise = rng.integers(-6, 7, (h, w, 3))
+    return np.clip(floor + noise, 0, 255).astype(np.uint8)
+
+
+def _draw(canvas: np.ndarray, shape: str, centre: tuple[float, float], radius: int, value: object) -> None:
+    x, y = round(centre[0]), round(centre[1])
+    if shape == "circle":
+        cv2.circle(canvas, (x, y), radius, value, -1)  # type: ignore[call-overload]
+    elif shape == "square":
+        cv2.rectangle(canvas, (x - radius, y - radius), (x + radius, y + radius), value, -1)  # type: ignore[call-overload]
+    else:
+        pts = np.array([[x, y - radius], [x - radius, y + radius], [x + radius, y + radius]], np.int32)
+        cv2.fillPoly(canvas, [pts], value)  # type: ignore[call-overload]
+
+
+def _path(
+    rng: np.random.Generator, role: str, n: int, radius: int, size: tuple[int, int]
+) -> list[tuple[float, float] | None]:
+    h, w = size
+    lo, hi_x, hi_y = radius + 2, w - radius - 3, h - radius - 3
+    x, y = float(rng.uniform(lo, hi_x)), float(rng.uniform(lo, hi_y))
+    speed = float(rng.uniform(1.5, 4.0))
+    angle = float(rng.uniform(0, 2 * np.pi))
+    vx, vy = speed * np.cos(angle), speed * np.sin(angle)
+    out: list[tuple[float, float] | None] = []
+    if role == "static":
+        return [(x, y)] * n
+    if role == "enterer":
+        start = int(rng.integers(n // 4, n // 2 + 1))
+        side = int(rng.integers(4))
+        # from outside one side, heading inwards
+        if side == 0:
+            x, vx = -radius - 1.0, abs(vx) + 1
+        elif side == 1:
+            x, vx = w + radius + 1.0, -abs(vx) - 1
+        elif side == 2:
+            y, vy = -radius - 1.0, abs(vy) + 1
+        else:
+            y, vy = h + radius + 1.0, -abs(vy) - 1
+        inside = False
+        for t in range(n):
+            if t < start:
+                out.append(None)
+                continue
+            out.append((x, y))
+            x, y = x + vx, y + vy
+            inside = inside or (lo <= x <= hi_x and lo <= y <= hi_y)
+            if inside:  # once in, it bounces off the walls like a mover
+                if not lo <= x <= hi_x:
+                    vx, x = -vx, min(max(x, lo), hi_x)
+                if not lo <= y <= hi_y:
+                    vy, y = -vy, min(max(y, lo), hi_y)
+        return out
+    if role == "leaver":
+        gone = False
+        vx, vy = vx * 1.6, vy * 1.6
+        for _ in range(n):
+            if gone:
+                out.append(None)
+                continue
+            out.append((x, y))
+            x, y = x + vx, y + vy
+            gone = x < -radius or x > w + radius or y < -radius or y > h + radius
+        return out
+    stop = int(rng.integers(n // 4, 3 * n // 4)) if role == "stopper" else n
+    for t in range(n):
+        out.append((x, y))
+        if t >= stop:
+            continue
+        x, y = x + vx, y + vy
+        if not lo <= x <= hi_x:
+            vx, x = -vx, min(max(x, lo), hi_x)
+        if not lo <= y <= hi_y:
+            vy, y = -vy, min(max(y, lo), hi_y)
+    return out
+
+
+def _collision(
+    rng: np.random.Generator, n: int, r_a: int, r_b: int, size: tuple[int, int]
+) -> tuple[list[tuple[float, float] | None], list[tuple[float, float] | None], int]:
+    """A rolls into resting B along a straight line and stops there; B moves on from then."""
+    h, w = size
+    by = float(rng.uniform(r_b + 20, h - r_b - 20))
+    bx = float(rng.uniform(w - r_b - 24, w - r_b - 10))
+    ax = float(rng.uniform(r_a + 2, max(r_a + 3, bx - r_a - r_b - 30)))
+    contact_x = bx - r_a - r_b
+    speed = float(rng.uniform(2.5, 4.0))
+    hit_at = min(n - 4, max(3, int((contact_x - ax) / speed)))
+    speed = (contact_x - ax) / hit_at
+    a: list[tuple[float, float] | None] = []
+    b: list[tuple[float, float] | None] = []
+    vb = speed * 0.9
+    for t in range(n):
+        a.append((ax + speed * min(t, hit_at), by))
+        bx_t = bx + vb * max(0, t - hit_at)
+        b.append((min(bx_t, w - r_b - 3), by))
+    return a, b, hit_at
+
+
+def render_scene(seed: int, *, num_frames: int | None = None, size: tuple[int, int] = SIZE) -> Scene:
+    """One scene from `seed`: 2-4 objects with distinct colour-shape pairs and scripts."""
+    rng = np.random.default_rng(seed)
+    n = int(num_frames or rng.integers(16, 33))
+    count = int(rng.integers(2, 5))
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    chosen = rng.choice(len(pairs), size=count, replace=False)
+    objects = []
+    for k, idx in enumerate(chosen):
+        colour, shape = pairs[int(idx)]
+        size_name = "small" if rng.random() < 0.5 else "large"
+        objects.append(SceneObject(k + 1, colour, shape, size_name, str(rng.choice(ROLES))))
+    hits: list[tuple[int, int, int]] = []
+    collide = count >= 2 and rng.random() < 0.3
+    for obj in objects:
+        obj.positions = _path(rng, obj.role, n, obj.radius, size)
+    if collide:
+        a, b = objects[0], objects[1]
+        a.role, b.role = "hitter", "hit"
+        a.positions, b.positions, at = _collision(rng, n, a.radius, b.radius, size)
+        hits.append((a.obj_id, b.obj_id, at))
+    background = _background(rng, size)
+    depth = list(rng.permutation(len(objects)))  # drawing order: later ones are in front
+    frames = np.empty((n, *size, 3), np.uint8)
+    masks = {o.obj_id: np.zeros((n, *size), bool) for o in objects}
+    for t in range(n):
+        frame = background.copy()
+        for k in depth:
+            obj = objects[int(k)]
+            pos = obj.positions[t]
+            if pos is None:
+                continue
+            stamp = np.zeros(size, np.uint8)
+            _draw(stamp, obj.shape, pos, obj.radius, 1)
+            region = stamp.astype(bool)
+            frame[region] = COLOURS[obj.colour]
+            for other in masks.values():  # what is in front hides what is behind
+                other[t] &= ~region
+            masks[obj.obj_id][t] = region
+        frames[t] = frame
+    return Scene(frames=frames, objects=objects, masks=masks, hits=hits)
