@@ -39,6 +39,7 @@ from revseg_agent.eval.scoring import (
     score_sample,
     summarise,
 )
+from revseg_agent.eval.submission import zip_predictions
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.io import append_jsonl, atomic_write_text, read_jsonl
@@ -213,18 +214,5 @@ class EvalRunner:
         summary["expressions"] = records
         atomic_write_text(self.out / "results.json", json.dumps(summary, indent=2))
         atomic_write_text(self.out / "expressions.csv", expressions_csv(summary))
-        write_submission_zip(self.out / "predictions", self.out / "submission.zip")
+        zip_predictions(self.out / "predictions", self.out / "submission.zip")
         return summary
-
-
-def write_submission_zip(pred_root: Path, path: Path) -> Path:
-    """Zip the predictions folder as benchmark servers take it (paths relative to the folder,
-    e.g. `Annotations/<video>/<exp_id>/<frame>.png` for Ref-YouTube-VOS), written atomically."""
-    import zipfile
-
-    tmp = path.with_name(f".{path.name}.partial")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed
-        for file in sorted(pred_root.rglob("*.png")):
-            archive.write(file, file.relative_to(pred_root).as_posix())
-    tmp.replace(path)
-    return path

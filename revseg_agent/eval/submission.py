@@ -80,3 +80,15 @@ def write_submission(
         tmp.unlink(missing_ok=True)
         raise
     return len(samples)
+
+
+def zip_predictions(pred_root: Path, path: Path) -> Path:
+    """Every prediction PNG of a folder zipped as is (paths relative to it: what the MeViS and
+    Ref-YouTube-VOS servers take), written atomically; an evaluation run's `submission.zip`.
+    `write_submission` is the checked version for Ref-YouTube-VOS (complete, canonical)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as archive:  # PNGs are compressed
+        for file in sorted(pred_root.rglob("*.png")):
+            archive.write(file, file.relative_to(pred_root).as_posix())
+    tmp.replace(path)
+    return path
