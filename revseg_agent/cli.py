@@ -41,7 +41,7 @@ from revseg_agent.errors import (
 from revseg_agent.eval.datasets import DATASETS, DatasetError
 from revseg_agent.eval.diagnostics import BASELINES
 from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FRAME_LAYOUTS
-from revseg_agent.registry import check_tracker_spec, load_policy, load_tracker
+from revseg_agent.registry import check_policy_spec, check_tracker_spec, load_policy, load_tracker
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 
 logger = logging.getLogger("revseg_agent.cli")
@@ -189,10 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     rescore.add_argument("--out", required=True, type=Path)
 
     demo = sub.add_parser(
-        "demo", help="offline demo: generated clip, tiny random-init policy, classical tracker"
+        "demo", help="offline demo: a generated clip and query through the chain, with an HTML page"
     )
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
-    demo.add_argument("--cache", type=Path, default=Path(".cache/revseg-demo"))
+    demo.add_argument("--seed", type=int, default=0, help="which generated clip and query")
+    demo.add_argument("--policy", default="revseg-tiny", help="default: the shipped tiny policy")
+    demo.add_argument("--tracker", default="classical", help="default: the weight-free tracker")
+    demo.add_argument("--frames", type=int, default=8, help="frames sampled for round 1")
 
     tiny = sub.add_parser("tiny-policy", help="write a tiny random-init Qwen2.5-VL checkpoint")
     tiny.add_argument("out", type=Path)
@@ -495,41 +498,23 @@ def run_sft(args: argparse.Namespace, recipe: Any) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from revseg_agent.demo import DEMO_SFT_STEPS, demo_policy, make_demo_clip
+    from revseg_agent.synth.demo import run_demo as demo
 
-    if not (args.cache / "tiny-sft-policy" / "config.json").is_file():
-        print(f"training a tiny Qwen2.5-VL on generated clips for {DEMO_SFT_STEPS} steps (once; cached) ...")
-    policy_dir = demo_policy(args.cache)
-    clip = make_demo_clip(args.cache / "clip.mp4")
-    print(
-        "NOTE: this demo runs the real pipeline offline with a TINY Qwen2.5-VL (no trained weights can be\n"
-        "downloaded here) that was just trained for seconds on generated clips asking for 'the red square':\n"
-        "it has learned ReVSeg's answer format, not to see, so its keyframe and box are close to arbitrary,\n"
-        "and other queries confuse it. Answers that do not\n"
-        "parse are retried, then replaced by the documented fallback, recorded in trace.json. For real\n"
-        "results pass --policy Qwen/Qwen2.5-VL-7B-Instruct (or a ReVSeg checkpoint) on a GPU.\n"
+    check_policy_spec(args.policy)
+    check_tracker_spec(args.tracker)
+    run = demo(
+        args.out,
+        seed=args.seed,
+        policy=load_policy(args.policy, device="cpu"),
+        tracker=args.tracker,
+        num_frames=args.frames,
+        overwrite=True,
     )
-    seg_args = build_parser().parse_args(
-        [
-            "segment",
-            str(clip),
-            "the red square",
-            "--out",
-            str(args.out),
-            "--policy",
-            str(policy_dir),
-            "--tracker",
-            "classical",
-            "--device",
-            "cpu",
-            "--on-parse-failure",
-            "fallback",
-            "--max-new-tokens",
-            "96",
-            "--overwrite",
-        ]
-    )
-    return run_segment(seg_args)
+    print(run.trace.summary())
+    print(f"query: {run.query.text!r} (the answer: {run.query.description})")
+    print(f"J&F against the exact ground truth: {100 * run.jf:.1f}  ({run.seconds:.1f} s)")
+    print(f"wrote masks/, masks.json, overlay.mp4, trace.json and demo.html to {args.out}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

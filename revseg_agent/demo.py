@@ -1,5 +1,6 @@
-"""A generated clip for the offline demo and tests: a red square moving right over a textured
-background, with a blue circle as a distractor. Ground truth is known exactly."""
+"""A generated clip for tests and benchmarks of the machinery: a red square moving right over a
+textured background, with a blue circle as a distractor. Ground truth is known exactly.
+(`revseg demo` runs a scene of the synthetic world instead: `revseg_agent.synth.demo`.)"""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import numpy as np
 
 from revseg_agent.types import Box
 
-#: Supervised steps that teach the demo's tiny policy the two-round answer format.
-DEMO_SFT_STEPS = 150
 DEMO_SIZE = (240, 320)  # (height, width)
 DEMO_FRAMES = 24
 DEMO_FPS = 12.0
@@ -53,30 +52,3 @@ def make_demo_clip(path: str | Path, num_frames: int = DEMO_FRAMES) -> Path:
     finally:
         writer.release()
     return path
-
-
-def demo_policy(cache: Path) -> Path:
-    """The demo's tiny policy: a random-init Qwen2.5-VL taught the answer format by SFT on
-    generated clips (about 20 s on a CPU), saved under `cache` once and reused."""
-    policy_dir = cache / "tiny-sft-policy"
-    if (policy_dir / "config.json").is_file():
-        return policy_dir
-    from revseg_agent.policies.qwen import QwenVLPolicy
-    from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
-    from revseg_agent.training.data import generated_samples
-    from revseg_agent.training.recipe import GeneratedData
-    from revseg_agent.training.sft import train_sft
-
-    base = build_tiny_qwen2_5_vl(cache / "tiny-random-policy")
-    policy = QwenVLPolicy.from_pretrained(base, device="cpu")
-    samples = generated_samples(cache / "sft-clips", GeneratedData(num_samples=6, num_frames=12))
-    train_sft(
-        policy,
-        samples,
-        steps=DEMO_SFT_STEPS,
-        learning_rate=3e-3,
-        batch_size=1,
-        num_frames=16,
-        output_dir=policy_dir,
-    )
-    return policy_dir

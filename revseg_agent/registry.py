@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from revseg_agent.errors import InputError
@@ -41,6 +42,25 @@ def load_policy(spec: str, device: str | None = None) -> Policy:
     return _load_once(("policy", spec, device), lambda: _build_policy(spec, device))
 
 
+#: The tiny policy trained on the synthetic world, shipped inside the package (Hugging Face layout).
+REVSEG_TINY = "revseg-tiny"
+
+
+def policy_source(spec: str) -> str:
+    """The folder or hub id a local policy spec loads from: `revseg-tiny` is the packaged
+    checkpoint, anything else is passed to `from_pretrained` as given."""
+    if spec != REVSEG_TINY:
+        return spec
+    from importlib import resources
+
+    from revseg_agent.errors import CheckpointError
+
+    folder = Path(str(resources.files("revseg_agent"))) / "assets" / REVSEG_TINY
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"the {REVSEG_TINY} checkpoint is not part of this installation ({folder})")
+    return str(folder)
+
+
 def _build_policy(spec: str, device: str | None) -> Policy:
     if spec.startswith("served:"):
         from revseg_agent.policies.served import ServedPolicy
@@ -48,7 +68,7 @@ def _build_policy(spec: str, device: str | None) -> Policy:
         return ServedPolicy.from_spec(spec)
     from revseg_agent.policies.qwen import QwenVLPolicy
 
-    return QwenVLPolicy.from_pretrained(spec, device=device)
+    return QwenVLPolicy.from_pretrained(policy_source(spec), device=device)
 
 
 def check_policy_spec(spec: str) -> None:
@@ -58,7 +78,7 @@ def check_policy_spec(spec: str) -> None:
         return
     from revseg_agent.policies.qwen import check_policy_source
 
-    check_policy_source(spec)
+    check_policy_source(policy_source(spec))
 
 
 def check_tracker_spec(spec: str) -> None:

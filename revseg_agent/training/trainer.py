@@ -145,7 +145,9 @@ class GRPOTrainer:
     def _base_policy(self) -> str:
         base = self.recipe.policy
         if base != TINY_RANDOM:
-            return base
+            from revseg_agent.registry import policy_source
+
+            return policy_source(base)
         from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 
         folder = self.out / "tiny-random-policy"
