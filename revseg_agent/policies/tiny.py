@@ -51,8 +51,33 @@ def chat_template() -> str:
     )
 
 
+#: Qwen2's pre-tokenizer split (its `tokenizer.json`): digits one at a time, words with one
+#: leading non-letter, punctuation runs, newlines, spaces.
+QWEN_SPLIT_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _pre_tokenizer(qwen_split: bool):  # type: ignore[no-untyped-def]
+    from tokenizers import Regex, pre_tokenizers
+
+    if not qwen_split:
+        return pre_tokenizers.ByteLevel(add_prefix_space=False)
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_SPLIT_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
 def build_tiny_tokenizer(  # type: ignore[no-untyped-def]
-    vocab_size: int = 512, *, released_ids: bool = True, corpus: Sequence[str] | None = None
+    vocab_size: int = 512,
+    *,
+    released_ids: bool = True,
+    corpus: Sequence[str] | None = None,
+    qwen_split: bool = False,
 ):
     """A byte-level BPE tokenizer with all of Qwen2.5-VL's added tokens (same special/non-special
     split, so decoding behaves as the release's does).
@@ -67,7 +92,7 @@ def build_tiny_tokenizer(  # type: ignore[no-untyped-def]
     from transformers import PreTrainedTokenizerFast
 
     trained = Tokenizer(models.BPE())
-    trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trained.pre_tokenizer = _pre_tokenizer(qwen_split)
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
     )
@@ -80,7 +105,7 @@ def build_tiny_tokenizer(  # type: ignore[no-untyped-def]
     for i in range(len(vocab), FIRST_ADDED_ID if released_ids else 0):
         vocab[f"<|unused_{i}|>"] = i  # never produced: no merge leads to it
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = _pre_tokenizer(qwen_split)
     tok.decoder = decoders.ByteLevel()
     for token, token_id, special in QWEN_ADDED_TOKENS:
         added = AddedToken(token, special=special, normalized=False)
@@ -114,6 +139,7 @@ def build_tiny_qwen2_5_vl(
     text_heads: int = 4,
     rope_theta: float = 10.0,
     vision_heads: int = 2,
+    qwen_split: bool = False,
 ) -> Path:
     """Write a tiny random-init Qwen2.5-VL (model + processor) to `out_dir` and return it.
 
@@ -138,7 +164,9 @@ def build_tiny_qwen2_5_vl(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tiny_tokenizer(vocab_size, released_ids=released_vocab, corpus=tokenizer_corpus)
+    tokenizer = build_tiny_tokenizer(
+        vocab_size, released_ids=released_vocab, corpus=tokenizer_corpus, qwen_split=qwen_split
+    )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _, _ in QWEN_ADDED_TOKENS}
     num_heads = text_heads
     head_dim = text_hidden // num_heads

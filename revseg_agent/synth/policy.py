@@ -2,8 +2,9 @@
 
 Why these choices: the world's frames are 112 x 112, so one frame is 4 x 4 tokens of 28 px and a
 video of 8 sampled frames is 128 tokens; its language is the chain's prompts, the queries'
-phrasings, object names and numbers, so the tokenizer is a BPE fitted to exactly that (every
-coordinate 0-111 and frame id is one token, answers stay short); positions stay under a few
+phrasings, object names and numbers, so the tokenizer is a BPE fitted to exactly that, splitting
+digits one at a time as Qwen's own does (a coordinate's tens digit is a coarse position the
+policy can learn before its units digit); positions stay under a few
 hundred, so `rope_theta` is small enough that every rotary frequency turns within them.
 """
 
@@ -50,7 +51,7 @@ def tokenizer_corpus() -> list[str]:
     return lines
 
 
-def build_revseg_tiny(out: str | Path, *, seed: int = 0) -> Path:
+def build_revseg_tiny(out: str | Path, *, seed: int = 0, rope_theta: float = 3.0) -> Path:
     """Write the random-init `revseg-tiny` (model + processor) to `out`."""
     from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
 
@@ -67,5 +68,6 @@ def build_revseg_tiny(out: str | Path, *, seed: int = 0) -> Path:
         video_max_pixels=PIXELS,
         tokenizer_corpus=tokenizer_corpus(),
         vocab_size=1200,
-        rope_theta=100.0,
+        qwen_split=True,  # digits one at a time, as Qwen's tokenizer splits them
+        rope_theta=rope_theta,
     )

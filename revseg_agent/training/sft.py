@@ -87,6 +87,25 @@ def sft_losses(
     return loss1, loss2
 
 
+def grounding_loss(policy: QwenVLPolicy, sample: TrainingSample, frame_index: int) -> torch.Tensor | None:
+    """Cross-entropy of round 2 alone (no history) on one frame where the target is visible: the
+    curriculum's first stage, where a policy learns to find a described object in one image
+    before it meets videos (None when no target is visible on that frame)."""
+    boxes = [b for b in (Box.from_mask(o[frame_index]) for o in sample.gt_objects) if b is not None]
+    if not boxes:
+        return None
+    video = open_video(sample.video_path)
+    label = sample.description or sample.query
+    inputs = policy.prepare_inputs(
+        round2_messages(label), {KEYFRAME_REF: ImageFrame(video.frame(frame_index))}
+    )
+    model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
+    frame_size = (video.info.height, video.info.width)
+    return _answer_loss(
+        policy, inputs, round2_target([b.rescale(frame_size, model_size) for b in boxes], label)
+    )
+
+
 def train_sft(
     policy: QwenVLPolicy,
     samples: Sequence[TrainingSample],
@@ -99,25 +118,46 @@ def train_sft(
     on_step: Callable[[dict[str, float]], None] | None = None,
     warmup_steps: int = 0,
     save_every: int | None = None,
+    grounding_steps: int = 0,
+    grounding_batch_size: int = 16,
+    seed: int = 0,
 ) -> list[dict[str, float]]:
-    """A plain supervised loop (AdamW, linear warm-up then cosine decay when `warmup_steps` > 0);
-    saves the policy to `output_dir` (safetensors) every `save_every` steps and at the end."""
+    """A plain supervised loop (AdamW, linear warm-up then cosine decay when `warmup_steps` > 0,
+    gradients clipped to norm 1); saves the policy to `output_dir` (safetensors) every
+    `save_every` steps and at the end. The first `grounding_steps` steps are the curriculum's
+    grounding stage (`grounding_loss` on random frames of random samples, `grounding_batch_size`
+    a step); the rest train both rounds of the chain (`sft_losses`)."""
+    import numpy as np
     from transformers import get_cosine_schedule_with_warmup
 
     model = policy.model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps) if warmup_steps > 0 else None
+    rng = np.random.default_rng(seed)
     history = []
     for step in range(1, steps + 1):
         started = time.time()
         model.train()
-        batch = [samples[((step - 1) * batch_size + i) % len(samples)] for i in range(batch_size)]
         total1 = total2 = 0.0
-        for sample in batch:
-            loss1, loss2 = sft_losses(policy, sample, num_frames)
-            ((loss1 + loss2) / len(batch)).backward()
-            total1 += float(loss1.detach()) / len(batch)
-            total2 += float(loss2.detach()) / len(batch)
+        if step <= grounding_steps:
+            done = 0
+            while done < grounding_batch_size:
+                sample = samples[int(rng.integers(len(samples)))]
+                loss = grounding_loss(policy, sample, int(rng.integers(len(sample.gt_masks))))
+                if loss is None:
+                    continue
+                (loss / grounding_batch_size).backward()
+                total2 += float(loss.detach()) / grounding_batch_size
+                done += 1
+        else:
+            k = step - grounding_steps - 1
+            batch = [samples[(k * batch_size + i) % len(samples)] for i in range(batch_size)]
+            for sample in batch:
+                loss1, loss2 = sft_losses(policy, sample, num_frames)
+                ((loss1 + loss2) / len(batch)).backward()
+                total1 += float(loss1.detach()) / len(batch)
+                total2 += float(loss2.detach()) / len(batch)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if schedule is not None:
@@ -125,6 +165,7 @@ def train_sft(
         model.eval()
         row = {
             "step": float(step),
+            "stage": 1.0 if step <= grounding_steps else 2.0,
             "loss_round1": total1,
             "loss_round2": total2,
             "seconds": time.time() - started,
