@@ -179,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--output-dir", required=True, type=Path, help="where the trained policy is saved")
     sft.add_argument("--max-steps", type=int, default=150)
     sft.add_argument("--learning-rate", type=float, help="default: the recipe's")
+    sft.add_argument(
+        "--grounding-steps",
+        type=int,
+        default=0,
+        help="first train round 2 alone on single frames for N steps",
+    )
+    sft.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up, then cosine decay")
+    sft.add_argument("--save-every", type=int, help="also save the policy every N steps")
     plan = train.add_parser("plan", help="per-GPU memory plan of a recipe; exits 1 when it cannot fit")
     plan.add_argument("--config", required=True, type=Path, help="recipe YAML")
     plan.add_argument("--num-processes", type=int, default=1, help="GPUs (data-parallel processes)")
@@ -466,34 +474,45 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sft(args: argparse.Namespace, recipe: Any) -> int:
+    from tqdm import tqdm
+
     from revseg_agent.policies.qwen import QwenVLPolicy
     from revseg_agent.training.data import load_samples
-    from revseg_agent.training.recipe import TINY_RANDOM
+    from revseg_agent.training.metrics_log import append_csv
+    from revseg_agent.training.recipe import materialise_policy
     from revseg_agent.training.sft import train_sft
 
-    source = recipe.policy
-    if source == TINY_RANDOM:
-        from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
-
-        source = str(build_tiny_qwen2_5_vl(args.output_dir / "tiny-random-policy", seed=recipe.seed))
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    source = materialise_policy(recipe.policy, args.output_dir, recipe.seed)
     policy = QwenVLPolicy.from_pretrained(source, device=recipe.device, dtype=recipe.dtype)
+    samples = load_samples(recipe.data, args.output_dir)
+    if not samples:
+        raise InputError(f"no training samples with a target in {recipe.data}")
+    metrics = args.output_dir / "sft_metrics.csv"
+    metrics.unlink(missing_ok=True)
+    with tqdm(total=args.max_steps, desc="sft", unit="step") as bar:
 
-    def show(row: dict[str, float]) -> None:
-        if int(row["step"]) % 10 == 0 or row["step"] == 1:
-            losses = f"round 1 {row['loss_round1']:.4f}, round 2 {row['loss_round2']:.4f}"
-            print(f"step {int(row['step'])}: loss {losses}")
+        def show(row: dict[str, float]) -> None:
+            append_csv(metrics, row)
+            bar.set_postfix_str(f"round 1 {row['loss_round1']:.3f} round 2 {row['loss_round2']:.3f}")
+            bar.update(1)
 
-    train_sft(
-        policy,
-        load_samples(recipe.data, args.output_dir),
-        steps=args.max_steps,
-        learning_rate=args.learning_rate or recipe.learning_rate,
-        batch_size=recipe.prompts_per_step,
-        num_frames=recipe.num_frames,
-        output_dir=args.output_dir / "policy",
-        on_step=show,
-    )
+        train_sft(
+            policy,
+            samples,
+            steps=args.max_steps,
+            learning_rate=args.learning_rate or recipe.learning_rate,
+            batch_size=recipe.prompts_per_step,
+            num_frames=recipe.num_frames,
+            output_dir=args.output_dir / "policy",
+            on_step=show,
+            warmup_steps=args.warmup_steps,
+            save_every=args.save_every,
+            grounding_steps=args.grounding_steps,
+            seed=recipe.seed,
+        )
     print(f"policy saved to {args.output_dir / 'policy'} (use it as --policy or a recipe's policy)")
+    print(f"losses per step: {metrics}")
     return 0
 
 

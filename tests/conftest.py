@@ -89,3 +89,32 @@ def bars(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int | None]]:
 
     monkeypatch.setattr(tqdm, "tqdm", RecordingBar)
     return closed
+
+
+def render_in_chromium(page: Path, shot: Path, *, size: str = "1280,1600") -> Path:
+    """A headless-Chromium screenshot of `page` (the test skips where Debian's chromium is absent)."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed")
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            f"--user-data-dir={shot.parent / 'chromium-profile'}",
+            f"--screenshot={shot}",
+            f"--window-size={size}",
+            page.as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return shot

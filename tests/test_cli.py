@@ -194,13 +194,18 @@ def test_entry_point_runs_as_a_program(tmp_path: Path) -> None:
     assert "video not found" in proc.stderr
 
 
-def test_demo_runs_offline_and_writes_everything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) == 0
+def test_demo_runs_offline_with_the_shipped_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", "--out", str(tmp_path / "out"), "--seed", "0"]) == 0
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "input",
         "masks",
         "masks.json",
         "overlay.mp4",
         "trace.json",
+        "demo.html",
     }
-    assert "TINY Qwen2.5-VL" in capsys.readouterr().out  # it says plainly what the model is
-    assert (tmp_path / "cache" / "tiny-sft-policy" / "model.safetensors").is_file()
+    out = capsys.readouterr().out
+    assert "J&F against the exact ground truth" in out and "demo.html" in out
+    assert json.loads((tmp_path / "out" / "trace.json").read_text())["policy"].endswith("revseg-tiny")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +15,8 @@ from revseg_agent.policies.base import ChatMessage
 from revseg_agent.synth.demo import demo_scene, run_demo
 from revseg_agent.testing import ScriptedPolicy
 from revseg_agent.types import Box
+
+from .conftest import render_in_chromium
 
 
 def _oracle_seed() -> tuple[int, np.ndarray, str]:
@@ -59,26 +59,7 @@ def test_demo_writes_outputs_and_a_page_that_renders(tmp_path: Path) -> None:
     page = (out / "demo.html").read_text()
     assert run.query.text in page and "(keyframe)" in page and f"{100 * run.jf:.1f}" in page
     assert page.count("data:image/png;base64,") >= 8 + 1 + 6  # sampled frames, keyframe, overlays
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed")
-    shot = tmp_path / "demo.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1100,1600",
-            (out / "demo.html").as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    shot = render_in_chromium(out / "demo.html", tmp_path / "demo.png", size="1100,1600")
     assert shot.stat().st_size > 20_000
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
 from .benchmark_fixtures import WRITERS, write_textured_mevis
+from .conftest import render_in_chromium
 
 
 def _reply(messages: Sequence[ChatMessage]) -> str:
@@ -208,28 +208,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     page = write_report(out, open_benchmark("mevis", root))
     text = page.read_text()
     assert "<h2>Summary</h2>" in text and text.count("data:image/png;base64,") >= 4  # plots + gallery
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("chromium is not installed")
-    shot = tmp_path / "report.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            f"--screenshot={shot}",
-            "--window-size=1280,1600",
-            page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
+    shot = render_in_chromium(page, tmp_path / "report.png")
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
 
 

@@ -88,8 +88,17 @@ class Scene:
         return float(np.mean(steps))
 
 
+#: How much the floor's red channel rises left to right and its blue channel top to bottom.
+POSITION_RAMP = 36
+
+
 def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """A muted floor: coarse blocks, stripes or a gradient, with fine noise."""
+    """A muted floor: coarse blocks, stripes or a gradient, with fine noise, over a faint
+    position code (red rises to the right, blue downwards). Why the code: Qwen2.5-VL has no
+    absolute position embedding (2-D RoPE in the vision tower, M-RoPE in the language model,
+    both relative), so where an object is must be inferred from relative cues, which the
+    released model learned from billions of examples and a tiny model does not learn in a
+    CPU-hour (measured: box IoU stayed under 0.06 after 12,000 training images without it)."""
     h, w = size
     kind = rng.integers(3)
     base = rng.integers(60, 130, 3)
@@ -104,7 +113,10 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
         ramp = np.linspace(-30, 30, h)[:, None, None]
         floor = np.broadcast_to(base + ramp, (h, w, 3))
     noise = rng.integers(-6, 7, (h, w, 3))
-    return np.clip(floor + noise, 0, 255).astype(np.uint8)
+    code = np.zeros((h, w, 3))
+    code[..., 0] = np.linspace(0, POSITION_RAMP, w)[None, :]
+    code[..., 2] = np.linspace(0, POSITION_RAMP, h)[:, None]
+    return np.clip(floor + noise + code, 0, 255).astype(np.uint8)
 
 
 def _draw(canvas: np.ndarray, shape: str, centre: tuple[float, float], radius: int, value: object) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from revseg_agent.errors import InputError
-from revseg_agent.training.recipe import TINY_RANDOM, Recipe
+from revseg_agent.training.recipe import RANDOM_POLICIES, Recipe, materialise_policy
 
 GIB = 1024**3
 PROMPT_TEXT_TOKENS = 300
@@ -149,11 +149,9 @@ def model_shape(policy: str, lora_targets: list[str] | None, lora_r: int) -> Mod
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    if policy == TINY_RANDOM:
-        from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
-
+    if policy in RANDOM_POLICIES:
         with tempfile.TemporaryDirectory() as tmp:
-            return model_shape(str(build_tiny_qwen2_5_vl(tmp)), lora_targets, lora_r)
+            return model_shape(materialise_policy(policy, Path(tmp)), lora_targets, lora_r)
     config = _config_of(policy)
     with torch.device("meta"):
         model = Qwen2_5_VLForConditionalGeneration(config)

@@ -12,8 +12,31 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from revseg_agent.training.loss import LossType, ScaleRewards
 from revseg_agent.training.rewards import RewardConfig
 
-#: `policy: tiny-random` in a recipe builds a tiny random-init Qwen2.5-VL (offline CPU runs).
+#: `policy: tiny-random` in a recipe builds a tiny random-init Qwen2.5-VL (offline CPU runs);
+#: `policy: revseg-tiny-random` the random-init architecture of `revseg-tiny` (to train it anew).
 TINY_RANDOM = "tiny-random"
+REVSEG_TINY_RANDOM = "revseg-tiny-random"
+RANDOM_POLICIES = (TINY_RANDOM, REVSEG_TINY_RANDOM)
+
+
+def materialise_policy(spec: str, work_dir: Path, seed: int = 0) -> str:
+    """What `from_pretrained` loads for a recipe's `policy`: a random-init architecture is built
+    once into `work_dir/<spec>-policy`; `revseg-tiny` is the packaged checkpoint; else as given."""
+    if spec not in RANDOM_POLICIES:
+        from revseg_agent.registry import policy_source
+
+        return policy_source(spec)
+    folder = work_dir / f"{spec}-policy"
+    if not (folder / "config.json").is_file():
+        if spec == TINY_RANDOM:
+            from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+
+            build_tiny_qwen2_5_vl(folder, seed=seed)
+        else:
+            from revseg_agent.synth.policy import build_revseg_tiny
+
+            build_revseg_tiny(folder, seed=seed)
+    return str(folder)
 
 
 class GeneratedData(BaseModel):

@@ -41,7 +41,7 @@ from revseg_agent.training.data import TrainingSample
 from revseg_agent.training.loss import advantages, grpo_token_terms, sequence_divisor
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to, plot_metrics
 from revseg_agent.training.optim import build_optimizer, clip_gradients
-from revseg_agent.training.recipe import TINY_RANDOM, Recipe, deepspeed_config
+from revseg_agent.training.recipe import Recipe, deepspeed_config, materialise_policy
 from revseg_agent.training.replay import ReplayPlan, plan_replay, run_plan
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
@@ -143,18 +143,8 @@ class GRPOTrainer:
         logger.info("%s", plan.table())
 
     def _base_policy(self) -> str:
-        base = self.recipe.policy
-        if base != TINY_RANDOM:
-            from revseg_agent.registry import policy_source
-
-            return policy_source(base)
-        from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
-
-        folder = self.out / "tiny-random-policy"
         with self.dist.main_process_first():
-            if not (folder / "config.json").is_file():
-                build_tiny_qwen2_5_vl(folder, seed=self.recipe.seed)
-        return str(folder)
+            return materialise_policy(self.recipe.policy, self.out, self.recipe.seed)
 
     def _load(self, ckpt: Path | None) -> tuple[QwenVLPolicy, Any]:
         """The policy (from `ckpt` when resuming), wrapped with LoRA when the recipe asks, and the

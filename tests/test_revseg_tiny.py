@@ -1,0 +1,71 @@
+"""`revseg-tiny`: the architecture built for the synthetic world, and the shipped checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
+from revseg_agent.parsing import format_box_answer, format_keyframe_answer
+from revseg_agent.policies.base import ImageFrame
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.synth.policy import build_revseg_tiny
+from revseg_agent.synth.scenes import render_scene
+from revseg_agent.types import Box
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> QwenVLPolicy:
+    folder = build_revseg_tiny(tmp_path_factory.mktemp("revseg-tiny"))
+    return QwenVLPolicy.from_pretrained(str(folder), device="cpu")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        format_box_answer([Box(3, 17, 111, 96)], "the green triangle and the red circle"),
+        format_keyframe_answer(
+            "The query asks for the fastest shape. The blue square moves faster.", 6, "the blue square"
+        ),
+    ],
+)
+def test_tokenizer_round_trips_answers_and_splits_digits(fresh: QwenVLPolicy, answer: str) -> None:
+    tok = fresh.processor.tokenizer
+    ids = tok(answer, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == answer  # the parser reads exactly what was written
+    pieces = [tok.decode([i]) for i in ids]
+    assert all(len(p.strip()) <= 1 for p in pieces if p.strip().isdigit())  # one digit per token
+    assert "<unk>" not in tok.convert_ids_to_tokens(ids)
+
+
+def test_visual_tokens_start_centred_and_scaled_like_text(fresh: QwenVLPolicy) -> None:
+    """At random init without the data-dependent merger init, every image's tokens share one
+    vector ~60x longer than a text embedding (the policy then learns to ignore images)."""
+    feats = []
+    for seed in (101, 202):
+        frame = render_scene(seed, num_frames=2).frames[0]
+        inputs = fresh.prepare_inputs(round2_messages("the red circle"), {KEYFRAME_REF: ImageFrame(frame)})
+        with torch.no_grad():
+            out = fresh.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+        out = getattr(out, "pooler_output", out)
+        feats.append(torch.cat(list(out)) if isinstance(out, list | tuple) else out)
+    text = float(fresh.model.get_input_embeddings().weight.norm(dim=-1).mean())
+    norm = float(feats[0].norm(dim=-1).mean())
+    assert 0.2 * text < norm < 5 * text
+    assert float((feats[0] - feats[1]).norm(dim=-1).mean()) > 0.3 * norm  # images stay distinguishable
+
+
+def test_the_shipped_checkpoint_loads_by_name() -> None:
+    from revseg_agent.registry import load_policy, policy_source
+
+    folder = Path(policy_source("revseg-tiny"))
+    assert (folder / "model.safetensors").stat().st_size < 25 * 2**20
+    policy = load_policy("revseg-tiny", device="cpu")
+    assert isinstance(policy, QwenVLPolicy)
+    assert sum(p.numel() for p in policy.model.parameters()) < 2_000_000
+    frame = np.asarray(render_scene(7, num_frames=2).frames[0])
+    (gen,) = policy.generate(round2_messages("the red circle"), {KEYFRAME_REF: ImageFrame(frame)})
+    assert gen.completion_ids
