@@ -138,6 +138,10 @@ def test_held_out_phrasings_only_in_test(world: Path) -> None:
         return re.compile("^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)) + "$")
 
     held_out = {intent: pattern(t[-1]) for intent, t in PHRASINGS.items()}
+    every = [
+        e["exp"] for split in SPLITS for v in _meta(world, split).values() for e in v["expressions"].values()
+    ]  # type: ignore[attr-defined]
+    assert not [text for text in every if "the the" in text]
     for split in ("train", "valid"):
         for entry in _meta(world, split).values():
             for e in entry["expressions"].values():  # type: ignore[attr-defined]

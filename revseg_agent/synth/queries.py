@@ -29,10 +29,10 @@ class Query:
 
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "attribute": (
-        "the {name}",
+        "{name}",
         "the {colour} {shape} in the video",
         "the {shape} that is {colour}",
-        "find the {name}",
+        "find {name}",
     ),
     "enters_last": (
         "the shape that enters last",
@@ -71,16 +71,16 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "the littlest shape",
     ),
     "hit": (
-        "the shape the {hitter} hits",
-        "what the {hitter} bumps into",
-        "the object that the {hitter} collides with",
-        "the shape struck by the {hitter}",
+        "the shape {hitter} hits",
+        "what {hitter} bumps into",
+        "the object that {hitter} collides with",
+        "the shape struck by {hitter}",
     ),
     "hitter": (
-        "the shape that hits the {hit}",
-        "what bumps into the {hit}",
-        "the object that collides with the {hit}",
-        "the shape that strikes the {hit}",
+        "the shape that hits {hit}",
+        "what bumps into {hit}",
+        "the object that collides with {hit}",
+        "the shape that strikes {hit}",
     ),
     "static": (
         "the shape that never moves",
@@ -101,10 +101,10 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "each shape that is {colour}",
     ),
     "absent": (
-        "the {name}",
+        "{name}",
         "the {colour} {shape} in the video",
         "the {shape} that is {colour}",
-        "find the {name}",
+        "find {name}",
     ),
 }
 #: Intents whose answer is more than one object, and the one with none.
