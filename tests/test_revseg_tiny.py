@@ -52,7 +52,7 @@ def test_visual_tokens_start_centred_and_scaled_like_text(fresh: QwenVLPolicy) -
             out = fresh.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
         out = getattr(out, "pooler_output", out)
         feats.append(torch.cat(list(out)) if isinstance(out, list | tuple) else out)
-    text = float(fresh.model.get_input_embeddings().weight.norm(dim=-1).mean())
+    text = float(fresh.model.get_input_embeddings().weight.detach().norm(dim=-1).mean())
     norm = float(feats[0].norm(dim=-1).mean())
     assert 0.2 * text < norm < 5 * text
     assert float((feats[0] - feats[1]).norm(dim=-1).mean()) > 0.3 * norm  # images stay distinguishable
