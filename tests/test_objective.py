@@ -182,6 +182,8 @@ def test_kl_is_k3_and_clamped_as_easyr1() -> None:
     d = 0.5
     assert kl[:2].tolist() == pytest.approx([0.0, np.exp(d) - d - 1])
     assert float(kl[2]) == KL_VALUE_CLAMP  # unclamped: exp(29) - 30, which would swamp the step
+    # a token the policy now gives probability 0: the clamped log-ratio keeps the estimate finite
+    assert float(k3_kl(torch.tensor([-1.0]), torch.tensor([-float("inf")]))[0]) == KL_VALUE_CLAMP
 
 
 # -- precision --------------------------------------------------------------------------------

@@ -42,8 +42,8 @@ def test_tokenizer_round_trips_answers_and_splits_digits(fresh: QwenVLPolicy, an
 
 
 def test_visual_tokens_start_centred_and_scaled_like_text(fresh: QwenVLPolicy) -> None:
-    """At random init without the data-dependent merger init, every image's tokens share one
-    vector ~60x longer than a text embedding (the policy then learns to ignore images)."""
+    """Without the data-dependent merger init, visual tokens start 2.7x longer than text
+    embeddings; with it, as long as them, and different images stay distinguishable."""
     feats = []
     for seed in (101, 202):
         frame = render_scene(seed, num_frames=2).frames[0]
@@ -54,7 +54,7 @@ def test_visual_tokens_start_centred_and_scaled_like_text(fresh: QwenVLPolicy) -
         feats.append(torch.cat(list(out)) if isinstance(out, list | tuple) else out)
     text = float(fresh.model.get_input_embeddings().weight.detach().norm(dim=-1).mean())
     norm = float(feats[0].norm(dim=-1).mean())
-    assert 0.2 * text < norm < 5 * text
+    assert 0.5 * text < norm < 2 * text
     assert float((feats[0] - feats[1]).norm(dim=-1).mean()) > 0.3 * norm  # images stay distinguishable
 
 

@@ -31,6 +31,22 @@ def test_targets_are_what_the_graph_parses() -> None:
     assert [b.to_list() for b in boxes.boxes] == [[1.0, 3.0, 30.0, 40.0]] and boxes.strict_format  # type: ignore[union-attr]
 
 
+def test_targets_carry_the_evidence_and_one_box_per_target() -> None:
+    """The synthetic world's description and evidence shape round 1; round 2 boxes every target."""
+    from revseg_agent.parsing import parse_box_answer, parse_keyframe_answer
+
+    target = round1_target(
+        "the fastest shape", 1, "the red circle", "The red circle moves faster than the others."
+    )
+    answer = parse_keyframe_answer(target, 4)
+    assert answer.description == "the red circle" and answer.strict_format  # type: ignore[union-attr]
+    assert "The red circle moves faster than the others." in answer.think  # type: ignore[union-attr]
+    boxes = parse_box_answer(
+        round2_target([Box(1, 2, 10, 12), Box(20, 22, 30, 32)], "the red circle and the blue square")
+    )
+    assert len(boxes.boxes) == 2 and boxes.strict_format  # type: ignore[union-attr]
+
+
 def test_sft_teaches_the_format_then_the_graph_parses_both_rounds(tmp_path: Path) -> None:
     out = tmp_path / "sft"
     assert (

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import html
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +187,5 @@ def run_demo(
         result.trace.save(tmp / "trace.json")
         seconds = time.time() - started
         write_page(tmp / "demo.html", scene, query, result.trace, result.masks, jf, seconds)
-        import shutil
-
         shutil.rmtree(tmp / ".artifacts", ignore_errors=True)
     return DemoRun(out=out, query=query, jf=jf, trace=result.trace, seconds=seconds)

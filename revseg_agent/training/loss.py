@@ -38,14 +38,18 @@ def sample_std(values: np.ndarray) -> float:
 
 
 def advantages(
-    groups: Sequence[Sequence[float]], scale_rewards: ScaleRewards = "group", eps: float = 1e-4
+    groups: Sequence[Sequence[float]],
+    scale_rewards: ScaleRewards = "group",
+    eps: float = 1e-4,
+    *,
+    batch_std: float | None = None,
 ) -> list[list[float]]:
     """Per-rollout advantages: reward minus its group's mean, divided (unless `none`) by the
-    sample std of its group (`group`) or of every reward in the batch (`batch`), plus `eps`.
-    A group whose rewards are all equal gets zeros (no signal, no update from it)."""
-    if scale_rewards == "batch":
-        flat = np.asarray([r for g in groups for r in g], dtype=np.float64)
-        batch_std = sample_std(flat)
+    sample std of its group (`group`) or of every reward in the batch (`batch`; `batch_std` when
+    the batch spans processes), plus `eps`. A group whose rewards are all equal gets zeros (no
+    signal, no update from it)."""
+    if scale_rewards == "batch" and batch_std is None:
+        batch_std = sample_std(np.asarray([r for g in groups for r in g], dtype=np.float64))
     out = []
     for group in groups:
         r = np.asarray(group, dtype=np.float64)
@@ -56,6 +60,7 @@ def advantages(
         if scale_rewards == "group":
             centred = centred / (sample_std(r) + eps)
         elif scale_rewards == "batch":
+            assert batch_std is not None
             centred = centred / (batch_std + eps)
         out.append(centred.tolist())
     return out

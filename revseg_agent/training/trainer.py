@@ -38,7 +38,7 @@ from revseg_agent.registry import load_tracker
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training import checkpoint as ckpt_io
 from revseg_agent.training.data import TrainingSample
-from revseg_agent.training.loss import advantages, grpo_token_terms, sequence_divisor
+from revseg_agent.training.loss import advantages, grpo_token_terms, sample_std, sequence_divisor
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to, plot_metrics
 from revseg_agent.training.optim import build_optimizer, clip_gradients
 from revseg_agent.training.recipe import Recipe, deepspeed_config, materialise_policy
@@ -317,18 +317,14 @@ class GRPOTrainer:
         whole step on every process (gathered), as TRL does over its generation batch."""
         groups = [g for micro in micro_batches for g in micro]
         totals = [[float(row.get("total") or 0.0) for row in g.rewards] for g in groups]
+        batch_std = None
         if self.recipe.scale_rewards == "batch" and self.dist.num_processes > 1:
             from accelerate.utils import gather
 
             flat = torch.tensor([r for t in totals for r in t], dtype=torch.float64, device=self.dist.device)
-            everyone = gather(flat).cpu().numpy()
-            std = float(everyone.std(ddof=1)) if everyone.size > 1 else 0.0
-            for group, rewards in zip(groups, totals, strict=True):
-                r = np.asarray(rewards)
-                same = len(r) == 0 or np.allclose(r, r[0])
-                group.advantages = [0.0] * len(r) if same else ((r - r.mean()) / (std + 1e-4)).tolist()
-            return
-        for group, adv in zip(groups, advantages(totals, self.recipe.scale_rewards), strict=True):
+            batch_std = sample_std(gather(flat).cpu().numpy())
+        scaled = advantages(totals, self.recipe.scale_rewards, batch_std=batch_std)
+        for group, adv in zip(groups, scaled, strict=True):
             group.advantages = adv
 
     def stored_groups(self) -> list[Group]:
