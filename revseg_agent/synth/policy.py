@@ -60,11 +60,11 @@ def tokenizer_corpus() -> list[str]:
 def center_visual_tokens(policy: QwenVLPolicy, frames: list[np.ndarray]) -> None:
     """Data-dependent initialisation of the vision merger's output layer (as LSUV initialises
     layers from data): shift its bias so the visual tokens of typical frames have zero mean, and
-    scale it so their spread matches the text embeddings'. Why: at random init the tokens of
-    every image share one large common vector (norm ~15 against ~0.2 for a text embedding, the
-    differences between images ~7% of it), so after the language model's RMSNorm all visual
-    tokens look alike and a tiny policy learns to ignore the image (measured: the same loss with
-    the real image, a black one or another image after 4,000 training images)."""
+    scale it so their spread matches the text embeddings'. Measured at random init without it:
+    visual tokens 2.7x longer than text embeddings (0.60 vs 0.22); with it, as long as them and
+    zero-mean over typical frames (an image's own tokens still share its floor's colour). It
+    does not stop training at lr 2e-3 from growing a large common vector later (norm ~18 within
+    250 steps: see the README)."""
     import torch
 
     merger_out = policy.model.model.visual.merger.mlp[2]
