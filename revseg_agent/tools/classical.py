@@ -15,13 +15,14 @@ measures it against the plain CSRT-box + per-frame GrabCut variant (`mask_prior=
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from revseg_agent.tools.base import ProgressCallback, check_prompt
+from revseg_agent.tools.base import FrameMasks, ProgressCallback, check_prompt, collect_track
+from revseg_agent.tools.frame_store import FrameStoreKind, open_frame_store
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
@@ -44,6 +45,10 @@ class ClassicalTrackerConfig:
     mask_prior: bool = True
     #: A mask covering less than this share of its box is not trusted as the next prior.
     min_prior_fill: float = 0.2
+    #: Where the frames before the keyframe wait for the backward pass: "disk" (a temporary
+    #: file; memory stays flat however long the video) or "memory" (faster on short clips).
+    #: Both give the same masks.
+    frame_store: FrameStoreKind = "disk"
     #: Seed of OpenCV's random generator (GrabCut's colour-model initialisation draws from it),
     #: set at the start of every call so the masks do not depend on what ran before.
     seed: int = 0
@@ -83,6 +88,27 @@ def _centre(b: Box) -> tuple[float, float]:
     return (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2
 
 
+@dataclass
+class _Walk:
+    """One direction of propagation: a CSRT tracker per object started on the keyframe, and
+    each object's last mask and box."""
+
+    trackers: list[cv2.Tracker]
+    prev: list[tuple[np.ndarray, Box]]
+
+    @classmethod
+    def start(
+        cls, key_frame: np.ndarray, key_boxes: list[Box], key_state: list[tuple[np.ndarray, Models]]
+    ) -> _Walk:
+        trackers = []
+        for box in key_boxes:
+            tracker = _create_csrt()
+            tracker.init(key_frame, box.to_int_xywh())
+            trackers.append(tracker)
+        prev = [(mask, box) for (mask, _), box in zip(key_state, key_boxes, strict=True)]
+        return cls(trackers, prev)
+
+
 class ClassicalTracker:
     """CSRT box tracking + GrabCut with a shape prior, both ways from the keyframe."""
 
@@ -104,6 +130,22 @@ class ClassicalTracker:
         boxes: Sequence[Box],
         progress: ProgressCallback | None = None,
     ) -> MaskTrack:
+        frames = self.stream(video, frame_index=frame_index, boxes=boxes, progress=progress)
+        return collect_track(frames, video, len(boxes))
+
+    def stream(
+        self,
+        video: Video,
+        *,
+        frame_index: int,
+        boxes: Sequence[Box],
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[FrameMasks]:
+        """Masks frame by frame: the keyframe, forward to the end, then backward to frame 0.
+
+        The video is decoded once, in order; the frames before the keyframe (needed last, in
+        reverse) go to the frame store, so with `frame_store="disk"` memory does not grow with
+        the video's length."""
         check_prompt(video, frame_index, boxes)
         # OpenCV's generator is per thread and shared with any other OpenCV code on it: seed it
         # per call, so the same video and boxes give the same masks whatever ran before.
@@ -111,37 +153,59 @@ class ClassicalTracker:
         h, w = video.info.height, video.info.width
         scale = min(1.0, self.config.work_size / max(w, h))
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-        small = [
-            cv2.cvtColor(
-                cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else f, cv2.COLOR_RGB2BGR
-            )
-            for f in video.iter_frames()
-        ]
-        n = len(small)
-        per_object = {obj: np.zeros((n, h, w), dtype=bool) for obj in range(1, len(boxes) + 1)}
+
+        def small(frame: np.ndarray) -> np.ndarray:
+            resized = cv2.resize(frame, (sw, sh), interpolation=cv2.INTER_AREA) if scale < 1 else frame
+            return cv2.cvtColor(resized, cv2.COLOR_RGB2BGR)
+
         key_boxes = [b.rescale((h, w), (sh, sw)).clip(sw, sh) for b in boxes]
-        key_state: list[tuple[np.ndarray, Models]] = []
-        for obj, box in enumerate(key_boxes, start=1):
-            mask, models = self._grabcut(small[frame_index], box, None, None, self.config.keyframe_iterations)
-            per_object[obj][frame_index] = _upsample(mask, (h, w))
-            key_state.append((mask, models))
-        if progress is not None:
-            progress(1)
-        for order in (range(frame_index + 1, n), range(frame_index - 1, -1, -1)):
-            trackers = []
-            for box in key_boxes:
-                tracker = _create_csrt()
-                tracker.init(small[frame_index], box.to_int_xywh())
-                trackers.append(tracker)
-            prev = [(mask, box) for (mask, _), box in zip(key_state, key_boxes, strict=True)]
-            for i in order:
-                for k, tracker in enumerate(trackers):
-                    found = self._step(small[i], tracker, prev, k, key_state[k][1])
-                    if found is not None:
-                        per_object[k + 1][i] = _upsample(found, (h, w))
+        store = open_frame_store(self.config.frame_store)
+        try:
+            key_frame: np.ndarray | None = None
+            key_state: list[tuple[np.ndarray, Models]] = []
+            walk: _Walk | None = None
+            for i, frame in enumerate(video.iter_frames()):
+                if i < frame_index:
+                    store.append(small(frame))
+                    continue
+                current = small(frame)
+                if i == frame_index:
+                    key_frame = current
+                    masks = {}
+                    for obj, box in enumerate(key_boxes, start=1):
+                        iterations = self.config.keyframe_iterations
+                        mask, models = self._grabcut(current, box, None, None, iterations)
+                        masks[obj] = _upsample(mask, (h, w))
+                        key_state.append((mask, models))
+                    walk = _Walk.start(current, key_boxes, key_state)
+                    yield FrameMasks(i, masks)
+                else:
+                    assert walk is not None
+                    yield FrameMasks(i, self._frame(current, walk, key_state, (h, w)))
                 if progress is not None:
                     progress(1)
-        return MaskTrack.from_objects(per_object)
+            assert key_frame is not None
+            walk = _Walk.start(key_frame, key_boxes, key_state)
+            for i in range(frame_index - 1, -1, -1):
+                yield FrameMasks(i, self._frame(store[i], walk, key_state, (h, w)))
+                if progress is not None:
+                    progress(1)
+        finally:
+            store.close()
+
+    def _frame(
+        self,
+        frame: np.ndarray,
+        walk: _Walk,
+        key_state: list[tuple[np.ndarray, Models]],
+        size: tuple[int, int],
+    ) -> dict[int, np.ndarray]:
+        """Every object's mask on one frame (empty where CSRT lost the object)."""
+        masks = {}
+        for k, tracker in enumerate(walk.trackers):
+            found = self._step(frame, tracker, walk.prev, k, key_state[k][1])
+            masks[k + 1] = _upsample(found, size) if found is not None else np.zeros(size, dtype=bool)
+        return masks
 
     def _step(
         self,

@@ -7,11 +7,14 @@ imported lazily because importing it initialises Hydra for the whole process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 
 from revseg_agent.errors import CheckpointError, ResourceError
-from revseg_agent.tools.base import ProgressCallback, check_prompt
+from revseg_agent.tools.base import FrameMasks, ProgressCallback, check_prompt, collect_track
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
@@ -93,8 +96,16 @@ class SAM2Tracker:
         offload_video_to_cpu: bool = True,
         offload_state_to_cpu: bool = False,
         mask_threshold: float = 0.0,
+        stream_frames: bool = True,
+        frames_in_memory: int = 4,
     ) -> None:
+        """`stream_frames`: read frames on demand and drop per-frame memory SAM2 can no longer
+        read (same masks; memory no longer grows with the video). Off: sam2's own `init_state`,
+        which holds every frame at the model's input size (about 12.6 MB a frame at 1024).
+        `frames_in_memory`: how many input frames the lazy reader keeps."""
         self.predictor = predictor
+        self.stream_frames = stream_frames
+        self.frames_in_memory = frames_in_memory
         self.offload_video_to_cpu = offload_video_to_cpu
         self.offload_state_to_cpu = offload_state_to_cpu
         self.mask_threshold = mask_threshold
@@ -114,6 +125,8 @@ class SAM2Tracker:
         image_size: int | None = None,
         offload_video_to_cpu: bool = True,
         offload_state_to_cpu: bool = False,
+        stream_frames: bool = True,
+        frames_in_memory: int = 4,
     ) -> SAM2Tracker:
         """Build the predictor from a config name (e.g. `configs/sam2.1/sam2.1_hiera_l.yaml`) and a
         checkpoint file (e.g. `sam2.1_hiera_large.pt`), loading it strictly.
@@ -148,7 +161,11 @@ class SAM2Tracker:
             predictor.fill_hole_area = 0
         logger.info("loaded SAM2 %s from %s on %s", config, ckpt, device)
         return cls(
-            predictor, offload_video_to_cpu=offload_video_to_cpu, offload_state_to_cpu=offload_state_to_cpu
+            predictor,
+            offload_video_to_cpu=offload_video_to_cpu,
+            offload_state_to_cpu=offload_state_to_cpu,
+            stream_frames=stream_frames,
+            frames_in_memory=frames_in_memory,
         )
 
     @classmethod
@@ -174,6 +191,7 @@ class SAM2Tracker:
     def _frames_source(self, video: Video, tmp: Path) -> str:
         if _is_sam2_jpeg_folder(video.path):
             return str(video.path)
+        tmp.mkdir(parents=True, exist_ok=True)
         for i, frame in enumerate(video.iter_frames()):
             ok = cv2.imwrite(
                 str(tmp / f"{i:05d}.jpg"),
@@ -192,50 +210,199 @@ class SAM2Tracker:
         boxes: Sequence[Box],
         progress: ProgressCallback | None = None,
     ) -> MaskTrack:
-        check_prompt(video, frame_index, boxes)
-        with self._lock:
-            return self._track(video, frame_index=frame_index, boxes=boxes, progress=progress)
+        frames = self.stream(video, frame_index=frame_index, boxes=boxes, progress=progress)
+        return collect_track(frames, video, len(boxes))
 
     @property
     def device(self) -> torch.device:
         return torch.device(getattr(self.predictor, "device", "cpu"))
 
-    @torch.inference_mode()
-    def _track(
+    def memory_window(self) -> int:
+        """How many frames back (in the direction of propagation) SAM2 can still read a frame's
+        memory: its mask memories (`num_maskmem` frames, `memory_temporal_stride_for_eval`
+        apart) and its object pointers (`max_obj_ptrs_in_encoder` frames); one frame of slack."""
+        model = self.predictor
+        stride = int(getattr(model, "memory_temporal_stride_for_eval", 1))
+        return max(int(model.num_maskmem) * stride, int(model.max_obj_ptrs_in_encoder)) + 1
+
+    def stream(
         self,
         video: Video,
         *,
         frame_index: int,
         boxes: Sequence[Box],
         progress: ProgressCallback | None = None,
-    ) -> MaskTrack:
-        n, h, w = video.num_frames, video.info.height, video.info.width
-        per_object = {obj: np.zeros((n, h, w), dtype=bool) for obj in range(1, len(boxes) + 1)}
-        dtype = autocast_dtype(self.device)
-        with (
-            tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp,
-            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
-        ):
-            source = self._frames_source(video, Path(tmp))
-            state = self.predictor.init_state(
-                source,
-                offload_video_to_cpu=self.offload_video_to_cpu,
-                offload_state_to_cpu=self.offload_state_to_cpu,
+    ) -> Iterator[FrameMasks]:
+        """Masks frame by frame: the keyframe, forward to the end, then backward to frame 0.
+
+        With `stream_frames` (the default) frames are read on demand and a frame's memory is
+        dropped once no later frame can attend to it (`memory_window`); the keyframe's, SAM2's
+        conditioning frame, is kept throughout. One propagation at a time per tracker: the
+        lock is held until the stream is exhausted or closed."""
+        check_prompt(video, frame_index, boxes)
+        with self._lock:
+            yield from _outside_contexts(
+                self._stream(video, frame_index=frame_index, boxes=boxes, progress=progress),
+                self._contexts,
             )
+
+    def _contexts(self) -> contextlib.ExitStack:
+        """inference mode and SAM2's precision, entered around each step of the stream only, so
+        the caller's code between frames never runs under them."""
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        dtype = autocast_dtype(self.device)
+        stack.enter_context(torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None))
+        return stack
+
+    def _stream(
+        self,
+        video: Video,
+        *,
+        frame_index: int,
+        boxes: Sequence[Box],
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[FrameMasks]:
+        with tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp:
+            source = self._frames_source(video, Path(tmp) / "frames")
+            state = self._init_state(source, Path(tmp))
             try:
                 for obj_id, box in enumerate(boxes, start=1):
                     self.predictor.add_new_points_or_box(
                         state, frame_idx=frame_index, obj_id=obj_id, box=np.array(box.to_list(), np.float32)
                     )
+                window = self.memory_window()
                 for reverse in (False, True):
                     for idx, obj_ids, logits in self.predictor.propagate_in_video(
                         state, start_frame_idx=frame_index, reverse=reverse
                     ):
                         masks = (logits > self.mask_threshold).cpu().numpy()[:, 0]
-                        for k, obj_id in enumerate(obj_ids):
-                            per_object[int(obj_id)][idx] = masks[k]
+                        if self.stream_frames:
+                            _drop_unreachable_memory(state, frame_index, int(idx), reverse, window)
+                        yield FrameMasks(
+                            int(idx), {int(obj_id): masks[k] for k, obj_id in enumerate(obj_ids)}
+                        )
                         if progress is not None:
                             progress(1)
             finally:
                 self.predictor.reset_state(state)
-        return MaskTrack.from_objects(per_object)
+
+    def _init_state(self, source: str, tmp: Path) -> dict[str, Any]:
+        """SAM2's `init_state`; with `stream_frames`, built on the first frame alone and then
+        given a lazy `images` sequence for the whole video (sam2's own per-frame loader)."""
+        offload = {
+            "offload_video_to_cpu": self.offload_video_to_cpu,
+            "offload_state_to_cpu": self.offload_state_to_cpu,
+        }
+        if not self.stream_frames:
+            return dict(self.predictor.init_state(source, **offload))
+        frames = LazyFrames.from_folder(
+            Path(source),
+            image_size=int(self.predictor.image_size),
+            device=self.device,
+            offload_video_to_cpu=self.offload_video_to_cpu,
+            keep=self.frames_in_memory,
+        )
+        head = tmp / "first-frame"
+        head.mkdir()
+        shutil.copyfile(frames.paths[0], head / frames.paths[0].name)
+        state = dict(self.predictor.init_state(str(head), **offload))
+        state["images"] = frames
+        state["num_frames"] = len(frames)
+        return state
+
+
+def _outside_contexts(
+    steps: Iterator[FrameMasks], contexts: Callable[[], contextlib.ExitStack]
+) -> Iterator[FrameMasks]:
+    """Run each step of a generator inside fresh `contexts` and yield outside them."""
+    try:
+        while True:
+            with contexts():
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        with contexts():
+            steps.close()  # the inner generator's clean-up (reset_state) under the same contexts
+
+
+def _drop_unreachable_memory(
+    state: dict[str, Any], keyframe: int, current: int, reverse: bool, window: int
+) -> None:
+    """Forget the non-conditioning outputs (mask memory, object pointer, low-res mask) of frames
+    no later step reads: forward, those more than `window` behind, except the `window` frames
+    after the keyframe that the backward pass reads first; backward, those more than `window`
+    ahead. Conditioning (prompted) frames are never dropped."""
+    for outputs in state["output_dict_per_obj"].values():
+        non_cond = outputs["non_cond_frame_outputs"]
+        if reverse:
+            stale = [j for j in non_cond if j > current + window]
+        else:
+            stale = [j for j in non_cond if j < current - window and not keyframe <= j <= keyframe + window]
+        for j in stale:
+            del non_cond[j]
+
+
+class LazyFrames:
+    """SAM2's `images` (normalised `(3, S, S)` float32 tensors, one per frame) read on demand
+    from a folder of `<index>.jpg`, keeping the `keep` most recently used.
+
+    Each frame goes through sam2's own `_load_img_as_tensor` and is normalised in float32 as
+    `load_video_frames_from_jpg_images` does, so the tensors (and masks) equal the all-frames path.
+    """
+
+    MEAN = (0.485, 0.456, 0.406)
+    STD = (0.229, 0.224, 0.225)
+
+    def __init__(
+        self,
+        paths: list[Path],
+        *,
+        image_size: int,
+        device: torch.device,
+        offload_video_to_cpu: bool,
+        keep: int,
+    ) -> None:
+        if not paths:
+            raise ValueError("no frames")
+        self.paths = paths
+        self.image_size = image_size
+        self.device = device
+        self.offload_video_to_cpu = offload_video_to_cpu
+        self.keep = max(1, keep)
+        self.loads = 0  # frames read from disk (for tests)
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+
+    @classmethod
+    def from_folder(cls, folder: Path, **kwargs: Any) -> LazyFrames:
+        paths = sorted(
+            (p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg"}), key=lambda p: int(p.stem)
+        )
+        return cls(paths, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        index = int(index)
+        if index in self._cache:
+            self._cache.move_to_end(index)
+            return self._cache[index]
+        from sam2.utils.misc import _load_img_as_tensor
+
+        img, _, _ = _load_img_as_tensor(str(self.paths[index]), self.image_size)
+        img = img.float()  # sam2 stores frames in a float32 tensor before normalising
+        if not self.offload_video_to_cpu:
+            img = img.to(self.device)
+        mean = torch.tensor(self.MEAN, dtype=torch.float32, device=img.device)[:, None, None]
+        std = torch.tensor(self.STD, dtype=torch.float32, device=img.device)[:, None, None]
+        img -= mean
+        img /= std
+        self.loads += 1
+        self._cache[index] = img
+        while len(self._cache) > self.keep:
+            self._cache.popitem(last=False)
+        return img
