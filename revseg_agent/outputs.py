@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 
 from revseg_agent.io import atomic_output_dir
-from revseg_agent.masks_io import overlay_frame, write_png_masks
+from revseg_agent.masks_io import RleMaskTrack, overlay_frame, write_png_masks
 from revseg_agent.traces import Trace
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
@@ -24,9 +24,14 @@ logger = logging.getLogger(__name__)
 OVERLAY_FOURCC = "mp4v"
 
 
+#: Anything that gives one frame's mask by index: a dense `MaskTrack` or an `RleMaskTrack`.
+Masks = MaskTrack | RleMaskTrack
+
+
 def write_overlay_video(
-    path: Path, video: Video, track: MaskTrack, *, keyframe: int | None, boxes: list[Box] | None
+    path: Path, video: Video, track: Masks, *, keyframe: int | None, boxes: list[Box] | None
 ) -> None:
+    """Encode the overlay as a stream: one decoded frame and one mask in memory at a time."""
     writer = cv2.VideoWriter(
         str(path),
         cv2.VideoWriter.fourcc(*OVERLAY_FOURCC),
@@ -37,7 +42,7 @@ def write_overlay_video(
         raise OSError(f"OpenCV cannot write {path}")
     try:
         for i, frame in enumerate(video.iter_frames()):
-            shown = overlay_frame(frame, track.masks[i], boxes if i == keyframe else None)
+            shown = overlay_frame(frame, track.frame(i), boxes if i == keyframe else None)
             writer.write(cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
@@ -47,7 +52,7 @@ def write_outputs(
     out_dir: str | Path,
     *,
     video: Video,
-    track: MaskTrack,
+    track: Masks,
     trace: Trace,
     masks_json: str | Path,
     overwrite: bool = False,
@@ -55,7 +60,7 @@ def write_outputs(
     """Write `masks/<00000>.png` (0/255), `masks.json`, `overlay.mp4` and `trace.json` to `out_dir`."""
     boxes = [Box.from_list(b) for b in trace.result.boxes or []]
     with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
-        write_png_masks(tmp / "masks", track.masks)
+        write_png_masks(tmp / "masks", (track.frame(i) for i in range(track.num_frames)))
         shutil.copyfile(masks_json, tmp / "masks.json")
         write_overlay_video(
             tmp / "overlay.mp4", video, track, keyframe=trace.result.keyframe_index, boxes=boxes

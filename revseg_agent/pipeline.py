@@ -12,16 +12,17 @@ from typing import Any
 from revseg_agent.errors import PipelineFailure
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.masks_io import read_masks_json
+from revseg_agent.masks_io import RleMaskTrack, read_masks_json
 from revseg_agent.registry import resolve_policy, resolve_tracker
 from revseg_agent.traces import Trace
-from revseg_agent.types import MaskTrack
 
 
 @dataclass
 class SegmentationResult:
     trace: Trace
-    masks: MaskTrack
+    #: The run's masks as RLE, decoded per frame on demand (`masks.frame(i)`); `masks.masks`
+    #: gives the whole `(frames, H, W)` stack for short clips.
+    masks: RleMaskTrack
 
 
 def trace_from_state(state: dict[str, Any], context: Context) -> Trace:

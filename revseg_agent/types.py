@@ -165,9 +165,28 @@ class MaskTrack:
     def num_frames(self) -> int:
         return int(self.masks.shape[0])
 
+    def frame(self, index: int) -> np.ndarray:
+        """The (union) mask of one frame, `(height, width)`."""
+        return self.masks[index]
+
     @classmethod
     def from_objects(cls, per_object: dict[int, np.ndarray]) -> MaskTrack:
         """Union the per-object stacks (all `(frames, height, width)`) into one track."""
         stacks = list(per_object.values())
         union = np.logical_or.reduce(stacks) if len(stacks) > 1 else stacks[0].astype(bool)
         return cls(union, per_object)
+
+
+@dataclass(frozen=True)
+class FrameMasks:
+    """One frame of a tracker's output: a boolean `(H, W)` mask per prompted object (ids from 1,
+    in the order of the boxes)."""
+
+    index: int
+    objects: dict[int, np.ndarray]
+
+    @property
+    def union(self) -> np.ndarray:
+        """The objects' masks merged (what the benchmarks score)."""
+        masks = list(self.objects.values())
+        return np.logical_or.reduce(masks) if len(masks) > 1 else masks[0].astype(bool, copy=False)

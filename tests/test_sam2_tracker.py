@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from revseg_agent.errors import CheckpointError
+from revseg_agent.tools.base import collect_track
 from revseg_agent.tools.sam2_tracker import JPEG_QUALITY, SAM2Tracker
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
@@ -189,3 +190,56 @@ def test_same_input_same_masks_whatever_ran_before(tracker: SAM2Tracker, demo_cl
     torch.rand(1000)  # unrelated work that moves torch's generator
     again = tracker.track(open_video(demo_clip), frame_index=KEY, boxes=[BOX]).masks
     assert np.array_equal(first, again)
+
+
+LONG = 60  # frames: longer than twice SAM2's memory window, so memory really gets dropped
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from revseg_agent.demo import make_demo_clip
+
+    return make_demo_clip(tmp_path_factory.mktemp("long") / "long.mp4", num_frames=LONG)
+
+
+@pytest.mark.parametrize("key", [10, 45])
+def test_streamed_frames_and_dropped_memory_give_the_all_frames_masks(
+    tiny_sam2_checkpoint: Path, long_clip: Path, key: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from revseg_agent.demo import square_box
+    from revseg_agent.tools import sam2_tracker
+
+    def build(stream_frames: bool) -> SAM2Tracker:
+        return SAM2Tracker.from_checkpoint(
+            tiny_sam2_checkpoint,
+            SAM2_TEST_CONFIG,
+            device="cpu",
+            image_size=SAM2_TEST_IMAGE_SIZE,
+            stream_frames=stream_frames,
+        )
+
+    boxes = [square_box(key), Box(222, 42 + 4 * key, 258, 78 + 4 * key)]
+    video = open_video(long_clip)
+    expected = build(False).track(video, frame_index=key, boxes=boxes)
+    streaming = build(True)
+    held: list[int] = []
+    loaded: list[sam2_tracker.LazyFrames] = []
+    real_drop = sam2_tracker._drop_unreachable_memory
+
+    def spy(state: dict, keyframe: int, current: int, reverse: bool, window: int) -> None:
+        real_drop(state, keyframe, current, reverse, window)
+        held.append(max(len(o["non_cond_frame_outputs"]) for o in state["output_dict_per_obj"].values()))
+        loaded.append(state["images"])
+
+    monkeypatch.setattr(sam2_tracker, "_drop_unreachable_memory", spy)
+    frames = list(streaming.stream(video, frame_index=key, boxes=boxes))
+    assert [f.index for f in frames] == [key, *range(key + 1, LONG), *range(key - 1, -1, -1)]
+    got = collect_track(frames, video, 2)
+    for obj in (1, 2):
+        np.testing.assert_array_equal(got.per_object[obj], expected.per_object[obj])
+    window = streaming.memory_window()
+    assert window == 17  # Hiera-T: 7 mask memories, 16 object pointers, one of slack
+    assert len(held) == LONG + 1  # sam2 visits the keyframe in both directions
+    assert max(held) <= 2 * window + 1 < LONG - 1  # bounded, and the bound is below the video
+    lazy = loaded[0]
+    assert isinstance(lazy, sam2_tracker.LazyFrames) and len(lazy._cache) <= lazy.keep

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
-import numpy as np
 from langgraph.runtime import Runtime
 
 from revseg_agent.errors import CheckpointError, InputError, VideoError
@@ -36,7 +35,7 @@ from revseg_agent.graphs.names import (
     TRACK,
 )
 from revseg_agent.graphs.state import RevsegState
-from revseg_agent.masks_io import write_masks_json
+from revseg_agent.masks_io import MaskStreamWriter
 from revseg_agent.parsing import (
     KeyframeAnswer,
     ParseError,
@@ -46,6 +45,7 @@ from revseg_agent.parsing import (
 )
 from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, VideoFrames
 from revseg_agent.registry import check_policy_spec, check_tracker_spec, resolve_policy, resolve_tracker
+from revseg_agent.tools.base import stream_masks
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.types import Box
 
@@ -333,24 +333,25 @@ def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
         return {"steps": [_record(TRACK, started, parsed={"skipped": True})]}
     tracker = resolve_tracker(ctx.tracker)
     video = ctx.open_video(state["video_path"], fps=state["fps"])
-    result = tracker.track(
-        video, frame_index=state["keyframe_index"], boxes=boxes, progress=ctx.track_progress
-    )
+    # masks are encoded as the tracker yields them: a long video's masks are never held whole
+    writer = MaskStreamWriter(video.num_frames, video.info.height, video.info.width)
+    for frame in stream_masks(
+        tracker, video, frame_index=state["keyframe_index"], boxes=boxes, progress=ctx.track_progress
+    ):
+        writer.add(frame)
     key = json.dumps([state["video_path"], state["keyframe_index"], state["boxes"], tracker.name])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = write_masks_json(
+    path = writer.write_json(
         ctx.artifacts() / f"masks-{digest}.json",
-        result,
         video_path=state["video_path"],
         keyframe_index=state["keyframe_index"],
         boxes=[b.to_list() for b in boxes],
         tracker=tracker.name,
     )
-    areas = result.masks.reshape(result.num_frames, -1).mean(axis=1)
     parsed = {
         "tracker": tracker.name,
-        "frames": result.num_frames,
-        "empty_frames": int((areas == 0).sum()),
-        "mean_area_ratio": round(float(np.mean(areas)), 6),
+        "frames": video.num_frames,
+        "empty_frames": int(writer.empty_frames),
+        "mean_area_ratio": round(writer.area_sum / video.num_frames, 6),
     }
     return {"masks_path": str(path), "steps": [_record(TRACK, started, parsed=parsed)]}

@@ -25,11 +25,12 @@ from revseg_agent.eval.metrics import score_clip
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING
 from revseg_agent.io import atomic_output_dir, atomic_write_text
 from revseg_agent.masks_io import overlay_frame
+from revseg_agent.outputs import Masks
 from revseg_agent.synth.dataset import WorldSpec, scene_seed, video_queries
 from revseg_agent.synth.queries import NO_TARGET, Query
 from revseg_agent.synth.scenes import Scene
 from revseg_agent.traces import Trace
-from revseg_agent.types import Box, MaskTrack
+from revseg_agent.types import Box
 
 DEMO_FPS = 8.0
 STYLE = (
@@ -82,7 +83,7 @@ def _step_text(trace: Trace, node: str) -> tuple[str, str]:
 
 
 def write_page(
-    path: Path, scene: Scene, query: Query, trace: Trace, track: MaskTrack, jf: float, seconds: float
+    path: Path, scene: Scene, query: Query, trace: Trace, track: Masks, jf: float, seconds: float
 ) -> Path:
     """`demo.html`: one self-contained page (images inlined)."""
     key = trace.result.keyframe_index
@@ -104,7 +105,7 @@ def write_page(
         keyframe_img = f'<img src="{_uri(shown, 3)}" alt="keyframe with box">'
     picks = np.linspace(0, len(scene.frames) - 1, 6).round().astype(int)
     overlays = "".join(
-        f'<figure><img src="{_uri(overlay_frame(scene.frames[t], track.masks[t]))}" alt="overlay {t}">'
+        f'<figure><img src="{_uri(overlay_frame(scene.frames[t], track.frame(t)))}" alt="overlay {t}">'
         f"<figcaption>frame {t}</figcaption></figure>"
         for t in picks
     )

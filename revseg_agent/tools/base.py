@@ -10,32 +10,27 @@ trackers implement `stream` and derive `track` from it; a third-party tracker ma
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from revseg_agent.errors import InputError
-from revseg_agent.types import Box, MaskTrack
+from revseg_agent.types import Box, FrameMasks, MaskTrack
 from revseg_agent.video import Video
 
 #: Called with the number of frames just finished (usually 1), for progress bars.
 ProgressCallback = Callable[[int], None]
 
-
-@dataclass(frozen=True)
-class FrameMasks:
-    """One frame of a tracker's output: a boolean `(H, W)` mask per prompted object (ids from 1,
-    in the order of the boxes)."""
-
-    index: int
-    objects: dict[int, np.ndarray]
-
-    @property
-    def union(self) -> np.ndarray:
-        """The objects' masks merged (what the benchmarks score)."""
-        masks = list(self.objects.values())
-        return np.logical_or.reduce(masks) if len(masks) > 1 else masks[0].astype(bool, copy=False)
+__all__ = [
+    "FrameMasks",
+    "ProgressCallback",
+    "StreamingTracker",
+    "Tracker",
+    "check_prompt",
+    "collect_track",
+    "frames_of",
+    "stream_masks",
+]
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +262,7 @@ class SAM2Tracker:
         frame_index: int,
         boxes: Sequence[Box],
         progress: ProgressCallback | None = None,
-    ) -> Iterator[FrameMasks]:
+    ) -> Generator[FrameMasks, None, None]:
         with tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp:
             source = self._frames_source(video, Path(tmp) / "frames")
             state = self._init_state(source, Path(tmp))
@@ -276,12 +276,13 @@ class SAM2Tracker:
                     for idx, obj_ids, logits in self.predictor.propagate_in_video(
                         state, start_frame_idx=frame_index, reverse=reverse
                     ):
-                        masks = (logits > self.mask_threshold).cpu().numpy()[:, 0]
                         if self.stream_frames:
                             _drop_unreachable_memory(state, frame_index, int(idx), reverse, window)
-                        yield FrameMasks(
-                            int(idx), {int(obj_id): masks[k] for k, obj_id in enumerate(obj_ids)}
-                        )
+                        if not (reverse and idx == frame_index):  # sam2 gives the keyframe twice
+                            masks = (logits > self.mask_threshold).cpu().numpy()[:, 0]
+                            yield FrameMasks(
+                                int(idx), {int(obj_id): masks[k] for k, obj_id in enumerate(obj_ids)}
+                            )
                         if progress is not None:
                             progress(1)
             finally:
@@ -313,7 +314,7 @@ class SAM2Tracker:
 
 
 def _outside_contexts(
-    steps: Iterator[FrameMasks], contexts: Callable[[], contextlib.ExitStack]
+    steps: Generator[FrameMasks, None, None], contexts: Callable[[], contextlib.ExitStack]
 ) -> Iterator[FrameMasks]:
     """Run each step of a generator inside fresh `contexts` and yield outside them."""
     try:
