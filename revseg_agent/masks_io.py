@@ -92,6 +92,11 @@ class RleMaskTrack:
         return cls(int(h), int(w), [encode_rle(m) for m in track.masks], objects)
 
 
+#: Anything that gives one frame's mask by index (`frame(i)`, `num_frames`; `masks` for the
+#: whole stack): a dense `MaskTrack` or an `RleMaskTrack`.
+Masks = MaskTrack | RleMaskTrack
+
+
 class MaskStreamWriter:
     """Encodes masks as a tracker yields them (any frame order), so no dense stack is ever held.
 

@@ -13,19 +13,15 @@ from pathlib import Path
 import cv2
 
 from revseg_agent.io import atomic_output_dir
-from revseg_agent.masks_io import RleMaskTrack, overlay_frame, write_png_masks
+from revseg_agent.masks_io import Masks, overlay_frame, write_png_masks
 from revseg_agent.traces import Trace
-from revseg_agent.types import Box, MaskTrack
+from revseg_agent.types import Box
 from revseg_agent.video import Video
 
 logger = logging.getLogger(__name__)
 
 #: FourCC of the overlay video; `mp4v` is written by every OpenCV build (no external FFmpeg).
 OVERLAY_FOURCC = "mp4v"
-
-
-#: Anything that gives one frame's mask by index: a dense `MaskTrack` or an `RleMaskTrack`.
-Masks = MaskTrack | RleMaskTrack
 
 
 def write_overlay_video(

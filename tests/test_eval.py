@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from revseg_agent.graphs.context import Context
 from revseg_agent.policies.base import ChatMessage, TextPart
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
 from revseg_agent.tools.classical import ClassicalTracker
-from revseg_agent.types import Box, MaskTrack
+from revseg_agent.types import Box, FrameMasks, MaskTrack
 from revseg_agent.video import Video
 
 from .benchmark_fixtures import WRITERS, write_textured_mevis
@@ -213,17 +213,19 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
 
 
 class CrashingClassicalTracker(ClassicalTracker):
-    """The real weight-free tracker, killed (as a process would be) on its `crash_on`-th call."""
+    """The real weight-free tracker, killed (as a process would be) part-way through the video
+    on its `crash_on`-th call."""
 
     def __init__(self, crash_on: int) -> None:
         super().__init__()
         self.crash_on, self.calls = crash_on, 0
 
-    def track(self, video: Video, **kwargs: Any) -> MaskTrack:  # type: ignore[override]
+    def stream(self, video: Video, **kwargs: Any) -> Iterator[FrameMasks]:  # type: ignore[override]
         self.calls += 1
-        if self.calls == self.crash_on:
-            raise KeyboardInterrupt("killed")
-        return super().track(video, **kwargs)
+        for k, frame in enumerate(super().stream(video, **kwargs)):
+            if self.calls == self.crash_on and k == 2:
+                raise KeyboardInterrupt("killed")
+            yield frame
 
 
 def test_kill_and_resume_with_the_real_weight_free_tracker(tmp_path: Path) -> None:

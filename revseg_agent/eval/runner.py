@@ -43,11 +43,19 @@ from revseg_agent.eval.submission import zip_predictions
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.io import append_jsonl, atomic_write_text, read_jsonl
-from revseg_agent.masks_io import read_masks_json, write_mask_png
+from revseg_agent.masks_io import (
+    Masks,
+    MaskStreamWriter,
+    RleMaskTrack,
+    encode_rle,
+    read_masks_json,
+    write_mask_png,
+)
 from revseg_agent.pipeline import trace_from_state
-from revseg_agent.tools.base import Tracker
+from revseg_agent.tools.base import Tracker, stream_masks
 from revseg_agent.traces import Trace
-from revseg_agent.video import frame_files, open_video, uniform_indices
+from revseg_agent.types import Box
+from revseg_agent.video import Video, frame_files, open_video, uniform_indices
 
 logger = logging.getLogger(__name__)
 
@@ -73,19 +81,36 @@ def _link_frames(bench: Benchmark, sample: Sample, folder: Path) -> Path:
     return folder
 
 
-def _write_predictions(bench: Benchmark, pred_root: Path, sample: Sample, masks: np.ndarray) -> None:
-    """All frames of one expression, swapped into place in one rename."""
+def _write_predictions(bench: Benchmark, pred_root: Path, sample: Sample, masks: Masks) -> None:
+    """All frames of one expression, decoded and written one at a time, swapped into place in
+    one rename."""
     final = bench.prediction_dir(pred_root, sample)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        for name, mask in zip(sample.frames, masks, strict=True):
-            write_mask_png(tmp / f"{name}.png", mask, value=bench.prediction_value)
+        if len(sample.frames) != masks.num_frames:
+            raise ValueError(f"{sample.key}: {masks.num_frames} masks for {len(sample.frames)} frames")
+        for i, name in enumerate(sample.frames):
+            write_mask_png(tmp / f"{name}.png", masks.frame(i), value=bench.prediction_value)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _tracked(tracker: Tracker, video: Video, prompt: tuple[int, list[Box]]) -> RleMaskTrack:
+    """A baseline's masks, encoded as the tracker streams them."""
+    writer = MaskStreamWriter(video.num_frames, video.info.height, video.info.width)
+    for frame in stream_masks(tracker, video, frame_index=prompt[0], boxes=prompt[1]):
+        writer.add(frame)
+    return writer.track()
+
+
+def _empty(video: Video) -> RleMaskTrack:
+    """An empty prediction for every frame (one RLE shared by all)."""
+    h, w = video.info.height, video.info.width
+    return RleMaskTrack(h, w, [encode_rle(np.zeros((h, w), bool))] * video.num_frames)
 
 
 class EvalRunner:
@@ -172,11 +197,7 @@ class EvalRunner:
             sampled = uniform_indices(video.num_frames, self.num_frames)
             prompt = baseline_prompt(self.baseline, sample.key, gt, sampled)
             assert self.tracker is not None
-            masks = (
-                self.tracker.track(video, frame_index=prompt[0], boxes=prompt[1]).masks
-                if prompt is not None
-                else np.zeros((video.num_frames, video.info.height, video.info.width), bool)
-            )
+            masks = _tracked(self.tracker, video, prompt) if prompt is not None else _empty(video)
             record["keyframe_index"] = prompt[0] if prompt else None
         else:
             assert self.context is not None and self.graph is not None
@@ -185,22 +206,22 @@ class EvalRunner:
             state = self.graph.invoke({"video_path": str(frames), "query": sample.text}, context=context)
             trace = trace_from_state(state, context)
             if trace.ok and trace.result.masks_path:
-                masks = read_masks_json(trace.result.masks_path).masks
+                masks = read_masks_json(trace.result.masks_path)
             else:  # the chain failed: an empty prediction, scored as such
-                masks = np.zeros((video.num_frames, video.info.height, video.info.width), bool)
+                masks = _empty(video)
                 record["chain_error"] = trace.error.code if trace.error else "incomplete"
             trace_path = self.out / "traces" / f"{sample.key}.json"
             trace.save(trace_path)
             record["trace"] = str(trace_path.relative_to(self.out))
         _write_predictions(self.bench, self.out / "predictions", sample, masks)
-        if gt is not None:
+        if gt is not None:  # scoring compares whole stacks: decoded only here, beside the truth
             result = score_sample(
-                sample, gt, masks, missing=self.missing, revos=revos_truth(self.bench, sample)
+                sample, gt, masks.masks, missing=self.missing, revos=revos_truth(self.bench, sample)
             )
             if trace is not None and result.counted:
                 record.update(chain_diagnostics(trace, gt))
         else:
-            result = score_sample(sample, None, masks, missing=self.missing)
+            result = score_sample(sample, None, None, missing=self.missing)
         record.update(result.model_dump())
         record["seconds"] = round(time.time() - started, 3)
         return record

@@ -24,8 +24,7 @@ import numpy as np
 from revseg_agent.eval.metrics import score_clip
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING
 from revseg_agent.io import atomic_output_dir, atomic_write_text
-from revseg_agent.masks_io import overlay_frame
-from revseg_agent.outputs import Masks
+from revseg_agent.masks_io import Masks, overlay_frame
 from revseg_agent.synth.dataset import WorldSpec, scene_seed, video_queries
 from revseg_agent.synth.queries import NO_TARGET, Query
 from revseg_agent.synth.scenes import Scene
