@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,7 +66,8 @@ class Video:
         if not self.path.exists():
             raise VideoError(f"video not found: {self.path}")
         self._frame_files: list[Path] | None = None
-        self._decord = None
+        self._decord_reader: Any = None
+        self._uses_decord = False
         if self.path.is_dir():
             files = list(frame_files(self.path).values())
             if not files:
@@ -90,14 +92,14 @@ class Video:
             import decord
 
             try:
-                reader = decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
+                reader = self._open_decord()
                 num = len(reader)
                 if num == 0:
                     raise VideoError(f"the video has zero frames: {self.path}")
                 h, w = reader[0].shape[:2]  # a file that is not a video can open and fail here
             except (RuntimeError, decord.DECORDError) as exc:  # decord raises both
                 raise VideoError(f"cannot read video {self.path}: not a readable video ({exc})") from exc
-            self._decord = reader
+            self._decord_reader = reader
             return VideoInfo(str(self.path), num, float(fps or reader.get_avg_fps()), int(w), int(h))
         except ImportError:
             pass
@@ -118,6 +120,12 @@ class Video:
             )
         finally:
             cap.release()
+
+    def _open_decord(self) -> Any:
+        import decord
+
+        self._uses_decord = True
+        return decord.VideoReader(str(self.path), ctx=decord.cpu(0), num_threads=1)
 
     @staticmethod
     def _read_image(path: Path) -> np.ndarray:
@@ -146,8 +154,10 @@ class Video:
             self._check_index(int(i))
         if self._frame_files is not None:
             return [self._read_image(self._frame_files[int(i)]) for i in indices]
-        if self._decord is not None:
-            batch = self._decord.get_batch([int(i) for i in indices]).asnumpy()
+        if self._uses_decord:
+            if self._decord_reader is None:
+                self._decord_reader = self._open_decord()
+            batch = self._decord_reader.get_batch([int(i) for i in indices]).asnumpy()
             return [np.ascontiguousarray(f) for f in batch]
         return self._read_cv2(indices)
 
@@ -170,6 +180,9 @@ class Video:
             for p in self._frame_files:
                 yield self._read_image(p)
             return
+        # An open decord reader makes OpenCV's sequential decoding hold on to memory (measured on
+        # a 480p mp4: +0.33 MB a frame with it open, flat without): close it; `read` reopens it.
+        self._decord_reader = None
         cap = cv2.VideoCapture(str(self.path))
         try:
             count = 0

@@ -1,0 +1,179 @@
+"""Peak memory of tracking + writing outputs, short vs long 480p clip, streamed vs all in memory.
+
+Each measurement runs in its own process (peak RSS, `ru_maxrss`, is per process): track a box
+on the middle frame, then write what `revseg segment` writes (masks.json, PNG masks, overlay).
+- streamed: `tracker.stream` -> `MaskStreamWriter` (RLE) -> `write_outputs` frame by frame
+  (classical: pre-keyframe frames spilled to disk; SAM2: frames read on demand, memory outside
+  its attention window dropped);
+- in-memory: the path before streaming (classical: frames in memory; SAM2: sam2's own
+  `init_state`, every frame at the model's input size) -> one dense `(frames, H, W)` stack.
+Prints peak RSS per run, the long/short ratio per path, and whether the streamed masks equal
+the in-memory ones. SAM2 is a random-init SAM2.1 Hiera-T at `--sam2-image-size` (default 1024,
+the released models' input size): memory is what is measured, not mask quality. On a CPU SAM2
+at 1024 takes ~4 s a frame: pick `--sam2-frames` to fit your patience.
+
+Usage: python benchmarks/long_video_memory.py [--frames 100 1000] [--sam2-frames 30 300]
+       [--trackers classical sam2] [--sam2-image-size 1024] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+SIZE = (480, 854)  # 480p, DAVIS's resolution
+SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+
+
+def write_clip(path: Path, num_frames: int) -> Path:
+    """A 480p mp4: two shapes drifting over a textured floor (deterministic)."""
+    rng = np.random.default_rng(0)
+    h, w = SIZE
+    floor = cv2.resize(rng.integers(40, 110, (h // 16, w // 16, 3)).astype(np.uint8), (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 24.0, (w, h))
+    for i in range(num_frames):
+        frame = floor.copy()
+        t = i / max(1, num_frames - 1)
+        cv2.rectangle(frame, (int(80 + 500 * t), 150), (int(160 + 500 * t), 230), (30, 30, 220), -1)
+        cv2.circle(frame, (600, int(80 + 300 * t)), 40, (220, 120, 30), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def box_on(num_frames: int, key: int) -> list[float]:
+    t = key / max(1, num_frames - 1)
+    return [80 + 500 * t - 4, 146, 160 + 500 * t + 4, 234]
+
+
+def child(args: argparse.Namespace) -> None:
+    """One measurement; prints a JSON line with the peak RSS."""
+    from revseg_agent.masks_io import MaskStreamWriter, write_masks_json, write_png_masks
+    from revseg_agent.outputs import write_overlay_video
+    from revseg_agent.types import Box
+    from revseg_agent.video import open_video
+
+    video = open_video(args.clip)
+    key = video.num_frames // 2
+    boxes = [Box.from_list(box_on(video.num_frames, key))]
+    streamed = args.mode == "streamed"
+    if args.tracker == "classical":
+        from revseg_agent.tools.classical import ClassicalTracker, ClassicalTrackerConfig
+
+        tracker = ClassicalTracker(ClassicalTrackerConfig(frame_store="disk" if streamed else "memory"))
+    else:
+        from revseg_agent.tools.sam2_tracker import SAM2Tracker
+
+        tracker = SAM2Tracker.from_checkpoint(
+            args.checkpoint, SAM2_CONFIG, device="cpu", image_size=args.image_size, stream_frames=streamed
+        )
+    out = Path(args.out)
+    started = time.perf_counter()
+    if streamed:
+        writer = MaskStreamWriter(video.num_frames, video.info.height, video.info.width)
+        for frame in tracker.stream(video, frame_index=key, boxes=boxes):
+            writer.add(frame)
+        track = writer.track()
+        write_masks_json(out / "masks.json", track)
+        write_png_masks(out / "masks", (track.frame(i) for i in range(track.num_frames)))
+        write_overlay_video(out / "overlay.mp4", video, track, keyframe=key, boxes=boxes)
+    else:
+        dense = tracker.track(video, frame_index=key, boxes=boxes)
+        write_masks_json(out / "masks.json", dense)
+        write_png_masks(out / "masks", dense.masks)
+        write_overlay_video(out / "overlay.mp4", video, dense, keyframe=key, boxes=boxes)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"peak_mb": peak_mb, "seconds": seconds}))
+
+
+def measure(clip: Path, tracker: str, mode: str, out: Path, args: argparse.Namespace) -> dict[str, float]:
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--child", "--clip", str(clip), "--tracker", tracker, "--mode", mode]
+    cmd += [
+        "--out",
+        str(out),
+        "--checkpoint",
+        str(args.checkpoint),
+        "--sam2-image-size",
+        str(args.image_size),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{tracker} {mode} on {clip.name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def build_sam2(path: Path, image_size: int) -> Path:
+    import torch
+    from sam2.build_sam import build_sam2_video_predictor
+
+    torch.manual_seed(0)
+    model = build_sam2_video_predictor(
+        SAM2_CONFIG, None, device="cpu", hydra_overrides_extra=[f"++model.image_size={image_size}"]
+    )
+    torch.save({"model": model.state_dict()}, path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--frames", type=int, nargs=2, default=[100, 1000], help="classical: short, long")
+    parser.add_argument("--sam2-frames", type=int, nargs=2, default=[100, 1000], help="SAM2: short, long")
+    parser.add_argument("--trackers", nargs="+", default=["classical", "sam2"], choices=["classical", "sam2"])
+    parser.add_argument("--sam2-image-size", dest="image_size", type=int, default=1024)
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for clips and outputs (default: temp)"
+    )
+    # child-process arguments
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--clip", help=argparse.SUPPRESS)
+    parser.add_argument("--tracker", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    from revseg_agent.masks_io import read_masks_json
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="revseg-longvideo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    if "sam2" in args.trackers:
+        args.checkpoint = build_sam2(work / f"sam2.1_hiera_t_{args.image_size}.pt", args.image_size)
+    print(f"480p ({SIZE[1]}x{SIZE[0]}) clips; peak RSS of one process (MB)")
+    print(f"{'tracker':<10} {'path':<10} {'frames':>7} {'peak MB':>9} {'seconds':>8} {'masks equal':>12}")
+    for tracker in args.trackers:
+        counts = args.frames if tracker == "classical" else args.sam2_frames
+        peaks: dict[str, list[float]] = {"streamed": [], "in-memory": []}
+        for n in counts:
+            clip = work / f"clip-{n}.mp4"
+            if not clip.exists():
+                write_clip(clip, n)
+            runs = {m: measure(clip, tracker, m, work / f"{tracker}-{m}-{n}", args) for m in peaks}
+            a = read_masks_json(work / f"{tracker}-streamed-{n}" / "masks.json")
+            b = read_masks_json(work / f"{tracker}-in-memory-{n}" / "masks.json")
+            equal = a.frames == b.frames
+            for mode, run in runs.items():
+                peaks[mode].append(run["peak_mb"])
+                peak, secs = run["peak_mb"], run["seconds"]
+                print(f"{tracker:<10} {mode:<10} {n:>7} {peak:>9.0f} {secs:>8.1f} {equal!s:>12}")
+        for mode, (short, long) in peaks.items():
+            ratio = f"{long / short:.2f}x ({counts[1]} vs {counts[0]} frames)"
+            print(f"{tracker:<10} {mode:<10} long/short peak RSS: {ratio}")
+
+
+if __name__ == "__main__":
+    main()
