@@ -1,10 +1,14 @@
 """`revseg segment --step`: show each node's update in the terminal and take edits before the
-next node (`set keyframe_index=12`, `set boxes=[[10, 20, 200, 240]]`)."""
+next node (`set keyframe_index=12`, `set boxes=[[10, 20, 200, 240]]`), checked and recorded in
+the trace as human edits (`graphs.edits`)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from revseg_agent.errors import InputError
+from revseg_agent.graphs.edits import apply_edit
 
 
 def show_update(node: str, update: dict[str, Any]) -> None:
@@ -41,7 +45,11 @@ def prompt_edit(graph: Any, config: dict[str, Any]) -> bool:
             except json.JSONDecodeError as exc:
                 print(f"   not JSON: {exc}")
                 continue
-            graph.update_state(config, {key.strip(): value})
-            print(f"   set {key.strip()} = {json.dumps(value)}")
+            try:
+                stored = apply_edit(graph, config, key.strip(), value)
+            except InputError as exc:
+                print(f"   refused: {exc}")
+                continue
+            print(f"   set {key.strip()} = {json.dumps(stored)}")
             continue
         print("   unrecognised")

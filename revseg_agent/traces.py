@@ -59,6 +59,18 @@ class StepRecord(BaseModel):
         return self.model_dump(mode="json")
 
 
+class HumanEdit(BaseModel):
+    """A value a person changed between nodes (see `graphs.edits`)."""
+
+    key: str
+    old: Any = None
+    new: Any = None
+    by: str = "person"
+    at: float
+    #: The node(s) that were to run next when the edit was made.
+    before: list[str] = Field(default_factory=list)
+
+
 class TraceResult(BaseModel):
     description: str | None = None
     keyframe_index: int | None = None
@@ -79,6 +91,7 @@ class Trace(BaseModel):
     result: TraceResult = Field(default_factory=TraceResult)
     error: StepError | None = None
     error_node: str | None = None
+    human_edits: list[HumanEdit] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -104,6 +117,7 @@ class Trace(BaseModel):
             ),
             error=StepError(code=error["code"], message=error["message"]) if error else None,
             error_node=error.get("node") if error else None,
+            human_edits=[HumanEdit.model_validate(e) for e in state.get("human_edits", [])],
         )
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -129,6 +143,8 @@ class Trace(BaseModel):
                 lines.append(f"{head} {json.dumps(step.parsed)}")
             if step.parsed and step.parsed.get("think"):
                 lines.append(f"    thinking: {step.parsed['think']}")
+        for edit in self.human_edits:
+            lines.append(f"edited by {edit.by}: {edit.key} {json.dumps(edit.old)} -> {json.dumps(edit.new)}")
         if self.error:
             lines.append(f"FAILED at {self.error_node}: {self.error.code}: {self.error.message}")
         return "\n".join(lines)

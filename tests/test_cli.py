@@ -170,6 +170,11 @@ def test_step_mode_lets_a_person_edit_the_keyframe(
     grounding = next(s for s in trace["steps"] if s["node"] == "spatial_grounding")
     assert grounding["visuals"]["keyframe"]["frame_indices"] == [5]  # round 2 looked at the corrected frame
     assert trace["result"]["boxes"] == [[60, 100, 100, 140]]
+    edits = [(e["key"], e["new"], e["before"]) for e in trace["human_edits"]]
+    assert edits == [
+        ("keyframe_index", 5, ["spatial_grounding"]),
+        ("boxes", [[60.0, 100.0, 100.0, 140.0]], ["track"]),
+    ]
 
 
 def test_entry_point_runs_as_a_program(tmp_path: Path) -> None:

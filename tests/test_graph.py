@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -394,3 +395,69 @@ def test_a_run_opens_the_video_once_and_decodes_each_frame_once(
     assert opened == [str(demo_clip)]
     assert context.frame_cache is not None
     assert context.frame_cache.decoded == len(set(state["sampled_indices"]) | {state["keyframe_index"]})
+
+
+EDIT_STATE = {"num_video_frames": 24, "frame_size": [240, 320]}
+
+
+@dataclass(frozen=True)
+class Refused:
+    message: str
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("keyframe_index", 23, 23),
+        ("keyframe_index", 4.0, 4),
+        ("keyframe_index", 24, Refused("outside the video's 24 frames")),
+        ("keyframe_index", -1, Refused("outside")),
+        ("keyframe_index", "5", Refused("must be a frame number")),
+        ("keyframe_index", True, Refused("must be a frame number")),
+        ("description", "  the red block ", "the red block"),
+        ("description", "   ", Refused("description is empty")),
+        ("boxes", [[10, 20, 100, 120]], [[10.0, 20.0, 100.0, 120.0]]),
+        ("boxes", [[0, 0, 320, 240], [1, 1, 5, 5]], [[0.0, 0.0, 320.0, 240.0], [1.0, 1.0, 5.0, 5.0]]),
+        ("boxes", [[300, 20, 330, 120]], Refused("outside the 320x240 frame")),
+        ("boxes", [[10, 20, 10, 120]], Refused("empty or outside")),
+        ("boxes", [[10, 20, 100]], Refused("4 numbers")),
+        ("boxes", [], Refused("no box")),
+        ("query", "other", Refused("cannot be edited")),
+    ],
+)
+def test_human_edits_are_checked_against_the_run(key: str, value: Any, expected: Any) -> None:
+    from revseg_agent.errors import InputError
+    from revseg_agent.graphs.edits import check_edit
+
+    if isinstance(expected, Refused):
+        with pytest.raises(InputError, match=expected.message):
+            check_edit(EDIT_STATE, key, value)
+    else:
+        assert check_edit(EDIT_STATE, key, value) == expected
+
+
+def test_applied_edits_are_recorded_in_the_trace(demo_clip: Path, tmp_path: Path) -> None:
+    from revseg_agent.errors import InputError
+    from revseg_agent.graphs.edits import apply_edit
+    from revseg_agent.traces import Trace
+
+    context = Context(
+        policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path
+    )
+    graph = build_graph(checkpointer=InMemorySaver(), interrupt_before=[SPATIAL_GROUNDING, TRACK])
+    config: dict[str, Any] = {"configurable": {"thread_id": "edits"}}
+    list(graph.stream({"video_path": str(demo_clip), "query": "q"}, config, context=context))
+    apply_edit(graph, config, "keyframe_index", 20)
+    with pytest.raises(InputError, match="outside"):
+        apply_edit(graph, config, "keyframe_index", 99)  # refused: nothing recorded
+    list(graph.stream(None, config, context=context))
+    apply_edit(graph, config, "boxes", [[180, 100, 220, 140]])
+    list(graph.stream(None, config, context=context))
+    state = graph.get_state(config).values
+    trace = Trace.from_state(state, policy="scripted", tracker="box")
+    assert [(e.key, e.old, e.new, e.before) for e in trace.human_edits] == [
+        ("keyframe_index", 3, 20, ["spatial_grounding"]),
+        ("boxes", [[36.0, 100.0, 76.0, 140.0]], [[180.0, 100.0, 220.0, 140.0]], ["track"]),
+    ]
+    assert "edited by person: keyframe_index 3 -> 20" in trace.summary()
+    assert trace.result.keyframe_index == 20 and trace.ok

@@ -43,3 +43,5 @@ class RevsegState(InputState, total=False):
     # bookkeeping
     steps: Annotated[list[dict[str, Any]], operator.add]
     error: dict[str, Any] | None  # {"node", "code", "message"}: the chain stopped here
+    # values a person changed between nodes (graphs.edits): {"key", "old", "new", "by", "at", "before"}
+    human_edits: Annotated[list[dict[str, Any]], operator.add]
