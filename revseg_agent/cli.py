@@ -205,6 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tracker", default="classical", help="default: the weight-free tracker")
     demo.add_argument("--frames", type=int, default=8, help="frames sampled for round 1")
 
+    ui = sub.add_parser("ui", help="step through the chain in a browser page (Gradio; pip install .[ui])")
+    ui.add_argument(
+        "--policy",
+        action="append",
+        help="policy spec offered in the page (repeat for several); default: revseg-tiny",
+    )
+    ui.add_argument("--tracker", choices=["classical", "sam2"], action="append", help="default: classical")
+    ui.add_argument("--sam2-checkpoint", help="SAM2 checkpoint (.pt) for --tracker sam2; default: the hub's")
+    ui.add_argument("--sam2-config", default=None, help="sam2 config name")
+    ui.add_argument("--sam2-image-size", type=int, help="lower SAM2's input size (default 1024)")
+    ui.add_argument("--frames", type=int, default=8, help="frames sampled for round 1")
+    ui.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    ui.add_argument("--work", type=Path, default=Path("revseg-ui"), help="runs, their files and runs.sqlite")
+    ui.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    ui.add_argument("--port", type=int, default=7860)
+
     tiny = sub.add_parser("tiny-policy", help="write a tiny random-init Qwen2.5-VL checkpoint")
     tiny.add_argument("out", type=Path)
     tiny.add_argument("--seed", type=int, default=0)
@@ -536,6 +552,42 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_ui(args: argparse.Namespace) -> int:
+    try:
+        from revseg_agent.ui.app import launch
+    except ImportError as exc:
+        raise InputError(f"the browser UI needs Gradio: pip install -e .[ui] ({exc})") from exc
+    from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG
+
+    if args.frames < 1:
+        raise InputError(f"--frames must be at least 1, got {args.frames}")
+    specs = args.policy or ["revseg-tiny"]
+    for spec in specs:
+        check_policy_spec(spec)
+    trackers: dict[str, Any] = {}
+    for kind in args.tracker or ["classical"]:
+        if kind == "classical":
+            trackers["classical"] = "classical"
+        else:
+            spec = (
+                f"sam2:{args.sam2_checkpoint}:{args.sam2_config or DEFAULT_SAM2_CONFIG}"
+                if args.sam2_checkpoint
+                else "sam2-hub:"
+            )
+            trackers["sam2"] = load_tracker(spec, args.device, args.sam2_image_size)
+    policies = {spec: load_policy(spec, device=args.device) for spec in specs}
+    print(f"revseg ui on http://{args.host}:{args.port} (runs in {args.work}); Ctrl+C stops it")
+    launch(
+        args.work,
+        policies=policies,
+        trackers=trackers,
+        host=args.host,
+        port=args.port,
+        num_frames=args.frames,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -568,6 +620,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "inspect-policy":
             return run_inspect_policy(args)
+        if args.command == "ui":
+            return run_ui(args)
     except (InputError, VideoError, CheckpointError, DatasetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

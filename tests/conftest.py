@@ -91,8 +91,9 @@ def bars(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int | None]]:
     return closed
 
 
-def render_in_chromium(page: Path, shot: Path, *, size: str = "1280,1600") -> Path:
-    """A headless-Chromium screenshot of `page` (the test skips where Debian's chromium is absent)."""
+def render_in_chromium(page: Path | str, shot: Path, *, size: str = "1280,1600") -> Path:
+    """A headless-Chromium screenshot of `page`, a file or a URL (the test skips where Debian's
+    chromium is absent). Virtual time runs 15 s ahead so a served page's scripts finish."""
     import shutil
     import subprocess
 
@@ -111,7 +112,8 @@ def render_in_chromium(page: Path, shot: Path, *, size: str = "1280,1600") -> Pa
             f"--user-data-dir={shot.parent / 'chromium-profile'}",
             f"--screenshot={shot}",
             f"--window-size={size}",
-            page.as_uri(),
+            "--virtual-time-budget=15000",
+            page.as_uri() if isinstance(page, Path) else page,
         ],
         check=True,
         capture_output=True,
