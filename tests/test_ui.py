@@ -243,3 +243,18 @@ def test_each_stage_renders_in_chromium(page: Page, demo_clip: Path, tmp_path: P
     assert _pixels_near(box, OVERLAY_RGB, 30) < 50  # no masks yet
     page.call("/run", run_id)
     assert _pixels_near(shot("tracked"), OVERLAY_RGB, 40) > 1000  # the mask overlay
+
+
+def test_cli_serves_on_loopback_with_the_shipped_policy(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from revseg_agent import cli
+    from revseg_agent.ui import app
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(app, "launch", lambda work, **kw: seen.update(work=work, **kw))
+    assert cli.main(["ui", "--work", str(tmp_path / "w"), "--port", "7999"]) == 0
+    assert (seen["host"], seen["port"], seen["num_frames"]) == ("127.0.0.1", 7999, 8)
+    assert list(seen["policies"]) == ["revseg-tiny"] and list(seen["trackers"]) == ["classical"]
+    assert cli.main(["ui", "--frames", "0"]) == cli.EXIT_BAD_INPUT
+    assert cli.main(["ui", "--policy", str(tmp_path / "missing")]) == cli.EXIT_BAD_INPUT

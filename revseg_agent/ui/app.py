@@ -211,7 +211,7 @@ def build_app(book: RunBook, *, generated_dir: Path | None = None) -> Any:
             x1, y1, x2, y2 = (gr.Number(label=n) for n in ("x1", "y1", "x2", "y2"))
             box_btn = gr.Button("Use this box")
         gr.Markdown("## Tracking: the mask on every frame")
-        overlay_video = gr.Video(label="Overlay", interactive=False)
+        overlay_video = gr.Video(label="Overlay", interactive=False, height=360)
         overlay_frames = gr.Gallery(
             label="Masks on frames across the video", columns=6, height=260, object_fit="contain"
         )
