@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet $(TORCH_SPEC)
 	$(PY) -c "import sam2" 2>/dev/null || SAM2_BUILD_CUDA=0 $(PIP) install --quiet --no-build-isolation $(SAM2_SPEC)
 	$(PY) -c "import deepspeed" 2>/dev/null || DS_BUILD_OPS=0 $(PIP) install --quiet --no-build-isolation $(DEEPSPEED_SPEC)
-	$(PIP) install --quiet -e ".[dev,sam2,train,deepspeed,serve,ui]"
+	$(PIP) install --quiet -e ".[dev,sam2,train,deepspeed,serve,ui,ray]"
 	# reference metrics for the tests; it declares opencv-python, which would overwrite the
 	# contrib build's cv2/ folder, so it goes in without dependencies (scikit-image is in [dev])
 	$(PIP) install --quiet --no-deps vos-benchmark==0.1.0

@@ -164,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--baseline", choices=BASELINES, help="skip the policy: oracle, random-keyframe or centre-box"
     )
+    ev.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run --workers Ray actors, each with its own policy and tracker (pip install -e .[ray]); "
+        "no address: a local cluster, else e.g. auto or ray://head:10001",
+    )
+    ev.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --ray: GPUs per actor")
     _add_segment_options(ev)
 
     train = sub.add_parser("train", help="GRPO on replayed graph traces").add_subparsers(
@@ -401,32 +410,43 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from revseg_agent.eval.datasets import open_benchmark
     from revseg_agent.eval.report import write_report
-    from revseg_agent.eval.runner import EvalRunner
     from revseg_agent.eval.scoring import format_table
+    from revseg_agent.eval.spec import EvalSpec
 
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
-    bench = open_benchmark(args.dataset, args.root, args.split)
-    tracker = _load_tracker(args)
-    if args.baseline:
-        runner = EvalRunner(
-            bench,
-            args.out,
-            tracker=tracker,
-            baseline=args.baseline,
-            num_frames=args.frames,
-            missing=args.missing,
-            workers=args.workers,
-        )
-    else:
-        policy = load_policy(args.policy, device=args.device)
-        context = _context(args, policy, tracker)
-        runner = EvalRunner(bench, args.out, context=context, missing=args.missing, workers=args.workers)
-    summary = runner.run(limit=args.limit)
+    spec = EvalSpec(
+        dataset=args.dataset,
+        root=args.root,
+        split=args.split,
+        out=args.out,
+        baseline=args.baseline,
+        policy=None if args.baseline else args.policy,
+        tracker=_tracker_spec(args),
+        device=args.device,
+        sam2_image_size=args.sam2_image_size,
+        num_frames=args.frames,
+        max_attempts=args.max_attempts,
+        on_parse_failure=args.on_parse_failure,
+        max_new_tokens=args.max_new_tokens,
+        missing=args.missing,
+        workers=1 if args.ray else args.workers,
+    )
+    check_tracker_spec(spec.tracker)
+    if spec.policy is not None:
+        check_policy_spec(spec.policy)
+    executor = None
+    if args.ray:
+        from revseg_agent.eval.distributed import RayExecutor, RayOptions
+
+        address = None if args.ray == "local" else args.ray
+        options = RayOptions(address=address, workers=args.workers, gpus_per_worker=args.gpus_per_worker)
+        executor = RayExecutor(spec, options)
+    runner = spec.build_runner(load=executor is None)  # with Ray, only the workers load models
+    summary = runner.run(limit=args.limit, executor=executor)
     print(format_table(summary))
-    report = write_report(args.out, bench)
+    report = write_report(args.out, runner.bench)
     print(f"results: {args.out / 'results.json'}  report: {report}")
     return 0
 

@@ -21,6 +21,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,7 @@ from revseg_agent.masks_io import (
     write_mask_png,
 )
 from revseg_agent.pipeline import trace_from_state
+from revseg_agent.registry import resolve_tracker
 from revseg_agent.tools.base import Tracker, stream_masks
 from revseg_agent.traces import Trace
 from revseg_agent.types import Box
@@ -60,6 +62,9 @@ from revseg_agent.video import Video, frame_files, open_video, uniform_indices
 logger = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
+
+#: Runs expressions somewhere and yields their records as they finish (any order).
+Executor = Callable[[list[Sample], Path], Iterator[dict[str, Any]]]
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -123,7 +128,7 @@ class EvalRunner:
         out_dir: str | Path,
         *,
         context: Context | None = None,
-        tracker: Tracker | None = None,
+        tracker: Tracker | str | None = None,
         baseline: str | None = None,
         num_frames: int = 16,
         missing: MissingRule | None = None,
@@ -147,7 +152,12 @@ class EvalRunner:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
 
-    def run(self, *, limit: int | None = None, progress: bool = True) -> dict[str, Any]:
+    def run(
+        self, *, limit: int | None = None, progress: bool = True, executor: Executor | None = None
+    ) -> dict[str, Any]:
+        """Run every expression without a record, then summarise. `executor` runs them
+        elsewhere (e.g. `eval.distributed.RayExecutor`); by default they run in this process
+        (`workers` threads). Records are written here, whichever executor ran them."""
         self.out.mkdir(parents=True, exist_ok=True)
         work = self.out / ".work"
         records_path = self.out / RECORDS
@@ -161,30 +171,32 @@ class EvalRunner:
             unit="expr",
             disable=not progress,
         )
-
-        def keep(record: dict[str, Any]) -> None:  # only this thread appends: whole lines, no lock
+        run = executor or self._in_process
+        for record in run(todo, work):  # only this thread appends: whole lines, no lock
             append_jsonl(records_path, record)
             done[record["key"]] = record
             bar.update(1)
-
-        if self.workers == 1:
-            for sample in todo:
-                keep(self._run_one(sample, work))
-        else:
-            with ThreadPoolExecutor(max_workers=self.workers) as pool:
-                futures = [pool.submit(self._run_one, sample, work) for sample in todo]
-                try:
-                    for future in as_completed(futures):
-                        keep(future.result())
-                except BaseException:
-                    for future in futures:  # what has not started stays for the resumed run
-                        future.cancel()
-                    raise
         bar.close()
         shutil.rmtree(work, ignore_errors=True)
         return self.finish([done[s.key] for s in samples])
 
-    def _run_one(self, sample: Sample, work: Path) -> dict[str, Any]:
+    def _in_process(self, todo: list[Sample], work: Path) -> Iterator[dict[str, Any]]:
+        if self.workers == 1:
+            for sample in todo:
+                yield self.run_sample(sample, work)
+            return
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            futures = [pool.submit(self.run_sample, sample, work) for sample in todo]
+            try:
+                for future in as_completed(futures):
+                    yield future.result()
+            except BaseException:
+                for future in futures:  # what has not started stays for the resumed run
+                    future.cancel()
+                raise
+
+    def run_sample(self, sample: Sample, work: Path) -> dict[str, Any]:
+        """One expression: predictions and trace written in place; returns its record."""
         started = time.time()
         gt = self.bench.ground_truth(sample)
         frames = _link_frames(self.bench, sample, work / "frames" / sample.key)
@@ -197,7 +209,8 @@ class EvalRunner:
             sampled = uniform_indices(video.num_frames, self.num_frames)
             prompt = baseline_prompt(self.baseline, sample.key, gt, sampled)
             assert self.tracker is not None
-            masks = _tracked(self.tracker, video, prompt) if prompt is not None else _empty(video)
+            tracker = resolve_tracker(self.tracker)
+            masks = _tracked(tracker, video, prompt) if prompt is not None else _empty(video)
             record["keyframe_index"] = prompt[0] if prompt else None
         else:
             assert self.context is not None and self.graph is not None

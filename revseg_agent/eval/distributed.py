@@ -1,0 +1,116 @@
+"""Evaluation on a Ray cluster: `revseg eval ... --ray [ADDRESS] --workers N`.
+
+Each worker is a Ray actor that builds its own runner from the `EvalSpec` (its own policy and
+tracker, `gpus_per_worker` GPUs each) and runs whole expressions: predictions and traces are
+written by the worker into the output folder (which every node must see: one machine, or a
+shared file system), and its record comes back to the coordinating process, which alone appends
+`records.jsonl` and writes `results.json` exactly as a single-process run does. So a killed Ray
+run resumes with either executor. A failed expression is retried (`retries`), on another worker
+when one is free; a worker process that dies is restarted by Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from revseg_agent.eval.datasets import Sample
+from revseg_agent.eval.spec import EvalSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    #: A running cluster (`ray://host:10001`, `auto`), or None for a local one started here.
+    address: str | None = None
+    workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    #: Attempts after the first for an expression whose task failed.
+    retries: int = 2
+
+
+class EvalWorker:
+    """One Ray actor: a runner of its own, built from the spec in the worker's process."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # a worker per CPU: do not oversubscribe the node
+        self.runner = EvalSpec.model_validate(spec).build_runner()
+        self.samples = {s.key: s for s in self.runner.bench.samples()}
+
+    def run(self, key: str, work: str) -> dict[str, Any]:
+        return self.runner.run_sample(self.samples[key], Path(work))
+
+
+class RayExecutor:
+    """An `EvalRunner` executor that runs expressions on Ray actors."""
+
+    def __init__(self, spec: EvalSpec, options: RayOptions | None = None) -> None:
+        self.spec = spec
+        self.options = options or RayOptions()
+        if self.options.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.options.workers}")
+
+    def __call__(self, todo: list[Sample], work: Path) -> Iterator[dict[str, Any]]:
+        if not todo:
+            return
+        ray = _import_ray()
+        started_here = not ray.is_initialized()
+        if started_here:
+            kwargs: dict[str, Any] = {"address": self.options.address} if self.options.address else {}
+            if not self.options.address:  # a local cluster sized for the workers asked for
+                kwargs["num_cpus"] = max(1, int(self.options.workers * self.options.cpus_per_worker))
+            ray.init(include_dashboard=False, logging_level=logging.WARNING, **kwargs)
+        try:
+            yield from self._run(ray, todo, work)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+    def _run(self, ray: Any, todo: list[Sample], work: Path) -> Iterator[dict[str, Any]]:
+        opts = self.options
+        actor = ray.remote(
+            num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker, max_restarts=opts.retries
+        )(EvalWorker)
+        spec = self.spec.model_dump(mode="json")
+        workers = [actor.remote(spec) for _ in range(min(opts.workers, len(todo)))]
+        queue = [(s.key, 0) for s in todo]
+        running: dict[Any, tuple[Any, str, int]] = {}
+        idle = list(workers)
+        try:
+            while queue or running:
+                while queue and idle:
+                    key, attempt = queue.pop(0)
+                    worker = idle.pop()
+                    running[worker.run.remote(key, str(work))] = (worker, key, attempt)
+                (ref,), _ = ray.wait(list(running), num_returns=1)
+                worker, key, attempt = running.pop(ref)
+                idle.append(worker)
+                try:
+                    record = ray.get(ref)
+                except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+                    if attempt >= opts.retries:
+                        raise RuntimeError(f"{key} failed {attempt + 1} times; last: {exc}") from exc
+                    logger.warning("%s failed (attempt %d), retrying: %s", key, attempt + 1, exc)
+                    queue.append((key, attempt + 1))
+                    continue
+                yield record
+        finally:
+            for ref in running:  # what has not finished stays for the resumed run
+                ray.cancel(ref, force=True)
+            for worker in workers:
+                ray.kill(worker)
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ImportError("evaluation on Ray needs the `ray` extra: pip install -e .[ray]") from exc
+    return ray
