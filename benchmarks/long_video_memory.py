@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--trackers", nargs="+", default=["classical", "sam2"], choices=["classical", "sam2"])
     parser.add_argument("--sam2-image-size", dest="image_size", type=int, default=1024)
     parser.add_argument(
+        "--modes", nargs="+", default=["streamed", "in-memory"], choices=["streamed", "in-memory"]
+    )
+    parser.add_argument(
         "--work", type=Path, default=None, help="folder for clips and outputs (default: temp)"
     )
     # child-process arguments
@@ -157,15 +160,14 @@ def main() -> None:
     print(f"{'tracker':<10} {'path':<10} {'frames':>7} {'peak MB':>9} {'seconds':>8} {'masks equal':>12}")
     for tracker in args.trackers:
         counts = args.frames if tracker == "classical" else args.sam2_frames
-        peaks: dict[str, list[float]] = {"streamed": [], "in-memory": []}
+        peaks: dict[str, list[float]] = {mode: [] for mode in args.modes}
         for n in counts:
             clip = work / f"clip-{n}.mp4"
             if not clip.exists():
                 write_clip(clip, n)
             runs = {m: measure(clip, tracker, m, work / f"{tracker}-{m}-{n}", args) for m in peaks}
-            a = read_masks_json(work / f"{tracker}-streamed-{n}" / "masks.json")
-            b = read_masks_json(work / f"{tracker}-in-memory-{n}" / "masks.json")
-            equal = a.frames == b.frames
+            outputs = [read_masks_json(work / f"{tracker}-{m}-{n}" / "masks.json").frames for m in peaks]
+            equal: bool | str = all(o == outputs[0] for o in outputs) if len(outputs) > 1 else "-"
             for mode, run in runs.items():
                 peaks[mode].append(run["peak_mb"])
                 peak, secs = run["peak_mb"], run["seconds"]

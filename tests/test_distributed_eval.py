@@ -117,13 +117,21 @@ def test_ray_graph_run_equals_the_single_process_run_and_resumes_either_way(
 def test_a_failing_expression_is_retried_then_reported_and_the_rest_are_kept(
     local_cluster: None, tmp_path: Path
 ) -> None:
+    import shutil
+
     root = write_textured_mevis(tmp_path / "gt")
     meta = json.loads((root / "meta_expressions.json").read_text())
-    meta["videos"]["vid1"]["frames"].append("99999")  # a frame that does not exist: every try fails
+    good = meta["videos"]["vid1"]
+    shutil.copytree(root / "JPEGImages" / "vid1", root / "JPEGImages" / "vid0")
+    broken = json.loads(json.dumps(good))
+    broken["frames"].append("99999")  # a frame without masks: every try of vid1 fails
+    meta["videos"] = {"vid0": good, "vid1": broken}
     (root / "meta_expressions.json").write_text(json.dumps(meta))
     spec = _spec(root, tmp_path / "out", baseline="oracle")
-    with pytest.raises(RuntimeError, match=r"failed 3 times"):
+    with pytest.raises(RuntimeError, match=r"vid1__\d failed 3 times"):
         spec.build_runner(load=False).run(
             progress=False, executor=RayExecutor(spec, RayOptions(workers=2, retries=2))
         )
+    kept = read_records(tmp_path / "out" / RECORDS)
+    assert {"vid0__0", "vid0__1"} <= set(kept) <= {"vid0__0", "vid0__1", "vid0__2"}
     assert not (tmp_path / "out" / "results.json").exists()

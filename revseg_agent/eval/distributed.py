@@ -101,9 +101,7 @@ class RayExecutor:
                     queue.append((key, attempt + 1))
                     continue
                 yield record
-        finally:
-            for ref in running:  # what has not finished stays for the resumed run
-                ray.cancel(ref, force=True)
+        finally:  # killing a worker ends its task: what has not finished stays for a resumed run
             for worker in workers:
                 ray.kill(worker)
 
