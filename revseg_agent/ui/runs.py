@@ -238,12 +238,14 @@ class RunBook:
 
     def _context(self, info: RunInfo, progress: ProgressFn | None) -> Context:
         tracker = resolve_tracker(self.trackers[info.tracker])
-        done = {"n": 0}
+        done = {"n": 0, "total": 0}
 
         def track_progress(n: int) -> None:
+            if not done["total"]:  # once per run, not per frame: it opens the video
+                done["total"] = tracker.work_units(open_video(info.video))
             done["n"] += n
             if progress is not None:
-                progress(done["n"], tracker.work_units(open_video(info.video)))
+                progress(done["n"], done["total"])
 
         return Context(
             policy=resolve_policy(self.policies[info.policy]),
