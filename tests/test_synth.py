@@ -17,7 +17,7 @@ from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.masks_io import decode_rle
 from revseg_agent.synth import SPLITS, WorldSpec, write_world
 from revseg_agent.synth.queries import PHRASINGS
-from revseg_agent.synth.scenes import COLOURS
+from revseg_agent.synth.scenes import lit_colour
 
 SPEC = WorldSpec(seed=3, train=8, valid=2, test=6)
 
@@ -71,8 +71,9 @@ def test_splits_share_no_video(world: Path) -> None:
 
 
 def test_masks_are_exactly_the_pixels_of_their_objects(world: Path) -> None:
-    """On every rendered frame, the pixels of an object colour are exactly the masks of the
-    objects of that colour (the floor never reaches those values), and masks never overlap."""
+    """On every rendered frame, the pixels of an object colour (under the scene's light) are
+    exactly the masks of the objects of that colour (the floor never reaches those values), and
+    masks never overlap."""
     meta, masks = _meta(world, "train"), _masks(world, "train")
     for video, entry in meta.items():
         objects = entry["objects"]
@@ -89,7 +90,7 @@ def test_masks_are_exactly_the_pixels_of_their_objects(world: Path) -> None:
             stacked = np.stack([m[t] for m in by_obj.values()]) if by_obj else np.zeros((0, *frame.shape[:2]))
             assert stacked.sum(axis=0).max(initial=0) <= 1  # no pixel belongs to two objects
             for obj, stack in by_obj.items():
-                colour = COLOURS[objects[obj]["name"].split()[1]]  # type: ignore[index]
+                colour = lit_colour(objects[obj]["name"].split()[1], frame.shape[:2])  # type: ignore[index]
                 painted = np.all(frame == colour, axis=-1)
                 same = [
                     o for o in objects if objects[o]["name"].split()[1] == objects[obj]["name"].split()[1]
@@ -185,3 +186,13 @@ def test_cli_writes_once_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest
     assert "train: 2 videos" in capsys.readouterr().out
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite", "--seed", "1"]) == 0
+
+
+@pytest.mark.parametrize("colour", ["red", "green", "blue", "yellow", "purple", "white"])
+def test_the_light_puts_position_into_an_objects_own_pixels(colour: str) -> None:
+    """Qwen2.5-VL has no absolute position embedding: an object's position must be readable
+    from its own pixels. Every colour looks different left vs right and top vs bottom."""
+    lit = lit_colour(colour).astype(int)
+    h, w = lit.shape[:2]
+    assert np.abs(lit[h // 2, 4] - lit[h // 2, w - 5]).sum() >= 20  # left vs right
+    assert np.abs(lit[4, w // 2] - lit[h - 5, w // 2]).sum() >= 20  # top vs bottom

@@ -19,6 +19,15 @@ mismatch (boxes would be mis-scaled) is an error.
 
 Traces carry token ids only where the server returns them; training replays a local
 `QwenVLPolicy`. Log-probs are recorded when the server returns them.
+
+`transformers serve` (`served:transformers+http://...`) speaks a narrower dialect: it refuses
+`top_k`, `min_p`, `repetition_penalty`, `presence_penalty`, `logprobs` and `n` in a request, and
+otherwise generates with the checkpoint's `generation_config.json` (Qwen2.5-VL releases:
+repetition penalty 1.05, top-k 1, top-p 0.001). Its one handle on the penalty is
+`frequency_penalty`, read as `repetition_penalty = 1 + frequency_penalty`
+(`transformers/cli/serving/chat_completion.py`), so greedy calls send 0.0 and equal the local
+policy's answers. Sampling is refused (top-k 1 would make it greedy without saying so), and so are
+videos (it decodes only a file path or URL itself, not the frames the graph sampled).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -61,6 +70,12 @@ class ServedPolicyError(RevsegError):
     """The server could not be reached or answered with an error."""
 
 
+#: Which server's dialect of the OpenAI chat API is spoken.
+ServerKind = Literal["vllm", "transformers"]
+#: `served:transformers+http://...` names a `transformers serve` endpoint.
+TRANSFORMERS_PREFIX = "transformers+"
+
+
 class ServedPolicy:
     """Calls `POST {base_url}/chat/completions` (OpenAI format) for every policy call."""
 
@@ -72,9 +87,11 @@ class ServedPolicy:
         api_key: str = "EMPTY",
         timeout_s: float = 600,
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
+        server: ServerKind = "vllm",
     ):
         import httpx
 
+        self.server = server
         self.frame_layout = check_layout(frame_layout)
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
@@ -89,8 +106,11 @@ class ServedPolicy:
 
     @classmethod
     def from_spec(cls, spec: str) -> ServedPolicy:
-        """`served:<base_url>[#<model>]`, e.g. `served:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-VL-7B-Instruct`."""
+        """`served:<base_url>[#<model>]`, e.g. `served:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-VL-7B-Instruct`
+        (vLLM, SGLang); `served:transformers+<base_url>[#<model>]` for `transformers serve`."""
         url, _, model = spec.removeprefix("served:").partition("#")
+        if url.startswith(TRANSFORMERS_PREFIX):
+            return cls(url.removeprefix(TRANSFORMERS_PREFIX), model or None, server="transformers")
         return cls(url, model or None)
 
     @property
@@ -126,6 +146,8 @@ class ServedPolicy:
         n: int = 1,
     ) -> list[Generation]:
         chat, sizes, timings = _openai_messages(messages, visuals, self.frame_layout)
+        if self.server == "transformers":
+            return self._generate_transformers(chat, sizes, sampling, n)
         body: dict[str, Any] = {
             "model": self.model,
             "messages": chat,
@@ -163,6 +185,52 @@ class ServedPolicy:
                     prompt_ids=prompt_ids,
                     completion_ids=[int(t) for t in choice.get("token_ids") or []],
                     logprobs=[float(t["logprob"]) for t in content],
+                    image_sizes=sizes.images,
+                    video_sizes=sizes.videos,
+                )
+            )
+        return out
+
+    def _generate_transformers(
+        self, chat: list[dict[str, Any]], sizes: SentSizes, sampling: SamplingParams, n: int
+    ) -> list[Generation]:
+        """`transformers serve`: greedy only, one request per completion, no ids or log-probs."""
+        if sizes.videos:
+            raise ServedPolicyError(
+                "transformers serve takes a video only as a file path or URL that it decodes and "
+                "samples itself, not the frames the graph sampled; serve round 1 with vLLM or "
+                "SGLang (served:http://...), or run the policy locally"
+            )
+        if sampling.do_sample:
+            raise ServedPolicyError(
+                "transformers serve cannot sample as asked: it refuses top_k in a request and "
+                "applies the checkpoint's (Qwen2.5-VL releases: top_k 1), so sampling would be "
+                "greedy without saying so; use greedy decoding or a vLLM server"
+            )
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": chat,
+            "max_tokens": sampling.max_new_tokens,
+            "temperature": 0.0,  # do_sample=False
+            "top_p": 1.0,
+            # the only way to lift the checkpoint's repetition penalty: transformers serve sets
+            # repetition_penalty = 1 + frequency_penalty
+            "frequency_penalty": 0.0,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        out = []
+        for _ in range(n):
+            data = self._request("POST", "/chat/completions", body)
+            choices = data.get("choices") or []
+            if len(choices) != 1:
+                raise ServedPolicyError(f"asked the server for 1 completion, got {len(choices)}")
+            out.append(
+                Generation(
+                    text=choices[0]["message"].get("content") or "",
+                    prompt_ids=[],
+                    completion_ids=[],
+                    logprobs=[],
                     image_sizes=sizes.images,
                     video_sizes=sizes.videos,
                 )

@@ -27,7 +27,7 @@ from revseg_agent.synth.queries import NO_TARGET, PHRASINGS, Query, absent_query
 from revseg_agent.synth.scenes import render_scene
 
 SPLITS = ("train", "valid", "test")
-VERSION = 2
+VERSION = 3
 
 
 @dataclass(frozen=True)
