@@ -107,3 +107,38 @@ def test_same_input_same_masks_whatever_ran_before(demo_clip: Path) -> None:
     for thread in threads:
         thread.join(timeout=120)
     assert all(np.array_equal(first, from_threads[k]) for k in range(2))
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (0.0, 0.0, 2.0, 2.0),  # a corner
+        (
+            110.0,
+            40.0,
+            112.0,
+            60.0,
+        ),  # 2 px wide at the right edge (a policy's "[112, 25, 112, 52]" after clipping)
+        (40.0, 110.0, 60.0, 112.0),  # 2 px high at the bottom edge
+        (55.0, 55.0, 57.0, 57.0),  # tiny, in the middle
+        (0.0, 0.0, 112.0, 112.0),  # the whole frame
+    ],
+)
+def test_tiny_and_edge_boxes_track_instead_of_crashing(
+    tmp_path: Path, box: tuple[float, float, float, float]
+) -> None:
+    """OpenCV's CSRT asserts on 1-2 px templates; a policy's box may be that small."""
+    from PIL import Image
+
+    from revseg_agent.tools.base import stream_masks
+    from revseg_agent.types import Box
+
+    for k in range(6):
+        Image.fromarray(_noise(k)).save(tmp_path / f"{k:05d}.png")
+    video = open_video(tmp_path)
+    frames = list(stream_masks(ClassicalTracker(), video, frame_index=2, boxes=[Box(*box)]))
+    assert sorted(f.index for f in frames) == list(range(6))
+
+
+def _noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (112, 112, 3)).astype(np.uint8)

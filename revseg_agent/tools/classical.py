@@ -66,6 +66,22 @@ def _create_csrt() -> cv2.Tracker:
     )
 
 
+#: CSRT cannot start on a template narrower or lower than a few pixels (OpenCV asserts in
+#: `resize`: measured with 1-2 px boxes, more often at a frame's edge); its box starts at least
+#: this big, centred on the object's and kept inside the frame. The object's own box is unchanged.
+MIN_CSRT_SIDE = 8
+
+
+def _csrt_start_box(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """`(x, y, w, h)` for CSRT's `init`: `box` grown to `MIN_CSRT_SIDE` where it is smaller."""
+    x, y, w, h = box.to_int_xywh()
+    side_w, side_h = min(max(w, MIN_CSRT_SIDE), width), min(max(h, MIN_CSRT_SIDE), height)
+    cx, cy = x + w / 2, y + h / 2
+    x = int(min(max(round(cx - side_w / 2), 0), width - side_w))
+    y = int(min(max(round(cy - side_h / 2), 0), height - side_h))
+    return x, y, side_w, side_h
+
+
 def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a boolean mask to `(height, width)` with bilinear interpolation, thresholded at 0.5."""
     if mask.shape == size:
@@ -103,7 +119,7 @@ class _Walk:
         trackers = []
         for box in key_boxes:
             tracker = _create_csrt()
-            tracker.init(key_frame, box.to_int_xywh())
+            tracker.init(key_frame, _csrt_start_box(box, key_frame.shape[1], key_frame.shape[0]))
             trackers.append(tracker)
         prev = [(mask, box) for (mask, _), box in zip(key_state, key_boxes, strict=True)]
         return cls(trackers, prev)
