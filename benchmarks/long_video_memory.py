@@ -7,7 +7,9 @@ on the middle frame, then write what `revseg segment` writes (masks.json, PNG ma
   its attention window dropped);
 - in-memory: the path before streaming (classical: frames in memory; SAM2: sam2's own
   `init_state`, every frame at the model's input size) -> one dense `(frames, H, W)` stack.
-Prints peak RSS per run, the long/short ratio per path, and whether the streamed masks equal
+Prints peak RSS per run (and, to tell a peak from growth: the peak right after building the
+tracker, the largest resident size sampled while streaming, the resident size at the end), the
+long/short ratio per path, and whether the streamed masks equal
 the in-memory ones. SAM2 is a random-init SAM2.1 Hiera-T at `--sam2-image-size` (default 1024,
 the released models' input size): memory is what is measured, not mask quality. On a CPU SAM2
 at 1024 takes ~4 s a frame: pick `--sam2-frames` to fit your patience.
@@ -77,11 +79,15 @@ def child(args: argparse.Namespace) -> None:
             args.checkpoint, SAM2_CONFIG, device="cpu", image_size=args.image_size, stream_frames=streamed
         )
     out = Path(args.out)
+    load_peak_mb = _peak_mb()  # set by building the tracker (weights, checkpoint read)
+    stream_rss_mb = 0.0
     started = time.perf_counter()
     if streamed:
         writer = MaskStreamWriter(video.num_frames, video.info.height, video.info.width)
-        for frame in tracker.stream(video, frame_index=key, boxes=boxes):
+        for k, frame in enumerate(tracker.stream(video, frame_index=key, boxes=boxes)):
             writer.add(frame)
+            if k % 10 == 0:
+                stream_rss_mb = max(stream_rss_mb, _rss_mb())
         track = writer.track()
         write_masks_json(out / "masks.json", track)
         write_png_masks(out / "masks", (track.frame(i) for i in range(track.num_frames)))
@@ -92,8 +98,27 @@ def child(args: argparse.Namespace) -> None:
         write_png_masks(out / "masks", dense.masks)
         write_overlay_video(out / "overlay.mp4", video, dense, keyframe=key, boxes=boxes)
     seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    print(json.dumps({"peak_mb": peak_mb, "seconds": seconds}))
+    print(
+        json.dumps(
+            {
+                "peak_mb": _peak_mb(),
+                "seconds": seconds,
+                "load_peak_mb": load_peak_mb,
+                "stream_rss_mb": stream_rss_mb,
+                "end_rss_mb": _rss_mb(),
+            }
+        )
+    )
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _rss_mb() -> float:
+    """Current resident memory (Linux `/proc/self/statm`), to tell a peak from growth."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 2**20
 
 
 def measure(clip: Path, tracker: str, mode: str, out: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -157,7 +182,10 @@ def main() -> None:
     if "sam2" in args.trackers:
         args.checkpoint = build_sam2(work / f"sam2.1_hiera_t_{args.image_size}.pt", args.image_size)
     print(f"480p ({SIZE[1]}x{SIZE[0]}) clips; peak RSS of one process (MB)")
-    print(f"{'tracker':<10} {'path':<10} {'frames':>7} {'peak MB':>9} {'seconds':>8} {'masks equal':>12}")
+    print(
+        f"{'tracker':<10} {'path':<10} {'frames':>7} {'peak MB':>9} {'load peak':>10} "
+        f"{'max RSS streaming':>18} {'end RSS':>8} {'seconds':>8} {'masks equal':>12}"
+    )
     for tracker in args.trackers:
         counts = args.frames if tracker == "classical" else args.sam2_frames
         peaks: dict[str, list[float]] = {mode: [] for mode in args.modes}
@@ -171,7 +199,11 @@ def main() -> None:
             for mode, run in runs.items():
                 peaks[mode].append(run["peak_mb"])
                 peak, secs = run["peak_mb"], run["seconds"]
-                print(f"{tracker:<10} {mode:<10} {n:>7} {peak:>9.0f} {secs:>8.1f} {equal!s:>12}")
+                load, during, end = run["load_peak_mb"], run["stream_rss_mb"], run["end_rss_mb"]
+                print(
+                    f"{tracker:<10} {mode:<10} {n:>7} {peak:>9.0f} {load:>10.0f} "
+                    f"{during:>18.0f} {end:>8.0f} {secs:>8.1f} {equal!s:>12}"
+                )
         for mode, (short, long) in peaks.items():
             ratio = f"{long / short:.2f}x ({counts[1]} vs {counts[0]} frames)"
             print(f"{tracker:<10} {mode:<10} long/short peak RSS: {ratio}")
