@@ -73,7 +73,7 @@ def test_the_shipped_checkpoint_loads_by_name() -> None:
 
 #: What the shipped checkpoint scores on the first 4 test videos of `revseg synth --seed 0`
 #: (greedy, 8 frames, weight-free tracker), as documented in the README; re-measured here.
-DOCUMENTED_MINI = {"J&F": 17.99, "round1_parse_rate": 1.0, "round2_parse_rate": 1.0}
+DOCUMENTED_MINI = {"J&F": 38.48, "round1_parse_rate": 1.0, "round2_parse_rate": 1.0}
 
 
 @pytest.mark.slow
@@ -104,42 +104,3 @@ def test_the_shipped_checkpoint_reproduces_its_documented_numbers(tmp_path: Path
     assert measured["J&F"] == pytest.approx(DOCUMENTED_MINI["J&F"], abs=3.0)
     for key in ("round1_parse_rate", "round2_parse_rate"):
         assert measured[key] == pytest.approx(DOCUMENTED_MINI[key], abs=0.1), key
-
-
-@pytest.mark.slow
-def test_grpo_on_the_world_raises_the_mean_reward_from_the_shipped_sft_checkpoint(tmp_path: Path) -> None:
-    """ReVSeg's own rewards (format, temporal, spatial) on expressions of the synthetic world:
-    GRPO steps from the shipped SFT checkpoint raise the mean reward of the groups they train on."""
-    from revseg_agent.synth import WorldSpec, write_world
-    from revseg_agent.training.data import load_samples
-    from revseg_agent.training.recipe import BenchmarkData, Recipe
-    from revseg_agent.training.trainer import GRPOTrainer
-
-    write_world(tmp_path / "world", WorldSpec(seed=0, train=2, valid=0, test=0))
-    recipe = Recipe.model_validate(
-        {
-            "policy": "revseg-tiny",
-            "output_dir": str(tmp_path / "grpo"),
-            "data": BenchmarkData(dataset="mevis", root=str(tmp_path / "world" / "train"), limit=2),
-            "group_size": 6,
-            "prompts_per_step": 2,
-            "learning_rate": GRPO_TEST_LR,
-            "beta": 0.0,
-            "temperature": 1.0,
-            "max_new_tokens": 160,
-            "num_frames": 8,
-            "max_steps": GRPO_TEST_STEPS,
-            "save_every": 1000,
-            "seed": 0,
-            "device": "cpu",
-        }
-    )
-    trainer = GRPOTrainer(recipe, load_samples(recipe.data, tmp_path / "grpo"))
-    history = trainer.train()
-    rewards = [m["reward_total"] for m in history]
-    print("mean reward per step:", [round(r, 3) for r in rewards])
-    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.1
-
-
-GRPO_TEST_LR = 1e-3
-GRPO_TEST_STEPS = 12
