@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
+import httpx
 import numpy as np
 import pytest
 
@@ -120,3 +127,40 @@ def render_in_chromium(page: Path | str, shot: Path, *, size: str = "1280,1600")
         timeout=120,
     )
     return shot
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server_process(
+    args: list[str], ready_url: str, log: Path, *, timeout_s: float = 120, **popen: Any
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process (output to `log`), wait until `ready_url` answers 200, and stop
+    it afterwards; a server that exits or never answers fails with the end of its log."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, **popen)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"the server exited:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
+
+from .conftest import free_port, server_process
 
 pytest.importorskip("langgraph_api", reason="the serve extra (langgraph-cli[inmem]) is not installed")
 from langgraph_sdk import get_sync_client
@@ -35,18 +33,12 @@ NODES_AND_RESPOND = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     cli = shutil.which("langgraph", path=str(Path(sys.executable).parent))
     if cli is None:
         pytest.skip("the langgraph CLI is not installed")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = {
         **os.environ,
@@ -55,28 +47,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LANGCHAIN_TRACING_V2": "false",
     }
     args = [cli, "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"the server exited:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/ok", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise AssertionError(f"the server did not start:\n{log.read_text()[-3000:]}")
+    with server_process(args, f"{url}/ok", log, cwd=ROOT, env=env):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _context(policy_dir: Path, **extra: Any) -> dict[str, Any]:

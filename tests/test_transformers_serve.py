@@ -6,10 +6,7 @@ otherwise: these tests model that trap."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -23,15 +20,11 @@ from revseg_agent.policies.served import ServedPolicy, ServedPolicyError, _opena
 from revseg_agent.registry import load_policy, policy_source
 from revseg_agent.synth.scenes import render_scene
 
+from .conftest import free_port, server_process
+
 pytestmark = pytest.mark.slow
 
 SERVE = [sys.executable, "-c", "from transformers.cli.transformers import main; main()", "serve"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +33,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     if not is_serve_available():
         pytest.skip("transformers serve needs its extra: pip install 'transformers[serving]'")
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("serve") / "server.log"
     folder = policy_source("revseg-tiny")
     cmd = [
@@ -55,27 +48,9 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--dtype",
         "float32",
     ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"transformers serve did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with server_process(cmd, f"{url}/models", log, timeout_s=180):
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _frame(seed: int) -> np.ndarray:

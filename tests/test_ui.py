@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from revseg_agent.ui.app import OUTPUT_NAMES, launch  # noqa: E402
 from revseg_agent.ui.runs import RunBook  # noqa: E402
 
-from .conftest import render_in_chromium  # noqa: E402
+from .conftest import free_port, render_in_chromium  # noqa: E402
 
 ROUND1 = (
     "<think>The square moves right.</think><answer>frame id: 3\nobject description: the red square</answer>"
@@ -36,12 +35,6 @@ SAMPLED = [0, 3, 7, 10, 13, 16, 20, 23]  # 8 of the demo clip's 24 frames
 def _reply(messages: Sequence[ChatMessage]) -> str:
     last = " ".join(p.text for p in messages[-1].content if isinstance(p, TextPart))
     return ROUND2 if "bbox" in last else ROUND1
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Page:
@@ -59,7 +52,7 @@ class Page:
 @pytest.fixture(scope="module")
 def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     policy = ScriptedPolicy(reply=_reply)
-    port = _free_port()
+    port = free_port()
     app = launch(
         tmp_path_factory.mktemp("ui"),
         policies={"scripted": policy},
