@@ -92,3 +92,30 @@ def test_frame_cache_decodes_once_and_shares_read_only_frames(demo_clip: Path) -
     cache.read(demo_clip, [1, 2, 3])  # over the bound: the least recently used frames go first
     cache.read(demo_clip, [9])
     assert cache.decoded == 6 + 1
+
+
+def test_no_decord_reader_outlives_a_call(demo_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decord reader that has decoded a frame keeps decoding ahead in the background and holds
+    the frames (1.2 GB within seconds on a 1000-frame 480p clip): a video that stays open while
+    a tracker runs must not keep one. Every reader is gone once probing or a read returns."""
+    import gc
+    import weakref
+
+    from revseg_agent.video import Video
+
+    pytest.importorskip("decord")
+    readers: list[weakref.ref[object]] = []
+    opened = Video._open_decord
+
+    def spy(self: Video) -> object:
+        reader = opened(self)
+        readers.append(weakref.ref(reader))
+        return reader
+
+    monkeypatch.setattr(Video, "_open_decord", spy)
+    video = open_video(demo_clip)
+    video.read([0, 3])
+    video.frame(5)
+    gc.collect()
+    assert len(readers) == 3
+    assert all(ref() is None for ref in readers)
