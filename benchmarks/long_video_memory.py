@@ -12,10 +12,12 @@ tracker, the largest resident size sampled while streaming, the resident size at
 long/short ratio per path, and whether the streamed masks equal
 the in-memory ones. SAM2 is a random-init SAM2.1 Hiera-T at `--sam2-image-size` (default 1024,
 the released models' input size): memory is what is measured, not mask quality. On a CPU SAM2
-at 1024 takes ~4 s a frame: pick `--sam2-frames` to fit your patience.
+Hiera-T at 1024 takes ~4 s a frame; `--sam2-model tiny` keeps its per-frame state with a narrow
+image trunk and runs several times faster.
 
-Usage: python benchmarks/long_video_memory.py [--frames 100 1000] [--sam2-frames 30 300]
-       [--trackers classical sam2] [--sam2-image-size 1024] [--work DIR]
+Usage: python benchmarks/long_video_memory.py [--frames 100 1000] [--sam2-frames 100 1000]
+       [--trackers classical sam2] [--sam2-image-size 1024] [--sam2-model hiera-t|tiny]
+       [--modes streamed in-memory] [--work DIR]
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ import numpy as np
 
 SIZE = (480, 854)  # 480p, DAVIS's resolution
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+# `--sam2-model tiny`: Hiera-T's config with a narrow, shallow image trunk (8 channels, 5 blocks)
+# and one memory-attention layer instead of four. What SAM2 keeps per frame (the input-size image,
+# 256-channel FPN features of the frames it is working on, 64-channel mask memories, object
+# pointers, the 7-frame memory bank) is Hiera-T's; the layers run one after another, so one layer
+# has the same transient peak. On this CPU (one thread, 1024) Hiera-T takes ~4 s a frame, most of
+# it the four memory-attention layers over 64x64 tokens; the trunk alone 2.7 s vs 0.37 s.
+SAM2_MODELS: dict[str, list[str]] = {
+    "hiera-t": [],
+    "tiny": [
+        "++model.image_encoder.trunk.embed_dim=8",
+        "++model.image_encoder.trunk.stages=[1,1,2,1]",
+        "++model.image_encoder.trunk.global_att_blocks=[3]",
+        "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]",
+        "++model.memory_attention.num_layers=1",
+    ],
+}
 
 
 def write_clip(path: Path, num_frames: int) -> Path:
@@ -76,7 +94,12 @@ def child(args: argparse.Namespace) -> None:
         from revseg_agent.tools.sam2_tracker import SAM2Tracker
 
         tracker = SAM2Tracker.from_checkpoint(
-            args.checkpoint, SAM2_CONFIG, device="cpu", image_size=args.image_size, stream_frames=streamed
+            args.checkpoint,
+            SAM2_CONFIG,
+            device="cpu",
+            image_size=args.image_size,
+            stream_frames=streamed,
+            hydra_overrides=SAM2_MODELS[args.sam2_model],
         )
     out = Path(args.out)
     load_peak_mb = _peak_mb()  # set by building the tracker (weights, checkpoint read)
@@ -139,6 +162,8 @@ def measure(clip: Path, tracker: str, mode: str, out: Path, args: argparse.Names
         str(args.checkpoint),
         "--sam2-image-size",
         str(args.image_size),
+        "--sam2-model",
+        args.sam2_model,
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -146,14 +171,13 @@ def measure(clip: Path, tracker: str, mode: str, out: Path, args: argparse.Names
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def build_sam2(path: Path, image_size: int) -> Path:
+def build_sam2(path: Path, image_size: int, model_name: str) -> Path:
     import torch
     from sam2.build_sam import build_sam2_video_predictor
 
     torch.manual_seed(0)
-    model = build_sam2_video_predictor(
-        SAM2_CONFIG, None, device="cpu", hydra_overrides_extra=[f"++model.image_size={image_size}"]
-    )
+    overrides = [f"++model.image_size={image_size}", *SAM2_MODELS[model_name]]
+    model = build_sam2_video_predictor(SAM2_CONFIG, None, device="cpu", hydra_overrides_extra=overrides)
     torch.save({"model": model.state_dict()}, path)
     return path
 
@@ -166,6 +190,12 @@ def main() -> None:
     parser.add_argument("--sam2-frames", type=int, nargs=2, default=[100, 1000], help="SAM2: short, long")
     parser.add_argument("--trackers", nargs="+", default=["classical", "sam2"], choices=["classical", "sam2"])
     parser.add_argument("--sam2-image-size", dest="image_size", type=int, default=1024)
+    parser.add_argument(
+        "--sam2-model",
+        default="hiera-t",
+        choices=sorted(SAM2_MODELS),
+        help="random-init SAM2.1 Hiera-T, or 'tiny': Hiera-T with a narrow trunk (same per-frame state)",
+    )
     parser.add_argument(
         "--modes", nargs="+", default=["streamed", "in-memory"], choices=["streamed", "in-memory"]
     )
@@ -188,7 +218,8 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="revseg-longvideo-"))
     work.mkdir(parents=True, exist_ok=True)
     if "sam2" in args.trackers:
-        args.checkpoint = build_sam2(work / f"sam2.1_hiera_t_{args.image_size}.pt", args.image_size)
+        name = f"sam2.1_{args.sam2_model}_{args.image_size}.pt"
+        args.checkpoint = build_sam2(work / name, args.image_size, args.sam2_model)
     print(f"480p ({SIZE[1]}x{SIZE[0]}) clips; peak RSS of one process (MB)")
     print(
         f"{'tracker':<10} {'path':<10} {'frames':>7} {'peak MB':>9} {'load peak':>10} "

@@ -127,16 +127,20 @@ class SAM2Tracker:
         offload_state_to_cpu: bool = False,
         stream_frames: bool = True,
         frames_in_memory: int = 4,
+        hydra_overrides: Sequence[str] = (),
     ) -> SAM2Tracker:
         """Build the predictor from a config name (e.g. `configs/sam2.1/sam2.1_hiera_l.yaml`) and a
         checkpoint file (e.g. `sam2.1_hiera_large.pt`), loading it strictly.
 
-        `image_size` lowers the model's input resolution (default 1024) to save memory and time.
+        `image_size` lowers the model's input resolution (default 1024) to save memory and time;
+        `hydra_overrides` (e.g. `++model.image_encoder.trunk.embed_dim=8`) change the config the
+        way sam2's own `hydra_overrides_extra` does, for checkpoints of a variant architecture.
         """
         build_sam = _import_sam2()
         ckpt = check_checkpoint_file(checkpoint)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
+        overrides += list(hydra_overrides)
         try:
             predictor = build_sam.build_sam2_video_predictor(
                 config, str(ckpt), device=device, hydra_overrides_extra=overrides
