@@ -108,6 +108,38 @@ def test_checkpoint_of_another_config_is_rejected(tiny_sam2_checkpoint: Path) ->
         )
 
 
+NARROW_TRUNK = [
+    "++model.image_encoder.trunk.embed_dim=8",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]",
+]
+
+
+def test_a_variant_architecture_loads_with_its_hydra_overrides(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = sam2_build.build_sam2_video_predictor(
+        SAM2_TEST_CONFIG,
+        None,
+        device="cpu",
+        hydra_overrides_extra=[f"++model.image_size={SAM2_TEST_IMAGE_SIZE}", *NARROW_TRUNK],
+    )
+    checkpoint = tmp_path / "narrow.pt"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    tracker = SAM2Tracker.from_checkpoint(
+        checkpoint,
+        SAM2_TEST_CONFIG,
+        device="cpu",
+        image_size=SAM2_TEST_IMAGE_SIZE,
+        hydra_overrides=NARROW_TRUNK,
+    )
+    assert tracker.predictor.image_encoder.trunk.channel_list == [64, 32, 16, 8]
+    with pytest.raises(CheckpointError, match="does not match"):
+        SAM2Tracker.from_checkpoint(
+            checkpoint, SAM2_TEST_CONFIG, device="cpu", image_size=SAM2_TEST_IMAGE_SIZE
+        )
+
+
 # -- SAM2 as its authors run it on a GPU ------------------------------------------------------------
 
 
