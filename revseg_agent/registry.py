@@ -44,20 +44,24 @@ def load_policy(spec: str, device: str | None = None) -> Policy:
 
 #: The tiny policy trained on the synthetic world, shipped inside the package (Hugging Face layout).
 REVSEG_TINY = "revseg-tiny"
+#: The supervised warm start of the current world's recipe (`recipes/revseg-tiny-sft.yaml`, its
+#: step-3250 save): where `recipes/revseg-tiny-grpo.yaml` starts, shipped so GRPO runs from a clone.
+REVSEG_TINY_SFT = "revseg-tiny-sft"
+PACKAGED_POLICIES = (REVSEG_TINY, REVSEG_TINY_SFT)
 
 
 def policy_source(spec: str) -> str:
-    """The folder or hub id a local policy spec loads from: `revseg-tiny` is the packaged
-    checkpoint, anything else is passed to `from_pretrained` as given."""
-    if spec != REVSEG_TINY:
+    """The folder or hub id a local policy spec loads from: `revseg-tiny` and `revseg-tiny-sft`
+    are packaged checkpoints, anything else is passed to `from_pretrained` as given."""
+    if spec not in PACKAGED_POLICIES:
         return spec
     from importlib import resources
 
     from revseg_agent.errors import CheckpointError
 
-    folder = Path(str(resources.files("revseg_agent"))) / "assets" / REVSEG_TINY
+    folder = Path(str(resources.files("revseg_agent"))) / "assets" / spec
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"the {REVSEG_TINY} checkpoint is not part of this installation ({folder})")
+        raise CheckpointError(f"the {spec} checkpoint is not part of this installation ({folder})")
     return str(folder)
 
 

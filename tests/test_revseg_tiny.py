@@ -104,3 +104,42 @@ def test_the_shipped_checkpoint_reproduces_its_documented_numbers(tmp_path: Path
     assert measured["J&F"] == pytest.approx(DOCUMENTED_MINI["J&F"], abs=3.0)
     for key in ("round1_parse_rate", "round2_parse_rate"):
         assert measured[key] == pytest.approx(DOCUMENTED_MINI[key], abs=0.1), key
+
+
+#: GRPO steps of the shipped recipe in the test below (the recipe runs 40).
+GRPO_TEST_STEPS = 24
+
+
+@pytest.mark.slow
+def test_grpo_on_the_world_raises_the_held_out_reward_of_the_sft_checkpoint(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    """`recipes/revseg-tiny-grpo.yaml` from `revseg-tiny-sft` on train expressions of the world:
+    the mean ReVSeg reward (format + temporal + spatial) of held-out valid expressions rises
+    (measured: 0.59 -> 0.91 over 48 rollouts, format 0.25 -> 0.40, temporal 0.33 -> 0.50).
+    The held-out rollouts use seeds no training step uses, so unchanged weights score the same."""
+    from revseg_agent.synth import WorldSpec, write_world
+    from revseg_agent.training.data import load_samples
+    from revseg_agent.training.recipe import BenchmarkData, Recipe
+    from revseg_agent.training.trainer import GRPOTrainer
+
+    write_world(tmp_path / "world", WorldSpec(seed=0, train=32, valid=3, test=0))
+    shipped = Recipe.load(Path(__file__).parents[1] / "recipes" / "revseg-tiny-grpo.yaml")
+    assert shipped.policy == "revseg-tiny-sft"
+    recipe = shipped.model_copy(
+        update={
+            "output_dir": str(tmp_path / "grpo"),
+            "data": BenchmarkData(dataset="mevis", root=str(tmp_path / "world" / "train")),
+            "max_steps": GRPO_TEST_STEPS,
+        }
+    )
+    trainer = GRPOTrainer(recipe, load_samples(recipe.data, tmp_path))
+    valid = BenchmarkData(dataset="mevis", root=str(tmp_path / "world" / "valid"), limit=8)
+    held_out = load_samples(valid, tmp_path)
+    before = trainer.held_out_rewards(held_out)
+    assert trainer.held_out_rewards(held_out) == before  # same seeds, same weights: same rollouts
+    trainer.train()
+    after = trainer.held_out_rewards(held_out)
+    print("held-out mean rewards before", before, "after", after)
+    assert after["total"] > before["total"] + 0.15
+    assert after["format"] > before["format"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,6 +287,15 @@ class GRPOTrainer:
             extra=self.extra_rewards,
         )
 
+    def held_out_rewards(self, samples: Sequence[TrainingSample]) -> dict[str, float]:
+        """Mean reward per component over `group_size` rollouts of each sample, with rollout
+        seeds no training step uses (those of step `HELD_OUT_STEP`) and no update: the same
+        number before and after a run for unchanged weights, so the difference is what it learned."""
+        rows: list[dict[str, float | None]] = []
+        for sample in samples:
+            rows += self._rewards(self.rollouts(sample, HELD_OUT_STEP), sample)
+        return mean_rewards(rows)
+
     def _collect(self, batch: list[TrainingSample], store: TraceStore | None) -> list[Group]:
         """Rollouts and rewards for each sample of a micro-batch (and store them)."""
         groups = []
@@ -470,10 +479,8 @@ class GRPOTrainer:
         grad_norm = self._optimizer_step()
         all_groups = [g for micro in micro_batches for g in micro]
         metrics: dict[str, float] = {"step": float(self.step)}
-        names = sorted({k for g in all_groups for row in g.rewards for k in row})
-        for name in names:
-            values = [float(v) for g in all_groups for row in g.rewards if (v := row.get(name)) is not None]
-            metrics[f"reward_{name}"] = float(np.mean(values)) if values else float("nan")
+        rows = [row for g in all_groups for row in g.rewards]
+        metrics.update({f"reward_{name}": value for name, value in mean_rewards(rows).items()})
         rollouts = [t for g in all_groups for t in g.traces]
         counted = max(sum(len(s.completion_ids) for x in todo if x.weight for s in x.steps), 1)
         metrics["loss"] = loss_sum
@@ -621,6 +628,20 @@ class GRPOTrainer:
             tracker.start()
             trackers.append(tracker)
         return trackers
+
+
+#: The step whose rollout seeds `held_out_rewards` uses (a run would need a million steps to meet it).
+HELD_OUT_STEP = 1_000_000
+
+
+def mean_rewards(rows: Sequence[Mapping[str, float | None]]) -> dict[str, float]:
+    """Each reward's mean over the rows that have it (`None`: not defined for that rollout)."""
+    names = sorted({k for row in rows for k in row})
+    means = {}
+    for name in names:
+        values = [float(v) for row in rows if (v := row.get(name)) is not None]
+        means[name] = float(np.mean(values)) if values else float("nan")
+    return means
 
 
 def _as_policy(policy: QwenVLPolicy, model: Any) -> QwenVLPolicy:
