@@ -58,12 +58,14 @@ def test_visual_tokens_start_centred_and_scaled_like_text(fresh: QwenVLPolicy) -
     assert float((feats[0] - feats[1]).norm(dim=-1).mean()) > 0.3 * norm  # images stay distinguishable
 
 
-def test_the_shipped_checkpoint_loads_by_name() -> None:
+@pytest.mark.parametrize("name", ["revseg-tiny", "revseg-tiny-sft"])
+def test_the_shipped_checkpoints_load_by_name(name: str) -> None:
     from revseg_agent.registry import load_policy, policy_source
 
-    folder = Path(policy_source("revseg-tiny"))
+    folder = Path(policy_source(name))
+    assert folder.name == name
     assert (folder / "model.safetensors").stat().st_size < 25 * 2**20
-    policy = load_policy("revseg-tiny", device="cpu")
+    policy = load_policy(name, device="cpu")
     assert isinstance(policy, QwenVLPolicy)
     assert sum(p.numel() for p in policy.model.parameters()) < 2_000_000
     frame = np.asarray(render_scene(7, num_frames=2).frames[0])
