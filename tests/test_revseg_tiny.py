@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
+from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
-from revseg_agent.policies.base import ImageFrame
+from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import build_revseg_tiny
 from revseg_agent.synth.scenes import render_scene
@@ -39,6 +39,21 @@ def test_tokenizer_round_trips_answers_and_splits_digits(fresh: QwenVLPolicy, an
     pieces = [tok.decode([i]) for i in ids]
     assert all(len(p.strip()) <= 1 for p in pieces if p.strip().isdigit())  # one digit per token
     assert "<unk>" not in tok.convert_ids_to_tokens(ids)
+
+
+def test_the_keyframe_gets_8x8_tokens_and_video_frames_4x4(fresh: QwenVLPolicy) -> None:
+    """Round 2 sees the 112 x 112 keyframe upscaled to 224 x 224 (where grounding was learnable,
+    `benchmarks/grounding_probe.py`); the video of round 1 keeps 4 x 4 tokens a frame."""
+    frame = np.asarray(render_scene(3, num_frames=2).frames[0])
+    inputs = fresh.prepare_inputs(round2_messages("the red circle"), {KEYFRAME_REF: ImageFrame(frame)})
+    assert QwenVLPolicy.model_sizes(inputs["image_grid_thw"]) == [(224, 224)]
+    frames = VideoFrames([frame] * 4, [0, 1, 2, 3], 8.0, 4)
+    inputs = fresh.prepare_inputs(
+        round1_messages("the red circle", [0.0, 0.125, 0.25, 0.375]), {FRAMES_REF: frames}
+    )
+    assert [tuple(int(v) for v in row[1:]) for row in inputs["video_grid_thw"]] == [(8, 8)] * len(
+        inputs["video_grid_thw"]
+    )
 
 
 def test_visual_tokens_start_centred_and_scaled_like_text(fresh: QwenVLPolicy) -> None:

@@ -17,7 +17,7 @@ from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.masks_io import decode_rle
 from revseg_agent.synth import SPLITS, WorldSpec, write_world
 from revseg_agent.synth.queries import PHRASINGS
-from revseg_agent.synth.scenes import lit_colour
+from revseg_agent.synth.scenes import lit_colour, render_still
 
 SPEC = WorldSpec(seed=3, train=8, valid=2, test=6)
 
@@ -196,3 +196,13 @@ def test_the_light_puts_position_into_an_objects_own_pixels(colour: str) -> None
     h, w = lit.shape[:2]
     assert np.abs(lit[h // 2, 4] - lit[h // 2, w - 5]).sum() >= 20  # left vs right
     assert np.abs(lit[4, w // 2] - lit[h - 5, w // 2]).sum() >= 20  # top vs bottom
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_still_is_one_lit_shape_whose_mask_is_exactly_its_pixels(seed: int) -> None:
+    still = render_still(seed)
+    colour = still.name.split()[1]
+    assert still.mask.any()
+    assert np.array_equal(np.all(still.frame == lit_colour(colour), axis=-1) & still.mask, still.mask)
+    again = render_still(seed)
+    assert np.array_equal(again.frame, still.frame) and again.name == still.name

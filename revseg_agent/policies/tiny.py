@@ -132,6 +132,7 @@ def build_tiny_qwen2_5_vl(
     vision_depth: int = 2,
     image_max_pixels: int = 112 * 112,
     video_max_pixels: int = 56 * 56,
+    image_min_pixels: int = 56 * 56,
     released_budgets: bool = False,
     released_vocab: bool = False,
     tokenizer_corpus: Sequence[str] | None = None,
@@ -224,7 +225,7 @@ def build_tiny_qwen2_5_vl(
         video_processor = Qwen2VLVideoProcessor(size=size)
     else:
         image_processor = Qwen2VLImageProcessor(
-            size={"shortest_edge": 56 * 56, "longest_edge": image_max_pixels}
+            size={"shortest_edge": image_min_pixels, "longest_edge": image_max_pixels}
         )
         video_processor = Qwen2VLVideoProcessor(
             size={"shortest_edge": 56 * 56, "longest_edge": video_max_pixels * 2},

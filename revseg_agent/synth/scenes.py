@@ -141,6 +141,31 @@ def _background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
     return np.clip(floor + noise, 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class Still:
+    """One lit frame with one shape on a floor: the grounding curriculum's first input."""
+
+    frame: np.ndarray
+    name: str
+    mask: np.ndarray
+
+
+def render_still(seed: int, size: tuple[int, int] = SIZE) -> Still:
+    """A single shape (any colour, shape and size of the world) at a uniform random position
+    on one of the world's floors, under the scene's light; `mask` is exactly its pixels."""
+    rng = np.random.default_rng(seed)
+    frame = _background(rng, size)
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    radius = RADII[list(RADII)[int(rng.integers(len(RADII)))]]
+    h, w = size
+    centre = (float(rng.uniform(radius + 1, w - 1 - radius)), float(rng.uniform(radius + 1, h - 1 - radius)))
+    mask = np.zeros(size, np.uint8)
+    _draw(mask, shape, centre, radius, 1)
+    frame[mask.astype(bool)] = COLOURS[colour]
+    return Still(_lit(frame, _lighting(size)), f"the {colour} {shape}", mask.astype(bool))
+
+
 def _draw(canvas: np.ndarray, shape: str, centre: tuple[float, float], radius: int, value: object) -> None:
     x, y = round(centre[0]), round(centre[1])
     if shape == "circle":

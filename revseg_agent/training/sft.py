@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from revseg_agent.eval.diagnostics import best_sampled_position
@@ -94,13 +95,18 @@ def grounding_loss(policy: QwenVLPolicy, sample: TrainingSample, frame_index: in
     boxes = [b for b in (Box.from_mask(o[frame_index]) for o in sample.gt_objects) if b is not None]
     if not boxes:
         return None
-    video = open_video(sample.video_path)
-    label = sample.description or sample.query
-    inputs = policy.prepare_inputs(
-        round2_messages(label), {KEYFRAME_REF: ImageFrame(video.frame(frame_index))}
-    )
+    frame = open_video(sample.video_path).frame(frame_index)
+    return keyframe_box_loss(policy, frame, sample.description or sample.query, boxes)
+
+
+def keyframe_box_loss(
+    policy: QwenVLPolicy, frame: np.ndarray, label: str, boxes: Sequence[Box]
+) -> torch.Tensor:
+    """Cross-entropy of round 2's ideal answer alone (no history) for one frame, `boxes` in the
+    frame's pixels (written in the model's resized pixels, as the released model answers)."""
+    inputs = policy.prepare_inputs(round2_messages(label), {KEYFRAME_REF: ImageFrame(frame)})
     model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
-    frame_size = (video.info.height, video.info.width)
+    frame_size = (int(frame.shape[0]), int(frame.shape[1]))
     return _answer_loss(
         policy, inputs, round2_target([b.rescale(frame_size, model_size) for b in boxes], label)
     )
