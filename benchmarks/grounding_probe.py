@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
-from revseg_agent.parsing import parse_box_answer
+from revseg_agent.parsing import BoxAnswer, parse_box_answer, to_frame_space
 from revseg_agent.policies.base import ImageFrame, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import build_revseg_tiny
@@ -47,12 +47,13 @@ def box_iou(policy: QwenVLPolicy, stills: list) -> list[float]:
             messages, {KEYFRAME_REF: ImageFrame(still.frame)}, sampling=SamplingParams(max_new_tokens=50)
         )
         answer = parse_box_answer(gen.text)
-        boxes = getattr(answer, "boxes", None)
+        boxes = (
+            to_frame_space(answer, model_size=gen.image_sizes[-1], frame_size=SIZE)
+            if isinstance(answer, BoxAnswer)
+            else answer
+        )
         truth = Box.from_mask(still.mask)
-        if not boxes or truth is None:
-            ious.append(0.0)
-            continue
-        ious.append(boxes[0].rescale(gen.image_sizes[-1], SIZE).iou(truth))
+        ious.append(boxes[0].iou(truth) if isinstance(boxes, tuple) and truth is not None else 0.0)
     return ious
 
 

@@ -76,16 +76,11 @@ def sft_losses(
     history = round2_messages(sample.query, round1=messages, round1_answer=answer1)
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
     inputs = policy.prepare_inputs(history, visuals)  # prepared once: sizes the box, then scores it
-    model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
     boxes = [b for b in (Box.from_mask(o[key]) for o in sample.gt_objects) if b is not None]
     if not boxes:  # the target is absent on every sampled frame: no grounding target
         return loss1, torch.zeros((), device=loss1.device)
     frame_size = (video.info.height, video.info.width)
-    label = sample.description or sample.query
-    loss2 = _answer_loss(
-        policy, inputs, round2_target([b.rescale(frame_size, model_size) for b in boxes], label)
-    )
-    return loss1, loss2
+    return loss1, _box_answer_loss(policy, inputs, frame_size, boxes, sample.description or sample.query)
 
 
 def grounding_loss(policy: QwenVLPolicy, sample: TrainingSample, frame_index: int) -> torch.Tensor | None:
@@ -105,8 +100,19 @@ def keyframe_box_loss(
     """Cross-entropy of round 2's ideal answer alone (no history) for one frame, `boxes` in the
     frame's pixels (written in the model's resized pixels, as the released model answers)."""
     inputs = policy.prepare_inputs(round2_messages(label), {KEYFRAME_REF: ImageFrame(frame)})
+    return _box_answer_loss(policy, inputs, (int(frame.shape[0]), int(frame.shape[1])), boxes, label)
+
+
+def _box_answer_loss(
+    policy: QwenVLPolicy,
+    inputs: dict[str, Any],
+    frame_size: tuple[int, int],
+    boxes: Sequence[Box],
+    label: str,
+) -> torch.Tensor:
+    """Cross-entropy of the round-2 answer whose boxes are `boxes` (frame pixels) written in the
+    pixels of the keyframe as `inputs` fed it (the last image)."""
     model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
-    frame_size = (int(frame.shape[0]), int(frame.shape[1]))
     return _answer_loss(
         policy, inputs, round2_target([b.rescale(frame_size, model_size) for b in boxes], label)
     )
