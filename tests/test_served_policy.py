@@ -268,3 +268,41 @@ def test_cli_segments_with_a_served_policy(server: FakeChatServer, demo_clip: Pa
     assert code == 0
     assert (out / "masks.json").is_file() and (out / "trace.json").is_file()
     assert json.loads((out / "trace.json").read_text())["policy"] == f"fake-qwen @ {server.url}"
+
+
+def test_sized_like_a_local_policy_the_server_gets_what_replay_rebuilds(
+    tiny_policy_dir: Path, server: FakeChatServer
+) -> None:
+    """Served rollouts are replayed by a local policy: with `sizing` the visuals are sent at the
+    sizes that policy gives them (the tiny checkpoint's budgets), without it at qwen-vl-utils'."""
+    from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
+    from revseg_agent.policies.base import ImageFrame, VideoFrames
+    from revseg_agent.policies.qwen import QwenVLPolicy
+
+    local = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
+    frames = [np.full((240, 320, 3), v, np.uint8) for v in range(0, 80, 10)]
+    clip = VideoFrames(frames=frames, frame_indices=list(range(0, 80, 10)), fps=24.0, total_num_frames=80)
+    chats = [
+        (round1_messages("q", [i / 2.4 for i in range(8)]), {FRAMES_REF: clip}),
+        (round2_messages("the square"), {KEYFRAME_REF: ImageFrame(frames[0])}),
+    ]
+    sampling = SamplingParams(max_new_tokens=4)
+    for messages, visuals in chats:
+        (want,) = local.generate(messages, visuals, sampling=sampling)
+        (sized,) = ServedPolicy(server.url, "m", sizing=local.inputs).generate(messages, visuals)
+        (plain,) = ServedPolicy(server.url, "m").generate(messages, visuals)
+        assert (sized.image_sizes, sized.video_sizes) == (want.image_sizes, want.video_sizes)
+        assert (plain.image_sizes, plain.video_sizes) != (want.image_sizes, want.video_sizes)
+
+
+def test_a_batch_goes_out_concurrently_and_comes_back_in_order(server: FakeChatServer) -> None:
+    from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
+    from revseg_agent.policies.base import ImageFrame
+
+    sides = [(28 * h, 28 * w) for h, w in ((2, 3), (4, 2), (3, 5), (6, 1))]
+    requests = [
+        (round2_messages("x"), {KEYFRAME_REF: ImageFrame(np.zeros((h, w, 3), np.uint8))}) for h, w in sides
+    ]
+    gens = ServedPolicy(server.url, "m", max_concurrency=3).generate_batch(requests)
+    assert [g.text for g in gens] == [f"bbox: [0, 0, {w}, {h}]" for h, w in sides]
+    assert len(server.requests) == 4 and all(r["n"] == 1 for r in server.requests)

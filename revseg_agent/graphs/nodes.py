@@ -43,7 +43,7 @@ from revseg_agent.parsing import (
     parse_keyframe_answer,
     to_frame_space,
 )
-from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, VideoFrames
+from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, VideoFrames, feeds_token_ids
 from revseg_agent.registry import check_policy_spec, check_tracker_spec, resolve_policy, resolve_tracker
 from revseg_agent.tools.base import stream_masks
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
@@ -251,19 +251,20 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
     keyframe = ctx.read_frames(state["video_path"], [key], fps=state["fps"])[0]
     visuals: dict[str, VideoFrames | ImageFrame] = {KEYFRAME_REF: ImageFrame(keyframe)}
     records = {KEYFRAME_REF: VisualRecord(kind="image", video_path=state["video_path"], frame_indices=[key])}
+    policy = resolve_policy(ctx.policy)
     if ctx.round2_with_history and state.get("round1_completion") is not None:
         messages = round2_messages(
             state["description"],
             round1=round1_messages(state["query"], state["sampled_timestamps"]),
             round1_answer=state["round1_completion"],
-            round1_answer_ids=_round1_completion_ids(state),
+            round1_answer_ids=_round1_completion_ids(state) if feeds_token_ids(policy) else None,
         )
         visuals[FRAMES_REF] = _sampled_frames(state, ctx)
         records[FRAMES_REF] = _frames_record(state)
     else:
         messages = round2_messages(state["description"])
     sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
-    gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
+    gen = policy.generate(messages, visuals, sampling=sampling, n=1)[0]
     model_size = tuple(gen.image_sizes[-1]) if gen.image_sizes else (height, width)
     answer = parse_box_answer(gen.text)
     boxes: tuple[Box, ...] | ParseError = (

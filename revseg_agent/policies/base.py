@@ -104,6 +104,13 @@ class Generation:
     video_sizes: list[tuple[int, int]] = field(default_factory=list)
 
 
+def feeds_token_ids(policy: object) -> bool:
+    """Whether `policy` feeds an assistant turn's `token_ids` back instead of its text (a policy
+    says so with a true `feeds_token_ids` attribute; `QwenVLPolicy` does, a served one cannot).
+    The graph passes round 1's sampled ids only then, so a trace records the chat the policy saw."""
+    return bool(getattr(policy, "feeds_token_ids", False))
+
+
 @runtime_checkable
 class Policy(Protocol):
     """A vision-language model the graph can ask. Implementations: `QwenVLPolicy`."""

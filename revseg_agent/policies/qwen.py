@@ -67,6 +67,9 @@ def looks_local(name: str) -> bool:
 class QwenVLPolicy:
     """A Qwen2.5-VL checkpoint (hub id or local folder) answering the graph's prompts."""
 
+    #: Assistant turns that carry sampled `token_ids` are fed as those ids (token-in/token-out).
+    feeds_token_ids = True
+
     def __init__(
         self,
         model: Any,

@@ -206,29 +206,35 @@ class QwenInputBuilder:
         """qwen-vl-utils elements for every visual, by kind and in order, with their sources."""
         elements: dict[str, list[dict[str, Any]]] = {"image": [], "video": []}
         clips: dict[str, list[Visual]] = {"image": [], "video": []}
-        img_lo, img_hi = self.budget("image")
         for msg in messages:
             for part in msg.content:
                 if isinstance(part, TextPart):
                     continue
-                visual = visual_for(part, visuals)
-                if isinstance(visual, ImageFrame):
-                    element: dict[str, Any] = {
-                        "type": "image",
-                        "image": Image.fromarray(visual.pixels),
-                        "min_pixels": img_lo,
-                        "max_pixels": min(img_hi, self.image_max_pixels or img_hi),
-                    }
-                else:
-                    visual = model_frames(visual, self.frame_layout, self.temporal_patch_size)
-                    element = {
-                        "type": "video",
-                        "video": [Image.fromarray(f) for f in visual.frames],
-                        **self.video_budget(len(visual.frames)),
-                    }
+                element, fed = self.visual_element(visual_for(part, visuals))
                 elements[part.type].append(element)
-                clips[part.type].append(visual)
+                clips[part.type].append(fed)
         return elements, clips
+
+    def visual_element(self, visual: Visual) -> tuple[dict[str, Any], Visual]:
+        """The qwen-vl-utils element for one visual with this processor's pixel budget, and the
+        visual as fed (a clip laid out by `frame_layout`). The served policy sizes what it sends
+        with this too when it must match a local policy (training replays served rollouts)."""
+        if isinstance(visual, ImageFrame):
+            lo, hi = self.budget("image")
+            element: dict[str, Any] = {
+                "type": "image",
+                "image": Image.fromarray(visual.pixels),
+                "min_pixels": lo,
+                "max_pixels": min(hi, self.image_max_pixels or hi),
+            }
+            return element, visual
+        fed = model_frames(visual, self.frame_layout, self.temporal_patch_size)
+        element = {
+            "type": "video",
+            "video": [Image.fromarray(f) for f in fed.frames],
+            **self.video_budget(len(fed.frames)),
+        }
+        return element, fed
 
     @staticmethod
     def _conversation(

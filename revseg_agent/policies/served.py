@@ -17,8 +17,13 @@ the sizes sent) so the server keeps the client's sizes; when the server returns 
 (vLLM `return_token_ids`), their visual placeholders are counted against those sizes and a
 mismatch (boxes would be mis-scaled) is an error.
 
-Traces carry token ids only where the server returns them; training replays a local
-`QwenVLPolicy`. Log-probs are recorded when the server returns them.
+Traces carry token ids only where the server returns them (vLLM does), with the sampling-time
+log-probs; training replays them through a local `QwenVLPolicy` of the same weights
+(`revseg train grpo` with `rollout_server`). For that the visuals must be sized as that policy
+sizes them (`sizing=policy.inputs`; by default qwen-vl-utils' own budgets are used). Round 2's
+request carries round 1's answer as text, which the server tokenises again (the chat API takes no
+token ids), so this policy does not take `ChatMessage.token_ids` (`feeds_token_ids` is False) and
+the trace records the chat as sent: replay then tokenises it the same way.
 
 `transformers serve` (`served:transformers+http://...`) speaks a narrower dialect: it refuses
 `top_k`, `min_p`, `repetition_penalty`, `presence_penalty`, `logprobs` and `n` in a request, and
@@ -61,6 +66,7 @@ from revseg_agent.policies.frame_layout import (
     model_frames,
     video_metadata,
 )
+from revseg_agent.policies.qwen_inputs import QwenInputBuilder
 from revseg_agent.policies.released import RELEASED_TOKEN_IDS
 
 logger = logging.getLogger(__name__)
@@ -79,6 +85,9 @@ TRANSFORMERS_PREFIX = "transformers+"
 class ServedPolicy:
     """Calls `POST {base_url}/chat/completions` (OpenAI format) for every policy call."""
 
+    #: The chat API takes no token ids: an assistant turn goes as text (see the module doc).
+    feeds_token_ids = False
+
     def __init__(
         self,
         base_url: str,
@@ -88,11 +97,18 @@ class ServedPolicy:
         timeout_s: float = 600,
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
         server: ServerKind = "vllm",
+        sizing: QwenInputBuilder | None = None,
+        max_concurrency: int = 16,
     ):
+        """`sizing`: size visuals with a local processor's budgets and frame layout (the local
+        policy that replays the rollouts); None: qwen-vl-utils' default budgets.
+        `max_concurrency`: requests in flight for one `generate_batch`."""
         import httpx
 
         self.server = server
-        self.frame_layout = check_layout(frame_layout)
+        self.sizing = sizing
+        self.frame_layout = check_layout(sizing.frame_layout if sizing is not None else frame_layout)
+        self.max_concurrency = max_concurrency
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.base_url, timeout=timeout_s, headers={"Authorization": f"Bearer {api_key}"}
@@ -118,12 +134,14 @@ class ServedPolicy:
         return f"{self.model} @ {self.base_url}"
 
     def _first_model(self) -> str:
-        models = self._request("GET", "/models").get("data") or []
+        models = self.request("GET", "/models").get("data") or []
         if not models:
             raise CheckpointError(f"the server at {self.base_url} serves no model")
         return str(models[0]["id"])
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One API call; a JSON answer as it is, a plain-text one (vLLM's LoRA endpoints) as
+        `{"text": ...}`; an unreachable server or an error status raises `ServedPolicyError`."""
         import httpx
 
         try:
@@ -134,6 +152,8 @@ class ServedPolicy:
             raise ServedPolicyError(
                 f"the policy server answered {response.status_code} to {method} {path}: {response.text[:500]}"
             )
+        if not response.headers.get("content-type", "").startswith("application/json"):
+            return {"text": response.text}
         data: dict[str, Any] = response.json()
         return data
 
@@ -145,7 +165,7 @@ class ServedPolicy:
         sampling: SamplingParams = GREEDY,
         n: int = 1,
     ) -> list[Generation]:
-        chat, sizes, timings = _openai_messages(messages, visuals, self.frame_layout)
+        chat, sizes, timings = _openai_messages(messages, visuals, self._sizing())
         if self.server == "transformers":
             return self._generate_transformers(chat, sizes, sampling, n)
         body: dict[str, Any] = {
@@ -169,10 +189,10 @@ class ServedPolicy:
                     "video": {**timings[0], "num_frames": timings[0]["total_num_frames"]}
                 }
             body["mm_processor_kwargs"] = processor_kwargs
-        data = self._request("POST", "/chat/completions", body)
+        data = self.request("POST", "/chat/completions", body)
         prompt_ids = [int(t) for t in data.get("prompt_token_ids") or []]
         if prompt_ids:
-            sizes.check_placeholders(prompt_ids)
+            sizes.check_placeholders(prompt_ids, self._placeholder_ids())
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
         if len(choices) != n:
             raise ServedPolicyError(f"asked the server for {n} completions, got {len(choices)}")
@@ -190,6 +210,36 @@ class ServedPolicy:
                 )
             )
         return out
+
+    def generate_batch(
+        self,
+        requests: Sequence[tuple[Sequence[ChatMessage], Mapping[str, Visual]]],
+        *,
+        sampling: SamplingParams = GREEDY,
+    ) -> list[Generation]:
+        """One completion per chat, the requests in flight together (the server batches them)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if not requests:
+            return []
+        with ThreadPoolExecutor(max_workers=min(len(requests), self.max_concurrency)) as pool:
+            futures = [
+                pool.submit(self.generate, messages, visuals, sampling=sampling, n=1)
+                for messages, visuals in requests
+            ]
+            return [f.result()[0] for f in futures]
+
+    def _placeholder_ids(self) -> tuple[int, int]:
+        """`(image, video)` placeholder ids: the local processor's when sizing with one, else the
+        release's."""
+        if self.sizing is None:
+            return IMAGE_PAD_ID, VIDEO_PAD_ID
+        tokenizer = self.sizing.processor.tokenizer
+        image, video = tokenizer.convert_tokens_to_ids(["<|image_pad|>", "<|video_pad|>"])
+        return int(image), int(video)
+
+    def _sizing(self) -> QwenInputBuilder | FrameLayout:
+        return self.sizing if self.sizing is not None else self.frame_layout
 
     def _generate_transformers(
         self, chat: list[dict[str, Any]], sizes: SentSizes, sampling: SamplingParams, n: int
@@ -221,7 +271,7 @@ class ServedPolicy:
             body["seed"] = sampling.seed
         out = []
         for _ in range(n):
-            data = self._request("POST", "/chat/completions", body)
+            data = self.request("POST", "/chat/completions", body)
             choices = data.get("choices") or []
             if len(choices) != 1:
                 raise ServedPolicyError(f"asked the server for 1 completion, got {len(choices)}")
@@ -268,7 +318,10 @@ class SentSizes:
     videos: list[tuple[int, int]] = field(default_factory=list)
     video_frames: list[int] = field(default_factory=list)
 
-    def check_placeholders(self, prompt_ids: Sequence[int]) -> None:
+    def check_placeholders(
+        self, prompt_ids: Sequence[int], pad_ids: tuple[int, int] = (IMAGE_PAD_ID, VIDEO_PAD_ID)
+    ) -> None:
+        """`pad_ids`: the `(image, video)` placeholder token ids of the served checkpoint."""
         expected = {
             "image": sum(h * w // PIXELS_PER_TOKEN for h, w in self.images),
             "video": sum(
@@ -276,7 +329,7 @@ class SentSizes:
                 for (h, w), f in zip(self.videos, self.video_frames, strict=True)
             ),
         }
-        got = {"image": prompt_ids.count(IMAGE_PAD_ID), "video": prompt_ids.count(VIDEO_PAD_ID)}
+        got = {"image": prompt_ids.count(pad_ids[0]), "video": prompt_ids.count(pad_ids[1])}
         if got != expected:
             raise ServedPolicyError(
                 f"the server turned the visuals into {got} placeholder tokens where the sizes sent "
@@ -286,10 +339,13 @@ class SentSizes:
 
 
 def _openai_messages(
-    messages: Sequence[ChatMessage], visuals: Mapping[str, Visual], layout: FrameLayout
+    messages: Sequence[ChatMessage],
+    visuals: Mapping[str, Visual],
+    sizing: QwenInputBuilder | FrameLayout,
 ) -> tuple[list[dict[str, Any]], SentSizes, list[dict[str, Any]]]:
     """OpenAI-format messages, the model-side sizes sent, and each video's timing as vLLM's
-    `video/jpeg` loader reads it (in message order)."""
+    `video/jpeg` loader reads it (in message order). `sizing`: a local processor's budgets and
+    layout, or just a frame layout (qwen-vl-utils' default budgets)."""
     import torch
     from qwen_vl_utils import process_vision_info
 
@@ -305,17 +361,16 @@ def _openai_messages(
             if isinstance(part, TextPart):
                 parts.append({"type": "text", "text": part.text})
                 continue
-            visual = visual_for(part, visuals)
-            if isinstance(visual, ImageFrame):
-                images, _ = process_vision_info([[{"role": "user", "content": [_element(visual)]}]])
+            element, fed = _element(visual_for(part, visuals), sizing)
+            if isinstance(fed, ImageFrame):
+                images, _ = process_vision_info([[{"role": "user", "content": [element]}]])
                 image = images[0]
                 sizes.images.append((image.height, image.width))
                 parts.append(
                     {"type": "image_url", "image_url": {"url": _data_url([np.asarray(image)], "image")}}
                 )
             else:
-                fed = model_frames(visual, layout)
-                _, videos = process_vision_info([[{"role": "user", "content": [_element(fed)]}]])
+                _, videos = process_vision_info([[{"role": "user", "content": [element]}]])
                 frames = videos[0].permute(0, 2, 3, 1).clamp(0, 255).round().to(dtype=torch.uint8).numpy()
                 sizes.videos.append((int(frames.shape[1]), int(frames.shape[2])))
                 sizes.video_frames.append(int(frames.shape[0]))
@@ -326,10 +381,14 @@ def _openai_messages(
     return chat, sizes, timings
 
 
-def _element(visual: Visual) -> dict[str, Any]:
+def _element(visual: Visual, sizing: QwenInputBuilder | FrameLayout) -> tuple[dict[str, Any], Visual]:
+    """The qwen-vl-utils element of a visual and the visual as fed (a clip laid out)."""
+    if isinstance(sizing, QwenInputBuilder):
+        return sizing.visual_element(visual)
     if isinstance(visual, ImageFrame):
-        return {"type": "image", "image": Image.fromarray(visual.pixels)}
-    return {"type": "video", "video": [Image.fromarray(f) for f in visual.frames]}
+        return {"type": "image", "image": Image.fromarray(visual.pixels)}, visual
+    fed = model_frames(visual, sizing)
+    return {"type": "video", "video": [Image.fromarray(f) for f in fed.frames]}, fed
 
 
 def _data_url(frames: list[np.ndarray], kind: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from revseg_agent.training.loss import LossType, ScaleRewards
 from revseg_agent.training.rewards import RewardConfig
@@ -78,6 +78,21 @@ class WarmStart(BaseModel):
     rescore: bool = True
 
 
+class RolloutServer(BaseModel):
+    """Roll out through a vLLM server that serves the trainer's LoRA adapters
+    (`training.served_rollouts`); in a recipe a URL alone is short for `{url: ...}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: The server's OpenAI base URL, e.g. http://127.0.0.1:8000/v1 (vLLM).
+    url: str
+    #: Adapters are served as `<adapter_prefix>-<step>`.
+    adapter_prefix: str = "revseg-step"
+    timeout_s: float = Field(600, gt=0)
+    #: Requests in flight at once (a group's round-2 calls).
+    max_concurrency: int = Field(16, ge=1)
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -120,6 +135,24 @@ class Recipe(BaseModel):
     deepspeed: str | None = None
     #: Experiment trackers besides metrics.csv, through accelerate's trackers: "tensorboard".
     report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
+    #: Where rollouts are sampled: absent, by the local policy; else by a vLLM server that
+    #: serves this run's LoRA adapters, replayed locally (needs `lora`).
+    rollout_server: RolloutServer | None = None
+
+    @field_validator("rollout_server", mode="before")
+    @classmethod
+    def _url_alone(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _served_rollouts_need_lora(self) -> Recipe:
+        if self.rollout_server is not None and self.lora is None:
+            raise ValueError(
+                "rollout_server needs `lora:`: the server is given each step's weights as a LoRA "
+                "adapter it loads at run time; full fine-tuning would need TRL's NCCL weight "
+                "transfer (CUDA only, see README 'Scaling out'). Drop rollout_server to sample locally."
+            )
+        return self
 
     @field_validator("policy")
     @classmethod
@@ -127,7 +160,8 @@ class Recipe(BaseModel):
         if value.startswith("served:"):
             raise ValueError(
                 "training replays the policy's own forward passes, so it needs the weights: give a "
-                "hub id or a local folder, not a served policy"
+                "hub id or a local folder, not a served policy (to sample the rollouts on a server, "
+                "add `rollout_server: <url>` with `lora:`)"
             )
         return value
 

@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from revseg_agent.graphs.context import Context
-from revseg_agent.policies.base import GREEDY, ChatMessage, Generation, SamplingParams, Visual
+from revseg_agent.policies.base import (
+    GREEDY,
+    ChatMessage,
+    Generation,
+    SamplingParams,
+    Visual,
+    feeds_token_ids,
+)
 from revseg_agent.policies.qwen_inputs import visuals_fingerprint
 from revseg_agent.video import FrameCache
 
@@ -95,6 +102,10 @@ class BatchingPolicy:
     @property
     def name(self) -> str:
         return self.inner.name
+
+    @property
+    def feeds_token_ids(self) -> bool:
+        return feeds_token_ids(self.inner)
 
     def run_finished(self) -> None:
         with self._cond:

@@ -45,6 +45,7 @@ from revseg_agent.training.recipe import Recipe, deepspeed_config, materialise_p
 from revseg_agent.training.replay import ReplayPlan, plan_replay, run_plan
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
+from revseg_agent.training.served_rollouts import AdapterPublisher, require_token_ids
 from revseg_agent.training.store import TraceRecord, TraceStore, rescore
 from revseg_agent.video import FrameCache
 
@@ -131,6 +132,13 @@ class GRPOTrainer:
         self.engine: Any = self._deepspeed_engine() if recipe.deepspeed is not None else None
         if found is not None:
             self._restore(found)
+        #: Served rollouts: keeps the server's adapters at this run's step (`served_rollouts`).
+        self.publisher = (
+            AdapterPublisher(recipe.rollout_server, self.out, self.policy.inputs)
+            if recipe.rollout_server is not None
+            else None
+        )
+        self._served_step: int | None = None
 
     # -- set-up and checkpoints ----------------------------------------------------------------
     def _check_memory(self) -> None:
@@ -270,13 +278,34 @@ class GRPOTrainer:
             artifacts_dir=self.out / ".artifacts",
         )
 
+    def sync_rollout_server(self) -> None:
+        """Served rollouts: make the server sample with this step's weights (the main process
+        publishes the adapters; every process waits for it). Local rollouts: nothing to do."""
+        if self.publisher is None or self._served_step == self.step:
+            return
+        if self.dist.is_main_process:
+            self.publisher.publish(self.policy.model, self.step)
+        self.dist.wait_for_everyone()
+        self._served_step = self.step
+
+    def rollout_policy(self) -> Policy:
+        """What samples the rollouts: the local policy, or the server with this step's adapters."""
+        if self.publisher is None:
+            return self.policy
+        self.sync_rollout_server()
+        return self.publisher.policy(self.step)
+
     def rollouts(self, sample: TrainingSample, step: int) -> list[Trace]:
         self.policy.model.eval()
+        policy = self.rollout_policy()
         seed = self.recipe.seed + 100_003 * step + 7_919 * self.dist.process_index + hash_id(sample.sample_id)
-        contexts = [self._context(seed + 101 * g, self.policy) for g in range(self.recipe.group_size)]
+        contexts = [self._context(seed + 101 * g, policy) for g in range(self.recipe.group_size)]
         # The group runs concurrently; its policy calls are batched (see rollouts.run_group).
         states = run_group(build_graph(), {"video_path": sample.video_path, "query": sample.query}, contexts)
-        return [trace_from_state(state, context) for state, context in zip(states, contexts, strict=True)]
+        traces = [trace_from_state(state, context) for state, context in zip(states, contexts, strict=True)]
+        if self.publisher is not None:
+            require_token_ids(traces, self.publisher.config.url)
+        return traces
 
     def _rewards(self, traces: list[Trace], sample: TrainingSample) -> list[dict[str, float | None]]:
         return compute_rewards(
@@ -292,6 +321,7 @@ class GRPOTrainer:
         seeds no training step uses (those of step `HELD_OUT_STEP`) and no update: the same
         number before and after a run for unchanged weights, so the difference is what it learned."""
         rows: list[dict[str, float | None]] = []
+        self.sync_rollout_server()
         for sample in samples:
             rows += self._rewards(self.rollouts(sample, HELD_OUT_STEP), sample)
         return mean_rewards(rows)
@@ -299,6 +329,7 @@ class GRPOTrainer:
     def _collect(self, batch: list[TrainingSample], store: TraceStore | None) -> list[Group]:
         """Rollouts and rewards for each sample of a micro-batch (and store them)."""
         groups = []
+        policy_name = self.rollout_policy().name
         for sample in batch:
             traces = self.rollouts(sample, self.step)
             rewards = self._rewards(traces, sample)
@@ -313,7 +344,7 @@ class GRPOTrainer:
                         group_id=f"{self.step}:{sample.sample_id}",
                         index=i,
                         step=self.step,
-                        policy=self.policy.name,
+                        policy=policy_name,
                         ground_truth=gt_path,
                         trace=trace,
                         rewards=row,
@@ -549,6 +580,7 @@ class GRPOTrainer:
         r = self.recipe
         started = time.time()
         accumulation = max(r.gradient_accumulation_steps, 1)
+        self.sync_rollout_server()  # every process, before any rollout of the step
         micro_batches = []
         for micro in range(accumulation):
             index = (self.step * accumulation + micro) * self.dist.num_processes + self.dist.process_index
