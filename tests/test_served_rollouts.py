@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -33,29 +31,17 @@ from revseg_agent.training.recipe import GeneratedData, LoraConfig, Recipe, Roll
 from revseg_agent.training.rewards import RewardConfig
 from revseg_agent.training.trainer import GRPOTrainer
 
-from .conftest import free_port, server_process
+from .vllm_standin import running
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
 ADAPTERS = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
-
-
-def _start(checkpoint: Path, log: Path, *, runtime_lora: bool) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("VLLM_ALLOW_RUNTIME_LORA_UPDATING", None)
-    if runtime_lora:
-        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
-    cmd = [sys.executable, "-m", "tests.vllm_standin", str(checkpoint), "--port", str(port)]
-    url = f"http://127.0.0.1:{port}/v1"
-    with server_process(cmd, f"{url}/models", log, cwd=REPO, env=env):
-        yield url
 
 
 @pytest.fixture(scope="module")
 def server(tiny_policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _start(tiny_policy_dir, tmp_path_factory.mktemp("standin") / "server.log", runtime_lora=True)
+    with running(tiny_policy_dir, tmp_path_factory.mktemp("standin") / "server.log") as url:
+        yield url
 
 
 def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:
@@ -197,7 +183,7 @@ def test_cli_trains_through_the_server_from_a_yaml_recipe(
 def test_a_server_without_runtime_lora_loading_is_named_as_the_problem(
     tiny_policy_dir: Path, tmp_path: Path
 ) -> None:
-    for url in _start(tiny_policy_dir, tmp_path / "server.log", runtime_lora=False):
+    with running(tiny_policy_dir, tmp_path / "server.log", runtime_lora=False) as url:
         recipe = _recipe(tiny_policy_dir, tmp_path / "run", url, max_steps=1)
         trainer = GRPOTrainer(recipe, load_samples(recipe.data, tmp_path))
         with pytest.raises(ServedPolicyError, match="VLLM_ALLOW_RUNTIME_LORA_UPDATING=True"):

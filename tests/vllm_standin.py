@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,12 +142,30 @@ class Engine:
                     self.peft.set_adapter(next(n for n in self.peft.peft_config if n != name))
                 self.peft.delete_adapter(name)
 
+    @contextlib.contextmanager
+    def _pixel_budget(self, kwargs: dict[str, Any]) -> Iterator[None]:
+        """`mm_processor_kwargs` min/max pixels override the processor's budget for one request,
+        as vLLM passes them to the HF processor (the client pins them to the sizes it sent)."""
+        processors = [self.policy.processor.image_processor, self.policy.processor.video_processor]
+        saved = [p.size for p in processors]
+        if "min_pixels" in kwargs and "max_pixels" in kwargs:
+            from transformers.image_utils import SizeDict
+
+            lo, hi = int(kwargs["min_pixels"]), int(kwargs["max_pixels"])
+            for p in processors:
+                p.size = SizeDict(shortest_edge=lo, longest_edge=hi)
+        try:
+            yield
+        finally:
+            for p, size in zip(processors, saved, strict=True):
+                p.size = size
+
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body.get("model") or self.served_name
         messages, visuals = chat_from_openai(body)
         sampling = sampling_from_openai(body)
         n = int(body.get("n", 1))
-        with self.lock:
+        with self.lock, self._pixel_budget(body.get("mm_processor_kwargs") or {}):
             if model == self.served_name:
                 if self.peft is not None:
                     with self.peft.disable_adapter():
@@ -241,6 +261,24 @@ def build_app(engine: Engine) -> Any:
             return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")
 
     return app
+
+
+@contextlib.contextmanager
+def running(checkpoint: str | Path, log: Path, *, runtime_lora: bool = True) -> Iterator[str]:
+    """Start the stand-in on a free loopback port for the duration; yields its `/v1` URL."""
+    import sys
+
+    from .conftest import free_port, server_process
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VLLM_ALLOW_RUNTIME_LORA_UPDATING", None)
+    if runtime_lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    cmd = [sys.executable, "-m", "tests.vllm_standin", str(checkpoint), "--port", str(port)]
+    url = f"http://127.0.0.1:{port}/v1"
+    with server_process(cmd, f"{url}/models", log, cwd=Path(__file__).resolve().parents[1], env=env):
+        yield url
 
 
 def main() -> None:

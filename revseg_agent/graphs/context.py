@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,20 @@ class Context:
     frame_cache: FrameCache | None = field(
         default_factory=lambda: FrameCache(max_frames=CONTEXT_CACHE_FRAMES)
     )
+
+    def attempt_sampling(self, node: str, prompt_key: str, attempt: int) -> SamplingParams:
+        """The decoding of a node's `attempt`: `sampling` first; a retry samples with
+        `retry_sampling` seeded from the node, `prompt_key` (what the prompt says), the attempt
+        and the retry settings' own seed. So a retry does not depend on what the process sampled
+        before (a resumed, sharded or served evaluation gives the same answers) and each retry of
+        the same prompt draws anew."""
+        if attempt == 1:
+            return self.sampling
+        retry = self.retry_sampling
+        if not retry.do_sample:
+            return retry
+        digest = hashlib.sha256(f"{node}\0{prompt_key}\0{attempt}\0{retry.seed}".encode()).digest()
+        return dataclasses.replace(retry, seed=int.from_bytes(digest[:4], "little"))
 
     def __post_init__(self) -> None:
         # A served graph (`langgraph dev`) receives the context as JSON: accept plain values.

@@ -183,7 +183,7 @@ def semantic_interpretation(state: RevsegState, runtime: Runtime[Context]) -> di
     attempt = state.get("round1_attempts", 0) + 1
     messages = round1_messages(state["query"], state["sampled_timestamps"])
     visuals = {FRAMES_REF: _sampled_frames(state, ctx)}
-    sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
+    sampling = ctx.attempt_sampling(SEMANTIC_INTERPRETATION, state["query"], attempt)
     gen = resolve_policy(ctx.policy).generate(messages, visuals, sampling=sampling, n=1)[0]
     answer = parse_keyframe_answer(gen.text, len(state["sampled_indices"]))
     update: dict[str, Any] = {"round1_attempts": attempt, "round1_completion": gen.text}
@@ -263,7 +263,8 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
         records[FRAMES_REF] = _frames_record(state)
     else:
         messages = round2_messages(state["description"])
-    sampling = ctx.sampling if attempt == 1 else ctx.retry_sampling
+    prompt_key = f"{state['query']}\0{state['description']}\0{state.get('round1_completion')}"
+    sampling = ctx.attempt_sampling(SPATIAL_GROUNDING, prompt_key, attempt)
     gen = policy.generate(messages, visuals, sampling=sampling, n=1)[0]
     model_size = tuple(gen.image_sizes[-1]) if gen.image_sizes else (height, width)
     answer = parse_box_answer(gen.text)

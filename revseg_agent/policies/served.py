@@ -4,7 +4,8 @@ Why: serving a 7B model with vLLM is the fast way to run the graph over a benchm
 prepared on the client the way Qwen's README does it for vLLM: qwen-vl-utils resizes images and
 videos to the model's grid (sides multiples of 28) before they are sent, so the server's
 processor leaves them as they are and the size the boxes are written in is known here. Videos go
-as their frames (`data:video/jpeg;base64,<frame>,<frame>,...`) laid out as the local policy lays
+as their frames (`data:video/jpeg;base64,<frame>,<frame>,...`, each a lossless PNG, which vLLM's
+loader decodes by content) laid out as the local policy lays
 them out (`frame_layout`: one temporal slot per frame id), with their timing as vLLM's
 `video/jpeg` loader reads it (`media_io_kwargs.video`: fps, frames_indices, total_num_frames; a
 transformers-5 processor ignores an `fps` in `mm_processor_kwargs`, which is still sent for
@@ -126,8 +127,11 @@ class ServedPolicy:
         (vLLM, SGLang); `served:transformers+<base_url>[#<model>]` for `transformers serve`."""
         url, _, model = spec.removeprefix("served:").partition("#")
         if url.startswith(TRANSFORMERS_PREFIX):
-            return cls(url.removeprefix(TRANSFORMERS_PREFIX), model or None, server="transformers")
-        return cls(url, model or None)
+            policy = cls(url.removeprefix(TRANSFORMERS_PREFIX), model or None, server="transformers")
+        else:
+            policy = cls(url, model or None)
+        policy.sizing = local_sizing(policy.model)
+        return policy
 
     @property
     def name(self) -> str:
@@ -288,6 +292,24 @@ class ServedPolicy:
         return out
 
 
+def local_sizing(model: str) -> QwenInputBuilder | None:
+    """The served model's own pixel budgets when its processor can be read without the network
+    (a local folder or the hub cache: vLLM serves a model under the name it was given), so the
+    visuals are sized as a local policy of that checkpoint sizes them; else None (qwen-vl-utils'
+    default budgets, as Qwen's README sends to vLLM)."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(model, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        logger.info("served model %s: no local processor (%s); qwen-vl-utils' default budgets", model, exc)
+        return None
+    if not hasattr(processor, "video_processor") or not hasattr(processor, "image_processor"):
+        return None
+    logger.info("served model %s: visuals sized with its processor's budgets", model)
+    return QwenInputBuilder(processor)
+
+
 def served_sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
     """Every OpenAI/vLLM sampling field, explicitly: nothing is left to the server's defaults
     (which vLLM takes from the checkpoint's generation config)."""
@@ -392,14 +414,14 @@ def _element(visual: Visual, sizing: QwenInputBuilder | FrameLayout) -> tuple[di
 
 
 def _data_url(frames: list[np.ndarray], kind: str) -> str:
-    """An image as lossless PNG; a video as its JPEG frames, comma-separated (vLLM's `video/jpeg`)."""
+    """An image, or a video's frames comma-separated in vLLM's `video/jpeg` form, each frame as
+    lossless PNG: vLLM decodes every frame of a `video/jpeg` URL with PIL, which reads the format
+    from the bytes (`vllm/multimodal/media/video.py` `VideoMediaIO.load_base64`, 0.32), so the
+    server sees exactly the pixels a local policy sees (JPEG at quality 95 changed sampled answers)."""
     encoded = []
     for frame in frames:
         buffer = io.BytesIO()
-        if kind == "image":
-            Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="PNG")
-        else:
-            Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="JPEG", quality=95)
+        Image.fromarray(np.ascontiguousarray(frame)).save(buffer, format="PNG")
         encoded.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
     mime = "image/png" if kind == "image" else "video/jpeg"
     return f"data:{mime};base64,{','.join(encoded)}"

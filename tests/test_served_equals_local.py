@@ -1,0 +1,99 @@
+"""`revseg segment` and `revseg eval` with `--policy served:...` give the local policy's results.
+
+The server is a separate process speaking vLLM's protocol (`tests/vllm_standin.py`; vLLM does not
+run on this CPU) serving the shipped `revseg-tiny` under its folder name, as `vllm serve <path>`
+names it. Equal results need three things this project does: the visuals sized with the served
+checkpoint's own budgets (`served.local_sizing`), the frames sent losslessly (PNG inside vLLM's
+`video/jpeg` form), and retries seeded from what they ask (`Context.attempt_sampling`), not from
+the process's random state."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from revseg_agent.cli import main
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.graph import build_graph
+from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.registry import policy_source
+from revseg_agent.synth import WorldSpec, write_world
+from revseg_agent.testing import BoxTracker
+
+from .vllm_standin import running
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def served_tiny(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running(policy_source("revseg-tiny"), tmp_path_factory.mktemp("standin") / "server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world") / "world"
+    write_world(out, WorldSpec(seed=3, train=1, valid=1, test=2))
+    return out
+
+
+def _records(out: Path) -> list[dict[str, object]]:
+    rows = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_eval_through_the_server_equals_the_local_run_expression_by_expression(
+    served_tiny: str, world: Path, tmp_path: Path, one_torch_thread: None
+) -> None:
+    args = ["eval", "--dataset", "mevis", "--root", str(world / "test"), "--tracker", "classical"]
+    assert main([*args, "--out", str(tmp_path / "local"), "--policy", "revseg-tiny"]) == 0
+    assert main([*args, "--out", str(tmp_path / "served"), "--policy", f"served:{served_tiny}"]) == 0
+    local, served = _records(tmp_path / "local"), _records(tmp_path / "served")
+    assert len(local) == 6 and served == local
+    assert any(int(r["round1_attempts"]) > 1 for r in local)  # a sampled retry is among them
+    results = [json.loads((tmp_path / n / "results.json").read_text()) for n in ("local", "served")]
+    assert results[0]["J&F"] == results[1]["J&F"]
+
+
+def test_segment_through_the_server_writes_the_local_masks(
+    served_tiny: str, world: Path, tmp_path: Path, one_torch_thread: None
+) -> None:
+    video = world / "test" / "JPEGImages" / "test00000"
+    query = "find the blue square"
+    outs = {}
+    for name, policy in (("local", "revseg-tiny"), ("served", f"served:{served_tiny}")):
+        outs[name] = tmp_path / name
+        args = ["segment", str(video), query, "--out", str(outs[name]), "--policy", policy]
+        assert main([*args, "--tracker", "classical", "--device", "cpu"]) == 0
+    traces = [json.loads((outs[n] / "trace.json").read_text()) for n in ("local", "served")]
+    assert [s.get("completion") for s in traces[0]["steps"]] == [
+        s.get("completion") for s in traces[1]["steps"]
+    ]
+    assert (outs["local"] / "masks.json").read_bytes() == (outs["served"] / "masks.json").read_bytes()
+
+
+def test_retries_do_not_depend_on_what_the_process_sampled_before(
+    tiny_policy_dir: Path, demo_clip: Path, tmp_path: Path
+) -> None:
+    """A random policy's answers rarely parse, so its runs retry with sampling: the same run
+    twice, with the process's random state moved in between, writes the same answers."""
+    policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
+    context = Context(policy=policy, tracker=BoxTracker(), num_frames=4, on_parse_failure="fallback")
+    inputs = {"video_path": str(demo_clip), "query": "the red square"}
+
+    def answers() -> list[str]:
+        state = build_graph().invoke(inputs, context=context)
+        return [s["completion"] for s in state["steps"] if s.get("completion") is not None]
+
+    first = answers()
+    torch.rand(1000)  # what else the process did
+    second = answers()
+    assert first == second
+    retries = [s for s in build_graph().invoke(inputs, context=context)["steps"] if s.get("attempt", 1) > 1]
+    assert any(s["node"] == SEMANTIC_INTERPRETATION for s in retries)
