@@ -2,10 +2,10 @@
 
 The server is a separate process speaking vLLM's protocol (`tests/vllm_standin.py`; vLLM does not
 run on this CPU) serving the shipped `revseg-tiny` under its folder name, as `vllm serve <path>`
-names it. Equal results need three things this project does: the visuals sized with the served
-checkpoint's own budgets (`served.local_sizing`), the frames sent losslessly (PNG inside vLLM's
-`video/jpeg` form), and retries seeded from what they ask (`Context.attempt_sampling`), not from
-the process's random state."""
+names it. Equal results rest on the visuals sized with the served checkpoint's own budgets
+(`served.local_sizing`), the frames sent losslessly (PNG inside vLLM's `video/jpeg` form) and
+retries seeded from what they ask (`Context.attempt_sampling`), not from the process's random
+state (without that, the eval test fails: a retry drew other answers)."""
 
 from __future__ import annotations
 

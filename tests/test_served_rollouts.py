@@ -110,11 +110,11 @@ def test_grpo_samples_on_the_server_with_each_steps_adapters_and_replays_locally
         assert assistant and all(m.get("token_ids") is None for m in assistant)
         assert len(step["logprobs"]) == len(step["completion_ids"])
 
-    # The server's sampling-time log-probs are the local replay's within JPEG noise on round 1's
-    # frames at every step: it sampled with the weights being trained, not stale ones.
+    # The server's sampling-time log-probs are the local replay's at every step (to float noise:
+    # the frames travel losslessly): it sampled with the weights being trained, not stale ones.
     metrics = _metrics(out)
     assert len(metrics) == 4
-    assert max(m["logprob_gap_mean"] for m in metrics) < 0.01
+    assert max(m["logprob_gap_max"] for m in metrics) < 1e-4
 
     # After publishing the trained adapters, greedy answers on a lossless image equal the local
     # policy's: same tokens, same log-probs.

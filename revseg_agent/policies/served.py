@@ -417,7 +417,8 @@ def _data_url(frames: list[np.ndarray], kind: str) -> str:
     """An image, or a video's frames comma-separated in vLLM's `video/jpeg` form, each frame as
     lossless PNG: vLLM decodes every frame of a `video/jpeg` URL with PIL, which reads the format
     from the bytes (`vllm/multimodal/media/video.py` `VideoMediaIO.load_base64`, 0.32), so the
-    server sees exactly the pixels a local policy sees (JPEG at quality 95 changed sampled answers)."""
+    server sees exactly the pixels a local policy sees (JPEG at quality 95 moved a tiny policy's
+    round-1 log-probs by up to 4e-3; PNG: under 1e-6)."""
     encoded = []
     for frame in frames:
         buffer = io.BytesIO()
