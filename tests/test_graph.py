@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import NODES, SPATIAL_GROUNDING, TEMPORAL_EVIDENCE_SELECTION, TRACK
 from revseg_agent.masks_io import read_masks_json
 from revseg_agent.pipeline import result_from_state, segment, trace_from_state
-from revseg_agent.policies.base import TextPart, VisualPart
+from revseg_agent.policies.base import SamplingParams, TextPart, VisualPart
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
 from revseg_agent.traces import Trace
 
@@ -107,7 +108,32 @@ def test_retry_path_uses_retry_sampling(demo_clip: Path, tmp_path: Path) -> None
     ]
     assert stream[1][1] == {"round1_attempts": 1, "round1_completion": "I think it is the square."}
     assert stream[4][1] == {"round2_attempts": 1}
-    assert [c.sampling for c in policy.calls] == [Context(policy, BoxTracker()).sampling, RETRY_SAMPLING] * 2
+    first, retry1, first2, retry2 = [c.sampling for c in policy.calls]
+    assert first == first2 == Context(policy, BoxTracker()).sampling
+    for retry in (retry1, retry2):  # the retry settings, seeded from what the retry asks
+        assert retry.seed is not None and dataclasses.replace(retry, seed=None) == RETRY_SAMPLING
+    assert retry1.seed != retry2.seed
+
+
+def test_retry_seeds_follow_the_prompt_and_attempt_only() -> None:
+    context = Context(ScriptedPolicy([]), BoxTracker())
+
+    def seed(node: str, key: str, attempt: int, ctx: Context = context) -> int | None:
+        return ctx.attempt_sampling(node, key, attempt).seed
+
+    assert context.attempt_sampling("semantic_interpretation", "q", 1) == context.sampling
+    assert seed("semantic_interpretation", "q", 2) == seed("semantic_interpretation", "q", 2)
+    others = [
+        ("semantic_interpretation", "q", 3),
+        ("semantic_interpretation", "r", 2),
+        ("spatial_grounding", "q", 2),
+    ]
+    assert seed("semantic_interpretation", "q", 2) not in {seed(*o) for o in others}
+    seeded = dataclasses.replace(RETRY_SAMPLING, seed=7)
+    own = Context(ScriptedPolicy([]), BoxTracker(), retry_sampling=seeded)
+    assert seed("semantic_interpretation", "q", 2, own) != seed("semantic_interpretation", "q", 2)
+    greedy = Context(ScriptedPolicy([]), BoxTracker(), retry_sampling=SamplingParams())
+    assert greedy.attempt_sampling("spatial_grounding", "q", 2) == SamplingParams()  # stays unseeded
 
 
 def test_failure_path_records_typed_error(demo_clip: Path, tmp_path: Path) -> None:

@@ -3,13 +3,15 @@
 Why: serving a 7B model with vLLM is the fast way to run the graph over a benchmark. Visuals are
 prepared on the client the way Qwen's README does it for vLLM: qwen-vl-utils resizes images and
 videos to the model's grid (sides multiples of 28) before they are sent, so the server's
-processor leaves them as they are and the size the boxes are written in is known here. Videos go
-as their frames (`data:video/jpeg;base64,<frame>,<frame>,...`, each a lossless PNG, which vLLM's
-loader decodes by content) laid out as the local policy lays
-them out (`frame_layout`: one temporal slot per frame id), with their timing as vLLM's
-`video/jpeg` loader reads it (`media_io_kwargs.video`: fps, frames_indices, total_num_frames; a
-transformers-5 processor ignores an `fps` in `mm_processor_kwargs`, which is still sent for
-older servers), computed by the same function as the local policy's.
+processor leaves them as they are and the size the boxes are written in is known here. The pixel
+budgets are the served checkpoint's own when its processor can be read locally (`local_sizing`),
+so a served run sees what a local one sees. Videos go as their frames
+(`data:video/jpeg;base64,<frame>,<frame>,...`, each a lossless PNG, which vLLM's loader decodes
+by content) laid out as the local policy lays them out (`frame_layout`: one temporal slot per
+frame id), with their timing as vLLM's `video/jpeg` loader reads it (`media_io_kwargs.video`:
+fps, frames_indices, total_num_frames; a transformers-5 processor ignores an `fps` in
+`mm_processor_kwargs`, which is still sent for older servers), computed by the same function as
+the local policy's.
 
 Every sampling field is sent explicitly (`top_k: -1`, `repetition_penalty: 1.0`, ...): vLLM
 otherwise applies the checkpoint's `generation_config.json` (Qwen instruct releases: repetition
@@ -21,10 +23,10 @@ mismatch (boxes would be mis-scaled) is an error.
 Traces carry token ids only where the server returns them (vLLM does), with the sampling-time
 log-probs; training replays them through a local `QwenVLPolicy` of the same weights
 (`revseg train grpo` with `rollout_server`). For that the visuals must be sized as that policy
-sizes them (`sizing=policy.inputs`; by default qwen-vl-utils' own budgets are used). Round 2's
-request carries round 1's answer as text, which the server tokenises again (the chat API takes no
-token ids), so this policy does not take `ChatMessage.token_ids` (`feeds_token_ids` is False) and
-the trace records the chat as sent: replay then tokenises it the same way.
+sizes them (`sizing=policy.inputs`). Round 2's request carries round 1's answer as text, which
+the server tokenises again (the chat API takes no token ids), so this policy does not take
+`ChatMessage.token_ids` (`feeds_token_ids` is False) and the trace records the chat as sent:
+replay then tokenises it the same way.
 
 `transformers serve` (`served:transformers+http://...`) speaks a narrower dialect: it refuses
 `top_k`, `min_p`, `repetition_penalty`, `presence_penalty`, `logprobs` and `n` in a request, and
