@@ -6,7 +6,7 @@ import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,9 @@ import pytest
 import torch
 
 from revseg_agent.demo import demo_frames, make_demo_clip
+from revseg_agent.traces import Trace
+from revseg_agent.training.recipe import GeneratedData, Recipe
+from revseg_agent.training.rewards import RewardConfig
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DAVIS = SHARED_DATA / "davis2016-subset"
@@ -177,3 +180,30 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:
+    """A small learnable task: the share of written tokens from the lower half of the vocabulary."""
+    return [float(np.mean([i < 256 for s in t.steps for i in s.completion_ids])) for t in completions]
+
+
+def tiny_grpo_recipe(policy_dir: Path, out: Path, **kw: object) -> Recipe:
+    """A GRPO recipe that takes a few seconds a step with the tiny random policy; `kw` overrides."""
+    base: dict[str, object] = {
+        "policy": str(policy_dir),
+        "output_dir": str(out),
+        "data": GeneratedData(num_samples=2, num_frames=6),
+        "group_size": 4,
+        "prompts_per_step": 1,
+        "learning_rate": 5e-2,
+        "beta": 0.0,
+        "max_new_tokens": 8,
+        "num_frames": 4,
+        "max_steps": 2,
+        "save_every": 1,
+        "device": "cpu",
+        # a random policy's rounds mostly fall back: the token-share reward counts them anyway
+        "rewards": RewardConfig(weights={"format": 1.0}, reward_fallbacks=True),
+    }
+    base.update(kw)
+    return Recipe.model_validate(base)

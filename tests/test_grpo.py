@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,14 @@ import torch
 
 from revseg_agent.cli import main
 from revseg_agent.errors import InputError
-from revseg_agent.traces import Trace
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.loss import group_advantages, grpo_token_terms
 from revseg_agent.training.recipe import GeneratedData, Recipe
 from revseg_agent.training.rewards import RewardConfig
 from revseg_agent.training.store import TraceStore, rescore
 from revseg_agent.training.trainer import GRPOTrainer
+
+from .conftest import low_token_share, tiny_grpo_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -46,35 +46,9 @@ def test_grpo_token_terms_by_hand() -> None:
     assert terms.kl.tolist() == pytest.approx([np.exp(delta) - delta - 1, 0.0])
 
 
-def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:
-    """A small learnable task: the share of written tokens from the lower half of the vocabulary."""
-    return [float(np.mean([i < 256 for s in t.steps for i in s.completion_ids])) for t in completions]
-
-
-def _recipe(tiny_policy_dir: Path, out: Path, **kw: object) -> Recipe:
-    base: dict[str, object] = {
-        "policy": str(tiny_policy_dir),
-        "output_dir": str(out),
-        "data": GeneratedData(num_samples=2, num_frames=6),
-        "group_size": 4,
-        "prompts_per_step": 1,
-        "learning_rate": 5e-2,
-        "beta": 0.0,
-        "max_new_tokens": 8,
-        "num_frames": 4,
-        "max_steps": 2,
-        "save_every": 1,
-        "device": "cpu",
-        # a random policy's rounds mostly fall back: the token-share reward counts them anyway
-        "rewards": RewardConfig(weights={"format": 1.0}, reward_fallbacks=True),
-    }
-    base.update(kw)
-    return Recipe.model_validate(base)
-
-
 @pytest.mark.slow
 def test_steps_change_parameters_and_mean_reward_rises(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    recipe = _recipe(tiny_policy_dir, tmp_path, max_steps=12, save_every=100)
+    recipe = tiny_grpo_recipe(tiny_policy_dir, tmp_path, max_steps=12, save_every=100)
     trainer = GRPOTrainer(recipe, load_samples(recipe.data, tmp_path), extra_rewards={"low": low_token_share})
     assert trainer.policy is not None
     before = {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}
@@ -94,7 +68,7 @@ def test_kill_and_resume_continues_with_the_same_optimizer_state(
     tiny_policy_dir: Path, tmp_path: Path
 ) -> None:
     straight = GRPOTrainer(
-        _recipe(tiny_policy_dir, tmp_path / "a", max_steps=3, beta=0.01),
+        tiny_grpo_recipe(tiny_policy_dir, tmp_path / "a", max_steps=3, beta=0.01),
         load_samples(GeneratedData(num_samples=2, num_frames=6), tmp_path / "a"),
         extra_rewards={"low": low_token_share},
     )
@@ -102,7 +76,7 @@ def test_kill_and_resume_continues_with_the_same_optimizer_state(
 
     samples = load_samples(GeneratedData(num_samples=2, num_frames=6), tmp_path / "b")
     first = GRPOTrainer(
-        _recipe(tiny_policy_dir, tmp_path / "b", max_steps=3, beta=0.01),
+        tiny_grpo_recipe(tiny_policy_dir, tmp_path / "b", max_steps=3, beta=0.01),
         samples,
         extra_rewards={"low": low_token_share},
     )
@@ -111,7 +85,7 @@ def test_kill_and_resume_continues_with_the_same_optimizer_state(
     saved = {k: v.clone() for k, v in first.optimizer.state_dict()["state"][0].items()}
 
     resumed = GRPOTrainer(
-        _recipe(tiny_policy_dir, tmp_path / "b", max_steps=3, beta=0.01),
+        tiny_grpo_recipe(tiny_policy_dir, tmp_path / "b", max_steps=3, beta=0.01),
         samples,
         extra_rewards={"low": low_token_share},
         resume=True,
@@ -136,7 +110,7 @@ def test_a_resumed_run_records_each_step_once(tiny_policy_dir: Path, tmp_path: P
     import shutil
 
     def run(out: Path, max_steps: int, resume: bool = False) -> None:
-        recipe = _recipe(tiny_policy_dir, out, max_steps=3, save_every=2)
+        recipe = tiny_grpo_recipe(tiny_policy_dir, out, max_steps=3, save_every=2)
         GRPOTrainer(
             recipe, load_samples(recipe.data, out), extra_rewards={"low": low_token_share}, resume=resume
         ).train(max_steps=max_steps)
@@ -160,7 +134,7 @@ def test_a_resumed_run_records_each_step_once(tiny_policy_dir: Path, tmp_path: P
 
 @pytest.mark.slow
 def test_rescore_recomputes_rewards_without_a_model(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    recipe = _recipe(tiny_policy_dir, tmp_path, max_steps=1)
+    recipe = tiny_grpo_recipe(tiny_policy_dir, tmp_path, max_steps=1)
     GRPOTrainer(recipe, load_samples(recipe.data, tmp_path)).train()
     records = list(TraceStore(tmp_path / "traces.jsonl"))
     assert len(records) == 4 and all(r.ground_truth for r in records)
@@ -241,7 +215,7 @@ def test_lora_run_trains_adapters_only_and_resumes(tiny_policy_dir: Path, tmp_pa
     from revseg_agent.training.recipe import LoraConfig
 
     def recipe(out: Path) -> Recipe:
-        return _recipe(
+        return tiny_grpo_recipe(
             tiny_policy_dir,
             out,
             max_steps=3,
@@ -277,11 +251,11 @@ def test_lora_run_trains_adapters_only_and_resumes(tiny_policy_dir: Path, tmp_pa
 def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_path: Path) -> None:
     from revseg_agent.training.recipe import WarmStart
 
-    first = _recipe(tiny_policy_dir, tmp_path / "a", max_steps=2)
+    first = tiny_grpo_recipe(tiny_policy_dir, tmp_path / "a", max_steps=2)
     GRPOTrainer(
         first, load_samples(first.data, tmp_path / "a"), extra_rewards={"low": low_token_share}
     ).train()
-    warm = _recipe(
+    warm = tiny_grpo_recipe(
         tiny_policy_dir,
         tmp_path / "b",
         max_steps=2,
@@ -417,7 +391,7 @@ def test_a_served_policy_cannot_be_trained() -> None:
         Recipe.model_validate({"policy": "served:http://127.0.0.1:8000/v1"})
 
 
-def test_deepspeed_config_fills_autos_from_the_recipe() -> None:
+def test_deepspeed_config_fills_autos_from_thetiny_grpo_recipe() -> None:
     from revseg_agent.training.recipe import Recipe, deepspeed_config
 
     recipe = Recipe.load(RECIPES / "revseg-qwen2.5-vl-7b.yaml")
@@ -440,7 +414,7 @@ def test_gradient_checkpointing_trains_to_the_same_weights(
     weights = []
     for checkpointing in (False, True):
         out = tmp_path / str(checkpointing)
-        recipe = _recipe(
+        recipe = tiny_grpo_recipe(
             tiny_policy_dir, out, max_steps=1, beta=0.01, lora=adapters, gradient_checkpointing=checkpointing
         )
         trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), extra_rewards={"low": low_token_share})
@@ -451,7 +425,7 @@ def test_gradient_checkpointing_trains_to_the_same_weights(
         weights.append(
             {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters() if v.requires_grad}
         )
-    untrained = _recipe(tiny_policy_dir, tmp_path / "start", lora=adapters)
+    untrained = tiny_grpo_recipe(tiny_policy_dir, tmp_path / "start", lora=adapters)
     start = GRPOTrainer(untrained, load_samples(untrained.data, tmp_path / "start"))
     before = dict(start.policy.model.named_parameters())
     assert any(not torch.equal(before[k], v) for k, v in weights[0].items())  # the step did train
@@ -486,7 +460,7 @@ def test_old_logprobs_come_from_the_training_forward(
     for name, shift in (("clean", 0.0), ("shifted", 0.5)):
         if shift:
             _shift_sampling_logprobs(monkeypatch, shift)
-        recipe = _recipe(tiny_policy_dir, tmp_path / name, max_steps=1, beta=0.01)
+        recipe = tiny_grpo_recipe(tiny_policy_dir, tmp_path / name, max_steps=1, beta=0.01)
         trainer = GRPOTrainer(
             recipe, load_samples(recipe.data, tmp_path / name), extra_rewards={"low": low_token_share}
         )
@@ -507,7 +481,7 @@ def test_old_logprobs_come_from_the_training_forward(
 def test_max_grad_norm_clips_on_the_plain_path(tiny_policy_dir: Path, tmp_path: Path) -> None:
     moved = []
     for name, limit in (("free", None), ("clipped", 1e-14)):
-        recipe = _recipe(tiny_policy_dir, tmp_path / name, max_steps=1, max_grad_norm=limit)
+        recipe = tiny_grpo_recipe(tiny_policy_dir, tmp_path / name, max_steps=1, max_grad_norm=limit)
         trainer = GRPOTrainer(
             recipe, load_samples(recipe.data, tmp_path / name), extra_rewards={"low": low_token_share}
         )

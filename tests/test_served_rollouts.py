@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -27,10 +27,10 @@ from revseg_agent.synth.scenes import render_scene
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training import served_rollouts
 from revseg_agent.training.data import load_samples
-from revseg_agent.training.recipe import GeneratedData, LoraConfig, Recipe, RolloutServer
-from revseg_agent.training.rewards import RewardConfig
+from revseg_agent.training.recipe import LoraConfig, Recipe, RolloutServer
 from revseg_agent.training.trainer import GRPOTrainer
 
+from .conftest import low_token_share, tiny_grpo_recipe
 from .vllm_standin import running
 
 pytestmark = pytest.mark.slow
@@ -44,31 +44,9 @@ def server(tiny_policy_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield url
 
 
-def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:
-    """A learnable reward with spread: the share of written tokens from the lower vocabulary."""
-    return [float(np.mean([i < 256 for s in t.steps for i in s.completion_ids])) for t in completions]
-
-
 def _recipe(policy: Path, out: Path, url: str, **kw: object) -> Recipe:
-    fields: dict[str, object] = {
-        "policy": str(policy),
-        "output_dir": str(out),
-        "data": GeneratedData(num_samples=2, num_frames=6),
-        "group_size": 4,
-        "prompts_per_step": 1,
-        "learning_rate": 5e-2,
-        "beta": 0.0,
-        "max_new_tokens": 8,
-        "num_frames": 4,
-        "max_steps": 4,
-        "save_every": 2,
-        "device": "cpu",
-        "rewards": RewardConfig(weights={"format": 1.0}, reward_fallbacks=True),
-        "lora": ADAPTERS,
-        "rollout_server": url,
-    }
-    fields.update(kw)
-    return Recipe.model_validate(fields)
+    fields: dict[str, object] = {"max_steps": 4, "save_every": 2, "lora": ADAPTERS, "rollout_server": url}
+    return tiny_grpo_recipe(policy, out, **{**fields, **kw})
 
 
 def _models(url: str) -> list[str]:
