@@ -134,6 +134,21 @@ def test_a_server_left_on_old_adapters_shows_as_a_log_prob_gap(
     assert max(m["logprob_gap_mean"] for m in _metrics(out)[1:]) > 0.05
 
 
+def test_a_resumed_run_serves_its_own_step_and_drops_what_the_last_run_left(
+    server: str, tiny_policy_dir: Path, tmp_path: Path, one_torch_thread: None
+) -> None:
+    out = tmp_path / "run"
+    recipe = _recipe(tiny_policy_dir, out, server, rollout_server={"url": server, "adapter_prefix": "resume"})
+    samples = load_samples(recipe.data, tmp_path)
+    GRPOTrainer(recipe, samples).train(max_steps=3)  # stops with resume-2 loaded and on disk
+    assert [m for m in _models(server) if m.startswith("resume-")] == ["resume-2"]
+    GRPOTrainer(recipe, samples, resume=True).train(max_steps=4)
+    assert [m for m in _models(server) if m.startswith("resume-")] == ["resume-3"]
+    assert [p.name for p in (out / "adapters").iterdir()] == ["step-3"]
+    records = [json.loads(line) for line in (out / "traces.jsonl").read_text().splitlines()]
+    assert {r["step"]: r["policy"] for r in records}[3] == f"resume-3 @ {server}"
+
+
 def test_cli_trains_through_the_server_from_a_yaml_recipe(
     server: str, tiny_policy_dir: Path, tmp_path: Path
 ) -> None:

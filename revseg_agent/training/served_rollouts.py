@@ -81,6 +81,21 @@ class AdapterPublisher:
         if previous is not None:
             self.admin.request("POST", "/unload_lora_adapter", {"lora_name": previous[0]})
             shutil.rmtree(previous[1], ignore_errors=True)
+        else:
+            self._drop_leftovers(keep=target)
+
+    def _drop_leftovers(self, keep: Path) -> None:
+        """A resumed run: the adapters an interrupted run left loaded and on disk go (a name the
+        server no longer knows is fine)."""
+        for folder in sorted(self.folder.glob("step-*")):
+            if folder == keep or not folder.name.removeprefix("step-").isdigit():
+                continue
+            stale = self.name(int(folder.name.removeprefix("step-")))
+            try:
+                self.admin.request("POST", "/unload_lora_adapter", {"lora_name": stale})
+            except ServedPolicyError:
+                logger.info("adapter %s was not loaded on the rollout server", stale)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def require_token_ids(traces: Sequence[Trace], server: str) -> None:
