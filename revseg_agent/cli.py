@@ -30,6 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from revseg_agent.access import is_loopback
 from revseg_agent.errors import (
     CheckpointError,
     InputError,
@@ -40,8 +41,15 @@ from revseg_agent.errors import (
 )
 from revseg_agent.eval.datasets import DATASETS, DatasetError
 from revseg_agent.eval.diagnostics import BASELINES
+from revseg_agent.io import check_replaceable, claim_output_dir
 from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FRAME_LAYOUTS
-from revseg_agent.registry import check_policy_spec, check_tracker_spec, load_policy, load_tracker
+from revseg_agent.registry import (
+    check_device,
+    check_policy_spec,
+    check_tracker_spec,
+    load_policy,
+    load_tracker,
+)
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 
 logger = logging.getLogger("revseg_agent.cli")
@@ -227,8 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--frames", type=int, default=8, help="frames sampled for round 1")
     ui.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     ui.add_argument("--work", type=Path, default=Path("revseg-ui"), help="runs, their files and runs.sqlite")
-    ui.add_argument("--host", default="127.0.0.1", help="default: loopback only")
+    ui.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="default: loopback only; any other address needs --auth (see the README's Security)",
+    )
     ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument(
+        "--auth",
+        metavar="USER:PASSWORD",
+        help="the page's login (Gradio's); default: the REVSEG_UI_AUTH variable; required beyond loopback",
+    )
+    ui.add_argument(
+        "--allow-dir",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="a folder whose videos the page may open by path (repeat for several); default: any "
+        "path on loopback, none beyond it (uploads and generated clips always work)",
+    )
+    ui.add_argument("--max-upload-mb", type=float, default=500.0, help="largest upload the page stores")
 
     tiny = sub.add_parser("tiny-policy", help="write a tiny random-init Qwen2.5-VL checkpoint")
     tiny.add_argument("out", type=Path)
@@ -288,10 +314,10 @@ def run_segment(args: argparse.Namespace) -> int:
         raise InputError("the query is empty")
     if args.frames < 1:
         raise InputError(f"--frames must be at least 1, got {args.frames}")
-    if args.out.exists() and (not args.out.is_dir() or (any(args.out.iterdir()) and not args.overwrite)):
-        raise InputError(f"output folder {args.out} exists and is not empty (pass --overwrite)")
+    check_replaceable(args.out, overwrite=args.overwrite)
     video = open_video(args.video)
     check_tracker_spec(_tracker_spec(args))  # cheap checks before the policy loads
+    check_device(args.device)
     policy = load_policy(args.policy, device=args.device)
     tracker = _load_tracker(args)
 
@@ -359,11 +385,9 @@ def run_synth(args: argparse.Namespace) -> int:
     if min(args.train, args.valid, args.test) < 0:
         raise InputError("--train, --valid and --test must not be negative")
     spec = WorldSpec(seed=args.seed, train=args.train, valid=args.valid, test=args.test)
-    try:
-        with tqdm(total=args.train + args.valid + args.test, desc="synth", unit="video") as bar:
-            summary = write_world(args.out, spec, overwrite=args.overwrite, progress=bar.update)
-    except FileExistsError as exc:
-        raise InputError(f"{exc}; pass --overwrite to replace it") from exc
+    check_replaceable(args.out, overwrite=args.overwrite)
+    with tqdm(total=args.train + args.valid + args.test, desc="synth", unit="video") as bar:
+        summary = write_world(args.out, spec, overwrite=args.overwrite, progress=bar.update)
     for split, counts in summary["splits"].items():
         print(
             f"{split}: {counts['videos']} videos, {counts['expressions']} expressions -> {args.out / split}"
@@ -434,6 +458,7 @@ def run_eval(args: argparse.Namespace) -> int:
         workers=1 if args.ray else args.workers,
     )
     check_tracker_spec(spec.tracker)
+    check_device(args.device)
     if spec.policy is not None:
         check_policy_spec(spec.policy)
     executor = None
@@ -481,11 +506,12 @@ def run_train(args: argparse.Namespace) -> int:
     from revseg_agent.training.data import load_samples
     from revseg_agent.training.trainer import GRPOTrainer
 
+    check_device(recipe.device, option="the recipe's device")
     if args.train_command == "sft":
         return run_sft(args, recipe)
     if args.output_dir:
         recipe = recipe.model_copy(update={"output_dir": str(args.output_dir)})
-    out = Path(recipe.output_dir)
+    out = claim_output_dir(recipe.output_dir, "train-grpo", option="--output-dir")
     trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), output_dir=out, resume=args.resume)
 
     from tqdm import tqdm
@@ -518,7 +544,7 @@ def run_sft(args: argparse.Namespace, recipe: Any) -> int:
     from revseg_agent.training.recipe import materialise_policy
     from revseg_agent.training.sft import train_sft
 
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(args.output_dir, "train-sft", option="--output-dir")
     source = materialise_policy(recipe.policy, args.output_dir, recipe.seed)
     policy = QwenVLPolicy.from_pretrained(source, device=recipe.device, dtype=recipe.dtype)
     samples = load_samples(recipe.data, args.output_dir)
@@ -581,6 +607,20 @@ def run_ui(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise InputError(f"--frames must be at least 1, got {args.frames}")
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise InputError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    auth = _ui_auth(args.auth)
+    if not is_loopback(args.host) and auth is None:
+        raise InputError(
+            f"--host {args.host} serves the page to the network: give a login with --auth USER:PASSWORD "
+            "(or the REVSEG_UI_AUTH variable), or keep the default 127.0.0.1"
+        )
+    for folder in args.allow_dir or []:
+        if not folder.is_dir():
+            raise InputError(f"--allow-dir {folder} is not a folder")
+    check_device(args.device)
     specs = args.policy or ["revseg-tiny"]
     for spec in specs:
         check_policy_spec(spec)
@@ -597,15 +637,34 @@ def run_ui(args: argparse.Namespace) -> int:
             trackers["sam2"] = load_tracker(spec, args.device, args.sam2_image_size)
     policies = {spec: load_policy(spec, device=args.device) for spec in specs}
     print(f"revseg ui on http://{args.host}:{args.port} (runs in {args.work}); Ctrl+C stops it")
-    launch(
-        args.work,
-        policies=policies,
-        trackers=trackers,
-        host=args.host,
-        port=args.port,
-        num_frames=args.frames,
-    )
+    try:
+        launch(
+            args.work,
+            policies=policies,
+            trackers=trackers,
+            host=args.host,
+            port=args.port,
+            num_frames=args.frames,
+            auth=auth,
+            allowed_dirs=args.allow_dir,
+            max_upload_mb=args.max_upload_mb,
+        )
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        raise InputError(f"cannot serve on {args.host}:{args.port}: {exc}") from exc
     return 0
+
+
+def _ui_auth(given: str | None) -> tuple[str, str] | None:
+    """`USER:PASSWORD` from `--auth` or `REVSEG_UI_AUTH`, checked (None when neither is set)."""
+    import os
+
+    raw = given if given is not None else os.environ.get("REVSEG_UI_AUTH")
+    if raw is None:
+        return None
+    user, sep, password = raw.partition(":")
+    if not sep or not user or not password:
+        raise InputError("--auth (or REVSEG_UI_AUTH) must be USER:PASSWORD, both non-empty")
+    return user, password
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from revseg_agent.errors import InputError
+
 logger = logging.getLogger(__name__)
+
+#: Written into every output folder revseg makes: what wrote it and which entries are its own.
+#: `--overwrite` replaces only folders that carry it and hold nothing else, so a mistyped
+#: `--out` (a home or project folder) is refused instead of deleted.
+OUTPUT_MARKER = ".revseg-output.json"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -56,20 +63,113 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+class OutputFolderError(InputError):
+    """An output path revseg must not write into or replace (a file, or a folder of other files)."""
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def read_output_marker(folder: Path) -> dict[str, Any] | None:
+    """The folder's marker, or None when it has none (or an unreadable one)."""
+    try:
+        marker = json.loads((folder / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("written_by") == "revseg-agent" else None
+
+
+def write_output_marker(folder: Path, kind: str, entries: list[str] | None = None) -> None:
+    """Mark `folder` as revseg's. `entries`: its own top-level names (a folder written in one
+    piece); None: a folder revseg fills over time (eval, training), which is never replaced."""
+    marker = {"written_by": "revseg-agent", "kind": kind, "entries": entries}
+    atomic_write_text(folder / OUTPUT_MARKER, json.dumps(marker, indent=2) + "\n")
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """What in `folder` revseg did not write: everything without a marker, else what the marker
+    does not list (a folder filled over time owns what it holds)."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    marker = read_output_marker(folder)
+    if marker is None:
+        return names
+    own = marker.get("entries")
+    if own is None:
+        return []
+    allowed = {OUTPUT_MARKER, *own}
+    return [n for n in names if n.rstrip("/") not in allowed]
+
+
+def check_replaceable(final: Path, *, overwrite: bool, option: str = "--overwrite") -> None:
+    """Refuse (`OutputFolderError`, naming what is there) to write `final` unless it is absent,
+    an empty folder, or, with `overwrite`, a folder revseg wrote that holds nothing else."""
+    if not final.exists() and not final.is_symlink():
+        return
+    if not final.is_dir() or final.is_symlink():
+        raise OutputFolderError(f"output path {final} exists and is not a folder: choose another path")
+    names = sorted(p.name for p in final.iterdir())
+    if not names:
+        return
+    if not overwrite:
+        raise OutputFolderError(
+            f"output folder {final} exists and is not empty (it holds {_listing(names)}): "
+            f"pass {option} to replace an earlier revseg output, or choose another folder"
+        )
+    foreign = foreign_entries(final)
+    if foreign:
+        marked = read_output_marker(final) is not None
+        why = "revseg did not write them" if marked else "it is not a revseg output folder"
+        raise OutputFolderError(
+            f"refusing to replace {final}: it holds {_listing(foreign)} ({why}; {option} replaces "
+            f"only folders revseg wrote, marked by {OUTPUT_MARKER}): choose another folder"
+        )
+
+
+def claim_output_dir(folder: str | Path, kind: str, *, option: str = "--out") -> Path:
+    """Make or reuse a folder that revseg fills over time (eval runs, training runs): refused when
+    it is a file or a non-empty folder revseg did not make, so a resumed run never writes into
+    (or prunes) a person's files; marked on first use."""
+    folder = Path(folder)
+    if folder.exists() or folder.is_symlink():
+        if not folder.is_dir():
+            raise OutputFolderError(f"{option} {folder} exists and is not a folder: choose another path")
+        names = sorted(
+            p.name + ("/" if p.is_dir() else "")
+            for p in folder.iterdir()
+            if not p.name.startswith(f".{OUTPUT_MARKER}.")  # another process writing the marker
+        )
+        if names and read_output_marker(folder) is None:
+            raise OutputFolderError(
+                f"{option} {folder} is not empty and was not made by revseg (it holds "
+                f"{_listing(names)}; no {OUTPUT_MARKER}): choose an empty or new folder"
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    if read_output_marker(folder) is None:
+        write_output_marker(folder, kind)
+    return folder
+
+
 @contextlib.contextmanager
-def atomic_output_dir(final: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    final: str | Path, *, overwrite: bool = False, kind: str = "output", option: str = "--overwrite"
+) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; on success it replaces `final` in one rename.
 
-    On any exception the temporary folder is removed and `final` is left as it was.
+    On any exception the temporary folder is removed and `final` is left as it was. `final` is
+    replaced only when `check_replaceable` allows it (checked before any work and again before
+    the swap); the new folder carries the marker listing its entries.
     """
     final = Path(final)
-    if final.exists() and not overwrite and any(final.iterdir()):
-        raise FileExistsError(f"output folder {final} exists and is not empty (pass overwrite)")
+    check_replaceable(final, overwrite=overwrite, option=option)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     tmp.chmod(0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
+        write_output_marker(tmp, kind, sorted(p.name for p in tmp.iterdir()))
+        check_replaceable(final, overwrite=overwrite, option=option)  # nothing added meanwhile
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

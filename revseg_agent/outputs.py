@@ -55,7 +55,7 @@ def write_outputs(
 ) -> Path:
     """Write `masks/<00000>.png` (0/255), `masks.json`, `overlay.mp4` and `trace.json` to `out_dir`."""
     boxes = [Box.from_list(b) for b in trace.result.boxes or []]
-    with atomic_output_dir(out_dir, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out_dir, overwrite=overwrite, kind="segment") as tmp:
         write_png_masks(tmp / "masks", (track.frame(i) for i in range(track.num_frames)))
         shutil.copyfile(masks_json, tmp / "masks.json")
         write_overlay_video(

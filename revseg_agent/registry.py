@@ -37,8 +37,28 @@ def _load_once(key: tuple[Any, ...], load: Callable[[], T]) -> T:
         return _loaded[key]
 
 
+def check_device(device: str | None, *, option: str = "--device") -> None:
+    """A device torch can use here (`InputError` naming it otherwise), checked before any load:
+    `cuda` on a machine without a GPU is bad input, not a driver traceback."""
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise InputError(f"{option} {device!r}: use cpu, cuda or cuda:<index>")
+    if not torch.cuda.is_available():
+        raise InputError(
+            f"{option} {device}: torch sees no CUDA GPU on this machine (torch.cuda.is_available() "
+            "is False): use cpu, or install a CUDA build of torch on a machine with a GPU"
+        )
+    if index and int(index) >= torch.cuda.device_count():
+        raise InputError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
 def load_policy(spec: str, device: str | None = None) -> Policy:
     """The policy a spec names, loaded once per (spec, device)."""
+    check_device(device)
     return _load_once(("policy", spec, device), lambda: _build_policy(spec, device))
 
 
@@ -75,6 +95,19 @@ def _build_policy(spec: str, device: str | None) -> Policy:
     return QwenVLPolicy.from_pretrained(policy_source(spec), device=device)
 
 
+def spec_paths(spec: str, kind: str) -> list[str]:
+    """The files on this machine a policy or tracker spec would read (for `Context.allowed_dirs`):
+    a local checkpoint folder or SAM2 checkpoint; none for hub ids, packaged names or servers."""
+    if kind == "tracker":
+        name, _, rest = spec.partition(":")
+        return [rest.partition(":")[0]] if name == "sam2" and rest else []
+    if spec.startswith("served:") or spec in PACKAGED_POLICIES:
+        return []
+    from revseg_agent.policies.qwen import looks_local
+
+    return [spec] if looks_local(spec) else []
+
+
 def check_policy_spec(spec: str) -> None:
     """Cheap checks of a policy spec (a local folder that exists, a hub id that is cached or
     reachable), to run before anything is loaded. Served specs are checked when first called."""
@@ -106,6 +139,7 @@ def load_tracker(spec: str, device: str | None = None, image_size: int | None = 
     """The tracker a spec names, loaded once per (spec, device, image size). `image_size` lowers
     SAM2's input resolution (memory); ignored by the classical tracker."""
     check_tracker_spec(spec)
+    check_device(device)
     return _load_once(("tracker", spec, device, image_size), lambda: _build_tracker(spec, device, image_size))
 
 

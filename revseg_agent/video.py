@@ -7,8 +7,12 @@ decoding everything, which only the tracker needs).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,35 @@ def frame_files(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[
     return {p.stem: p for p in files}
 
 
+_stderr_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_stderr_to_log() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 meanwhile to this module's debug log.
+
+    decord prints `video_reader.cc:83: ERROR opening ...` (and FFmpeg its own line) straight to
+    the terminal for a file that is not a video, above revseg's one clear message; Python cannot
+    catch those writes, so the descriptor is pointed at a temporary file for the call.
+    """
+    with _stderr_lock, tempfile.TemporaryFile() as sink:
+        try:
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2 (a detached process): nothing would reach a terminal
+            yield
+            return
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                logger.debug("native output while opening a video: %s", text)
+
+
 class Video:
     """A read-only handle on a video file or a folder of frames. Frames are RGB uint8 `(H, W, 3)`."""
 
@@ -91,11 +124,12 @@ class Video:
             import decord
 
             try:
-                reader = self._open_decord()
-                num = len(reader)
-                if num == 0:
-                    raise VideoError(f"the video has zero frames: {self.path}")
-                h, w = reader[0].shape[:2]  # a file that is not a video can open and fail here
+                with native_stderr_to_log():  # decord's C++ log line and FFmpeg's, for a bad file
+                    reader = self._open_decord()
+                    num = len(reader)
+                    if num == 0:
+                        raise VideoError(f"the video has zero frames: {self.path}")
+                    h, w = reader[0].shape[:2]  # a file that is not a video can open and fail here
             except (RuntimeError, decord.DECORDError) as exc:  # decord raises both
                 raise VideoError(f"cannot read video {self.path}: not a readable video ({exc})") from exc
             # the reader is not kept: see `read`

@@ -182,6 +182,18 @@ def one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def two_torch_threads() -> Iterator[None]:
+    """Torch on two threads in this process, whatever the machine's default: for tests that compare
+    against workers on one thread, so a difference in reduction order shows on every machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:
     """A small learnable task: the share of written tokens from the lower half of the vocabulary."""
     return [float(np.mean([i < 256 for s in t.steps for i in s.completion_ids])) for t in completions]

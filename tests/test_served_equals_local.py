@@ -27,7 +27,7 @@ from revseg_agent.testing import BoxTracker
 
 from .vllm_standin import running
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cross_process]
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from revseg_agent.access import ALLOWED_DIRS_ENV
 
 from .conftest import free_port, server_process
 
@@ -23,6 +26,8 @@ from langgraph_sdk import get_sync_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[1]
+#: The module server's process id and log file (for the load test).
+SERVER: dict[str, Any] = {}
 NODES_AND_RESPOND = [
     "sample_frames",
     "semantic_interpretation",
@@ -46,9 +51,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "LANGSMITH_TRACING": "false",
         "LANGCHAIN_TRACING_V2": "false",
     }
+    # the server reads videos, checkpoints and writes artifacts only under this session's temp root
+    env[ALLOWED_DIRS_ENV] = str(tmp_path_factory.getbasetemp())
     args = [cli, "dev", "--host", "127.0.0.1", "--port", str(port), "--no-browser", "--no-reload"]
     url = f"http://127.0.0.1:{port}"
-    with server_process(args, f"{url}/ok", log, cwd=ROOT, env=env):
+    with server_process(args, f"{url}/ok", log, cwd=ROOT, env=env) as proc:
+        SERVER.update(pid=proc.pid, log=log)
         yield url
 
 
@@ -111,6 +119,8 @@ def test_an_interrupted_run_is_edited_and_resumed(
         ({"video_path": "/no/such/video.mp4"}, "video not found"),
         ({"query": "   "}, "the query is empty"),
         ({"tracker": "magic"}, "unknown tracker spec 'magic'"),
+        ({"video_path": "/etc/passwd"}, "video /etc/passwd is outside the folders this server may read"),
+        ({"policy": "/opt/other-model"}, "policy checkpoint /opt/other-model is outside the folders"),
     ],
 )
 def test_bad_input_reaches_the_client(
@@ -120,7 +130,7 @@ def test_bad_input_reaches_the_client(
     inputs = {"video_path": str(demo_clip), "query": "the red square"}
     context = _context(tiny_policy_dir)
     for key, value in change.items():
-        (context if key == "tracker" else inputs)[key] = value
+        (context if key in {"tracker", "policy"} else inputs)[key] = value
     out = client.runs.wait(None, "revseg", input=inputs, context=context)
     assert isinstance(out, dict) and message in out["error"]["message"], out
     assert out["error"]["node"] == "sample_frames"  # checked before any model was asked
@@ -158,3 +168,67 @@ def test_schemas_describe_input_output_and_context(server: str) -> None:
     assert {"policy", "tracker", "num_frames", "on_parse_failure"} <= set(
         schemas["context_schema"]["properties"]
     )
+
+
+def test_the_server_writes_artifacts_and_reads_edited_paths_only_under_its_folders(
+    server: str, tiny_policy_dir: Path, demo_clip: Path
+) -> None:
+    client = get_sync_client(url=server)
+    inputs = {"video_path": str(demo_clip), "query": "the red square"}
+    elsewhere = Path(tempfile.mkdtemp(dir="/var/tmp"))  # outside the server's folders
+    try:
+        context = _context(tiny_policy_dir, artifacts_dir=str(elsewhere))
+        out = client.runs.wait(None, "revseg", input=inputs, context=context)
+        assert f"artifacts_dir {elsewhere} is outside the folders" in out["error"]["message"], out
+        assert list(elsewhere.iterdir()) == []  # nothing written there
+    finally:
+        shutil.rmtree(elsewhere)
+    thread = client.threads.create()
+    context = _context(tiny_policy_dir)
+    client.runs.wait(thread["thread_id"], "revseg", input=inputs, context=context, interrupt_before=["track"])
+    client.threads.update_state(thread["thread_id"], {"video_path": "/etc/hostname"})  # edited while paused
+    out = client.runs.wait(thread["thread_id"], "revseg", input=None, context=context)
+    assert "video /etc/hostname is outside the folders" in out["error"]["message"], out
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (MB), from /proc."""
+    total = 0.0
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(c) for c in children.read_text().split()]
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
+def test_four_clients_running_four_runs_each_get_the_sequential_results(
+    server: str, tmp_path: Path, demo_clip: Path, tiny_policy_dir: Path
+) -> None:
+    """4 concurrent clients x 4 runs each on a checkpoint no run has loaded yet: every run
+    finishes, each output equals the same run made alone, the checkpoint is loaded once (one
+    "Loading weights" in the server's log) and the server's memory after 16 runs is within 300 MB
+    of what it was after the first (bounded loops on loopback)."""
+    cold = Path(shutil.copytree(tiny_policy_dir, tmp_path / "load-policy"))
+    queries = ["the red square", "the blue circle", "the shape moving right", "the shape moving down"]
+    loads_before = SERVER["log"].read_text().count("Loading weights")
+
+    def run(query: str) -> dict[str, Any]:
+        out = get_sync_client(url=server).runs.wait(
+            None, "revseg", input={"video_path": str(demo_clip), "query": query}, context=_context(cold)
+        )
+        assert isinstance(out, dict) and out["error"] is None, out
+        return {k: out[k] for k in ("keyframe_index", "description", "boxes", "masks")}
+
+    alone = {query: run(query) for query in queries}
+    rss_first = _rss_mb(SERVER["pid"])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda q: [run(q) for _ in range(4)], queries))
+    rss_all = _rss_mb(SERVER["pid"])
+    for query, runs in zip(queries, together, strict=True):
+        assert runs == [alone[query]] * 4, query
+    assert SERVER["log"].read_text().count("Loading weights") - loads_before == 1
+    assert rss_all - rss_first < 300, (rss_first, rss_all)

@@ -33,7 +33,7 @@ from revseg_agent.training.trainer import GRPOTrainer
 from .conftest import low_token_share, tiny_grpo_recipe
 from .vllm_standin import running
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cross_process]
 
 ADAPTERS = LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 

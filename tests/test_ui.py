@@ -7,6 +7,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +252,167 @@ def test_cli_serves_on_loopback_with_the_shipped_policy(
     assert list(seen["policies"]) == ["revseg-tiny"] and list(seen["trackers"]) == ["classical"]
     assert cli.main(["ui", "--frames", "0"]) == cli.EXIT_BAD_INPUT
     assert cli.main(["ui", "--policy", str(tmp_path / "missing")]) == cli.EXIT_BAD_INPUT
+
+
+# -- beyond loopback: a login, machine paths only under named folders, uploads capped ------------
+
+
+def test_beyond_loopback_the_page_is_refused_without_a_login(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="give a login"):
+        launch(
+            tmp_path,
+            policies={"scripted": ScriptedPolicy(reply=_reply)},
+            trackers={"box": BoxTracker()},
+            host="0.0.0.0",
+            block=False,
+        )
+    assert not (tmp_path / "runs.sqlite").exists()  # nothing was opened, nothing served
+
+
+@pytest.fixture
+def guarded_page(tmp_path: Path, demo_clip: Path) -> Iterator[tuple[str, Path]]:
+    """A page with a login, machine paths only under `allowed/`, uploads up to the clip's size."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    port = free_port()
+    app = launch(
+        tmp_path / "work",
+        policies={"scripted": ScriptedPolicy(reply=_reply)},
+        trackers={"box": BoxTracker()},
+        port=port,
+        block=False,
+        num_frames=8,
+        auth=("ann", "s3cret"),
+        allowed_dirs=[allowed],
+        max_upload_mb=(demo_clip.stat().st_size + 1024) / 2**20,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/", allowed
+    finally:
+        app.close()
+
+
+def test_a_login_closes_the_page_and_its_api(guarded_page: tuple[str, Path], demo_clip: Path) -> None:
+    import httpx
+
+    url, _ = guarded_page
+    assert httpx.get(url + "config").status_code == 401
+    assert httpx.post(url + "gradio_api/upload", files={"files": ("c.mp4", b"x")}).status_code == 401
+    with pytest.raises(Exception, match="credentials were not provided"):
+        gradio_client.Client(url, verbose=False)
+    client = gradio_client.Client(url, auth=("ann", "s3cret"), verbose=False)
+    out = dict(
+        zip(OUTPUT_NAMES, client.predict(None, "", "q", "scripted", "box", api_name="/start"), strict=True)
+    )
+    assert "no video" in out["status"]
+
+
+def test_machine_paths_are_read_only_under_the_allowed_folders(
+    guarded_page: tuple[str, Path], demo_clip: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    url, allowed = guarded_page
+    client = gradio_client.Client(url, auth=("ann", "s3cret"), verbose=False)
+
+    def start(upload: Any, path: str) -> dict[str, Any]:
+        answer = client.predict(upload, path, "the red square", "scripted", "box", api_name="/start")
+        return dict(zip(OUTPUT_NAMES, answer, strict=True))
+
+    inside = Path(shutil.copy(demo_clip, allowed / "clip.mp4"))
+    (allowed / "link.mp4").symlink_to(demo_clip)  # inside by name, outside in fact
+    for outside in (demo_clip, allowed / "link.mp4", allowed / ".." / "work" / ".." / ".." / "x.mp4"):
+        out = start(None, str(outside))
+        assert "is outside the folders this server may read" in out["status"] and not out["run_id"]
+    assert start(None, str(inside))["run_json"]["stage"] == "ready"
+    assert start(gradio_client.handle_file(str(demo_clip)), "")["run_json"]["stage"] == "ready"  # an upload
+
+
+def test_an_upload_over_the_cap_is_refused_before_it_is_stored(
+    guarded_page: tuple[str, Path], demo_clip: Path
+) -> None:
+    import httpx
+
+    url, _ = guarded_page
+    with httpx.Client(base_url=url) as http:
+        assert http.post("login", data={"username": "ann", "password": "s3cret"}).status_code == 200
+        big = demo_clip.read_bytes() + b"\0" * 4096
+        refused = http.post("gradio_api/upload", files={"files": ("big.mp4", big)})
+        assert refused.status_code == 413 and "maximum allowed size" in refused.text
+        stored = http.post("gradio_api/upload", files={"files": ("clip.mp4", demo_clip.read_bytes())})
+        assert stored.status_code == 200
+
+
+# -- load: four sessions stepping at once ----------------------------------------------------------
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.slow
+def test_four_sessions_stepping_at_once_finish_with_the_sequential_results(
+    demo_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 browser sessions x 4 runs each, stepping node by node at the same time, with the shipped
+    policy loaded by spec (a cold copy): every run ends tracked, each equals the same query run
+    alone, the checkpoint is loaded once, and memory after 16 runs stays within 300 MB of what it
+    was after the first 4 (measured here: well under 100 MB)."""
+    import shutil
+
+    from revseg_agent import registry
+
+    cold = Path(shutil.copytree(registry.policy_source("revseg-tiny"), tmp_path / "policy"))
+    builds: list[str] = []
+    build = registry._build_policy
+    monkeypatch.setattr(
+        registry, "_build_policy", lambda spec, device: builds.append(spec) or build(spec, device)
+    )
+    port = free_port()
+    app = launch(
+        tmp_path / "work",
+        policies={"tiny": str(cold)},
+        trackers={"classical": "classical"},
+        port=port,
+        block=False,
+        num_frames=4,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    queries = ["the red square", "the blue circle", "the shape moving right", "the shape moving down"]
+
+    def session(query: str, rounds: int, alone: bool) -> list[dict[str, Any]]:
+        client = Page(url, app.revseg_book, None)  # type: ignore[arg-type]
+        done = []
+        for _ in range(rounds):
+            run = client.call("/start", None, str(demo_clip), query, "tiny", "classical")
+            for _node in range(12):
+                if alone or run["run_json"]["stage"] in {"tracked", "failed"}:
+                    break
+                run = client.call("/step", run["run_id"])
+            if alone:
+                run = client.call("/run", run["run_id"])
+            done.append(run["run_json"])
+        return done
+
+    def result(run: dict[str, Any]) -> tuple[Any, ...]:
+        masks = Path(app.revseg_book.work_dir / "runs" / run["run_id"] / "outputs" / "masks.json")
+        return (run["stage"], run["keyframe_index"], run["description"], run["boxes"], masks.read_bytes())
+
+    try:
+        alone = {q: result(session(q, 1, alone=True)[0]) for q in queries}
+        rss_after_first = _rss_mb()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            together = dict(
+                zip(queries, pool.map(lambda q: session(q, 4, alone=False), queries), strict=True)
+            )
+        rss_after_all = _rss_mb()
+    finally:
+        app.close()
+    assert all(r[0] == "tracked" for r in alone.values())
+    for query, runs in together.items():
+        assert len(runs) == 4 and [result(r) for r in runs] == [alone[query]] * 4, query
+    assert builds == [str(cold)]  # loaded once, by the first run that asked
+    assert rss_after_all - rss_after_first < 300, (rss_after_first, rss_after_all)

@@ -43,7 +43,7 @@ from revseg_agent.eval.scoring import (
 from revseg_agent.eval.submission import zip_predictions
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.io import append_jsonl, atomic_write_text, read_jsonl
+from revseg_agent.io import append_jsonl, atomic_write_text, claim_output_dir, read_jsonl
 from revseg_agent.masks_io import (
     Masks,
     MaskStreamWriter,
@@ -158,7 +158,7 @@ class EvalRunner:
         """Run every expression without a record, then summarise. `executor` runs them
         elsewhere (e.g. `eval.distributed.RayExecutor`); by default they run in this process
         (`workers` threads). Records are written here, whichever executor ran them."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        claim_output_dir(self.out, "eval")
         work = self.out / ".work"
         records_path = self.out / RECORDS
         done = read_records(records_path)

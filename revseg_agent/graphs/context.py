@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from revseg_agent.access import require_within
 from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.tools.base import ProgressCallback, Tracker
 from revseg_agent.video import DEFAULT_NUM_FRAMES, FrameCache, Video, open_video
@@ -56,6 +57,10 @@ class Context:
     frame_cache: FrameCache | None = field(
         default_factory=lambda: FrameCache(max_frames=CONTEXT_CACHE_FRAMES)
     )
+    #: Folders this run may read videos and local checkpoints from and write artifacts in; None:
+    #: anywhere. A served graph sets them from `REVSEG_ALLOWED_DIRS` (`access.py`); every read
+    #: is checked, so a path edited into a paused run's state is held to them too.
+    allowed_dirs: tuple[str, ...] | None = None
 
     def attempt_sampling(self, node: str, prompt_key: str, attempt: int) -> SamplingParams:
         """The decoding of a node's `attempt`: `sampling` first; a retry samples with
@@ -84,9 +89,16 @@ class Context:
         """The artifacts folder, made on first use."""
         if self.artifacts_dir is None:
             self.artifacts_dir = Path(tempfile.mkdtemp(prefix="revseg-"))
+        else:
+            require_within(self.artifacts_dir, self.allowed_dirs, "artifacts_dir")
         return self.artifacts_dir
 
+    def check_readable(self, path: str | Path, what: str = "video") -> None:
+        """`InputError` when `allowed_dirs` are set and `path` lies outside them."""
+        require_within(path, self.allowed_dirs, what)
+
     def open_video(self, path: str | Path, *, fps: float | None = None) -> Video:
+        self.check_readable(path)
         if self.frame_cache is not None:
             return self.frame_cache.video(path, fps=fps)
         return open_video(path, fps=fps)
@@ -94,6 +106,7 @@ class Context:
     def read_frames(
         self, path: str | Path, indices: list[int], *, fps: float | None = None
     ) -> list[np.ndarray]:
+        self.check_readable(path)
         if self.frame_cache is not None:
             return self.frame_cache.read(path, indices, fps=fps)
         return open_video(path, fps=fps).read(indices)

@@ -44,7 +44,13 @@ from revseg_agent.parsing import (
     to_frame_space,
 )
 from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, VideoFrames, feeds_token_ids
-from revseg_agent.registry import check_policy_spec, check_tracker_spec, resolve_policy, resolve_tracker
+from revseg_agent.registry import (
+    check_policy_spec,
+    check_tracker_spec,
+    resolve_policy,
+    resolve_tracker,
+    spec_paths,
+)
 from revseg_agent.tools.base import stream_masks
 from revseg_agent.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.types import Box
@@ -152,8 +158,12 @@ def sample_frames(state: RevsegState, runtime: Runtime[Context]) -> dict[str, An
         raise InputError("the query is empty")
     # cheap checks of specs before the first model call (a served graph's context holds specs)
     if isinstance(ctx.policy, str):
+        for path in spec_paths(ctx.policy, "policy"):
+            ctx.check_readable(path, "policy checkpoint")
         check_policy_spec(ctx.policy)
     if isinstance(ctx.tracker, str) and ctx.run_tracker:
+        for path in spec_paths(ctx.tracker, "tracker"):
+            ctx.check_readable(path, "tracker checkpoint")
         check_tracker_spec(ctx.tracker)
     video = ctx.open_video(state["video_path"])
     sample = video.sample(ctx.num_frames)

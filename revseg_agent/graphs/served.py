@@ -18,6 +18,7 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
+from revseg_agent.access import allowed_dirs_from_env
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.state import RevsegState
 from revseg_agent.policies.base import SamplingParams
@@ -57,6 +58,7 @@ class ServedContext:
             run_tracker=self.run_tracker,
             sampling=self.sampling,
             artifacts_dir=self.artifacts_dir,  # type: ignore[arg-type]  # made a Path by Context
+            allowed_dirs=allowed_dirs_from_env(),  # the server's setting, never the client's
         )
 
     @property

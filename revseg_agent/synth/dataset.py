@@ -133,7 +133,7 @@ def write_world(
         "seed": spec.seed,
         "splits": {},
     }
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, kind="synth") as tmp:
         for split in SPLITS:
             root = tmp / split
             root.mkdir()

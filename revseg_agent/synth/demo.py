@@ -160,7 +160,7 @@ def run_demo(
     started = time.time()
     scene, query = demo_scene(seed)
     out = Path(out)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+    with atomic_output_dir(out, overwrite=overwrite, kind="demo", option="revseg demo") as tmp:
         frames = write_frames(tmp / "input", scene)
         context = Context(
             policy=resolve_policy(policy),

@@ -170,7 +170,7 @@ class Recipe(BaseModel):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"recipe not found: {path}")
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = read_yaml_mapping(path, what="recipe")
         recipe = cls.model_validate(data)
         if recipe.deepspeed is not None:
             config = Path(recipe.deepspeed)
@@ -179,6 +179,27 @@ class Recipe(BaseModel):
                 recipe = recipe.model_copy(update={"deepspeed": str(config)})
             deepspeed_config(config, 1)  # a missing file or ZeRO-3 fails here, not mid-run
         return recipe
+
+
+def read_yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:
+    """A YAML file's top-level mapping; `ValueError` naming the line for bad YAML (a tab in the
+    indentation, an unclosed bracket), an empty file or anything but a mapping."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"the {what} is not UTF-8 text") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"not valid YAML{where}: {problem}") from exc
+    if data is None:
+        raise ValueError(f"the {what} is empty: give at least `policy:` and `data:` (see recipes/)")
+    if not isinstance(data, dict):
+        raise ValueError(f"the {what} must be a YAML mapping of settings, not a {type(data).__name__}")
+    return data
 
 
 def deepspeed_config(

@@ -197,7 +197,7 @@ def save_policy(policy: QwenVLPolicy, output_dir: str | Path) -> Path:
     from revseg_agent.io import atomic_output_dir
 
     out = Path(output_dir)
-    with atomic_output_dir(out, overwrite=True) as tmp:
+    with atomic_output_dir(out, overwrite=True, kind="policy") as tmp:
         policy.model.save_pretrained(tmp, safe_serialization=True)
         policy.processor.save_pretrained(tmp)
     logger.info("saved the SFT policy to %s", out)

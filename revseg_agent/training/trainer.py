@@ -30,7 +30,7 @@ from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import POLICY_NODES
-from revseg_agent.io import atomic_write_text
+from revseg_agent.io import atomic_write_text, claim_output_dir
 from revseg_agent.pipeline import trace_from_state
 from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
@@ -104,7 +104,7 @@ class GRPOTrainer:
         self.samples = list(samples)
         if not self.samples:
             raise ValueError("no training samples")
-        self.out = Path(output_dir or recipe.output_dir)
+        self.out = claim_output_dir(output_dir or recipe.output_dir, "train-grpo", option="output_dir")
         self.extra_rewards = extra_rewards or {}
         # Data parallel: under `accelerate launch` / `torchrun` each process takes its own samples
         # and gradients are averaged across processes before every optimizer step.
@@ -592,7 +592,6 @@ class GRPOTrainer:
     def train(
         self, *, max_steps: int | None = None, on_step: Callable[[dict[str, float]], None] | None = None
     ) -> list[dict[str, float]]:
-        self.out.mkdir(parents=True, exist_ok=True)
         limit = max_steps if max_steps is not None else self.recipe.max_steps
         main = self.dist.is_main_process
         rank = self.dist.process_index

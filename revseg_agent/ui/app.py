@@ -10,16 +10,22 @@ comes back as the status message, with the run left as it was.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import gradio as gr  # an optional extra (`pip install -e .[ui]`): import this module only for the UI
 
+from revseg_agent.access import is_loopback
 from revseg_agent.errors import RevsegError
 from revseg_agent.ui.runs import STAGES, PolicyLike, RunBook, RunView, TrackerLike
 
 logger = logging.getLogger(__name__)
+
+#: The page's login as `user:password`, read by `revseg ui` when `--auth` is not given.
+AUTH_ENV = "REVSEG_UI_AUTH"
+#: Largest upload the page stores (MB).
+DEFAULT_MAX_UPLOAD_MB = 500.0
 
 #: The page's outputs, in the order every handler returns them.
 OUTPUT_NAMES = (
@@ -271,10 +277,28 @@ def launch(
     host: str = "127.0.0.1",
     port: int = 7860,
     block: bool = True,
+    auth: tuple[str, str] | None = None,
+    allowed_dirs: Sequence[str | Path] | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     **book_options: Any,
 ) -> Any:
-    """Build the runs' book and the page, and serve it (on loopback unless told otherwise)."""
-    book = RunBook(work_dir, policies=policies, trackers=trackers, **book_options)
+    """Build the runs' book and the page, and serve it (on loopback unless told otherwise).
+
+    Beyond loopback the page needs `auth` (Gradio's own login) and reads machine paths only under
+    `allowed_dirs` (uploads and generated clips always work); `ValueError` otherwise. Uploads
+    over `max_upload_mb` are refused by Gradio before they are stored.
+    """
+    if not is_loopback(host):
+        if auth is None:
+            raise ValueError(
+                f"serving on {host} opens the page to the network: give a login (--auth USER:PASSWORD "
+                f"or {AUTH_ENV}), or serve on 127.0.0.1"
+            )
+        if allowed_dirs is None:
+            allowed_dirs = []  # beyond loopback: no machine paths unless named
+    if allowed_dirs is not None:
+        allowed_dirs = [*allowed_dirs, gr.utils.get_upload_folder()]  # what Gradio stored
+    book = RunBook(work_dir, policies=policies, trackers=trackers, allowed_dirs=allowed_dirs, **book_options)
     app = build_app(book)
     app.revseg_book = book  # the runs behind the page, for callers that hold the app
     app.queue(default_concurrency_limit=4)
@@ -285,5 +309,7 @@ def launch(
         prevent_thread_lock=not block,
         show_error=True,
         quiet=not block,
+        auth=auth,
+        max_file_size=int(max_upload_mb * 1024 * 1024),
     )
     return app

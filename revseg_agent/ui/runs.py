@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from revseg_agent.access import require_within
 from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.edits import apply_edit
@@ -125,7 +126,10 @@ class RunBook:
         num_frames: int = 16,
         max_attempts: int = 3,
         on_parse_failure: str = "fallback",
+        allowed_dirs: Sequence[str | Path] | None = None,
     ) -> None:
+        """`allowed_dirs`: the only folders (besides `work_dir`) a run's video may come from; None:
+        anywhere (a page on loopback, for the machine's own user)."""
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         if not policies or not trackers:
@@ -137,6 +141,9 @@ class RunBook:
         self.num_frames = num_frames
         self.max_attempts = max_attempts
         self.on_parse_failure = on_parse_failure
+        self.allowed_dirs: list[str] | None = (
+            None if allowed_dirs is None else [str(self.work_dir), *map(str, allowed_dirs)]
+        )
         self._conn = sqlite3.connect(self.work_dir / "runs.sqlite", check_same_thread=False)
         self.graph = build_graph(checkpointer=SqliteSaver(self._conn), interrupt_after=list(NODES))
         self._locks: dict[str, threading.Lock] = {}
@@ -159,6 +166,7 @@ class RunBook:
         if not video or not str(video).strip():
             raise InputError("no video: upload a file, give a path or pick a generated clip")
         source = Path(video).expanduser()
+        require_within(source, self.allowed_dirs, "video")
         open_video(source)  # VideoError with the reason when it cannot be read
         run_id = uuid.uuid4().hex[:16]
         folder = self._folder(run_id)
