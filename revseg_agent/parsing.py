@@ -8,9 +8,15 @@ Each round has one canonical answer: the form the prompt asks for and the releas
   JSON list ```` ```json\n[{"bbox_2d": [x1, y1, x2, y2], "label": "X"}]\n``` ```` in absolute
   pixels of the resized image the model saw.
 Parsing is lenient where the meaning is unambiguous (a missing `<think>`, `bbox: [...]` lines,
-bare lists, Qwen2-VL's `<|box_start|>(x1,y1),(x2,y2)<|box_end|>` in 0-1000 units) and records
-whether the canonical form was followed (`strict_format`), so the format reward is computed from
-the same result.
+bare lists, `<|box_start|>(x1,y1),(x2,y2)<|box_end|>` tokens) and records whether the canonical
+form was followed (`strict_format`), so the format reward is computed from the same result.
+
+Round 2 reads only the answer: what follows the last `</think>` (reasoning may mention lists
+and brackets). There the JSON is the first fenced ```` ```json ```` block holding `bbox_2d`
+items, else the first JSON list or object that parses from a `[` or `{` (strings with brackets
+in a label are JSON strings, not list ends); four-number lists are read only when no JSON boxes
+are there. Box units follow the model family (`BoxUnits`): Qwen2.5-VL writes absolute pixels of
+its resized input in every form, box tokens included; Qwen2-VL writes 0-1000 units.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ class KeyframeAnswer:
 BoxSpace = Literal["pixels", "relative"]
 #: The extent of Qwen2-VL's relative box units (`<|box_start|>(x1,y1),(x2,y2)<|box_end|>`).
 RELATIVE_BOX_UNITS = 1000
+#: How a model family writes box coordinates in any form: Qwen2.5-VL (and later) absolute pixels
+#: of its resized input; Qwen2-VL 0-1000 relative units.
+BoxUnits = BoxSpace
+FAMILY_BOX_UNITS: dict[str, BoxUnits] = {"qwen2_5_vl": "pixels", "qwen2_vl": "relative"}
 
 
 @dataclass(frozen=True)
@@ -136,15 +146,34 @@ def _grounding_items(data: object) -> list[Box]:
     return boxes
 
 
-def _json_boxes(text: str) -> list[Box]:
-    """Qwen2.5-VL's native grounding output anywhere in the text, fenced or not."""
-    start, end = text.find("["), text.rfind("]")
-    if start < 0 or end <= start:
-        return []
-    try:
-        return _grounding_items(json.loads(text[start : end + 1]))
-    except json.JSONDecodeError:
-        return []
+_FENCED_JSON = re.compile(r"```json[ \t]*\n(.*?)```", re.S)
+_DECODER = json.JSONDecoder()
+
+
+def answer_part(text: str) -> str:
+    """What a round-2 completion answers: the text after the last `</think>` (all of it without)."""
+    _head, sep, tail = text.rpartition("</think>")
+    return tail if sep else text
+
+
+def _json_boxes(answer: str) -> list[Box]:
+    """The grounding items of the first fenced JSON block that has some, else of the first JSON
+    list or object that decodes from a `[` or `{` in the answer (strings kept whole)."""
+    for block in _FENCED_JSON.finditer(answer):
+        try:
+            boxes = _grounding_items(json.loads(block.group(1)))
+        except json.JSONDecodeError:
+            continue
+        if boxes:
+            return boxes
+    for match in re.finditer(r"[\[{]", answer):
+        try:
+            data, _end = _DECODER.raw_decode(answer, match.start())
+        except json.JSONDecodeError:
+            continue
+        if boxes := _grounding_items(data):
+            return boxes
+    return []
 
 
 def _is_canonical_round2(text: str) -> bool:
@@ -171,18 +200,20 @@ def _is_canonical_round2(text: str) -> bool:
     )
 
 
-def parse_box_answer(text: str) -> BoxAnswer | ParseError:
-    """Parse round 2: the native JSON list (strict), else `<|box_start|>` tokens (relative
-    0-1000 units), else `bbox: [x1, y1, x2, y2]` lines or bare four-number lists."""
-    if "bbox_2d" in text and (boxes := _json_boxes(text)):
-        return BoxAnswer(boxes=tuple(boxes), strict_format=_is_canonical_round2(text))
-    tokens = [Box.from_list([float(v) for v in m.groups()]) for m in _BOX_TOKENS.finditer(text)]
+def parse_box_answer(text: str, *, units: BoxUnits = "pixels") -> BoxAnswer | ParseError:
+    """Parse round 2's answer (after `</think>`): the native JSON list (strict when it is the whole
+    answer), else `<|box_start|>` tokens, else `bbox: [x1, y1, x2, y2]` lines or bare four-number
+    lists. `units`: how the policy's family writes coordinates (`FAMILY_BOX_UNITS`)."""
+    answer = answer_part(text)
+    if "bbox_2d" in answer and (boxes := _json_boxes(answer)):
+        return BoxAnswer(boxes=tuple(boxes), strict_format=_is_canonical_round2(text), space=units)
+    tokens = [Box.from_list([float(v) for v in m.groups()]) for m in _BOX_TOKENS.finditer(answer)]
     if tokens:
-        return BoxAnswer(boxes=tuple(tokens), strict_format=False, space="relative")
-    found = [Box.from_list([float(v) for v in m.groups()]) for m in _BOX_LIST.finditer(text)]
+        return BoxAnswer(boxes=tuple(tokens), strict_format=False, space=units)
+    found = [Box.from_list([float(v) for v in m.groups()]) for m in _BOX_LIST.finditer(answer)]
     if not found:
         return ParseError("no_box", 'round 2 has no box (expected [{"bbox_2d": [x1, y1, x2, y2], ...}])')
-    return BoxAnswer(boxes=tuple(found), strict_format=False)
+    return BoxAnswer(boxes=tuple(found), strict_format=False, space=units)
 
 
 def format_box_answer(boxes: Sequence[Box], label: str) -> str:

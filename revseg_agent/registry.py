@@ -9,6 +9,7 @@ Loaded objects are cached per spec so a served graph loads each model once.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ from revseg_agent.errors import InputError
 from revseg_agent.policies.base import Policy
 from revseg_agent.tools.base import Tracker
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 _loaded: dict[tuple[Any, ...], Any] = {}
 _key_locks: dict[tuple[Any, ...], threading.Lock] = {}
@@ -33,6 +35,8 @@ def _load_once(key: tuple[Any, ...], load: Callable[[], T]) -> T:
         lock = _key_locks.setdefault(key, threading.Lock())
     with lock:
         if key not in _loaded:
+            kind, spec, device = key[:3]
+            logger.info("loading %s %s on %s", kind, spec, device or "the default device")
             _loaded[key] = load()
         return _loaded[key]
 

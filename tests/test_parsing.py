@@ -85,12 +85,12 @@ ROUND2_CASES = [
     ("bbox: [10.5, 20, 110, 220.25]", [(10.5, 20, 110, 220.25)], False, "pixels"),
     ("bbox: [1, 2, 3, 4]\nbbox: [5, 6, 7, 8]", [(1, 2, 3, 4), (5, 6, 7, 8)], False, "pixels"),
     ("The dog is at [1, 2, 30, 40].", [(1, 2, 30, 40)], False, "pixels"),
-    # Qwen2-VL's box tokens are relative 0-1000 units
+    # box tokens: Qwen2.5-VL writes its resized input's pixels in this form too
     (
         "<|object_ref_start|>the dog<|object_ref_end|><|box_start|>(100,200),(500,750)<|box_end|>",
         [(100, 200, 500, 750)],
         False,
-        "relative",
+        "pixels",
     ),
     ('```json\n[{"bbox_2d": [1, 2, 3], "label": "dog"}]\n```', None, False, "pixels"),
     ("bbox: [1, 2, 3]", None, False, "pixels"),
@@ -122,7 +122,7 @@ def test_canonical_answers_round_trip() -> None:
 
 
 def test_relative_boxes_map_from_1000_units() -> None:
-    answer = parse_box_answer("<|box_start|>(250,500),(750,1000)<|box_end|>")
+    answer = parse_box_answer("<|box_start|>(250,500),(750,1000)<|box_end|>", units="relative")  # Qwen2-VL
     assert isinstance(answer, BoxAnswer)
     # the model size does not matter for relative units
     result = to_frame_space(answer, model_size=(28, 28), frame_size=(480, 640))
@@ -167,3 +167,116 @@ def test_to_frame_space(
         assert isinstance(result, tuple)
         got = [v for b in result for v in b.to_list()]
         assert got == pytest.approx([float(v) for e in expected for v in e])  # type: ignore[attr-defined]
+
+
+FENCE = "```json\n{}\n```"
+REAL_FORM_CASES = [
+    # (case, completion, units, boxes as read, space)
+    (
+        "brackets in the thinking",
+        "<think>Candidates [1, 2, 3, 4] and [5, 6, 7, 8] were ruled out.</think>"
+        + FENCE.format('[{"bbox_2d": [10, 20, 110, 220], "label": "the dog"}]'),
+        "pixels",
+        [(10, 20, 110, 220)],
+        "pixels",
+    ),
+    (
+        "a list in the thinking, bare lists in the answer",
+        "<think>maybe [0, 0, 5, 5]</think>The dog: [30, 40, 50, 60]",
+        "pixels",
+        [(30, 40, 50, 60)],
+        "pixels",
+    ),
+    (
+        "two JSON blocks: the first with boxes is the answer",
+        FENCE.format('[{"bbox_2d": [1, 2, 30, 40], "label": "dog"}]')
+        + " and also "
+        + FENCE.format('[{"bbox_2d": [50, 60, 70, 80], "label": "cat"}]'),
+        "pixels",
+        [(1, 2, 30, 40)],
+        "pixels",
+    ),
+    (
+        "a JSON block without boxes before the answer",
+        FENCE.format('{"note": "thinking"}') + FENCE.format('[{"bbox_2d": [1, 2, 30, 40], "label": "d"}]'),
+        "pixels",
+        [(1, 2, 30, 40)],
+        "pixels",
+    ),
+    (
+        "a label with brackets",
+        FENCE.format('[{"bbox_2d": [1, 2, 30, 40], "label": "the [red] cube ]"}]'),
+        "pixels",
+        [(1, 2, 30, 40)],
+        "pixels",
+    ),
+    (
+        "unfenced JSON after prose with brackets",
+        'Found it (see [note]): [{"bbox_2d": [1, 2, 30, 40], "label": "a [b]"}] done.',
+        "pixels",
+        [(1, 2, 30, 40)],
+        "pixels",
+    ),
+    (
+        "JSON boxes win over other four-number lists in the answer",
+        '[{"bbox_2d": [1, 2, 30, 40], "label": "d"}] (the table is at [100, 100, 200, 200])',
+        "pixels",
+        [(1, 2, 30, 40)],
+        "pixels",
+    ),
+    (
+        "Qwen2.5-VL box tokens are pixels of the resized input",
+        "<|object_ref_start|>dog<|object_ref_end|><|box_start|>(28,56),(280,336)<|box_end|>",
+        "pixels",
+        [(28, 56, 280, 336)],
+        "pixels",
+    ),
+    (
+        "Qwen2-VL box tokens are 0-1000 units",
+        "<|object_ref_start|>dog<|object_ref_end|><|box_start|>(100,200),(500,750)<|box_end|>",
+        "relative",
+        [(100, 200, 500, 750)],
+        "relative",
+    ),
+    (
+        "box tokens only in the thinking are no answer",
+        "<think><|box_start|>(1,2),(3,4)<|box_end|></think>no box, sorry",
+        "pixels",
+        None,
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("completion", "units", "boxes", "space"),
+    [c[1:] for c in REAL_FORM_CASES],
+    ids=[c[0] for c in REAL_FORM_CASES],
+)
+def test_answers_are_read_as_the_model_family_writes_them(
+    completion: str, units: str, boxes: list[tuple[float, ...]] | None, space: str | None
+) -> None:
+    result = parse_box_answer(completion, units=units)  # type: ignore[arg-type]
+    if boxes is None:
+        assert isinstance(result, ParseError) and result.code == "no_box"
+        return
+    assert isinstance(result, BoxAnswer), result
+    assert [b.to_list() for b in result.boxes] == [list(map(float, b)) for b in boxes]
+    assert result.space == space
+
+
+def test_box_tokens_of_qwen2_5_vl_map_from_the_resized_input_not_from_1000_units() -> None:
+    """The model saw a 308x420 input of a 480x640 frame and wrote pixels of that input."""
+    answer = parse_box_answer("<|box_start|>(105,77),(210,154)<|box_end|>")
+    assert isinstance(answer, BoxAnswer)
+    frame = to_frame_space(answer, model_size=(308, 420), frame_size=(480, 640))
+    assert isinstance(frame, tuple) and frame[0].to_list() == pytest.approx([160.0, 120.0, 320.0, 240.0])
+
+
+def test_a_policy_names_its_family_s_box_units(tiny_policy_dir: object) -> None:
+    from revseg_agent.policies.base import box_units
+    from revseg_agent.policies.qwen import QwenVLPolicy
+    from revseg_agent.testing import ScriptedPolicy
+
+    assert box_units(QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")) == "pixels"  # qwen2_5_vl
+    assert box_units(ScriptedPolicy(reply=lambda m: "")) == "pixels"  # no attribute: Qwen2.5-VL's

@@ -24,6 +24,7 @@ from revseg_agent.policies.base import (
     TextPart,
     VideoFrames,
     VisualPart,
+    box_units,
 )
 from revseg_agent.policies.mrope import reference_rope_index
 from revseg_agent.policies.qwen import QwenVLPolicy
@@ -72,15 +73,16 @@ def test_tokenizer_has_the_released_added_tokens(released_policy: QwenVLPolicy) 
 
 @pytest.mark.parametrize("which", ["released", "small"])
 def test_box_tokens_reach_the_parser(released_policy: QwenVLPolicy, policy: QwenVLPolicy, which: str) -> None:
-    """Qwen2-VL-style grounding answers are special tokens; decoding must keep them."""
+    """Box-token grounding answers are special tokens; decoding must keep them. Qwen2.5-VL writes
+    them in pixels of its resized input (here 1008x1344 for a 480x640 frame), as every form."""
     policy = released_policy if which == "released" else policy
     tokenizer = policy.processor.tokenizer
-    ids = tokenizer("<|box_start|>(250,500),(750,1000)<|box_end|>")["input_ids"] + [tokenizer.eos_token_id]
+    ids = tokenizer("<|box_start|>(252,504),(756,1008)<|box_end|>")["input_ids"] + [tokenizer.eos_token_id]
     assert ids[0] == tokenizer.convert_tokens_to_ids("<|box_start|>")
-    answer = parse_box_answer(policy.decode(ids))
-    assert isinstance(answer, BoxAnswer) and answer.space == "relative"
-    boxes = to_frame_space(answer, model_size=(28, 28), frame_size=(480, 640))
-    assert isinstance(boxes, tuple) and boxes[0].to_list() == pytest.approx([160, 240, 480, 480])
+    answer = parse_box_answer(policy.decode(ids), units=box_units(policy))
+    assert isinstance(answer, BoxAnswer) and answer.space == "pixels"
+    boxes = to_frame_space(answer, model_size=(1008, 1344), frame_size=(480, 640))
+    assert isinstance(boxes, tuple) and boxes[0].to_list() == pytest.approx([120, 240, 360, 480])
 
 
 # -- 3. the checkpoint's generation config ---------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from revseg_agent.cli import main
+from revseg_agent.graphs.chats import round1_messages
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
@@ -97,3 +98,29 @@ def test_retries_do_not_depend_on_what_the_process_sampled_before(
     assert first == second
     retries = [s for s in build_graph().invoke(inputs, context=context)["steps"] if s.get("attempt", 1) > 1]
     assert any(s["node"] == SEMANTIC_INTERPRETATION for s in retries)
+
+
+def test_a_served_round_1_is_accepted_by_the_real_processor_with_the_local_timing(
+    served_tiny: str, tmp_path: Path, one_torch_thread: None
+) -> None:
+    """`revseg segment` on a 3 s clip at 10 fps through the server: the stand-in hands each video
+    to the checkpoint's HF processor with the request's `mm_processor_kwargs` and the loader's
+    metadata, as vLLM does (a kwarg it refuses fails the run); what it derives is the local
+    policy's `second_per_grid_ts`, and the 16 frame ids get 16 M-RoPE times."""
+    import httpx
+
+    from .test_frame_timing import round1_clip, temporal_positions, write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", frames=30, fps=10.0)
+    hook = served_tiny.removesuffix("/v1") + "/standin/second_per_grid_ts"
+    before = len(httpx.get(hook).json())
+    args = ["segment", str(clip), "the red square", "--out", str(tmp_path / "out"), "--frames", "16"]
+    assert (
+        main([*args, "--policy", f"served:{served_tiny}", "--tracker", "classical", "--device", "cpu"]) == 0
+    )
+    served = httpx.get(hook).json()[before:]
+    local = QwenVLPolicy.from_pretrained(policy_source("revseg-tiny"), device="cpu")
+    sixteen = round1_clip(clip)
+    expected = local.prepare_inputs(round1_messages("q", [0.0] * 16), {"frames": sixteen})
+    assert served and all(s == pytest.approx(expected["second_per_grid_ts"].tolist()) for s in served)
+    assert len(temporal_positions(local, sixteen)) == 16

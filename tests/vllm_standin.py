@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, Request  # FastAPI reads the handlers' annotations: module level
 from fastapi.responses import JSONResponse, PlainTextResponse
 from PIL import Image
@@ -120,6 +121,8 @@ class Engine:
         self.adapters: dict[str, str] = {}  # name -> path
         self.peft: Any = None
         self.lock = threading.Lock()
+        #: Each processed video's `second_per_grid_ts`, in request order (see `process_videos`).
+        self.second_per_grid_ts: list[list[float]] = []
 
     def load(self, name: str, path: str) -> None:
         from peft import PeftModel
@@ -160,9 +163,45 @@ class Engine:
             for p, size in zip(processors, saved, strict=True):
                 p.size = size
 
+    def process_videos(self, body: dict[str, Any], visuals: dict[str, Visual]) -> None:
+        """What vLLM does with a request's video before the model runs: the checkpoint's HF
+        processor called with the request's `mm_processor_kwargs` as keyword arguments and the
+        metadata its `video/jpeg` loader derived from `media_io_kwargs.video` as `video_metadata`
+        (`InputProcessingContext.call_hf_processor`; frames are not sampled again). A kwarg the
+        processor refuses fails the request (400), as it does in vLLM. Each video's
+        `second_per_grid_ts` is kept for the tests (`GET /standin/second_per_grid_ts`)."""
+        from huggingface_hub.errors import StrictDataclassError
+
+        kwargs = body.get("mm_processor_kwargs") or {}
+        timing = (body.get("media_io_kwargs") or {}).get("video") or {}
+        for visual in visuals.values():
+            if not isinstance(visual, VideoFrames):
+                continue
+            frames = torch.from_numpy(np.stack(visual.frames)).permute(0, 3, 1, 2)
+            metadata = {
+                "fps": float(timing.get("fps") or 2.0),
+                "total_num_frames": int(timing.get("total_num_frames") or len(frames)),
+                "frames_indices": list(timing.get("frames_indices") or range(len(frames))),
+            }
+            try:
+                out = self.policy.processor(
+                    text=["<|vision_start|><|video_pad|><|vision_end|>"],
+                    videos=[frames],
+                    video_metadata=[metadata],
+                    do_sample_frames=False,
+                    return_tensors="pt",
+                    **kwargs,
+                )
+            except (StrictDataclassError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"the HF processor refused the request: {type(exc).__name__}: {exc}"
+                ) from exc
+            self.second_per_grid_ts.append([float(v) for v in out["second_per_grid_ts"].tolist()])
+
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body.get("model") or self.served_name
         messages, visuals = chat_from_openai(body)
+        self.process_videos(body, visuals)
         sampling = sampling_from_openai(body)
         n = int(body.get("n", 1))
         with self.lock, self._pixel_budget(body.get("mm_processor_kwargs") or {}):
@@ -219,6 +258,11 @@ def build_app(engine: Engine) -> Any:
     def models() -> dict[str, Any]:
         names = [engine.served_name, *engine.adapters]
         return {"object": "list", "data": [{"id": n, "object": "model"} for n in names]}
+
+    @app.get("/standin/second_per_grid_ts")
+    def processed() -> list[list[float]]:
+        """Not vLLM's: what the processor derived for each video so far (a test hook)."""
+        return engine.second_per_grid_ts
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:

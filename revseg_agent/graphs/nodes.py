@@ -43,7 +43,14 @@ from revseg_agent.parsing import (
     parse_keyframe_answer,
     to_frame_space,
 )
-from revseg_agent.policies.base import ChatMessage, Generation, ImageFrame, VideoFrames, feeds_token_ids
+from revseg_agent.policies.base import (
+    ChatMessage,
+    Generation,
+    ImageFrame,
+    VideoFrames,
+    box_units,
+    feeds_token_ids,
+)
 from revseg_agent.registry import (
     check_policy_spec,
     check_tracker_spec,
@@ -277,7 +284,7 @@ def spatial_grounding(state: RevsegState, runtime: Runtime[Context]) -> dict[str
     sampling = ctx.attempt_sampling(SPATIAL_GROUNDING, prompt_key, attempt)
     gen = policy.generate(messages, visuals, sampling=sampling, n=1)[0]
     model_size = tuple(gen.image_sizes[-1]) if gen.image_sizes else (height, width)
-    answer = parse_box_answer(gen.text)
+    answer = parse_box_answer(gen.text, units=box_units(policy))
     boxes: tuple[Box, ...] | ParseError = (
         to_frame_space(answer, model_size=model_size, frame_size=(height, width))  # type: ignore[arg-type]
         if not isinstance(answer, ParseError)

@@ -14,6 +14,8 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from revseg_agent.parsing import BoxUnits
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -109,6 +111,13 @@ def feeds_token_ids(policy: object) -> bool:
     says so with a true `feeds_token_ids` attribute; `QwenVLPolicy` does, a served one cannot).
     The graph passes round 1's sampled ids only then, so a trace records the chat the policy saw."""
     return bool(getattr(policy, "feeds_token_ids", False))
+
+
+def box_units(policy: object) -> BoxUnits:
+    """How `policy`'s model family writes box coordinates (`parsing.FAMILY_BOX_UNITS`): a policy
+    says so with a `box_units` attribute; without one, Qwen2.5-VL's absolute pixels."""
+    units = getattr(policy, "box_units", "pixels")
+    return "relative" if units == "relative" else "pixels"
 
 
 @runtime_checkable

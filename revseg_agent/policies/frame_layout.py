@@ -11,6 +11,14 @@ The timing is computed here once for the local and the served policy: `sampled_f
 of the frames as fed (the sampling interval of the original video, doubled by repetition), and
 the metadata is written so that transformers' `VideoMetadata.sampled_fps` (frames / total * fps)
 and vLLM's `video/jpeg` loader both derive exactly that rate.
+
+The rate fed is never above `MAX_FED_FPS`. A temporal slot's M-RoPE time is
+`floor(t * second_per_grid * tokens_per_second)` (2 steps a second): slots closer than 0.5 s
+share positions (16 frame ids of a 3 s clip would get 6 times), while the prompt asks the model
+to tell them apart; Qwen's own sampling (qwen-vl-utils, 2 fps, at least 4 frames) never feeds
+slots closer than that. So a clip sampled more densely is fed as if slowed to 0.5 s a slot:
+every frame id keeps its own time (in `frame-per-slot`), the order is kept, and the real times
+stay in the prompt's frame list.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ FRAME_LAYOUTS: tuple[FrameLayout, ...] = ("frame-per-slot", "paired")
 DEFAULT_FRAME_LAYOUT: FrameLayout = "frame-per-slot"
 #: Qwen2.5-VL's temporal patch size (frames per temporal slot).
 TEMPORAL_PATCH_SIZE = 2
+#: Qwen2.5-VL's M-RoPE time steps per second of video (`vision_config.tokens_per_second`).
+TOKENS_PER_SECOND = 2.0
+#: The fastest rate frames are fed at: one temporal slot per 1 / TOKENS_PER_SECOND seconds.
+MAX_FED_FPS = TEMPORAL_PATCH_SIZE * TOKENS_PER_SECOND
 
 
 def check_layout(layout: str) -> FrameLayout:
@@ -64,8 +76,9 @@ def sample_interval_s(clip: VideoFrames) -> float:
 
 
 def sampled_fps(clip: VideoFrames) -> float:
-    """Frames per second of the frames as fed (what M-RoPE's temporal positions follow)."""
-    return 1.0 / sample_interval_s(clip)
+    """Frames per second of the frames as fed (what M-RoPE's temporal positions follow), at most
+    `MAX_FED_FPS` so that consecutive slots never share an M-RoPE time (see the module doc)."""
+    return min(1.0 / sample_interval_s(clip), MAX_FED_FPS)
 
 
 def video_metadata(clip: VideoFrames, num_frames: int | None = None) -> dict[str, Any]:

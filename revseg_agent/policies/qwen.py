@@ -19,6 +19,7 @@ import torch
 from transformers import LogitsProcessorList, SuppressTokensLogitsProcessor
 
 from revseg_agent.errors import CheckpointError
+from revseg_agent.parsing import FAMILY_BOX_UNITS, BoxUnits
 from revseg_agent.policies.base import (
     GREEDY,
     ChatMessage,
@@ -82,6 +83,8 @@ class QwenVLPolicy:
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
     ) -> None:
         self.model = model
+        #: How this family writes boxes (Qwen2-VL: 0-1000 units; Qwen2.5-VL: resized-input pixels).
+        self.box_units: BoxUnits = FAMILY_BOX_UNITS.get(getattr(model.config, "model_type", ""), "pixels")
         use_reference_rope_index(model)  # M-RoPE as the released model was trained (see mrope)
         self.processor = processor
         self._name = name

@@ -9,8 +9,8 @@ so a served run sees what a local one sees. Videos go as their frames
 (`data:video/jpeg;base64,<frame>,<frame>,...`, each a lossless PNG, which vLLM's loader decodes
 by content) laid out as the local policy lays them out (`frame_layout`: one temporal slot per
 frame id), with their timing as vLLM's `video/jpeg` loader reads it (`media_io_kwargs.video`:
-fps, frames_indices, total_num_frames; a transformers-5 processor ignores an `fps` in
-`mm_processor_kwargs`, which is still sent for older servers), computed by the same function as
+fps, frames_indices, total_num_frames; nothing timing-related in `mm_processor_kwargs`, which
+vLLM passes to the HF processor as kwargs and transformers 5 validates), computed by the same function as
 the local policy's.
 
 Every sampling field is sent explicitly (`top_k: -1`, `repetition_penalty: 1.0`, ...): vLLM
@@ -189,7 +189,10 @@ class ServedPolicy:
         if pixels:
             processor_kwargs: dict[str, Any] = {"min_pixels": min(pixels), "max_pixels": max(pixels)}
             if timings:
-                processor_kwargs["fps"] = [t["fps"] for t in timings]
+                # Timing only where vLLM reads it: the video/jpeg loader's metadata, which vLLM
+                # hands the HF processor as `video_metadata`. An `fps` in mm_processor_kwargs
+                # goes to the processor's own kwargs, which transformers 5 validates strictly
+                # (a list is refused) and which would not set the timing anyway.
                 # vLLM's video/jpeg loader: one video's timing per request (the graph sends one)
                 body["media_io_kwargs"] = {
                     "video": {**timings[0], "num_frames": timings[0]["total_num_frames"]}

@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from revseg_agent.graphs.context import Context
+from revseg_agent.parsing import BoxUnits
 from revseg_agent.policies.base import (
     GREEDY,
     ChatMessage,
     Generation,
     SamplingParams,
     Visual,
+    box_units,
     feeds_token_ids,
 )
 from revseg_agent.policies.qwen_inputs import visuals_fingerprint
@@ -106,6 +108,10 @@ class BatchingPolicy:
     @property
     def feeds_token_ids(self) -> bool:
         return feeds_token_ids(self.inner)
+
+    @property
+    def box_units(self) -> BoxUnits:
+        return box_units(self.inner)
 
     def run_finished(self) -> None:
         with self._cond:
