@@ -38,6 +38,8 @@ from revseg_agent.errors import (
     ResourceError,
     RevsegError,
     VideoError,
+    is_out_of_memory,
+    out_of_memory_message,
 )
 from revseg_agent.eval.datasets import DATASETS, DatasetError
 from revseg_agent.eval.diagnostics import BASELINES
@@ -706,6 +708,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except ResourceError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_RESOURCES
+    except Exception as exc:  # torch's out-of-memory from anywhere a node did not catch it
+        if not is_out_of_memory(exc):
+            raise
+        where = "rollouts" if args.command == "train" else f"revseg {args.command}"
+        print(f"error: {out_of_memory_message(where, exc)}", file=sys.stderr)
         return EXIT_RESOURCES
     except RevsegError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from revseg_agent.errors import PipelineFailure
+from revseg_agent.errors import OUT_OF_MEMORY, PipelineFailure, ResourceError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.masks_io import RleMaskTrack, read_masks_json
@@ -31,9 +31,17 @@ def trace_from_state(state: dict[str, Any], context: Context) -> Trace:
     )
 
 
+def raise_if_out_of_memory(trace: Trace) -> None:
+    """`ResourceError` when a node ran out of memory: not the chain's failure (exit 3) nor a
+    result to score or train on, but the machine's limit (exit 4), with the knob to turn."""
+    if trace.error is not None and trace.error.code == OUT_OF_MEMORY:
+        raise ResourceError(trace.error.message)
+
+
 def result_from_state(state: dict[str, Any], context: Context) -> SegmentationResult:
     """The masks and trace of a finished run; raises `PipelineFailure` if the chain failed."""
     trace = trace_from_state(state, context)
+    raise_if_out_of_memory(trace)
     if trace.error is not None or not trace.result.masks_path:
         err = trace.error
         raise PipelineFailure(

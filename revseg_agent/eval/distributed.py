@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from revseg_agent.errors import ResourceError
 from revseg_agent.eval.datasets import Sample
 from revseg_agent.eval.spec import EvalSpec
 
@@ -95,6 +96,9 @@ class RayExecutor:
                 try:
                     record = ray.get(ref)
                 except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as exc:
+                    cause = getattr(exc, "cause", None)
+                    if isinstance(cause, ResourceError):  # the GPU's limit: a retry meets it again
+                        raise cause from exc
                     if attempt >= opts.retries:
                         raise RuntimeError(f"{key} failed {attempt + 1} times; last: {exc}") from exc
                     logger.warning("%s failed (attempt %d), retrying: %s", key, attempt + 1, exc)

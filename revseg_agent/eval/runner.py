@@ -52,7 +52,7 @@ from revseg_agent.masks_io import (
     read_masks_json,
     write_mask_png,
 )
-from revseg_agent.pipeline import trace_from_state
+from revseg_agent.pipeline import raise_if_out_of_memory, trace_from_state
 from revseg_agent.registry import resolve_tracker
 from revseg_agent.tools.base import Tracker, stream_masks
 from revseg_agent.traces import Trace
@@ -172,11 +172,13 @@ class EvalRunner:
             disable=not progress,
         )
         run = executor or self._in_process
-        for record in run(todo, work):  # only this thread appends: whole lines, no lock
-            append_jsonl(records_path, record)
-            done[record["key"]] = record
-            bar.update(1)
-        bar.close()
+        try:
+            for record in run(todo, work):  # only this thread appends: whole lines, no lock
+                append_jsonl(records_path, record)
+                done[record["key"]] = record
+                bar.update(1)
+        finally:
+            bar.close()  # an error message then starts on a line of its own
         shutil.rmtree(work, ignore_errors=True)
         return self.finish([done[s.key] for s in samples])
 
@@ -218,6 +220,7 @@ class EvalRunner:
             context = dataclasses.replace(self.context, artifacts_dir=work / "artifacts")
             state = self.graph.invoke({"video_path": str(frames), "query": sample.text}, context=context)
             trace = trace_from_state(state, context)
+            raise_if_out_of_memory(trace)  # no record: a resumed run with another knob redoes it
             if trace.ok and trace.result.masks_path:
                 masks = read_masks_json(trace.result.masks_path)
             else:  # the chain failed: an empty prediction, scored as such

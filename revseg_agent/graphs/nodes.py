@@ -24,7 +24,14 @@ from typing import Any, TypeVar, cast
 
 from langgraph.runtime import Runtime
 
-from revseg_agent.errors import CheckpointError, InputError, VideoError
+from revseg_agent.errors import (
+    OUT_OF_MEMORY,
+    CheckpointError,
+    InputError,
+    VideoError,
+    is_out_of_memory,
+    out_of_memory_message,
+)
 from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.graphs.context import Context, run_context
 from revseg_agent.graphs.names import (
@@ -150,6 +157,12 @@ def _ends_on_bad_input(node_name: str) -> Callable[[NodeFn], NodeFn]:
             except (InputError, VideoError, CheckpointError) as exc:
                 code = next(c for kind, c in _BAD_INPUT_CODES if isinstance(exc, kind))
                 err = _error(node_name, code, str(exc))
+                return {"error": err, "steps": [_record(node_name, started, error=err)]}
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                # a served client reads it; the CLI exits 4 (`pipeline.result_from_state`)
+                err = _error(node_name, OUT_OF_MEMORY, out_of_memory_message(node_name, exc))
                 return {"error": err, "steps": [_record(node_name, started, error=err)]}
 
         return cast(NodeFn, node)

@@ -20,6 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from revseg_agent.errors import (
+    MEMORY_KNOBS,
+    OUT_OF_MEMORY,
+    ResourceError,
+    is_out_of_memory,
+    out_of_memory_message,
+)
 from revseg_agent.graphs.context import Context
 from revseg_agent.parsing import BoxUnits
 from revseg_agent.policies.base import (
@@ -222,5 +229,15 @@ def run_group(graph: Any, inputs: dict[str, Any], contexts: Sequence[Context]) -
 
     with ThreadPoolExecutor(max_workers=len(contexts)) as pool:
         futures = [pool.submit(one, context) for context in contexts]
-        batcher.serve()  # the model runs here, on the caller's thread
-        return [f.result() for f in futures]
+        try:
+            batcher.serve()  # the model runs here, on the caller's thread
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise ResourceError(out_of_memory_message("rollouts", exc)) from exc
+            raise
+        states = [f.result() for f in futures]
+    for state in states:  # a rollout that ran out of memory is no sample to learn from
+        error = state.get("error") or {}
+        if error.get("code") == OUT_OF_MEMORY:
+            raise ResourceError(f"{error.get('message')}; in training: {MEMORY_KNOBS['rollouts']}")
+    return states
