@@ -90,7 +90,12 @@ def _add_segment_options(p: argparse.ArgumentParser) -> None:
         default="fail",
         help="after the last attempt: fail (exit 3) or use the documented fallback (see Context)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="new tokens per round; default: what the policy was trained with (max_new_tokens in its "
+        "generation_config.json, written by revseg train), else 1024",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
 
 
@@ -574,6 +579,7 @@ def run_sft(args: argparse.Namespace, recipe: Any) -> int:
             save_every=args.save_every,
             grounding_steps=args.grounding_steps,
             seed=recipe.seed,
+            max_new_tokens=recipe.max_new_tokens,
         )
     print(f"policy saved to {args.output_dir / 'policy'} (use it as --policy or a recipe's policy)")
     print(f"losses per step: {metrics}")

@@ -165,6 +165,8 @@ def test_cli_tiny_recipe_then_rescore(tmp_path: Path, bars: list[tuple[str, int,
     )
     assert (out / "checkpoint-2" / "model.safetensors").is_file()
     assert (out / "checkpoint-2" / "optimizer.pt").is_file()
+    generation = json.loads((out / "checkpoint-2" / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == 16  # the recipe's budget: inference defaults to it
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 2
     assert list((out / "tensorboard").rglob("events.out.tfevents.*"))  # the recipe reports to TensorBoard
     assert ("grpo", 2, 2) in bars  # the progress bar reached the last step

@@ -32,7 +32,8 @@ class EvalSpec(BaseModel):
     num_frames: int = 16
     max_attempts: int = 3
     on_parse_failure: Literal["fail", "fallback"] = "fail"
-    max_new_tokens: int = 512
+    #: None: the policy's own budget (`policies.base.token_budget`).
+    max_new_tokens: int | None = None
     missing: MissingRule | None = None
     workers: int = 1
 

@@ -70,7 +70,8 @@ class Context:
         the same prompt draws anew."""
         if attempt == 1:
             return self.sampling
-        retry = self.retry_sampling
+        # one token budget: a retry may write as much as the first attempt, no more
+        retry = dataclasses.replace(self.retry_sampling, max_new_tokens=self.sampling.max_new_tokens)
         if not retry.do_sample:
             return retry
         digest = hashlib.sha256(f"{node}\0{prompt_key}\0{attempt}\0{retry.seed}".encode()).digest()

@@ -85,11 +85,22 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int | None = None
-    max_new_tokens: int = 512
+    #: None: the policy's own budget (`token_budget`): what it was trained with, else the default.
+    max_new_tokens: int | None = None
     seed: int | None = None
 
 
 GREEDY = SamplingParams()
+#: New tokens a round may write when neither the run nor the checkpoint says (the 7B recipes'
+#: training budget: a GRPO policy's `<think>` blocks grow up to it).
+DEFAULT_MAX_NEW_TOKENS = 1024
+
+
+def token_budget(sampling: SamplingParams, trained: int | None = None) -> int:
+    """The one rule for a round's new-token budget: the run's explicit setting, else the budget the
+    policy was trained with (`max_new_tokens` in its `generation_config.json`, written by
+    `revseg train`), else `DEFAULT_MAX_NEW_TOKENS`."""
+    return sampling.max_new_tokens or trained or DEFAULT_MAX_NEW_TOKENS
 
 
 @dataclass

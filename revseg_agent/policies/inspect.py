@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from revseg_agent.parsing import format_box_answer
+from revseg_agent.policies.base import DEFAULT_MAX_NEW_TOKENS
 from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout, check_layout, repeats
 from revseg_agent.policies.qwen import DISTRIBUTION_FIELDS, neutral_generation_fields
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder
@@ -102,6 +103,12 @@ def inspect_policy(
                 neutral[name] if name not in _SAMPLING_FIELDS else "SamplingParams",
             )
 
+    trained = getattr(generation, "max_new_tokens", None)
+    report.facts["max_new_tokens"] = (
+        f"{trained} (what it was trained with: generation_config.json; runs default to it)"
+        if trained
+        else f"{DEFAULT_MAX_NEW_TOKENS} (not recorded in the checkpoint: revseg's default)"
+    )
     slots = -(-fed // builder.temporal_patch_size)
     report.facts["frame layout"] = (
         f"{frame_layout}: {num_frames} frame ids -> {fed} frames fed -> {slots} temporal slots"

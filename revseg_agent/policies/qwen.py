@@ -26,6 +26,7 @@ from revseg_agent.policies.base import (
     Generation,
     SamplingParams,
     Visual,
+    token_budget,
 )
 from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout, check_layout
 from revseg_agent.policies.mrope import use_reference_rope_index
@@ -83,6 +84,10 @@ class QwenVLPolicy:
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
     ) -> None:
         self.model = model
+        #: The new-token budget the checkpoint was trained with (`generation_config.json`
+        #: `max_new_tokens`, which `revseg train` writes); runs default to it (`token_budget`).
+        trained = getattr(getattr(model, "generation_config", None), "max_new_tokens", None)
+        self.trained_max_new_tokens: int | None = int(trained) if trained else None
         #: How this family writes boxes (Qwen2-VL: 0-1000 units; Qwen2.5-VL: resized-input pixels).
         self.box_units: BoxUnits = FAMILY_BOX_UNITS.get(getattr(model.config, "model_type", ""), "pixels")
         use_reference_rope_index(model)  # M-RoPE as the released model was trained (see mrope)
@@ -276,7 +281,7 @@ class QwenVLPolicy:
             torch.manual_seed(sampling.seed)
         kwargs: dict[str, Any] = {
             **neutral_generation_fields(),
-            "max_new_tokens": sampling.max_new_tokens,
+            "max_new_tokens": token_budget(sampling, self.trained_max_new_tokens),
             "do_sample": sampling.do_sample,
             "return_dict_in_generate": True,
             "pad_token_id": self.processor.tokenizer.pad_token_id,

@@ -59,6 +59,7 @@ from revseg_agent.policies.base import (
     SamplingParams,
     TextPart,
     Visual,
+    token_budget,
     visual_for,
 )
 from revseg_agent.policies.frame_layout import (
@@ -178,7 +179,7 @@ class ServedPolicy:
             "model": self.model,
             "messages": chat,
             "n": n,
-            "max_tokens": sampling.max_new_tokens,
+            "max_tokens": token_budget(sampling),
             "logprobs": True,
             "return_token_ids": True,  # vLLM: prompt and completion ids (placeholder check)
             **served_sampling_fields(sampling),
@@ -269,7 +270,7 @@ class ServedPolicy:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": chat,
-            "max_tokens": sampling.max_new_tokens,
+            "max_tokens": token_budget(sampling),
             "temperature": 0.0,  # do_sample=False
             "top_p": 1.0,
             # the only way to lift the checkpoint's repetition penalty: transformers serve sets

@@ -41,6 +41,14 @@ def partial_folder(out: Path, step: int) -> Path:
     return out / f".checkpoint-{step}.partial"
 
 
+def record_token_budget(model: Any, max_new_tokens: int | None) -> None:
+    """Write the budget the policy was trained with into its generation config, so inference
+    defaults to it (`policies.base.token_budget`; vLLM reads the same field)."""
+    config = getattr(model, "generation_config", None)
+    if config is not None and max_new_tokens:
+        config.max_new_tokens = int(max_new_tokens)
+
+
 def write_policy_files(
     folder: Path,
     *,
@@ -52,6 +60,7 @@ def write_policy_files(
 ) -> None:
     """The main process's files of a checkpoint (DeepSpeed writes its shards beside them)."""
     folder.mkdir(parents=True, exist_ok=True)
+    record_token_budget(model, recipe.get("max_new_tokens"))
     model.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
     if optimizer_state is not None:

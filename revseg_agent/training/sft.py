@@ -133,10 +133,12 @@ def train_sft(
     grounding_steps: int = 0,
     grounding_batch_size: int = 16,
     seed: int = 0,
+    max_new_tokens: int | None = None,
 ) -> list[dict[str, float]]:
     """A plain supervised loop (AdamW, linear warm-up then cosine decay when `warmup_steps` > 0,
     gradients clipped to norm 1); saves the policy to `output_dir` (safetensors) every
-    `save_every` steps and at the end. The first `grounding_steps` steps are the curriculum's
+    `save_every` steps and at the end, recording `max_new_tokens` (the budget the policy will
+    answer with) in its generation config. The first `grounding_steps` steps are the curriculum's
     grounding stage (`grounding_loss` on random frames of random samples, `grounding_batch_size`
     a step); the rest train both rounds of the chain (`sft_losses`)."""
     import numpy as np
@@ -186,18 +188,20 @@ def train_sft(
         if on_step is not None:
             on_step(row)
         if output_dir is not None and save_every and step % save_every == 0 and step < steps:
-            save_policy(policy, output_dir)
+            save_policy(policy, output_dir, max_new_tokens)
     if output_dir is not None:
-        save_policy(policy, output_dir)
+        save_policy(policy, output_dir, max_new_tokens)
     return history
 
 
-def save_policy(policy: QwenVLPolicy, output_dir: str | Path) -> Path:
+def save_policy(policy: QwenVLPolicy, output_dir: str | Path, max_new_tokens: int | None = None) -> Path:
     """The policy in Hugging Face layout, written beside `output_dir` and swapped in whole."""
     from revseg_agent.io import atomic_output_dir
+    from revseg_agent.training.checkpoint import record_token_budget
 
     out = Path(output_dir)
     with atomic_output_dir(out, overwrite=True, kind="policy") as tmp:
+        record_token_budget(policy.model, max_new_tokens)
         policy.model.save_pretrained(tmp, safe_serialization=True)
         policy.processor.save_pretrained(tmp)
     logger.info("saved the SFT policy to %s", out)
