@@ -127,9 +127,20 @@ def check_replaceable(final: Path, *, overwrite: bool, option: str = "--overwrit
         )
 
 
+def _revseg_folder(path: Path, depth: int = 2) -> bool:
+    """A folder revseg marked, or one holding nothing but such folders (`depth` levels down)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if read_output_marker(path) is not None:
+        return True
+    children = list(path.iterdir())
+    return depth > 0 and bool(children) and all(_revseg_folder(c, depth - 1) for c in children)
+
+
 def claim_output_dir(folder: str | Path, kind: str, *, option: str = "--out") -> Path:
     """Make or reuse a folder that revseg fills over time (eval runs, training runs): refused when
-    it is a file or a non-empty folder revseg did not make, so a resumed run never writes into
+    it is a file or a non-empty folder revseg did not make (one holding only folders revseg
+    marked, such as a run's generated `data/`, is revseg's), so a resumed run never writes into
     (or prunes) a person's files; marked on first use."""
     folder = Path(folder)
     if folder.exists() or folder.is_symlink():
@@ -139,6 +150,7 @@ def claim_output_dir(folder: str | Path, kind: str, *, option: str = "--out") ->
             p.name + ("/" if p.is_dir() else "")
             for p in folder.iterdir()
             if not p.name.startswith(f".{OUTPUT_MARKER}.")  # another process writing the marker
+            and not _revseg_folder(p)  # revseg's own, e.g. a run's generated data/
         )
         if names and read_output_marker(folder) is None:
             raise OutputFolderError(

@@ -31,13 +31,20 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+def _coco(rle: dict[str, Any]) -> dict[str, Any]:
+    """An RLE as pycocotools takes it (counts as bytes)."""
     counts = rle["counts"]
-    data = {
-        "size": list(rle["size"]),
-        "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
-    }
-    return mask_utils.decode(data).astype(bool)
+    data = counts.encode("ascii") if isinstance(counts, str) else counts
+    return {"size": list(rle["size"]), "counts": data}
+
+
+def rle_area(rle: dict[str, Any]) -> int:
+    """Foreground pixels of a COCO RLE, counted from its runs (nothing decoded)."""
+    return int(mask_utils.area(_coco(rle)))
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    return mask_utils.decode(_coco(rle)).astype(bool)
 
 
 @dataclass

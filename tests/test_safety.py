@@ -152,6 +152,14 @@ def test_folders_filled_over_time_are_claimed_once_and_reused(tmp_path: Path) ->
         claim_output_dir(_foreign(tmp_path / "home"), "eval")
     with pytest.raises(OutputFolderError, match="not a folder"):
         claim_output_dir(runs / "records.jsonl", "eval")
+    # a folder holding only folders revseg marked (a run's generated data/) is revseg's too
+    parent = tmp_path / "train"
+    claim_output_dir(parent / "data", "train-data")
+    assert claim_output_dir(parent, "train-grpo") == parent
+    mixed = tmp_path / "mixed"
+    claim_output_dir(mixed / "data", "train-data")
+    with pytest.raises(OutputFolderError, match=r"important\.txt"):
+        claim_output_dir(_foreign(mixed), "train-grpo")
 
 
 # -- the tolerance used for results that cross processes ------------------------------------------

@@ -160,9 +160,11 @@ def test_mevis_readers_take_it_unchanged(world: Path, tmp_path: Path) -> None:
     assert samples and all(s.extra.get("description") for s in samples)
     training = load_samples(BenchmarkData(dataset="mevis", root=str(world / "train")), tmp_path)
     assert training and all(t.description and t.evidence for t in training)
-    multi = [t for t in training if len(t.gt_objects) > 1]
-    for t in multi:  # per-object stacks for multi-target rewards, their union the ground truth
-        assert np.array_equal(np.any(np.stack(t.gt_objects), axis=0), t.gt_masks)
+    assert all(t.gt_masks is None for t in training)  # references: read when rewarded
+    truths = [t.truth() for t in training]
+    multi = [(masks, objects) for masks, objects in truths if len(objects) > 1]
+    for masks, objects in multi:  # per-object stacks for multi-target rewards, their union the truth
+        assert np.array_equal(np.any(np.stack(objects), axis=0), masks)
     out = tmp_path / "oracle"
     args = [
         "eval",

@@ -32,7 +32,7 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from revseg_agent.errors import RevsegError
-from revseg_agent.masks_io import decode_rle, read_mask_png, write_mask_png
+from revseg_agent.masks_io import decode_rle, read_mask_png, rle_area, write_mask_png
 from revseg_agent.video import frame_files, natural_key
 
 DATASETS: tuple[str, ...] = ("mevis", "revos", "reasonvos", "refytvos", "refdavis")
@@ -199,6 +199,22 @@ class MevisBenchmark:
     def ground_truth(self, sample: Sample) -> np.ndarray | None:
         return self.target_sum(sample) > 0
 
+    def has_target(self, sample: Sample) -> bool:
+        """Whether the expression has a target on some frame, from the RLEs' runs (no pixel is
+        decoded); a missing or misfit annotation is a `DatasetError`, as when it is read."""
+        masks = self._mask_dict()
+        area = 0
+        for anno in sample.targets:
+            _expect(anno in masks, f"{sample.key}: anno_id {anno} not in mask_dict.json")
+            rles = masks[anno]
+            _expect(
+                isinstance(rles, list) and len(rles) == len(sample.frames),
+                f"{sample.key}: anno_id {anno} has {len(rles) if isinstance(rles, list) else '?'} masks "
+                f"for {len(sample.frames)} frames",
+            )
+            area += sum(rle_area(rle) for rle in rles if rle is not None)
+        return area > 0
+
     def target_masks(self, sample: Sample) -> list[np.ndarray]:
         """Each target object's own mask stack `(frames, H, W)` (multi-object rewards match them)."""
         single = [sample.model_copy(update={"targets": [anno]}) for anno in sample.targets]
@@ -316,6 +332,15 @@ class ReasonVOSBenchmark:
                 )
         return out
 
+    def has_target(self, sample: Sample) -> bool:
+        """Whether the target's annotation folder holds every frame (listed, not decoded)."""
+        folder = self.root / "Annotations" / sample.targets[0]
+        if not folder.is_dir():
+            return False
+        missing = [f for f in sample.frames if f not in _benchmark_frames(folder)]
+        _expect(not missing, f"{folder}: ground-truth frames missing: {missing[:3]}")
+        return True
+
     def ground_truth(self, sample: Sample) -> np.ndarray | None:
         folder = self.root / "Annotations" / sample.targets[0]
         if not folder.is_dir():
@@ -349,6 +374,15 @@ class _PaletteAnnotations:
     prediction_value = 255
 
     root: Path
+
+    def has_target(self, sample: Sample) -> bool:
+        """Whether the video's annotation folder holds every frame (listed, not decoded)."""
+        folder = self.root / "Annotations" / sample.video
+        if not folder.is_dir():
+            return False
+        missing = [f for f in sample.frames if f not in _benchmark_frames(folder)]
+        _expect(not missing, f"{folder}: ground-truth frames missing: {missing[:3]}")
+        return True
 
     def ground_truth(self, sample: Sample) -> np.ndarray | None:
         folder = self.root / "Annotations" / sample.video
@@ -533,6 +567,16 @@ _ADAPTERS: dict[str, type] = {
     "refytvos": RefYTVOSBenchmark,
     "refdavis": RefDAVISBenchmark,
 }
+
+
+def has_target(bench: Benchmark, sample: Sample) -> bool:
+    """Whether `sample` has a target to ground, checked as cheaply as the layout allows (a
+    layout without `has_target` decodes its ground truth once)."""
+    check = getattr(bench, "has_target", None)
+    if check is not None:
+        return bool(check(sample))
+    gt = bench.ground_truth(sample)
+    return gt is not None and bool(gt.any())
 
 
 def open_benchmark(name: str, root: str | Path, split: str | None = None) -> Benchmark:

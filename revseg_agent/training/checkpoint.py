@@ -75,3 +75,16 @@ def publish(partial: Path, out: Path, step: int) -> Path:
         shutil.rmtree(final)
     partial.rename(final)
     return final
+
+
+def rotate_checkpoints(out: Path, *, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` complete checkpoints (TRL's `save_total_limit`); returns
+    what went. The newest is always kept, so a resumed run finds it."""
+    ckpts = sorted(
+        (c for c in out.glob("checkpoint-*") if (c / TRAINER_STATE).is_file()),
+        key=lambda p: int(p.name.split("-")[1]),
+    )
+    gone = ckpts[: max(len(ckpts) - max(keep, 1), 0)]
+    for ckpt in gone:
+        shutil.rmtree(ckpt)
+    return gone

@@ -2,29 +2,48 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from revseg_agent.eval.datasets import open_benchmark
+from revseg_agent.eval.datasets import Benchmark, DatasetError, Sample, has_target, open_benchmark
+from revseg_agent.io import claim_output_dir
 from revseg_agent.training.recipe import BenchmarkData, GeneratedData
+
+#: A sample's ground truth: the union mask stack `(frames, H, W)` and one stack per target object.
+GroundTruth = tuple[np.ndarray, list[np.ndarray]]
 
 
 @dataclass
 class TrainingSample:
-    """One query with its video and ground truth (the union mask stack and per-object stacks)."""
+    """One query with its video and ground truth (the union mask stack and per-object stacks).
+
+    A benchmark's ground truth is not held: `read_truth` decodes it when a group is rewarded and
+    it is released after, so memory and start-up time do not grow with the number of expressions
+    (ReVOS: 35,074). Generated clips hold theirs (`gt_masks`, `gt_objects`)."""
 
     sample_id: str
     video_path: str
     query: str
-    gt_masks: np.ndarray
-    gt_objects: list[np.ndarray]
+    gt_masks: np.ndarray | None = None
+    gt_objects: list[np.ndarray] | None = None
     #: What the query refers to, in words, and why (the synthetic world writes them; supervised
     #: targets use them where present, else the query itself).
     description: str | None = None
     evidence: str | None = None
+    read_truth: Callable[[], GroundTruth] | None = field(default=None, repr=False, compare=False)
+
+    def truth(self) -> GroundTruth:
+        """The ground truth, decoded now when the sample does not hold it."""
+        if self.read_truth is not None:
+            return self.read_truth()
+        if self.gt_masks is None:
+            raise ValueError(f"{self.sample_id}: a training sample needs ground truth")
+        return self.gt_masks, self.gt_objects if self.gt_objects is not None else [self.gt_masks]
 
 
 CLIP_SIZE = (112, 112)  # (height, width)
@@ -64,31 +83,38 @@ def generated_samples(out_dir: str | Path, spec: GeneratedData) -> list[Training
     return samples
 
 
+def _read_truth(bench: Benchmark, sample: Sample) -> GroundTruth:
+    gt = bench.ground_truth(sample)
+    if gt is None:
+        raise DatasetError(f"{sample.key}: its ground truth is gone")
+    per_target = getattr(bench, "target_masks", None)
+    objects = per_target(sample) if per_target is not None and len(sample.targets) > 1 else [gt]
+    return gt, objects
+
+
 def benchmark_samples(spec: BenchmarkData) -> list[TrainingSample]:
-    """Expressions with ground truth from a benchmark split (frames read from its own folders)."""
+    """Expressions with a target from a benchmark split, each a reference to its ground truth
+    (read when rewarded). Annotations are checked for presence here, before training starts,
+    without decoding a pixel (`Benchmark.has_target`); expressions without a target are left out."""
     bench = open_benchmark(spec.dataset, spec.root, spec.split)
     out = []
     for sample in bench.samples()[: spec.limit] if spec.limit else bench.samples():
-        gt = bench.ground_truth(sample)
-        if gt is None or not gt.any():  # no target: nothing to ground or reward
+        if not has_target(bench, sample):  # no target: nothing to ground or reward
             continue
-        per_target = getattr(bench, "target_masks", None)
-        objects = per_target(sample) if per_target is not None and len(sample.targets) > 1 else [gt]
         out.append(
             TrainingSample(
                 sample.key,
                 str(bench.frames_dir(sample)),
                 sample.text,
-                gt,
-                objects,
                 description=sample.extra.get("description"),
                 evidence=sample.extra.get("evidence"),
+                read_truth=functools.partial(_read_truth, bench, sample),
             )
         )
     return out
 
 
 def load_samples(spec: GeneratedData | BenchmarkData, work_dir: str | Path) -> list[TrainingSample]:
-    if isinstance(spec, GeneratedData):
-        return generated_samples(Path(work_dir) / "data", spec)
+    if isinstance(spec, GeneratedData):  # written into a folder of revseg's own, marked as such
+        return generated_samples(claim_output_dir(Path(work_dir) / "data", "train-data"), spec)
     return benchmark_samples(spec)

@@ -120,6 +120,12 @@ class Recipe(BaseModel):
     num_frames: int = Field(16, ge=1)
     max_steps: int = Field(525, ge=1)
     save_every: int = Field(50, ge=1)
+    #: Keep only the newest N checkpoints (TRL's name); None keeps all. A 7B checkpoint with its
+    #: DeepSpeed shards is ~130 GB: the 7B recipes set it.
+    save_total_limit: int | None = Field(None, ge=1)
+    #: Walk the prompts in a seeded random order, a new one each epoch (TRL's default); False:
+    #: the dataset's order (sorted by video, then expression).
+    shuffle_dataset: bool = True
     seed: int = 0
     device: str | None = None
     dtype: str | None = None

@@ -67,7 +67,8 @@ def sft_losses(
     """Cross-entropy of the ideal round-1 and round-2 answers for one sample."""
     video = open_video(sample.video_path)
     sampled = video.sample(num_frames)
-    position = best_sampled_position(sample.gt_masks, sampled.indices)
+    masks, objects = sample.truth()
+    position = best_sampled_position(masks, sampled.indices)
     key = sampled.indices[position]
     messages = round1_messages(sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
@@ -76,18 +77,25 @@ def sft_losses(
     history = round2_messages(sample.query, round1=messages, round1_answer=answer1)
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
     inputs = policy.prepare_inputs(history, visuals)  # prepared once: sizes the box, then scores it
-    boxes = [b for b in (Box.from_mask(o[key]) for o in sample.gt_objects) if b is not None]
+    boxes = [b for b in (Box.from_mask(o[key]) for o in objects) if b is not None]
     if not boxes:  # the target is absent on every sampled frame: no grounding target
         return loss1, torch.zeros((), device=loss1.device)
     frame_size = (video.info.height, video.info.width)
     return loss1, _box_answer_loss(policy, inputs, frame_size, boxes, sample.description or sample.query)
 
 
-def grounding_loss(policy: QwenVLPolicy, sample: TrainingSample, frame_index: int) -> torch.Tensor | None:
+def grounding_loss(
+    policy: QwenVLPolicy,
+    sample: TrainingSample,
+    frame_index: int,
+    objects: Sequence[np.ndarray] | None = None,
+) -> torch.Tensor | None:
     """Cross-entropy of round 2 alone (no history) on one frame where the target is visible: the
     curriculum's first stage, where a policy learns to find a described object in one image
     before it meets videos (None when no target is visible on that frame)."""
-    boxes = [b for b in (Box.from_mask(o[frame_index]) for o in sample.gt_objects) if b is not None]
+    if objects is None:
+        objects = sample.truth()[1]
+    boxes = [b for b in (Box.from_mask(o[frame_index]) for o in objects) if b is not None]
     if not boxes:
         return None
     frame = open_video(sample.video_path).frame(frame_index)
@@ -157,7 +165,8 @@ def train_sft(
             done = 0
             while done < grounding_batch_size:
                 sample = samples[int(rng.integers(len(samples)))]
-                loss = grounding_loss(policy, sample, int(rng.integers(len(sample.gt_masks))))
+                masks, objects = sample.truth()
+                loss = grounding_loss(policy, sample, int(rng.integers(len(masks))), objects)
                 if loss is None:
                     continue
                 (loss / grounding_batch_size).backward()

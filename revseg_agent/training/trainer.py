@@ -37,7 +37,7 @@ from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.registry import load_tracker
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training import checkpoint as ckpt_io
-from revseg_agent.training.data import TrainingSample
+from revseg_agent.training.data import GroundTruth, TrainingSample
 from revseg_agent.training.loss import advantages, grpo_token_terms, sample_std, sequence_divisor
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to, plot_metrics
 from revseg_agent.training.optim import build_optimizer, clip_gradients
@@ -45,6 +45,7 @@ from revseg_agent.training.recipe import Recipe, deepspeed_config, materialise_p
 from revseg_agent.training.replay import ReplayPlan, plan_replay, run_plan
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
+from revseg_agent.training.sampler import PromptSampler
 from revseg_agent.training.served_rollouts import AdapterPublisher, require_token_ids
 from revseg_agent.training.store import TraceRecord, TraceStore, rescore
 from revseg_agent.video import FrameCache
@@ -105,6 +106,8 @@ class GRPOTrainer:
         if not self.samples:
             raise ValueError("no training samples")
         self.out = claim_output_dir(output_dir or recipe.output_dir, "train-grpo", option="output_dir")
+        #: Which prompt each position of the run takes (TRL's semantics: see `sampler`).
+        self.sampler = PromptSampler(len(self.samples), seed=recipe.seed, shuffle=recipe.shuffle_dataset)
         self.extra_rewards = extra_rewards or {}
         # Data parallel: under `accelerate launch` / `torchrun` each process takes its own samples
         # and gradients are averaged across processes before every optimizer step.
@@ -258,6 +261,8 @@ class GRPOTrainer:
                 optimizer_state=self.optimizer.state_dict() if self.engine is None else None,
             )
             final = ckpt_io.publish(partial, self.out, self.step)
+            if self.recipe.save_total_limit is not None:
+                ckpt_io.rotate_checkpoints(self.out, keep=self.recipe.save_total_limit)
         if self.engine is not None:
             self.dist.wait_for_everyone()
         return final
@@ -307,12 +312,13 @@ class GRPOTrainer:
             require_token_ids(traces, self.publisher.config.url)
         return traces
 
-    def _rewards(self, traces: list[Trace], sample: TrainingSample) -> list[dict[str, float | None]]:
+    def _rewards(self, traces: list[Trace], truth: GroundTruth) -> list[dict[str, float | None]]:
+        masks, objects = truth
         return compute_rewards(
             traces,
             self.recipe.rewards,
-            gt_masks=[sample.gt_masks] * len(traces),
-            gt_objects=[sample.gt_objects] * len(traces),
+            gt_masks=[masks] * len(traces),
+            gt_objects=[objects] * len(traces),
             extra=self.extra_rewards,
         )
 
@@ -323,7 +329,7 @@ class GRPOTrainer:
         rows: list[dict[str, float | None]] = []
         self.sync_rollout_server()
         for sample in samples:
-            rows += self._rewards(self.rollouts(sample, HELD_OUT_STEP), sample)
+            rows += self._rewards(self.rollouts(sample, HELD_OUT_STEP), sample.truth())
         return mean_rewards(rows)
 
     def _collect(self, batch: list[TrainingSample], store: TraceStore | None) -> list[Group]:
@@ -332,11 +338,12 @@ class GRPOTrainer:
         policy_name = self.rollout_policy().name
         for sample in batch:
             traces = self.rollouts(sample, self.step)
-            rewards = self._rewards(traces, sample)
+            truth = sample.truth()  # decoded for this group only, released with it
+            rewards = self._rewards(traces, truth)
             groups.append(Group(traces, rewards))
             if store is None:
                 continue
-            gt_path = store.save_ground_truth(sample.sample_id, sample.gt_masks, sample.gt_objects)
+            gt_path = store.save_ground_truth(sample.sample_id, *truth)
             for i, (trace, row) in enumerate(zip(traces, rewards, strict=True)):
                 store.append(
                     TraceRecord(
@@ -398,10 +405,16 @@ class GRPOTrainer:
             return run_plan(self.policy, plan, temperature)
 
     def _replays(self, micro_batches: list[list[Group]], on_policy: bool, frames: FrameCache) -> list[Replay]:
-        """The rollouts that add to the gradient, each with its old and reference log-probs.
+        """The rollouts that add to the gradient, each with its reference log-probs and, off
+        policy (warm start), its old log-probs: the stored sampling-time ones.
 
-        Old log-probs: a no-grad forward of the current policy, before this step's update (on
-        policy), else the stored sampling-time ones (warm start)."""
+        On policy the old log-probs are the loss forward's own, detached (TRL's rule with one
+        update per batch, `num_iterations=1`): the weights do not change before this step's one
+        optimizer step, so the ratio is exactly 1 and its gradient is that of log p, whatever
+        dropout the train-mode forward applies (LoRA's `lora_dropout` included). A separate
+        eval-mode forward would see no dropout and put the ratio off 1 (measured: mean
+        |delta log p| 0.027 at `lora_dropout` 0.05). The reference runs without dropout (eval mode,
+        or the base model with the adapters off)."""
         r = self.recipe
         replays = [
             Replay(trace, advantage, k)
@@ -416,18 +429,12 @@ class GRPOTrainer:
         self.policy.model.eval()
         for replay in todo:
             steps = replay.steps
-            need_old = on_policy and replay.weight != 0.0
-            if not need_old and r.beta == 0:
-                replay.old = [torch.tensor(s.logprobs) for s in steps]
+            replay.old = [torch.tensor(s.logprobs) for s in steps]  # on policy: replaced in `_learn`
+            if r.beta == 0:
                 replay.ref = [None] * len(steps)
                 continue
             plan = plan_replay(self.policy, steps, frames_cache=frames)
-            with torch.no_grad():
-                olds = run_plan(self.policy, plan, r.temperature) if need_old else None
-            replay.old = (
-                [o.detach() for o in olds] if olds is not None else [torch.tensor(s.logprobs) for s in steps]
-            )
-            replay.ref = list(self._reference_logprobs(plan)) if r.beta > 0 else [None] * len(steps)
+            replay.ref = list(self._reference_logprobs(plan))
         return todo
 
     def _same_backward_count(self, todo: list[Replay], replays: list[Replay]) -> list[Replay]:
@@ -479,7 +486,7 @@ class GRPOTrainer:
             news = run_plan(self.policy, plan, r.temperature)
             loss = torch.zeros((), device=news[0].device)
             for step, new, old, ref in zip(steps, news, replay.old, replay.ref, strict=True):
-                old = old.to(device=new.device, dtype=new.dtype)
+                old = new.detach() if on_policy else old.to(device=new.device, dtype=new.dtype)
                 ref = None if ref is None else ref.to(device=new.device, dtype=new.dtype)
                 terms = grpo_token_terms(
                     new, old, replay.advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
@@ -585,7 +592,7 @@ class GRPOTrainer:
         for micro in range(accumulation):
             index = (self.step * accumulation + micro) * self.dist.num_processes + self.dist.process_index
             first = index * r.prompts_per_step
-            batch = [self.samples[(first + i) % len(self.samples)] for i in range(r.prompts_per_step)]
+            batch = [self.samples[self.sampler.index(first + i)] for i in range(r.prompts_per_step)]
             micro_batches.append(self._collect(batch, store))
         return self._learn(micro_batches, started, on_policy=True)
 
