@@ -141,3 +141,86 @@ def test_the_on_policy_ratio_is_exactly_one_with_lora_dropout(
     history = trainer.train()
     assert seen and all(torch.equal(new, old) for new, old in seen)  # exp(new - old) == 1
     assert all(m["clip_fraction"] == 0.0 for m in history)
+
+
+# -- TRL's options, under TRL's names, against TRL's formulas --------------------------------------
+
+
+def test_epsilon_high_clips_the_ratio_above_as_trl_does() -> None:
+    from revseg_agent.training.loss import grpo_token_terms
+
+    new, old = torch.log(torch.tensor([1.3, 0.7, 1.25])), torch.zeros(3)
+    for advantage in (1.0, -1.0):
+        got = grpo_token_terms(new, old, advantage, clip_epsilon=0.2, epsilon_high=0.28)
+        # TRL 1.16 `_compute_loss`: coef_1 = exp(logp - old); coef_2 = clamp(coef_1, 1 - eps_low,
+        # 1 + eps_high); per_token_loss = -min(coef_1 * A, coef_2 * A)
+        coef_1 = torch.exp(new - old)
+        coef_2 = torch.clamp(coef_1, 1 - 0.2, 1 + 0.28)
+        torch.testing.assert_close(got.loss, -torch.minimum(coef_1 * advantage, coef_2 * advantage))
+    assert grpo_token_terms(new, old, 1.0, clip_epsilon=0.2, epsilon_high=0.28).clipped.tolist() == [
+        True,
+        False,
+        False,
+    ]
+
+
+def test_served_rollouts_are_weighted_by_truncated_importance_ratios() -> None:
+    from revseg_agent.training.loss import grpo_token_terms, importance_weights
+
+    replayed, served = torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-1.1, -0.5, -0.5])
+    weights = importance_weights(replayed, served, cap=2.0)
+    # TRL: importance_sampling_ratio = exp(old_per_token_logps - sampling_per_token_logps),
+    # clamped at vllm_importance_sampling_cap; per_token_loss *= importance_sampling_ratio
+    torch.testing.assert_close(weights, torch.clamp(torch.exp(replayed - served), max=2.0))
+    plain = grpo_token_terms(replayed, replayed, 0.5, clip_epsilon=0.2)
+    weighted = grpo_token_terms(replayed, replayed, 0.5, clip_epsilon=0.2, token_weights=weights)
+    torch.testing.assert_close(weighted.loss, plain.loss * weights)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
+def test_the_learning_rate_follows_transformers_schedules(kind: str) -> None:
+    import transformers
+
+    from revseg_agent.training.loss import learning_rate_factor
+
+    total, ratio = 20, 0.15
+    warmup = 3  # ceil(0.15 * 20)
+    make = {
+        "linear": transformers.get_linear_schedule_with_warmup,
+        "cosine": transformers.get_cosine_schedule_with_warmup,
+        "constant": lambda opt, w, _t: transformers.get_constant_schedule_with_warmup(opt, w),
+    }[kind]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = make(optimizer, warmup, total)
+    expected = []
+    for _ in range(total):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    got = [learning_rate_factor(kind, step, total, ratio) for step in range(total)]
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_truncated_completions_are_left_out_of_the_loss(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """With 4 new tokens the random policy never ends a turn: every completion is cut, so with
+    `mask_truncated_completions` nothing is learned; without it the weights move."""
+    from revseg_agent.training.data import load_samples
+    from revseg_agent.training.trainer import GRPOTrainer
+
+    moved = {}
+    for mask in (True, False):
+        recipe = tiny_grpo_recipe(
+            tiny_policy_dir,
+            tmp_path / str(mask),
+            max_steps=1,
+            max_new_tokens=4,
+            mask_truncated_completions=mask,
+        )
+        trainer = GRPOTrainer(
+            recipe, load_samples(recipe.data, tmp_path / str(mask)), extra_rewards={"low": low_token_share}
+        )
+        before = {k: v.detach().clone() for k, v in trainer.policy.model.named_parameters()}
+        trainer.train()
+        moved[mask] = any(not torch.equal(before[k], v) for k, v in trainer.policy.model.named_parameters())
+    assert moved == {True: False, False: True}

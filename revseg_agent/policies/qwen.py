@@ -319,6 +319,11 @@ class QwenVLPolicy:
         unk = self.processor.tokenizer.unk_token_id
         return [int(i) for i in ids if i is not None and i != unk]
 
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """The ids that end a completion (the checkpoint's eos ids and `<|im_end|>`)."""
+        return self._eos_ids()
+
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
         ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()

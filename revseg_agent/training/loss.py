@@ -17,6 +17,7 @@ Gradients are then averaged over processes (as DDP does), so `dapo` is the globa
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -96,13 +97,20 @@ def grpo_token_terms(
     clip_epsilon: float,
     ref: torch.Tensor | None = None,
     beta: float = 0.0,
+    epsilon_high: float | None = None,
+    token_weights: torch.Tensor | None = None,
 ) -> TokenTerms:
-    """loss_t = -min(ratio_t * A, clip(ratio_t, 1 - eps, 1 + eps) * A) + beta * KL_t, with
-    ratio_t = exp(new_t - old_t) and KL_t the clamped k3 estimate against `ref`."""
+    """loss_t = -min(ratio_t * A, clip(ratio_t, 1 - eps, 1 + eps_high) * A) * w_t + beta * KL_t,
+    with ratio_t = exp(new_t - old_t), eps_high = `epsilon_high` or eps, w_t the importance
+    weights of served rollouts (1 without) and KL_t the clamped k3 estimate against `ref` (TRL's
+    `_compute_loss`, term by term)."""
+    high = clip_epsilon if epsilon_high is None else epsilon_high
     ratio = torch.exp(new - old)
-    clipped = torch.clamp(ratio, 1 - clip_epsilon, 1 + clip_epsilon)
+    clipped = torch.clamp(ratio, 1 - clip_epsilon, 1 + high)
     loss = -torch.minimum(ratio * advantage, clipped * advantage)
-    held = ((ratio < 1 - clip_epsilon) & (advantage < 0)) | ((ratio > 1 + clip_epsilon) & (advantage > 0))
+    if token_weights is not None:
+        loss = loss * token_weights
+    held = ((ratio < 1 - clip_epsilon) & (advantage < 0)) | ((ratio > 1 + high) & (advantage > 0))
     kl = torch.zeros_like(new)
     if ref is not None:
         kl = k3_kl(ref, new)
@@ -134,3 +142,24 @@ def sequence_divisor(
     if loss_type == "dapo":
         return max(step_tokens_per_process, 1.0)
     raise ValueError(f"unknown loss_type {loss_type!r}")
+
+
+def importance_weights(replayed: torch.Tensor, sampled: torch.Tensor, cap: float) -> torch.Tensor:
+    """TRL's truncated importance sampling for served rollouts: min(exp(replayed - sampled), cap)
+    per token, no gradient (`replayed`: the trainer's log-probs; `sampled`: the server's)."""
+    return torch.clamp(torch.exp(replayed.detach() - sampled), max=cap)
+
+
+def learning_rate_factor(kind: str, step: int, total: int, warmup_ratio: float) -> float:
+    """The factor on the base learning rate at optimizer step `step` (0-based) of `total`, as
+    transformers' `get_linear_schedule_with_warmup` / `get_cosine_schedule_with_warmup` /
+    `get_constant_schedule_with_warmup` give it (warm-up steps: ceil(warmup_ratio * total))."""
+    warmup = math.ceil(warmup_ratio * total)
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))

@@ -108,6 +108,20 @@ class Recipe(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     beta: float = Field(5e-3, ge=0)
     clip_epsilon: float = Field(0.2, gt=0)
+    #: The ratio's upper clip (TRL's `epsilon_high`, DAPO's clip-higher); None: `clip_epsilon`.
+    epsilon_high: float | None = Field(None, gt=0)
+    #: Leave completions cut at `max_new_tokens` out of the loss (TRL's name and default).
+    mask_truncated_completions: bool = False
+    #: Served rollouts: weight each token by exp(replayed - server log-prob), truncated at the
+    #: cap (TRL's names and defaults), correcting for the server's sampler differing from the
+    #: trained model's numerics.
+    vllm_importance_sampling_correction: bool = True
+    vllm_importance_sampling_cap: float = Field(2.0, gt=0)
+    #: The learning rate over the run (TRL's names; transformers' schedules): `linear` decays to 0
+    #: at `max_steps` (TRL's default), `cosine` likewise, `constant` keeps it; after a linear
+    #: warm-up over `warmup_ratio` of the steps.
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
     #: How token losses are averaged (TRL's names and meanings; see `training.loss`).
     loss_type: LossType = "dapo"
     #: How advantages are scaled (TRL's names): by the group's sample std, the batch's, or not.

@@ -38,7 +38,14 @@ from revseg_agent.registry import load_tracker
 from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training import checkpoint as ckpt_io
 from revseg_agent.training.data import GroundTruth, TrainingSample
-from revseg_agent.training.loss import advantages, grpo_token_terms, sample_std, sequence_divisor
+from revseg_agent.training.loss import (
+    advantages,
+    grpo_token_terms,
+    importance_weights,
+    learning_rate_factor,
+    sample_std,
+    sequence_divisor,
+)
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to, plot_metrics
 from revseg_agent.training.optim import build_optimizer, clip_gradients
 from revseg_agent.training.recipe import Recipe, deepspeed_config, materialise_policy
@@ -467,7 +474,13 @@ class GRPOTrainer:
         todo = self._replays(micro_batches, on_policy, frames)
         lengths: dict[int, list[int]] = {}
         for k, micro in enumerate(micro_batches):
-            lengths[k] = [len(s.completion_ids) for g in micro for t in g.traces for s in policy_steps(t)]
+            lengths[k] = [
+                len(s.completion_ids)
+                for g in micro
+                for t in g.traces
+                for s in policy_steps(t)
+                if not self._masked(s)
+            ]
         local_tokens = sum(sum(v) for v in lengths.values())
         step_tokens = float(local_tokens)
         if self.dist.num_processes > 1 and r.loss_type == "dapo":
@@ -484,12 +497,25 @@ class GRPOTrainer:
             steps = replay.steps
             plan = plan_replay(self.policy, steps, frames_cache=frames)
             news = run_plan(self.policy, plan, r.temperature)
-            loss = torch.zeros((), device=news[0].device)
+            loss = news[0].sum() * 0.0  # in the graph even when every step is masked: backward runs
             for step, new, old, ref in zip(steps, news, replay.old, replay.ref, strict=True):
+                if self._masked(step):  # cut at max_new_tokens: out of the loss (TRL's option)
+                    continue
                 old = new.detach() if on_policy else old.to(device=new.device, dtype=new.dtype)
                 ref = None if ref is None else ref.to(device=new.device, dtype=new.dtype)
+                weights = None
+                if self.publisher is not None and r.vllm_importance_sampling_correction:
+                    sampled = torch.tensor(step.logprobs, device=new.device, dtype=new.dtype)
+                    weights = importance_weights(new, sampled, r.vllm_importance_sampling_cap)
                 terms = grpo_token_terms(
-                    new, old, replay.advantage, clip_epsilon=r.clip_epsilon, ref=ref, beta=r.beta
+                    new,
+                    old,
+                    replay.advantage,
+                    clip_epsilon=r.clip_epsilon,
+                    ref=ref,
+                    beta=r.beta,
+                    epsilon_high=r.epsilon_high,
+                    token_weights=weights,
                 )
                 divisor = sequence_divisor(
                     r.loss_type,
@@ -516,7 +542,7 @@ class GRPOTrainer:
         self.policy.model.eval()
         grad_norm = self._optimizer_step()
         all_groups = [g for micro in micro_batches for g in micro]
-        metrics: dict[str, float] = {"step": float(self.step)}
+        metrics: dict[str, float] = {"step": float(self.step), "learning_rate": self.last_learning_rate}
         rows = [row for g in all_groups for row in g.rewards]
         metrics.update({f"reward_{name}": value for name, value in mean_rewards(rows).items()})
         rollouts = [t for g in all_groups for t in g.traces]
@@ -532,9 +558,30 @@ class GRPOTrainer:
         metrics["seconds"] = time.time() - started
         return self._average_metrics(metrics)
 
+    def _masked(self, step: StepRecord) -> bool:
+        """Whether `mask_truncated_completions` leaves this policy step out of the loss: it
+        reached `max_new_tokens` without an end-of-turn token."""
+        if not self.recipe.mask_truncated_completions:
+            return False
+        ids = step.completion_ids
+        return len(ids) >= self.recipe.max_new_tokens and (
+            not ids or ids[-1] not in self.policy.eos_token_ids
+        )
+
+    def learning_rate(self) -> float:
+        """This optimizer step's learning rate (`lr_scheduler_type`, `warmup_ratio` over the
+        recipe's `max_steps`): a function of the step, so a resumed run continues it exactly."""
+        r = self.recipe
+        factor = learning_rate_factor(r.lr_scheduler_type, self.step, r.max_steps, r.warmup_ratio)
+        return r.learning_rate * factor
+
     def _optimizer_step(self) -> float:
-        """Average gradients over processes, clip them to `max_grad_norm`, step; the norm before
-        clipping is returned (DeepSpeed clips and reports it itself)."""
+        """Average gradients over processes, clip them to `max_grad_norm`, step at this step's
+        learning rate; the norm before clipping is returned (DeepSpeed clips and reports it)."""
+        optimizer = self.engine.optimizer if self.engine is not None else self.optimizer
+        self.last_learning_rate = self.learning_rate()
+        for group in optimizer.param_groups:
+            group["lr"] = self.last_learning_rate
         if self.engine is not None:
             self.engine.step()  # reduces the sharded gradients, clips, steps and zeroes them
             norm = self.engine.get_global_grad_norm()
