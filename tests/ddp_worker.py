@@ -27,6 +27,9 @@ if __name__ == "__main__":
     args = parser.parse_args()
     policy, out, deepspeed = args.policy, args.out, args.deepspeed
     recipe = Recipe(
+        # a constant learning rate: the runs compared end at different max_steps (2 then resumed
+        # to 3, vs 3 straight), and a decaying schedule is defined over max_steps
+        lr_scheduler_type="constant",
         policy=policy,
         output_dir=str(out),
         data=GeneratedData(num_samples=4, num_frames=6),

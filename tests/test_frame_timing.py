@@ -107,3 +107,19 @@ def test_without_the_floor_neighbouring_ids_would_share_times(tiny_policy_dir: P
     )
     video = inputs["mm_token_type_ids"][0] == 2
     assert len({int(t) for t in positions[0, 0][video].tolist()}) == 6
+
+
+def test_a_checkpoint_keeps_the_timing_it_was_trained_with(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """The shipped tiny policies were trained on clips fed at their real rate (`revseg.json`:
+    "real"); a checkpoint without the file gets the floor; `revseg train` writes the policy's."""
+    from revseg_agent.policies.frame_layout import checkpoint_frame_timing
+    from revseg_agent.registry import policy_source
+    from revseg_agent.training.sft import save_policy
+
+    assert checkpoint_frame_timing(policy_source("revseg-tiny")) == "real"
+    assert QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu").frame_timing == "floor"
+    real = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu", frame_timing="real")
+    save_policy(real, tmp_path / "trained")
+    assert QwenVLPolicy.from_pretrained(tmp_path / "trained", device="cpu").frame_timing == "real"
+    clip = round1_clip(write_clip(tmp_path / "clip.mp4", frames=30, fps=10.0))
+    assert len(temporal_positions(real, clip)) == 6  # what that checkpoint saw in training

@@ -76,17 +76,24 @@ def test_save_and_reload_gives_identical_greedy_output(policy: QwenVLPolicy, tmp
 
 
 @pytest.mark.parametrize(
-    ("layout", "slots", "seconds_per_slot"),
+    ("layout", "timing", "slots", "seconds_per_slot"),
     [
         # 16 frames taken every 10th frame of a 24 fps video: one every 10/24 s.
-        ("frame-per-slot", 16, 10 / 24),  # each frame repeated: one slot per frame id
-        ("paired", 8, 2 * 10 / 24),  # as sampled: two frames per temporal slot
+        ("frame-per-slot", "real", 16, 10 / 24),  # each frame repeated: one slot per frame id
+        ("frame-per-slot", "floor", 16, 0.5),  # 10/24 s < 0.5 s: fed as if slower, 1 time per slot
+        ("paired", "real", 8, 2 * 10 / 24),  # as sampled: two frames per temporal slot
+        ("paired", "floor", 8, 2 * 10 / 24),  # slots 0.83 s apart: at the real rate
     ],
 )
 def test_video_metadata_sets_temporal_positions(
-    tiny_policy_dir: Path, layout: str, slots: int, seconds_per_slot: float
+    tiny_policy_dir: Path, layout: str, timing: str, slots: int, seconds_per_slot: float
 ) -> None:
-    policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu", frame_layout=layout)  # type: ignore[arg-type]
+    policy = QwenVLPolicy.from_pretrained(
+        tiny_policy_dir,
+        device="cpu",
+        frame_layout=layout,  # type: ignore[arg-type]
+        frame_timing=timing,  # type: ignore[arg-type]
+    )
     inputs = policy.prepare_inputs(VIDEO_CHAT, VISUALS)
     assert inputs["second_per_grid_ts"].tolist() == [pytest.approx(seconds_per_slot)]
     assert inputs["video_grid_thw"].tolist()[0][0] == slots
@@ -229,7 +236,10 @@ SHORT_CHAT = [
 ]
 
 
-def test_batches_equal_the_processors_own_batching(policy: QwenVLPolicy) -> None:
+def test_batches_equal_the_processors_own_batching(tiny_policy_dir: Path) -> None:
+    """The reference passes each clip's timing as sampled (`frame_timing="real"`); the floored
+    timing is `frame_layout`'s, tested in test_frame_timing.py."""
+    policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu", frame_timing="real")
     requests = [
         (TWO_ROUNDS, VISUALS),
         (SHORT_CHAT, {"key": ImageFrame(FRAMES[9][:200])}),

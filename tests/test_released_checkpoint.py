@@ -252,8 +252,9 @@ def test_each_frame_id_has_its_own_slot(policy: QwenVLPolicy) -> None:
 @pytest.mark.parametrize(
     ("name", "frame_size", "interval", "fps", "grid_hw", "seconds_per_slot"),
     [
-        # 1080p: each frame within qwen-vl-utils' 768 tokens (602,112 px): 560 x 1008
-        ("1080p", (1080, 1920), 10, 30.0, (40, 72), 10 / 30),
+        # 1080p: each frame within qwen-vl-utils' 768 tokens (602,112 px): 560 x 1008; frames
+        # 10/30 s apart are fed one slot per 0.5 s (`frame_layout.MAX_FED_FPS`)
+        ("1080p", (1080, 1920), 10, 30.0, (40, 72), 0.5),
         # 60 s clip, 16 frames: one every 4 s, so 8 M-RoPE steps per slot. qwen-vl-utils 0.0.14
         # resizes the frames of a frame-list video on a 56-px grid first (504, not 476, rows)
         ("60s", (480, 854), 120, 30.0, (36, 60), 4.0),

@@ -100,8 +100,15 @@ def test_retries_do_not_depend_on_what_the_process_sampled_before(
     assert any(s["node"] == SEMANTIC_INTERPRETATION for s in retries)
 
 
+@pytest.fixture(scope="module")
+def served_random(tmp_path_factory: pytest.TempPathFactory, tiny_policy_dir: Path) -> Iterator[str]:
+    """A tiny random-init checkpoint (no `revseg.json`: the default, floored frame timing)."""
+    with running(tiny_policy_dir, tmp_path_factory.mktemp("standin") / "server.log") as url:
+        yield url
+
+
 def test_a_served_round_1_is_accepted_by_the_real_processor_with_the_local_timing(
-    served_tiny: str, tmp_path: Path, one_torch_thread: None
+    served_random: str, tiny_policy_dir: Path, tmp_path: Path, one_torch_thread: None
 ) -> None:
     """`revseg segment` on a 3 s clip at 10 fps through the server: the stand-in hands each video
     to the checkpoint's HF processor with the request's `mm_processor_kwargs` and the loader's
@@ -112,14 +119,14 @@ def test_a_served_round_1_is_accepted_by_the_real_processor_with_the_local_timin
     from .test_frame_timing import round1_clip, temporal_positions, write_clip
 
     clip = write_clip(tmp_path / "clip.mp4", frames=30, fps=10.0)
-    hook = served_tiny.removesuffix("/v1") + "/standin/second_per_grid_ts"
+    hook = served_random.removesuffix("/v1") + "/standin/second_per_grid_ts"
     before = len(httpx.get(hook).json())
     args = ["segment", str(clip), "the red square", "--out", str(tmp_path / "out"), "--frames", "16"]
-    assert (
-        main([*args, "--policy", f"served:{served_tiny}", "--tracker", "classical", "--device", "cpu"]) == 0
-    )
+    args += ["--tracker", "classical", "--device", "cpu", "--on-parse-failure", "fallback"]
+    args += ["--max-attempts", "1", "--max-new-tokens", "8"]  # a random policy: its answers fall back
+    assert main([*args, "--policy", f"served:{served_random}"]) == 0
     served = httpx.get(hook).json()[before:]
-    local = QwenVLPolicy.from_pretrained(policy_source("revseg-tiny"), device="cpu")
+    local = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
     sixteen = round1_clip(clip)
     expected = local.prepare_inputs(round1_messages("q", [0.0] * 16), {"frames": sixteen})
     assert served and all(s == pytest.approx(expected["second_per_grid_ts"].tolist()) for s in served)

@@ -12,22 +12,33 @@ of the frames as fed (the sampling interval of the original video, doubled by re
 the metadata is written so that transformers' `VideoMetadata.sampled_fps` (frames / total * fps)
 and vLLM's `video/jpeg` loader both derive exactly that rate.
 
-The rate fed is never above `MAX_FED_FPS`. A temporal slot's M-RoPE time is
-`floor(t * second_per_grid * tokens_per_second)` (2 steps a second): slots closer than 0.5 s
-share positions (16 frame ids of a 3 s clip would get 6 times), while the prompt asks the model
+With `frame_timing="floor"` (the default) the rate fed is never above `MAX_FED_FPS`. A temporal
+slot's M-RoPE time is `floor(t * second_per_grid * tokens_per_second)` (2 steps a second): slots
+closer than 0.5 s share positions (16 frame ids of a 3 s clip would get 6), while the prompt asks the model
 to tell them apart; Qwen's own sampling (qwen-vl-utils, 2 fps, at least 4 frames) never feeds
 slots closer than that. So a clip sampled more densely is fed as if slowed to 0.5 s a slot:
 every frame id keeps its own time (in `frame-per-slot`), the order is kept, and the real times
-stay in the prompt's frame list.
+stay in the prompt's frame list. `"real"` feeds the sampling rate as it is: what the shipped tiny
+checkpoints were trained with; a checkpoint names its timing in `revseg.json` beside its
+weights (`checkpoint_frame_timing`), which `revseg train` writes, so a policy sees its clips
+timed as in training.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal
 
 from revseg_agent.policies.base import VideoFrames
 
 FrameLayout = Literal["frame-per-slot", "paired"]
+#: How the fed rate is derived: floored at one slot per 0.5 s (`floor`), or the sampling's own.
+FrameTiming = Literal["floor", "real"]
+FRAME_TIMINGS: tuple[FrameTiming, ...] = ("floor", "real")
+DEFAULT_FRAME_TIMING: FrameTiming = "floor"
+#: Settings a checkpoint was trained with that its weights and configs do not say.
+CHECKPOINT_SETTINGS = "revseg.json"
 FRAME_LAYOUTS: tuple[FrameLayout, ...] = ("frame-per-slot", "paired")
 DEFAULT_FRAME_LAYOUT: FrameLayout = "frame-per-slot"
 #: Qwen2.5-VL's temporal patch size (frames per temporal slot).
@@ -50,19 +61,46 @@ def repeats(layout: FrameLayout, temporal_patch_size: int = TEMPORAL_PATCH_SIZE)
 
 
 def model_frames(
-    clip: VideoFrames, layout: FrameLayout, temporal_patch_size: int = TEMPORAL_PATCH_SIZE
+    clip: VideoFrames,
+    layout: FrameLayout,
+    temporal_patch_size: int = TEMPORAL_PATCH_SIZE,
+    timing: FrameTiming = DEFAULT_FRAME_TIMING,
 ) -> VideoFrames:
-    """The frames in the order the model is fed them (each repeated for `frame-per-slot`)."""
+    """The frames in the order the model is fed them (each repeated for `frame-per-slot`), with
+    the interval they are fed at (floored for `timing="floor"`: see the module doc)."""
     repeat = repeats(layout, temporal_patch_size)
-    if repeat == 1:
-        return clip
+    interval = sample_interval_s(clip) / repeat
+    if timing == "floor":
+        interval = max(interval, 1.0 / MAX_FED_FPS)
     return VideoFrames(
         frames=[f for f in clip.frames for _ in range(repeat)],
         frame_indices=[i for i in clip.frame_indices for _ in range(repeat)],
         fps=clip.fps,
         total_num_frames=clip.total_num_frames,
-        sample_interval_s=sample_interval_s(clip) / repeat,
+        sample_interval_s=interval,
     )
+
+
+def check_timing(timing: str) -> FrameTiming:
+    if timing not in FRAME_TIMINGS:
+        raise ValueError(f"unknown frame timing {timing!r}; choose one of {', '.join(FRAME_TIMINGS)}")
+    return timing
+
+
+def checkpoint_frame_timing(name_or_path: str | Path) -> FrameTiming:
+    """The timing a local checkpoint was trained with (`revseg.json`), else the default."""
+    path = Path(name_or_path).expanduser() / CHECKPOINT_SETTINGS
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return DEFAULT_FRAME_TIMING
+    return check_timing(str(settings.get("frame_timing", DEFAULT_FRAME_TIMING)))
+
+
+def write_checkpoint_settings(folder: str | Path, *, frame_timing: FrameTiming) -> None:
+    """Record beside a checkpoint's weights what a later run must reproduce (`revseg train`)."""
+    path = Path(folder) / CHECKPOINT_SETTINGS
+    path.write_text(json.dumps({"frame_timing": frame_timing}, indent=2) + "\n", encoding="utf-8")
 
 
 def sample_interval_s(clip: VideoFrames) -> float:
@@ -76,9 +114,8 @@ def sample_interval_s(clip: VideoFrames) -> float:
 
 
 def sampled_fps(clip: VideoFrames) -> float:
-    """Frames per second of the frames as fed (what M-RoPE's temporal positions follow), at most
-    `MAX_FED_FPS` so that consecutive slots never share an M-RoPE time (see the module doc)."""
-    return min(1.0 / sample_interval_s(clip), MAX_FED_FPS)
+    """Frames per second of the frames as fed (what M-RoPE's temporal positions follow)."""
+    return 1.0 / sample_interval_s(clip)
 
 
 def video_metadata(clip: VideoFrames, num_frames: int | None = None) -> dict[str, Any]:

@@ -28,7 +28,15 @@ from revseg_agent.policies.base import (
     Visual,
     token_budget,
 )
-from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT, FrameLayout, check_layout
+from revseg_agent.policies.frame_layout import (
+    DEFAULT_FRAME_LAYOUT,
+    DEFAULT_FRAME_TIMING,
+    FrameLayout,
+    FrameTiming,
+    check_layout,
+    check_timing,
+    checkpoint_frame_timing,
+)
 from revseg_agent.policies.mrope import use_reference_rope_index
 from revseg_agent.policies.qwen_batches import prefix_inputs, shared_prefix_length
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder, Request, TokenRow
@@ -82,6 +90,7 @@ class QwenVLPolicy:
         video_max_pixels: int | None = None,
         video_total_pixels: int | None = None,
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
+        frame_timing: FrameTiming = DEFAULT_FRAME_TIMING,
     ) -> None:
         self.model = model
         #: The new-token budget the checkpoint was trained with (`generation_config.json`
@@ -98,6 +107,9 @@ class QwenVLPolicy:
         self.video_total_pixels = video_total_pixels
         #: How round 1's frames fill Qwen2.5-VL's temporal slots (see `frame_layout`).
         self.frame_layout = check_layout(frame_layout)
+        #: How the fed rate is derived (`frame_layout.FrameTiming`): what the checkpoint was trained
+        #: with (`revseg.json`), the floor for the released model.
+        self.frame_timing = check_timing(frame_timing)
         #: Encode a prefix that every row of a call shares once and reuse its KV cache (n samples
         #: of one chat; a group's round-2 chats). Off: every row is encoded whole (for comparison).
         self.share_prefix = True
@@ -126,6 +138,7 @@ class QwenVLPolicy:
         video_max_pixels: int | None = None,
         video_total_pixels: int | None = None,
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
+        frame_timing: FrameTiming | None = None,
         revision: str | None = None,
     ) -> QwenVLPolicy:
         """Load a Qwen2.5-VL checkpoint and its processor.
@@ -133,7 +146,8 @@ class QwenVLPolicy:
         `name_or_path` is anything `from_pretrained` takes: a hub id such as
         `Qwen/Qwen2.5-VL-7B-Instruct` or a local folder (e.g. a fine-tuned checkpoint).
         `attn_implementation` is passed through (`"sdpa"`, `"flash_attention_2"`, `"eager"`).
-        Pixel budgets default to the processor's own limits.
+        Pixel budgets default to the processor's own limits; `frame_timing` to what the checkpoint
+        was trained with (`revseg.json` beside its weights), else the floor.
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -165,6 +179,7 @@ class QwenVLPolicy:
             video_max_pixels=video_max_pixels,
             video_total_pixels=video_total_pixels,
             frame_layout=frame_layout,
+            frame_timing=frame_timing or checkpoint_frame_timing(name),
         )
 
     # -- input preparation ---------------------------------------------------------------------
@@ -177,6 +192,7 @@ class QwenVLPolicy:
             video_max_pixels=self.video_max_pixels,
             video_total_pixels=self.video_total_pixels,
             frame_layout=self.frame_layout,
+            frame_timing=self.frame_timing,
         )
 
     def prepare_inputs(

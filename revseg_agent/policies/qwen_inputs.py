@@ -30,9 +30,12 @@ from revseg_agent.policies.base import (
 )
 from revseg_agent.policies.frame_layout import (
     DEFAULT_FRAME_LAYOUT,
+    DEFAULT_FRAME_TIMING,
     TEMPORAL_PATCH_SIZE,
     FrameLayout,
+    FrameTiming,
     check_layout,
+    check_timing,
     model_frames,
     video_metadata,
 )
@@ -117,12 +120,15 @@ class QwenInputBuilder:
         video_max_pixels: int | None = None,
         video_total_pixels: int | None = None,
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
+        frame_timing: FrameTiming = DEFAULT_FRAME_TIMING,
     ) -> None:
         self.processor = processor
         self.image_max_pixels = image_max_pixels
         self.video_max_pixels = video_max_pixels
         self.video_total_pixels = video_total_pixels
         self.frame_layout = check_layout(frame_layout)
+        #: How the fed rate is derived (`frame_layout.FrameTiming`): the checkpoint's own.
+        self.frame_timing = check_timing(frame_timing)
         self.temporal_patch_size = int(
             getattr(processor.video_processor, "temporal_patch_size", None) or TEMPORAL_PATCH_SIZE
         )
@@ -228,7 +234,7 @@ class QwenInputBuilder:
                 "max_pixels": min(hi, self.image_max_pixels or hi),
             }
             return element, visual
-        fed = model_frames(visual, self.frame_layout, self.temporal_patch_size)
+        fed = model_frames(visual, self.frame_layout, self.temporal_patch_size, self.frame_timing)
         element = {
             "type": "video",
             "video": [Image.fromarray(f) for f in fed.frames],

@@ -67,6 +67,7 @@ from revseg_agent.policies.frame_layout import (
     TEMPORAL_PATCH_SIZE,
     FrameLayout,
     check_layout,
+    checkpoint_frame_timing,
     model_frames,
     video_metadata,
 )
@@ -313,7 +314,7 @@ def local_sizing(model: str) -> QwenInputBuilder | None:
     if not hasattr(processor, "video_processor") or not hasattr(processor, "image_processor"):
         return None
     logger.info("served model %s: visuals sized with its processor's budgets", model)
-    return QwenInputBuilder(processor)
+    return QwenInputBuilder(processor, frame_timing=checkpoint_frame_timing(model))
 
 
 def served_sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
@@ -415,7 +416,7 @@ def _element(visual: Visual, sizing: QwenInputBuilder | FrameLayout) -> tuple[di
         return sizing.visual_element(visual)
     if isinstance(visual, ImageFrame):
         return {"type": "image", "image": Image.fromarray(visual.pixels)}, visual
-    fed = model_frames(visual, sizing)
+    fed = model_frames(visual, sizing)  # a checkpoint unknown here: the default timing
     return {"type": "video", "video": [Image.fromarray(f) for f in fed.frames]}, fed
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from revseg_agent.policies.frame_layout import DEFAULT_FRAME_TIMING, FrameTiming, write_checkpoint_settings
+
 #: The tag DeepSpeed's own checkpoint files are written under inside a checkpoint folder.
 DEEPSPEED_TAG = "deepspeed"
 TRAINER_STATE = "trainer_state.json"
@@ -57,11 +59,13 @@ def write_policy_files(
     step: int,
     recipe: dict[str, Any],
     optimizer_state: dict[str, Any] | None,
+    frame_timing: FrameTiming = DEFAULT_FRAME_TIMING,
 ) -> None:
     """The main process's files of a checkpoint (DeepSpeed writes its shards beside them)."""
     folder.mkdir(parents=True, exist_ok=True)
     record_token_budget(model, recipe.get("max_new_tokens"))
     model.save_pretrained(folder, safe_serialization=True)
+    write_checkpoint_settings(folder, frame_timing=frame_timing)
     processor.save_pretrained(folder)
     if optimizer_state is not None:
         torch.save(optimizer_state, folder / OPTIMIZER_STATE)

@@ -206,6 +206,7 @@ def train_sft(
 def save_policy(policy: QwenVLPolicy, output_dir: str | Path, max_new_tokens: int | None = None) -> Path:
     """The policy in Hugging Face layout, written beside `output_dir` and swapped in whole."""
     from revseg_agent.io import atomic_output_dir
+    from revseg_agent.policies.frame_layout import write_checkpoint_settings
     from revseg_agent.training.checkpoint import record_token_budget
 
     out = Path(output_dir)
@@ -213,5 +214,6 @@ def save_policy(policy: QwenVLPolicy, output_dir: str | Path, max_new_tokens: in
         record_token_budget(policy.model, max_new_tokens)
         policy.model.save_pretrained(tmp, safe_serialization=True)
         policy.processor.save_pretrained(tmp)
+        write_checkpoint_settings(tmp, frame_timing=policy.frame_timing)
     logger.info("saved the SFT policy to %s", out)
     return out

@@ -266,6 +266,7 @@ class GRPOTrainer:
                 step=self.step,
                 recipe=self.recipe.model_dump(),
                 optimizer_state=self.optimizer.state_dict() if self.engine is None else None,
+                frame_timing=self.policy.frame_timing,  # trained with it: later runs feed it too
             )
             final = ckpt_io.publish(partial, self.out, self.step)
             if self.recipe.save_total_limit is not None:
