@@ -170,28 +170,30 @@ def server_process(
             proc.kill()
 
 
-@pytest.fixture
-def one_torch_thread() -> Iterator[None]:
-    """Torch on one thread for the test: a ~1M-parameter model runs faster so (measured: 48 GRPO
-    rollouts of revseg-tiny 5 s on one thread vs 96 s on two beside another busy process)."""
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one thread for the test: a ~1M-parameter model runs faster so (measured: 48 GRPO
+    rollouts of revseg-tiny 5 s on one thread vs 96 s on two beside another busy process)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture
 def two_torch_threads() -> Iterator[None]:
     """Torch on two threads in this process, whatever the machine's default: for tests that compare
     against workers on one thread, so a difference in reduction order shows on every machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def low_token_share(completions: Sequence[Trace], **_: object) -> list[float | None]:

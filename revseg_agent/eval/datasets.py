@@ -202,8 +202,15 @@ class MevisBenchmark:
     def has_target(self, sample: Sample) -> bool:
         """Whether the expression has a target on some frame, from the RLEs' runs (no pixel is
         decoded); a missing or misfit annotation is a `DatasetError`, as when it is read."""
-        masks = self._mask_dict()
         area = 0
+        for rles in self._target_rles(sample):
+            area += sum(rle_area(rle) for rle in rles if rle is not None)
+        return area > 0
+
+    def _target_rles(self, sample: Sample) -> list[list[Any]]:
+        """Each target's per-frame RLEs (None: empty frame), checked against the frame list."""
+        masks = self._mask_dict()
+        out = []
         for anno in sample.targets:
             _expect(anno in masks, f"{sample.key}: anno_id {anno} not in mask_dict.json")
             rles = masks[anno]
@@ -212,8 +219,8 @@ class MevisBenchmark:
                 f"{sample.key}: anno_id {anno} has {len(rles) if isinstance(rles, list) else '?'} masks "
                 f"for {len(sample.frames)} frames",
             )
-            area += sum(rle_area(rle) for rle in rles if rle is not None)
-        return area > 0
+            out.append(rles)
+        return out
 
     def target_masks(self, sample: Sample) -> list[np.ndarray]:
         """Each target object's own mask stack `(frames, H, W)` (multi-object rewards match them)."""
@@ -223,17 +230,9 @@ class MevisBenchmark:
     def target_sum(self, sample: Sample) -> np.ndarray:
         """The targets' masks summed per pixel in uint8, `(frames, H, W)`: what the official
         MeViS/ReVOS scripts build (`gt_masks[k] += decode(rle)`; 2 where two targets overlap)."""
-        masks = self._mask_dict()
         union: np.ndarray | None = None
         size: tuple[int, int] | None = None
-        for anno in sample.targets:
-            _expect(anno in masks, f"{sample.key}: anno_id {anno} not in mask_dict.json")
-            rles = masks[anno]
-            _expect(
-                isinstance(rles, list) and len(rles) == len(sample.frames),
-                f"{sample.key}: anno_id {anno} has {len(rles) if isinstance(rles, list) else '?'} masks "
-                f"for {len(sample.frames)} frames",
-            )
+        for rles in self._target_rles(sample):
             for k, rle in enumerate(rles):
                 if rle is None:
                     continue
