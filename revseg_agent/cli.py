@@ -215,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--config", required=True, type=Path, help="recipe YAML")
     plan.add_argument("--num-processes", type=int, default=1, help="GPUs (data-parallel processes)")
     plan.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU in GB")
+    plan.add_argument(
+        "--headroom", type=float, default=0.10, help="share of GPU memory the plan leaves free (default 0.10)"
+    )
     rescore = train.add_parser("rescore", help="recompute rewards of stored traces (no model runs)")
     rescore.add_argument("--traces", required=True, type=Path)
     rescore.add_argument("--config", required=True, type=Path, help="recipe YAML whose rewards to apply")
@@ -493,7 +496,9 @@ def run_train(args: argparse.Namespace) -> int:
     if args.train_command == "plan":
         from revseg_agent.training.plan import plan_memory
 
-        memory = plan_memory(recipe, num_processes=args.num_processes, gpu_memory_gb=args.gpu_memory_gb)
+        memory = plan_memory(
+            recipe, num_processes=args.num_processes, gpu_memory_gb=args.gpu_memory_gb, headroom=args.headroom
+        )
         print(memory.table())
         if not memory.fits:
             print(memory.fixes())

@@ -54,6 +54,18 @@ if __name__ == "__main__":
             return [0.0 for _ in completions]
         return [sum(i < 256 for s in t.steps for i in s.completion_ids) / 12 for t in completions]
 
+    forwards = {"engine": 0}
+    if deepspeed is not None:  # count the loss forwards that go through the DeepSpeed engine
+        import deepspeed as ds
+
+        engine_forward = ds.DeepSpeedEngine.forward
+
+        def counted(self, *a, **kw):  # type: ignore[no-untyped-def]
+            forwards["engine"] += 1
+            return engine_forward(self, *a, **kw)
+
+        ds.DeepSpeedEngine.forward = counted  # type: ignore[method-assign]
+
     trainer = GRPOTrainer(
         recipe,
         load_samples(recipe.data, out / "data"),
@@ -65,5 +77,12 @@ if __name__ == "__main__":
     total = float(sum(p.detach().double().sum() for p in trainer.policy.model.parameters()))
     rank = trainer.dist.process_index
     (out / f"rank{rank}.json").write_text(
-        json.dumps({"param_sum": total, "world": trainer.dist.num_processes, "step": trainer.step})
+        json.dumps(
+            {
+                "param_sum": total,
+                "world": trainer.dist.num_processes,
+                "step": trainer.step,
+                "engine_forwards": forwards["engine"],
+            }
+        )
     )

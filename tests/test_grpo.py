@@ -343,6 +343,7 @@ def test_deepspeed_zero2_trains_like_plain_data_parallel_and_resumes(
     plain = _torchrun(tiny_policy_dir, tmp_path / "plain")
     zero = _torchrun(tiny_policy_dir, tmp_path / "zero", "--deepspeed", str(ds_config))
     assert zero[0] == zero[1]
+    assert zero[0]["engine_forwards"] > 0 and plain[0]["engine_forwards"] == 0  # forward via the engine
     assert zero[0]["param_sum"] == pytest.approx(
         plain[0]["param_sum"], rel=1e-6
     )  # fp32: ZeRO-2 buckets reduce in another order

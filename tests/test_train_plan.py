@@ -75,7 +75,9 @@ def test_a_plan_that_cannot_fit_is_refused_with_its_numbers(
     import revseg_agent.training.plan as plan_module
 
     monkeypatch.setattr(plan_module, "model_shape", lambda *a, **k: shape_7b)
-    with pytest.raises(InputError, match=r"cannot fit: 1\d\d\.\d GiB per GPU needed, 74\.5 GiB available"):
+    with pytest.raises(
+        InputError, match=r"cannot fit: 1\d\d\.\d GiB per GPU needed, 67\.1 GiB usable of 74\.5"
+    ):
         check_fits(Recipe.load(FULL_7B), num_processes=1, gpu_memory_gb=80)
     assert check_fits(Recipe.load(FULL_7B), num_processes=8, gpu_memory_gb=80).fits
 
@@ -89,3 +91,55 @@ def test_cli_plan(recipe: Path, processes: int, code: int, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "per-GPU memory plan" in out and "global batch" in out
     assert ("DOES NOT FIT" in out) == (code == 1)
+
+
+def test_a_plan_keeps_headroom(shape_7b) -> None:  # type: ignore[no-untyped-def]
+    """ZeRO-2 on 8 x 80 GB: a peak near the whole memory is refused unless the headroom allows it."""
+    recipe = Recipe.load(FULL_7B)
+    plan = plan_memory(recipe, num_processes=8, shape=shape_7b)
+    assert plan.usable_gib == pytest.approx(plan.available_gib * 0.9)
+    tight = plan.peak_gib / 0.95 * 1e-9 * GIB  # GB of a GPU the peak fills to 95%
+    assert not plan_memory(recipe, num_processes=8, shape=shape_7b, gpu_memory_gb=tight).fits
+    assert plan_memory(recipe, num_processes=8, shape=shape_7b, gpu_memory_gb=tight, headroom=0.0).fits
+    with pytest.raises(InputError, match="--headroom"):
+        plan_memory(recipe, shape=shape_7b, headroom=1.0)
+
+
+@pytest.mark.parametrize(
+    ("frame_size", "tokens"),
+    [((1080, 1920), 2691), ((480, 854), 17 * 30), ((112, 112), 16)],  # 1092x1932, 476x840, 112x112
+)
+def test_keyframe_tokens_follow_the_processor_budget_at_the_frame_size(
+    shape_7b, frame_size: tuple[int, int], tokens: int
+) -> None:  # type: ignore[no-untyped-def]
+    from revseg_agent.training.plan import PROMPT_TEXT_TOKENS, image_tokens
+
+    assert image_tokens(frame_size, shape_7b.image_budget) == tokens
+    recipe = Recipe.load(FULL_7B)
+    plan = plan_memory(recipe, num_processes=8, shape=shape_7b, frame_size=frame_size)
+    video = recipe.num_frames * shape_7b.frame_tokens
+    assert plan.sequence_tokens == PROMPT_TEXT_TOKENS + video + tokens + 2 * recipe.max_new_tokens
+
+
+def test_the_plan_uses_the_loaders_dtype(shape_7b) -> None:  # type: ignore[no-untyped-def]
+    """No dtype in the recipe: bf16 on a GPU (what the loader picks there), fp32 on the CPU."""
+    recipe = Recipe.load(FULL_7B).model_copy(update={"dtype": None})
+    p = PARAMS_7B / GIB
+    assert plan_memory(recipe, shape=shape_7b).rows["weights"] == pytest.approx(2 * p)
+    on_cpu = recipe.model_copy(update={"device": "cpu"})
+    assert plan_memory(on_cpu, shape=shape_7b).rows["weights"] == pytest.approx(4 * p)
+
+
+def test_the_data_frame_size_is_read_from_the_recipes_data(tmp_path: Path) -> None:
+    from revseg_agent.synth import WorldSpec, write_world
+    from revseg_agent.training.plan import data_frame_size
+    from revseg_agent.training.recipe import BenchmarkData
+
+    write_world(tmp_path / "world", WorldSpec(seed=1, train=1, valid=0, test=0))
+    recipe = Recipe.load(FULL_7B).model_copy(
+        update={"data": BenchmarkData(dataset="mevis", root=str(tmp_path / "world" / "train"))}
+    )
+    height, width = data_frame_size(recipe)  # type: ignore[misc]
+    assert height > 0 and width > 0
+    missing = recipe.model_copy(update={"data": BenchmarkData(dataset="mevis", root=str(tmp_path / "none"))})
+    assert data_frame_size(missing) is None

@@ -21,9 +21,12 @@ PyTorch's meta device: no weights read), the recipe and the process count:
 - runtime: CUDA context and allocator slack, a flat 2 GiB.
 
 The sequence is the round-2 replay: prompt text, round 1's video (one token slot per sampled
-frame, at most qwen-vl-utils' 768 tokens per frame), round 1's completion, the keyframe and
-round 2's completion. It is an estimate: measure (`torch.cuda.max_memory_allocated`) before
-trusting a margin under 10%.
+frame, at most qwen-vl-utils' 768 tokens per frame), round 1's completion, the keyframe (its
+tokens are the checkpoint's image budget applied to the data's frame size: a 1080p keyframe is
+2,691 tokens under the released processor) and round 2's completion. Weights are in the dtype the
+loader would use: the recipe's, else bf16 on a GPU (`policies.qwen.default_dtype`), fp32 on a
+CPU. A plan fits when its peak stays under the GPU's memory less `headroom` (10% by default:
+fragmentation and the estimate's error).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from revseg_agent.errors import InputError
+from revseg_agent.errors import InputError, RevsegError
 from revseg_agent.training.recipe import RANDOM_POLICIES, Recipe, materialise_policy
 
 GIB = 1024**3
@@ -43,6 +46,10 @@ PROMPT_TEXT_TOKENS = 300
 MAX_FRAME_TOKENS = 768
 #: A keyframe of about 1280 x 640 pixels at 28 x 28 pixels per token.
 KEYFRAME_TOKENS = 1024
+#: The frame size assumed when the data's frames cannot be read here: 1080p.
+DEFAULT_FRAME_SIZE = (1080, 1920)
+#: Share of GPU memory a plan leaves free (allocator fragmentation, the estimate's error).
+DEFAULT_HEADROOM = 0.10
 RUNTIME_GIB = 2.0
 HALF_DTYPES = {"bfloat16", "bf16", "float16", "fp16", "half"}
 
@@ -63,6 +70,17 @@ class ModelShape:
     vision_depth: int
     frame_tokens: int
     keyframe_tokens: int
+    #: The image processor's pixel budget (min, max): the keyframe's tokens follow from it.
+    image_budget: tuple[int, int] = (3136, 12845056)
+
+
+def image_tokens(frame_size: tuple[int, int], budget: tuple[int, int]) -> int:
+    """Tokens of one image of `frame_size` after the processor's resize (qwen-vl-utils'
+    `smart_resize`, 28-pixel factor) and Qwen2.5-VL's 2 x 2 merge."""
+    from qwen_vl_utils import smart_resize
+
+    h, w = smart_resize(frame_size[0], frame_size[1], factor=28, min_pixels=budget[0], max_pixels=budget[1])
+    return (h // 28) * (w // 28)
 
 
 @dataclass
@@ -75,6 +93,7 @@ class MemoryPlan:
     sequence_tokens: int
     zero_stage: int
     notes: list[str] = field(default_factory=list)
+    headroom: float = DEFAULT_HEADROOM
 
     @property
     def peak_gib(self) -> float:
@@ -86,8 +105,12 @@ class MemoryPlan:
         return self.gpu_memory_gb * 1e9 / GIB
 
     @property
+    def usable_gib(self) -> float:
+        return self.available_gib * (1 - self.headroom)
+
+    @property
     def fits(self) -> bool:
-        return self.peak_gib <= self.available_gib
+        return self.peak_gib <= self.usable_gib
 
     def table(self) -> str:
         lines = [f"per-GPU memory plan ({self.num_processes} process(es), ZeRO stage {self.zero_stage}):"]
@@ -95,6 +118,7 @@ class MemoryPlan:
             lines.append(f"  {name:<22} {value:8.1f} GiB")
         lines.append(f"  {'peak':<22} {self.peak_gib:8.1f} GiB  (static + max(activations, KV cache))")
         lines.append(f"  {'GPU memory':<22} {self.available_gib:8.1f} GiB  ({self.gpu_memory_gb:g} GB)")
+        lines.append(f"  {'usable':<22} {self.usable_gib:8.1f} GiB  ({self.headroom:.0%} headroom)")
         lines.append(
             f"global batch: {self.global_queries} queries x G={self.group_size} = "
             f"{self.global_queries * self.group_size} rollouts per step; "
@@ -126,9 +150,9 @@ def _config_of(policy: str) -> Any:
         raise InputError(f"cannot read the config of {policy!r} offline to plan memory: {exc}") from exc
 
 
-def _pixel_budget(policy: str, name: str) -> int | None:
-    """`max_pixels` of the checkpoint's image or video processor, when it is a local folder
-    (transformers 5 nests them in `processor_config.json`; older layouts have their own files)."""
+def _pixel_budget(policy: str, name: str, key: str = "max_pixels") -> int | None:
+    """`max_pixels` (or `key`) of the checkpoint's image or video processor, when it is a local
+    folder (transformers 5 nests them in `processor_config.json`; older layouts have their own)."""
     folder = Path(policy)
     candidates: list[dict[str, Any]] = []
     nested = folder / "processor_config.json"
@@ -137,8 +161,9 @@ def _pixel_budget(policy: str, name: str) -> int | None:
     for file in (f"{name}_preprocessor_config.json", "preprocessor_config.json"):
         if (folder / file).is_file():
             candidates.append(json.loads((folder / file).read_text(encoding="utf-8")))
+    edge = "longest_edge" if key == "max_pixels" else "shortest_edge"
     for data in candidates:
-        value = data.get("max_pixels") or (data.get("size") or {}).get("longest_edge")
+        value = data.get(key) or (data.get("size") or {}).get(edge)
         if value:
             return int(value)
     return None
@@ -178,6 +203,7 @@ def model_shape(policy: str, lora_targets: list[str] | None, lora_r: int) -> Mod
         vision_depth=vision.depth,
         frame_tokens=min(MAX_FRAME_TOKENS, video // 784) if video else MAX_FRAME_TOKENS,
         keyframe_tokens=min(KEYFRAME_TOKENS, image // 784) if image else KEYFRAME_TOKENS,
+        image_budget=(_pixel_budget(policy, "image", "min_pixels") or 3136, image or 12845056),
     )
 
 
@@ -188,15 +214,58 @@ def zero_stage(recipe: Recipe) -> int:
     return int(config.get("zero_optimization", {}).get("stage", 0))
 
 
+def data_frame_size(recipe: Recipe) -> tuple[int, int] | None:
+    """`(height, width)` of the recipe's frames when they can be read here (the first frame of
+    a benchmark's first expression, the generated clips' size); None otherwise."""
+    from revseg_agent.training.recipe import GeneratedData
+
+    if isinstance(recipe.data, GeneratedData):
+        from revseg_agent.training.data import CLIP_SIZE
+
+        return CLIP_SIZE
+    try:
+        from revseg_agent.eval.datasets import open_benchmark
+        from revseg_agent.video import open_video
+
+        bench = open_benchmark(recipe.data.dataset, recipe.data.root, recipe.data.split)
+        info = open_video(bench.frames_dir(bench.samples()[0])).info
+    except (OSError, IndexError, RevsegError):
+        return None
+    return info.height, info.width
+
+
+def weights_are_half(recipe: Recipe) -> bool:
+    """The loader's rule: the recipe's dtype, else bf16 on a GPU and fp32 on the CPU."""
+    if recipe.dtype:
+        return recipe.dtype.lower() in HALF_DTYPES
+    return recipe.device != "cpu"  # a plan is for GPUs unless the recipe says cpu
+
+
 def plan_memory(
-    recipe: Recipe, *, num_processes: int = 1, gpu_memory_gb: float = 80.0, shape: ModelShape | None = None
+    recipe: Recipe,
+    *,
+    num_processes: int = 1,
+    gpu_memory_gb: float = 80.0,
+    shape: ModelShape | None = None,
+    headroom: float = DEFAULT_HEADROOM,
+    frame_size: tuple[int, int] | None = None,
 ) -> MemoryPlan:
-    """The per-GPU plan of `recipe` on `num_processes` GPUs of `gpu_memory_gb` GB each."""
+    """The per-GPU plan of `recipe` on `num_processes` GPUs of `gpu_memory_gb` GB each, keeping
+    `headroom` of the memory free; keyframes of `frame_size` (default: the data's, else 1080p)."""
     if num_processes < 1:
         raise InputError("--num-processes must be at least 1")
+    if not 0 <= headroom < 1:
+        raise InputError(f"--headroom must be a fraction in [0, 1), got {headroom}")
     lora = recipe.lora
     shape = shape or model_shape(recipe.policy, lora.target_modules if lora else None, lora.r if lora else 0)
-    half = (recipe.dtype or "float32").lower() in HALF_DTYPES
+    notes = []
+    if frame_size is None:
+        frame_size = data_frame_size(recipe)
+        if frame_size is None:
+            frame_size = DEFAULT_FRAME_SIZE
+            notes.append("the data's frames are not readable here: keyframes planned at 1080p")
+    keyframe_tokens = image_tokens(frame_size, shape.image_budget)
+    half = weights_are_half(recipe)
     weight_bytes = 2 if half else 4
     stage = zero_stage(recipe)
     n = num_processes
@@ -219,14 +288,14 @@ def plan_memory(
         rows["LoRA adapters"] = trainable * 4 / GIB
     completion = recipe.max_new_tokens
     video_tokens = recipe.num_frames * shape.frame_tokens
-    sequence = PROMPT_TEXT_TOKENS + video_tokens + shape.keyframe_tokens + 2 * completion
+    sequence = PROMPT_TEXT_TOKENS + video_tokens + keyframe_tokens + 2 * completion
     per_token_layer = 7 * shape.hidden + 2 * shape.kv_width + 3 * shape.intermediate
     act_bytes = 2 if half else 4
     if recipe.gradient_checkpointing:
         text = sequence * (shape.layers * shape.hidden + per_token_layer) * act_bytes
     else:
         text = sequence * shape.layers * per_token_layer * act_bytes
-    patches = 4 * (video_tokens + shape.keyframe_tokens)  # before the 2 x 2 merge
+    patches = 4 * (video_tokens + keyframe_tokens)  # before the 2 x 2 merge
     vision_layer = 7 * shape.vision_hidden + 3 * shape.vision_intermediate
     if recipe.gradient_checkpointing:
         vision = patches * (shape.vision_depth * shape.vision_hidden + vision_layer) * act_bytes
@@ -238,7 +307,6 @@ def plan_memory(
         recipe.group_size * sequence * shape.layers * 2 * shape.kv_width * weight_bytes / GIB
     )
     rows["runtime"] = RUNTIME_GIB
-    notes = []
     if stage == 0 and n > 1:
         notes.append("without DeepSpeed every process holds the whole optimizer state")
     if stage >= 1 and n == 1:
@@ -252,15 +320,19 @@ def plan_memory(
         sequence_tokens=sequence,
         zero_stage=stage,
         notes=notes,
+        headroom=headroom,
     )
 
 
-def check_fits(recipe: Recipe, *, num_processes: int, gpu_memory_gb: float) -> MemoryPlan:
+def check_fits(
+    recipe: Recipe, *, num_processes: int, gpu_memory_gb: float, headroom: float = DEFAULT_HEADROOM
+) -> MemoryPlan:
     """The plan, or an `InputError` with its numbers and the fixes when it cannot fit."""
-    plan = plan_memory(recipe, num_processes=num_processes, gpu_memory_gb=gpu_memory_gb)
+    plan = plan_memory(recipe, num_processes=num_processes, gpu_memory_gb=gpu_memory_gb, headroom=headroom)
     if not plan.fits:
         raise InputError(
             f"this recipe cannot fit: {plan.peak_gib:.1f} GiB per GPU needed, "
-            f"{plan.available_gib:.1f} GiB available\n{plan.table()}\n{plan.fixes()}"
+            f"{plan.usable_gib:.1f} GiB usable of {plan.available_gib:.1f} GiB "
+            f"({plan.headroom:.0%} headroom)\n{plan.table()}\n{plan.fixes()}"
         )
     return plan

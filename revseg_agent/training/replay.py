@@ -128,14 +128,26 @@ def plan_replay(
     )
 
 
-def run_plan(policy: QwenVLPolicy, plan: ReplayPlan, temperature: float) -> list[torch.Tensor]:
+def run_plan(
+    policy: QwenVLPolicy, plan: ReplayPlan, temperature: float, *, model: Any = None
+) -> list[torch.Tensor]:
     """Per-token log-probs of every planned step under `policy` (gradients flow outside
-    `torch.no_grad()`)."""
-    return [lp for inputs, spans in plan.passes for lp in span_logprobs(policy, inputs, spans, temperature)]
+    `torch.no_grad()`). `model`: what runs the forward instead of `policy.model`, e.g. the
+    DeepSpeed engine wrapping it, so its forward hooks run (ZeRO's pre/post forward)."""
+    return [
+        lp
+        for inputs, spans in plan.passes
+        for lp in span_logprobs(policy, inputs, spans, temperature, model=model)
+    ]
 
 
 def span_logprobs(
-    policy: QwenVLPolicy, inputs: dict[str, Any], spans: Sequence[tuple[int, int]], temperature: float
+    policy: QwenVLPolicy,
+    inputs: dict[str, Any],
+    spans: Sequence[tuple[int, int]],
+    temperature: float,
+    *,
+    model: Any = None,
 ) -> list[torch.Tensor]:
     """Log-probs of the tokens in each `(start, length)` span of a one-row input, from one forward
     pass. Logits are computed only at the positions that predict those tokens (`logits_to_keep`):
@@ -146,7 +158,8 @@ def span_logprobs(
     device = policy.device
     model_inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
     positions = torch.cat([torch.arange(start - 1, start - 1 + n) for start, n in spans]).to(device)
-    logits = policy.model(**model_inputs, logits_to_keep=positions).logits[0].float()  # (tokens, V)
+    forward = model if model is not None else policy.model
+    logits = forward(**model_inputs, logits_to_keep=positions).logits[0].float()  # (tokens, V)
     targets = model_inputs["input_ids"][0, positions + 1]
     logprobs = selective_log_softmax(logits, targets, temperature=temperature)
     return list(torch.split(logprobs, [n for _, n in spans]))

@@ -497,7 +497,8 @@ class GRPOTrainer:
         for k, replay in enumerate(todo):
             steps = replay.steps
             plan = plan_replay(self.policy, steps, frames_cache=frames)
-            news = run_plan(self.policy, plan, r.temperature)
+            # under DeepSpeed the engine runs the forward (its hooks), then owns backward and step
+            news = run_plan(self.policy, plan, r.temperature, model=self.engine)
             loss = news[0].sum() * 0.0  # in the graph even when every step is masked: backward runs
             for step, new, old, ref in zip(steps, news, replay.old, replay.ref, strict=True):
                 if self._masked(step):  # cut at max_new_tokens: out of the loss (TRL's option)
