@@ -200,7 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     grpo.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     sft = train.add_parser("sft", help="supervised warm start: teach the policy the two-round answer format")
     sft.add_argument("--config", required=True, type=Path, help="recipe YAML (policy, data, learning_rate)")
-    sft.add_argument("--output-dir", required=True, type=Path, help="where the trained policy is saved")
+    sft.add_argument(
+        "--output-dir", type=Path, help="overrides the recipe's output_dir (the policy goes in policy/)"
+    )
     sft.add_argument("--max-steps", type=int, default=150)
     sft.add_argument("--learning-rate", type=float, help="default: the recipe's")
     sft.add_argument(
@@ -556,7 +558,9 @@ def run_sft(args: argparse.Namespace, recipe: Any) -> int:
     from revseg_agent.training.recipe import materialise_policy
     from revseg_agent.training.sft import train_sft
 
-    claim_output_dir(args.output_dir, "train-sft", option="--output-dir")
+    args.output_dir = claim_output_dir(
+        args.output_dir or recipe.output_dir, "train-sft", option="--output-dir"
+    )
     source = materialise_policy(recipe.policy, args.output_dir, recipe.seed)
     policy = QwenVLPolicy.from_pretrained(source, device=recipe.device, dtype=recipe.dtype)
     samples = load_samples(recipe.data, args.output_dir)
@@ -585,6 +589,8 @@ def run_sft(args: argparse.Namespace, recipe: Any) -> int:
             grounding_steps=args.grounding_steps,
             seed=recipe.seed,
             max_new_tokens=recipe.max_new_tokens,
+            weight_decay=recipe.weight_decay,
+            max_grad_norm=recipe.max_grad_norm,
         )
     print(f"policy saved to {args.output_dir / 'policy'} (use it as --policy or a recipe's policy)")
     print(f"losses per step: {metrics}")

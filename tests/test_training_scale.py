@@ -224,3 +224,29 @@ def test_truncated_completions_are_left_out_of_the_loss(tiny_policy_dir: Path, t
         trainer.train()
         moved[mask] = any(not torch.equal(before[k], v) for k, v in trainer.policy.model.named_parameters())
     assert moved == {True: False, False: True}
+
+
+@pytest.mark.slow
+def test_sft_honours_the_recipe_s_output_dir_and_steps_fp32_masters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from revseg_agent.cli import main
+    from revseg_agent.training import optim
+
+    built: list[bool] = []
+    build = optim.build_optimizer
+
+    def recorded(params, **kwargs):  # type: ignore[no-untyped-def]
+        built.append(kwargs["master_weights"])
+        return build(params, **kwargs)
+
+    monkeypatch.setattr(optim, "build_optimizer", recorded)
+    recipe = tmp_path / "sft.yaml"
+    out = tmp_path / "runs" / "sft"
+    recipe.write_text(
+        "policy: tiny-random\ndata: {kind: generated, num_samples: 2, num_frames: 6}\n"
+        f"output_dir: {out}\nprompts_per_step: 1\nnum_frames: 4\nmax_new_tokens: 12\ndevice: cpu\n"
+    )
+    assert main(["train", "sft", "--config", str(recipe), "--max-steps", "1"]) == 0
+    assert (out / "policy" / "model.safetensors").is_file() and built == [True]
+    assert json.loads((out / "policy" / "generation_config.json").read_text())["max_new_tokens"] == 12

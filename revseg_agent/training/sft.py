@@ -142,18 +142,27 @@ def train_sft(
     grounding_batch_size: int = 16,
     seed: int = 0,
     max_new_tokens: int | None = None,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = 1.0,
 ) -> list[dict[str, float]]:
-    """A plain supervised loop (AdamW, linear warm-up then cosine decay when `warmup_steps` > 0,
-    gradients clipped to norm 1); saves the policy to `output_dir` (safetensors) every
-    `save_every` steps and at the end, recording `max_new_tokens` (the budget the policy will
-    answer with) in its generation config. The first `grounding_steps` steps are the curriculum's
-    grounding stage (`grounding_loss` on random frames of random samples, `grounding_batch_size`
-    a step); the rest train both rounds of the chain (`sft_losses`)."""
+    """A plain supervised loop (AdamW with fp32 masters for half-precision weights, linear warm-up
+    then cosine decay when `warmup_steps` > 0, gradients clipped to `max_grad_norm`); saves the
+    policy to `output_dir` (safetensors) every `save_every` steps and at the end, recording
+    `max_new_tokens` (the budget the policy will answer with) in its generation config. The first
+    `grounding_steps` steps are the curriculum's grounding stage (`grounding_loss` on random frames
+    of random samples, `grounding_batch_size` a step); the rest train both rounds of the chain
+    (`sft_losses`)."""
     import numpy as np
     from transformers import get_cosine_schedule_with_warmup
 
+    from revseg_agent.training.optim import build_optimizer, clip_gradients
+
     model = policy.model
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    # fp32 masters for half-precision weights, as GRPO's: AdamW on bf16 weights rounds an update
+    # of lr 1e-5 away (bf16's spacing near 0.02 is 1.2e-4)
+    optimizer = build_optimizer(
+        model.parameters(), learning_rate=learning_rate, weight_decay=weight_decay, master_weights=True
+    )
     schedule = get_cosine_schedule_with_warmup(optimizer, warmup_steps, steps) if warmup_steps > 0 else None
     rng = np.random.default_rng(seed)
     history = []
@@ -180,7 +189,7 @@ def train_sft(
                 ((loss1 + loss2) / len(batch)).backward()
                 total1 += float(loss1.detach()) / len(batch)
                 total2 += float(loss2.detach()) / len(batch)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        clip_gradients(model.parameters(), max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if schedule is not None:
