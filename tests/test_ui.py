@@ -385,15 +385,21 @@ def test_four_sessions_stepping_at_once_finish_with_the_sequential_results(
 
     def session(query: str, rounds: int, alone: bool) -> list[dict[str, Any]]:
         client = Page(url, app.revseg_book, None)  # type: ignore[arg-type]
+
+        def call(endpoint: str, *args: Any) -> dict[str, Any]:
+            out = client.call(endpoint, *args)
+            assert not out["status"].startswith("⚠"), (endpoint, out["status"])  # the page's error
+            return out
+
         done = []
         for _ in range(rounds):
-            run = client.call("/start", None, str(demo_clip), query, "tiny", "classical")
+            run = call("/start", None, str(demo_clip), query, "tiny", "classical")
             for _node in range(12):
                 if alone or run["run_json"]["stage"] in {"tracked", "failed"}:
                     break
-                run = client.call("/step", run["run_id"])
+                run = call("/step", run["run_id"])
             if alone:
-                run = client.call("/run", run["run_id"])
+                run = call("/run", run["run_id"])
             done.append(run["run_json"])
         return done
 
