@@ -88,10 +88,15 @@ def write_output_marker(folder: Path, kind: str, entries: list[str] | None = Non
     atomic_write_text(folder / OUTPUT_MARKER, json.dumps(marker, indent=2) + "\n")
 
 
+def _entries(folder: Path) -> list[str]:
+    """A folder's top-level names, folders marked with a trailing `/`, sorted."""
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+
+
 def foreign_entries(folder: Path) -> list[str]:
     """What in `folder` revseg did not write: everything without a marker, else what the marker
     does not list (a folder filled over time owns what it holds)."""
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    names = _entries(folder)
     marker = read_output_marker(folder)
     if marker is None:
         return names

@@ -170,6 +170,20 @@ def server_process(
             proc.kill()
 
 
+def rss_mb(pid: int | str = "self", *, children: bool = False) -> float:
+    """Resident memory of a process (and, with `children`, its direct children) in MB, from /proc."""
+    pids = [str(pid)]
+    listing = Path(f"/proc/{pid}/task/{pid}/children")
+    if children and listing.exists():
+        pids += listing.read_text().split()
+    total = 0.0
+    for p in pids:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
     threads = torch.get_num_threads()

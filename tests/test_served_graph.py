@@ -19,7 +19,7 @@ import pytest
 
 from revseg_agent.access import ALLOWED_DIRS_ENV
 
-from .conftest import free_port, server_process
+from .conftest import free_port, rss_mb, server_process
 
 pytest.importorskip("langgraph_api", reason="the serve extra (langgraph-cli[inmem]) is not installed")
 from langgraph_sdk import get_sync_client
@@ -193,20 +193,6 @@ def test_the_server_writes_artifacts_and_reads_edited_paths_only_under_its_folde
     assert "video /etc/hostname is outside the folders" in out["error"]["message"], out
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of a process and its children (MB), from /proc."""
-    total = 0.0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
-    for p in pids:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) / 1024
-    return total
-
-
 def test_four_clients_running_four_runs_each_get_the_sequential_results(
     server: str, tmp_path: Path, demo_clip: Path, tiny_policy_dir: Path
 ) -> None:
@@ -226,10 +212,10 @@ def test_four_clients_running_four_runs_each_get_the_sequential_results(
         return {k: out[k] for k in ("keyframe_index", "description", "boxes", "masks")}
 
     alone = {query: run(query) for query in queries}
-    rss_first = _rss_mb(SERVER["pid"])
+    rss_first = rss_mb(SERVER["pid"], children=True)
     with ThreadPoolExecutor(max_workers=4) as pool:
         together = list(pool.map(lambda q: [run(q) for _ in range(4)], queries))
-    rss_all = _rss_mb(SERVER["pid"])
+    rss_all = rss_mb(SERVER["pid"], children=True)
     for query, runs in zip(queries, together, strict=True):
         assert runs == [alone[query]] * 4, query
     assert SERVER["log"].read_text().count(loads) == 1

@@ -24,7 +24,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from revseg_agent.ui.app import OUTPUT_NAMES, launch  # noqa: E402
 from revseg_agent.ui.runs import RunBook  # noqa: E402
 
-from .conftest import free_port, render_in_chromium  # noqa: E402
+from .conftest import free_port, render_in_chromium, rss_mb  # noqa: E402
 
 ROUND1 = (
     "<think>The square moves right.</think><answer>frame id: 3\nobject description: the red square</answer>"
@@ -346,13 +346,6 @@ def test_an_upload_over_the_cap_is_refused_before_it_is_stored(
 # -- load: four sessions stepping at once ----------------------------------------------------------
 
 
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 @pytest.mark.slow
 def test_four_sessions_stepping_at_once_finish_with_the_sequential_results(
     demo_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -410,12 +403,12 @@ def test_four_sessions_stepping_at_once_finish_with_the_sequential_results(
 
     try:
         alone = {q: result(session(q, 1, alone=True)[0]) for q in queries}
-        rss_after_first = _rss_mb()
+        rss_after_first = rss_mb()
         with ThreadPoolExecutor(max_workers=4) as pool:
             together = dict(
                 zip(queries, pool.map(lambda q: session(q, 4, alone=False), queries), strict=True)
             )
-        rss_after_all = _rss_mb()
+        rss_after_all = rss_mb()
     finally:
         app.close()
     assert all(r[0] == "tracked" for r in alone.values())

@@ -173,15 +173,15 @@ class Engine:
         from huggingface_hub.errors import StrictDataclassError
 
         kwargs = body.get("mm_processor_kwargs") or {}
-        timing = (body.get("media_io_kwargs") or {}).get("video") or {}
         for visual in visuals.values():
             if not isinstance(visual, VideoFrames):
                 continue
             frames = torch.from_numpy(np.stack(visual.frames)).permute(0, 3, 1, 2)
+            # the clip `chat_from_openai` built from `media_io_kwargs.video`: the loader's metadata
             metadata = {
-                "fps": float(timing.get("fps") or 2.0),
-                "total_num_frames": int(timing.get("total_num_frames") or len(frames)),
-                "frames_indices": list(timing.get("frames_indices") or range(len(frames))),
+                "fps": float(visual.fps),
+                "total_num_frames": int(visual.total_num_frames),
+                "frames_indices": list(visual.frame_indices),
             }
             try:
                 out = self.policy.processor(
