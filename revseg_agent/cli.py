@@ -7,7 +7,7 @@
     revseg eval  --dataset ... --root ROOT [--split NAME] --out DIR [--limit N] [the segment options]
     revseg train grpo    --config recipes/<name>.yaml [--output-dir DIR] [--max-steps N] [--resume]
     revseg train rescore --traces TRACES.jsonl --config recipes/<name>.yaml --out RESCORED.jsonl
-    revseg train sft     --config recipes/<name>.yaml --output-dir DIR [--max-steps N]
+    revseg train sft     --config recipes/<name>.yaml [--output-dir DIR] [--max-steps N] [--resume]
     revseg demo [--out DIR]          offline demo on a generated clip with a tiny random-init policy
     revseg tiny-policy DIR           write a tiny random-init Qwen2.5-VL checkpoint (tests, demos)
     revseg inspect-policy HUB_ID_OR_PATH [--frames N] [--json]
@@ -198,23 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     grpo.add_argument("--output-dir", type=Path, help="overrides the recipe's output_dir")
     grpo.add_argument("--max-steps", type=int, help="overrides the recipe's max_steps")
     grpo.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    sft = train.add_parser("sft", help="supervised warm start: teach the policy the two-round answer format")
-    sft.add_argument("--config", required=True, type=Path, help="recipe YAML (policy, data, learning_rate)")
+    sft = train.add_parser(
+        "sft", help="supervised fine-tuning on the ideal chain's answers from ground truth (an SFT recipe)"
+    )
+    sft.add_argument(
+        "--config", required=True, type=Path, help="SFT recipe YAML (`trainer: sft`, see recipes/)"
+    )
     sft.add_argument(
         "--output-dir", type=Path, help="overrides the recipe's output_dir (the policy goes in policy/)"
     )
-    sft.add_argument("--max-steps", type=int, default=150)
-    sft.add_argument("--learning-rate", type=float, help="default: the recipe's")
-    sft.add_argument(
-        "--grounding-steps",
-        type=int,
-        default=0,
-        help="first train round 2 alone on single frames for N steps",
-    )
-    sft.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up, then cosine decay")
-    sft.add_argument("--save-every", type=int, help="also save the policy every N steps")
+    sft.add_argument("--max-steps", type=int, help="overrides the recipe's max_steps")
+    sft.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     plan = train.add_parser("plan", help="per-GPU memory plan of a recipe; exits 1 when it cannot fit")
-    plan.add_argument("--config", required=True, type=Path, help="recipe YAML")
+    plan.add_argument("--config", required=True, type=Path, help="recipe YAML (GRPO or SFT)")
     plan.add_argument("--num-processes", type=int, default=1, help="GPUs (data-parallel processes)")
     plan.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory of one GPU in GB")
     plan.add_argument(
@@ -489,10 +485,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from revseg_agent.training.recipe import Recipe
+    from revseg_agent.training.recipe import Recipe, SFTRecipe, load_recipe
 
+    loader = {"sft": SFTRecipe.load, "plan": load_recipe}.get(args.train_command, Recipe.load)
     try:
-        recipe = Recipe.load(args.config)
+        recipe = loader(args.config)
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"bad recipe {args.config}: {exc}") from exc
     if args.train_command == "plan":
@@ -506,9 +503,11 @@ def run_train(args: argparse.Namespace) -> int:
             print(memory.fixes())
             return 1
         return 0
+    assert isinstance(recipe, Recipe | SFTRecipe)
     if args.train_command == "rescore":
         from revseg_agent.training.store import TraceStore, rescore, write_records
 
+        assert isinstance(recipe, Recipe)
         if not args.traces.is_file():
             raise InputError(f"traces not found: {args.traces}")
         records = rescore(list(TraceStore(args.traces)), recipe.rewards)
@@ -518,15 +517,23 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"rescored {len(records)} traces; mean total reward {mean:.4f} -> {args.out}")
         return 0
     from revseg_agent.training.data import load_samples
-    from revseg_agent.training.trainer import GRPOTrainer
 
     check_device(recipe.device, option="the recipe's device")
-    if args.train_command == "sft":
-        return run_sft(args, recipe)
     if args.output_dir:
         recipe = recipe.model_copy(update={"output_dir": str(args.output_dir)})
-    out = claim_output_dir(recipe.output_dir, "train-grpo", option="--output-dir")
-    trainer = GRPOTrainer(recipe, load_samples(recipe.data, out), output_dir=out, resume=args.resume)
+    out = claim_output_dir(recipe.output_dir, f"train-{args.train_command}", option="--output-dir")
+    samples = load_samples(recipe.data, out)
+    if not samples:
+        raise InputError(f"no training samples with a target in {recipe.data}")
+    trainer: Any
+    if isinstance(recipe, SFTRecipe):
+        from revseg_agent.training.sft_trainer import SFTTrainer
+
+        trainer = SFTTrainer(recipe, samples, output_dir=out, resume=args.resume)
+    else:
+        from revseg_agent.training.trainer import GRPOTrainer
+
+        trainer = GRPOTrainer(recipe, samples, output_dir=out, resume=args.resume)
 
     from tqdm import tqdm
 
@@ -535,9 +542,16 @@ def run_train(args: argparse.Namespace) -> int:
 
     def show(metrics: dict[str, float]) -> None:
         if not bars:  # the first step after set-up (which may have resumed from a checkpoint)
-            bars.append(tqdm(total=limit, initial=int(metrics["step"]) - 1, desc="grpo", unit="step"))
-        rewards = " ".join(f"{k[7:]}={v:.3f}" for k, v in metrics.items() if k.startswith("reward_"))
-        bars[0].set_postfix_str(f"{rewards} loss={metrics['loss']:.4f} kl={metrics['kl']:.5f}")
+            bars.append(
+                tqdm(total=limit, initial=int(metrics["step"]) - 1, desc=args.train_command, unit="step")
+            )
+        if "loss_round1" in metrics:
+            bars[0].set_postfix_str(
+                f"round 1 {metrics['loss_round1']:.3f} round 2 {metrics['loss_round2']:.3f}"
+            )
+        else:
+            rewards = " ".join(f"{k[7:]}={v:.3f}" for k, v in metrics.items() if k.startswith("reward_"))
+            bars[0].set_postfix_str(f"{rewards} loss={metrics['loss']:.4f} kl={metrics['kl']:.5f}")
         bars[0].update(1)
 
     try:
@@ -545,55 +559,14 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
-    print(f"metrics: {out / 'metrics.csv'}  checkpoints: {sorted(p.name for p in out.glob('checkpoint-*'))}")
-    return 0
+    checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
+    if isinstance(recipe, SFTRecipe):
+        from revseg_agent.training.sft_trainer import METRICS_FILE, POLICY_FOLDER
 
-
-def run_sft(args: argparse.Namespace, recipe: Any) -> int:
-    from tqdm import tqdm
-
-    from revseg_agent.policies.qwen import QwenVLPolicy
-    from revseg_agent.training.data import load_samples
-    from revseg_agent.training.metrics_log import append_csv
-    from revseg_agent.training.recipe import materialise_policy
-    from revseg_agent.training.sft import train_sft
-
-    args.output_dir = claim_output_dir(
-        args.output_dir or recipe.output_dir, "train-sft", option="--output-dir"
-    )
-    source = materialise_policy(recipe.policy, args.output_dir, recipe.seed)
-    policy = QwenVLPolicy.from_pretrained(source, device=recipe.device, dtype=recipe.dtype)
-    samples = load_samples(recipe.data, args.output_dir)
-    if not samples:
-        raise InputError(f"no training samples with a target in {recipe.data}")
-    metrics = args.output_dir / "sft_metrics.csv"
-    metrics.unlink(missing_ok=True)
-    with tqdm(total=args.max_steps, desc="sft", unit="step") as bar:
-
-        def show(row: dict[str, float]) -> None:
-            append_csv(metrics, row)
-            bar.set_postfix_str(f"round 1 {row['loss_round1']:.3f} round 2 {row['loss_round2']:.3f}")
-            bar.update(1)
-
-        train_sft(
-            policy,
-            samples,
-            steps=args.max_steps,
-            learning_rate=args.learning_rate or recipe.learning_rate,
-            batch_size=recipe.prompts_per_step,
-            num_frames=recipe.num_frames,
-            output_dir=args.output_dir / "policy",
-            on_step=show,
-            warmup_steps=args.warmup_steps,
-            save_every=args.save_every,
-            grounding_steps=args.grounding_steps,
-            seed=recipe.seed,
-            max_new_tokens=recipe.max_new_tokens,
-            weight_decay=recipe.weight_decay,
-            max_grad_norm=recipe.max_grad_norm,
-        )
-    print(f"policy saved to {args.output_dir / 'policy'} (use it as --policy or a recipe's policy)")
-    print(f"losses per step: {metrics}")
+        print(f"policy saved to {out / POLICY_FOLDER} (use it as --policy or a recipe's policy)")
+        print(f"losses per step: {out / METRICS_FILE}  checkpoints: {checkpoints}")
+    else:
+        print(f"metrics: {out / 'metrics.csv'}  checkpoints: {checkpoints}")
     return 0
 
 

@@ -191,10 +191,15 @@ def test_cli_tiny_recipe_then_rescore(tmp_path: Path, bars: list[tuple[str, int,
 
 
 def test_shipped_recipes_load() -> None:
+    from revseg_agent.training.recipe import SFTRecipe, load_recipe
+
     paths = sorted(RECIPES.glob("*.yaml"))
-    assert len(paths) >= 2
-    for path in paths:
-        Recipe.load(path)  # validates every field
+    kinds = {path.name: type(load_recipe(path)) for path in paths}  # validates every field
+    assert (
+        kinds["revseg-tiny-sft.yaml"] is SFTRecipe
+        and kinds["revseg-qwen2.5-vl-7b-sft-lora.yaml"] is SFTRecipe
+    )
+    assert kinds["tiny-cpu.yaml"] is Recipe and kinds["revseg-qwen2.5-vl-7b.yaml"] is Recipe
 
 
 @pytest.mark.parametrize(

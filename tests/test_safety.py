@@ -127,7 +127,7 @@ def test_a_folder_that_gains_a_foreign_file_while_the_output_is_written_is_kept(
         ("demo", lambda t, out: ["demo", "--out", str(out)]),
         ("eval", lambda t, out: ["eval", "--dataset", "mevis", "--root", str(t / "gt"), "--out", str(out), "--baseline", "oracle", "--tracker", "classical"]),
         ("train grpo", lambda t, out: ["train", "grpo", "--config", _recipe(t, RECIPE), "--output-dir", str(out)]),
-        ("train sft", lambda t, out: ["train", "sft", "--config", _recipe(t, RECIPE), "--output-dir", str(out)]),
+        ("train sft", lambda t, out: ["train", "sft", "--config", _recipe(t, "trainer: sft\n" + RECIPE), "--output-dir", str(out)]),
     ],
 )  # fmt: skip
 def test_a_folder_with_a_foreign_file_survives_every_command(

@@ -55,13 +55,9 @@ def test_sft_teaches_the_format_then_the_graph_parses_both_rounds(tmp_path: Path
                 "train",
                 "sft",
                 "--config",
-                str(RECIPES / "tiny-cpu.yaml"),
+                str(RECIPES / "tiny-cpu-sft.yaml"),
                 "--output-dir",
                 str(out),
-                "--max-steps",
-                "120",
-                "--learning-rate",
-                "3e-3",
             ]
         )
         == 0

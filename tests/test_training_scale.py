@@ -231,20 +231,20 @@ def test_sft_honours_the_recipe_s_output_dir_and_steps_fp32_masters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from revseg_agent.cli import main
-    from revseg_agent.training import optim
+    from revseg_agent.training import optimization
 
     built: list[bool] = []
-    build = optim.build_optimizer
+    build = optimization.build_optimizer
 
     def recorded(params, **kwargs):  # type: ignore[no-untyped-def]
         built.append(kwargs["master_weights"])
         return build(params, **kwargs)
 
-    monkeypatch.setattr(optim, "build_optimizer", recorded)
+    monkeypatch.setattr(optimization, "build_optimizer", recorded)
     recipe = tmp_path / "sft.yaml"
     out = tmp_path / "runs" / "sft"
     recipe.write_text(
-        "policy: tiny-random\ndata: {kind: generated, num_samples: 2, num_frames: 6}\n"
+        "trainer: sft\npolicy: tiny-random\ndata: {kind: generated, num_samples: 2, num_frames: 6}\n"
         f"output_dir: {out}\nprompts_per_step: 1\nnum_frames: 4\nmax_new_tokens: 12\ndevice: cpu\n"
     )
     assert main(["train", "sft", "--config", str(recipe), "--max-steps", "1"]) == 0

@@ -18,6 +18,8 @@ PyTorch's meta device: no weights read), the recipe and the process count:
   vision tower's patches; plus fp32 logits and log-probs at the completion positions;
 - generation KV cache: G rows x sequence x layers x 2 x kv width (rollouts run before the replay,
   so the peak is the larger of this and the activations);
+- SFT recipes (`trainer: sft`): no reference and no generation; round 1's forward (prompt, video,
+  answer) and round 2's are backwarded together, so both forwards' activations count;
 - runtime: CUDA context and allocator slack, a flat 2 GiB.
 
 The sequence is the round-2 replay: prompt text, round 1's video (one token slot per sampled
@@ -38,7 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from revseg_agent.errors import InputError, RevsegError
-from revseg_agent.training.recipe import RANDOM_POLICIES, Recipe, materialise_policy
+from revseg_agent.training.recipe import (
+    RANDOM_POLICIES,
+    Recipe,
+    SFTRecipe,
+    TrainingSettings,
+    materialise_policy,
+)
 
 GIB = 1024**3
 PROMPT_TEXT_TOKENS = 300
@@ -51,6 +59,8 @@ DEFAULT_FRAME_SIZE = (1080, 1920)
 #: Share of GPU memory a plan leaves free (allocator fragmentation, the estimate's error).
 DEFAULT_HEADROOM = 0.10
 RUNTIME_GIB = 2.0
+#: Pixel values of one vision patch: 3 channels x 2 frames x 14 x 14.
+PATCH_VALUES = 3 * 2 * 14 * 14
 HALF_DTYPES = {"bfloat16", "bf16", "float16", "fp16", "half"}
 
 
@@ -94,6 +104,7 @@ class MemoryPlan:
     zero_stage: int
     notes: list[str] = field(default_factory=list)
     headroom: float = DEFAULT_HEADROOM
+    trainer: str = "grpo"
 
     @property
     def peak_gib(self) -> float:
@@ -119,11 +130,17 @@ class MemoryPlan:
         lines.append(f"  {'peak':<22} {self.peak_gib:8.1f} GiB  (static + max(activations, KV cache))")
         lines.append(f"  {'GPU memory':<22} {self.available_gib:8.1f} GiB  ({self.gpu_memory_gb:g} GB)")
         lines.append(f"  {'usable':<22} {self.usable_gib:8.1f} GiB  ({self.headroom:.0%} headroom)")
-        lines.append(
-            f"global batch: {self.global_queries} queries x G={self.group_size} = "
-            f"{self.global_queries * self.group_size} rollouts per step; "
-            f"replay sequence ~{self.sequence_tokens} tokens"
-        )
+        if self.trainer == "sft":
+            lines.append(
+                f"global batch: {self.global_queries} expressions per step; "
+                f"round-2 sequence ~{self.sequence_tokens} tokens"
+            )
+        else:
+            lines.append(
+                f"global batch: {self.global_queries} queries x G={self.group_size} = "
+                f"{self.global_queries * self.group_size} rollouts per step; "
+                f"replay sequence ~{self.sequence_tokens} tokens"
+            )
         lines += [f"note: {n}" for n in self.notes]
         lines.append("fits" if self.fits else "DOES NOT FIT")
         return "\n".join(lines)
@@ -207,14 +224,47 @@ def model_shape(policy: str, lora_targets: list[str] | None, lora_r: int) -> Mod
     )
 
 
-def zero_stage(recipe: Recipe) -> int:
+def forward_activation_bytes(
+    shape: ModelShape,
+    sequence: int,
+    visual_tokens: int,
+    scored_tokens: int,
+    act_bytes: int,
+    checkpointing: bool,
+) -> float:
+    """Bytes kept for the backward pass of one training forward (batch 1) over `sequence` tokens,
+    `visual_tokens` of them from the vision tower, with log-probs at `scored_tokens` positions.
+
+    Per decoder layer and token: `7h + 2kv + 3i` (norm outputs, q/k/v, attention output,
+    residuals, SwiGLU's gate/up/product) plus `2(h - kv)` for the keys and values attention
+    saves after grouped-query expansion; the patch embedding keeps its input pixels (3 x 2 x 14 x
+    14 per patch); logits, log-probs and the logits' gradient are fp32 at the scored positions.
+    Checked against torch's memory profiler on the tiny models (`benchmarks/activation_memory.py`)."""
+    per_token_layer = 7 * shape.hidden + 2 * shape.kv_width + 3 * shape.intermediate
+    per_token_layer += 2 * (shape.hidden - shape.kv_width)
+    if checkpointing:
+        text = sequence * (shape.layers * shape.hidden + per_token_layer) * act_bytes
+    else:
+        text = sequence * shape.layers * per_token_layer * act_bytes
+    patches = 4 * visual_tokens  # before the 2 x 2 merge
+    vision_layer = 7 * shape.vision_hidden + 3 * shape.vision_intermediate
+    if checkpointing:
+        vision = patches * (shape.vision_depth * shape.vision_hidden + vision_layer) * act_bytes
+    else:
+        vision = patches * shape.vision_depth * vision_layer * act_bytes
+    vision += patches * PATCH_VALUES * act_bytes
+    logits = scored_tokens * shape.vocab * 4 * 3  # fp32 logits, log-probs and the logits' gradient
+    return float(text + vision + logits)
+
+
+def zero_stage(recipe: TrainingSettings) -> int:
     if recipe.deepspeed is None:
         return 0
     config = json.loads(Path(recipe.deepspeed).read_text(encoding="utf-8"))
     return int(config.get("zero_optimization", {}).get("stage", 0))
 
 
-def data_frame_size(recipe: Recipe) -> tuple[int, int] | None:
+def data_frame_size(recipe: TrainingSettings) -> tuple[int, int] | None:
     """`(height, width)` of the recipe's frames when they can be read here (the first frame of
     a benchmark's first expression, the generated clips' size); None otherwise."""
     from revseg_agent.training.recipe import GeneratedData
@@ -234,7 +284,7 @@ def data_frame_size(recipe: Recipe) -> tuple[int, int] | None:
     return info.height, info.width
 
 
-def weights_are_half(recipe: Recipe) -> bool:
+def weights_are_half(recipe: TrainingSettings) -> bool:
     """The loader's rule: the recipe's dtype, else bf16 on a GPU and fp32 on the CPU."""
     if recipe.dtype:
         return recipe.dtype.lower() in HALF_DTYPES
@@ -242,7 +292,7 @@ def weights_are_half(recipe: Recipe) -> bool:
 
 
 def plan_memory(
-    recipe: Recipe,
+    recipe: TrainingSettings,
     *,
     num_processes: int = 1,
     gpu_memory_gb: float = 80.0,
@@ -277,7 +327,8 @@ def plan_memory(
         rows["gradients"] = trainable * trainable_bytes / grad_shards / GIB
         rows["master weights"] = trainable * 4 / optim_shards / GIB if half else 0.0
         rows["optimizer (AdamW)"] = trainable * 8 / optim_shards / GIB
-        rows["reference"] = shape.params * weight_bytes / GIB if recipe.beta > 0 else 0.0
+        needs_reference = isinstance(recipe, Recipe) and recipe.beta > 0  # GRPO's KL term
+        rows["reference"] = shape.params * weight_bytes / GIB if needs_reference else 0.0
         rows["LoRA adapters"] = 0.0
     else:
         trainable = shape.lora_params  # peft keeps adapters in fp32: no master copy
@@ -289,24 +340,29 @@ def plan_memory(
     completion = recipe.max_new_tokens
     video_tokens = recipe.num_frames * shape.frame_tokens
     sequence = PROMPT_TEXT_TOKENS + video_tokens + keyframe_tokens + 2 * completion
-    per_token_layer = 7 * shape.hidden + 2 * shape.kv_width + 3 * shape.intermediate
     act_bytes = 2 if half else 4
-    if recipe.gradient_checkpointing:
-        text = sequence * (shape.layers * shape.hidden + per_token_layer) * act_bytes
-    else:
-        text = sequence * shape.layers * per_token_layer * act_bytes
-    patches = 4 * (video_tokens + keyframe_tokens)  # before the 2 x 2 merge
-    vision_layer = 7 * shape.vision_hidden + 3 * shape.vision_intermediate
-    if recipe.gradient_checkpointing:
-        vision = patches * (shape.vision_depth * shape.vision_hidden + vision_layer) * act_bytes
-    else:
-        vision = patches * shape.vision_depth * vision_layer * act_bytes
-    logits = 2 * completion * shape.vocab * 4 * 2  # fp32 logits and log-probs, both rounds
-    rows["activations"] = (text + vision + logits) / GIB
-    rows["generation KV cache"] = (
-        recipe.group_size * sequence * shape.layers * 2 * shape.kv_width * weight_bytes / GIB
+    activations = forward_activation_bytes(
+        shape,
+        sequence,
+        video_tokens + keyframe_tokens,
+        2 * completion,
+        act_bytes,
+        recipe.gradient_checkpointing,
+    )
+    sft = isinstance(recipe, SFTRecipe)
+    if sft:
+        # SFT backwards round 1 (its video and answer) and round 2 together: both graphs are alive
+        round1 = PROMPT_TEXT_TOKENS + video_tokens + completion
+        activations += forward_activation_bytes(
+            shape, round1, video_tokens, completion, act_bytes, recipe.gradient_checkpointing
+        )
+    rows["activations"] = activations / GIB
+    group_size = recipe.group_size if isinstance(recipe, Recipe) else 1
+    rows["generation KV cache"] = (  # SFT generates nothing
+        0.0 if sft else group_size * sequence * shape.layers * 2 * shape.kv_width * weight_bytes / GIB
     )
     rows["runtime"] = RUNTIME_GIB
+    accumulation = recipe.gradient_accumulation_steps if isinstance(recipe, Recipe) else 1
     if stage == 0 and n > 1:
         notes.append("without DeepSpeed every process holds the whole optimizer state")
     if stage >= 1 and n == 1:
@@ -315,17 +371,18 @@ def plan_memory(
         rows=rows,
         num_processes=n,
         gpu_memory_gb=gpu_memory_gb,
-        global_queries=recipe.prompts_per_step * recipe.gradient_accumulation_steps * n,
-        group_size=recipe.group_size,
+        global_queries=recipe.prompts_per_step * accumulation * n,
+        group_size=group_size,
         sequence_tokens=sequence,
         zero_stage=stage,
         notes=notes,
         headroom=headroom,
+        trainer="sft" if sft else "grpo",
     )
 
 
 def check_fits(
-    recipe: Recipe, *, num_processes: int, gpu_memory_gb: float, headroom: float = DEFAULT_HEADROOM
+    recipe: TrainingSettings, *, num_processes: int, gpu_memory_gb: float, headroom: float = DEFAULT_HEADROOM
 ) -> MemoryPlan:
     """The plan, or an `InputError` with its numbers and the fixes when it cannot fit."""
     plan = plan_memory(recipe, num_processes=num_processes, gpu_memory_gb=gpu_memory_gb, headroom=headroom)

@@ -1,10 +1,10 @@
-"""Training recipes: one YAML file says everything a GRPO run needs (validated by pydantic)."""
+"""Training recipes: one YAML file says everything a GRPO or SFT run needs (validated by pydantic)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -21,12 +21,15 @@ RANDOM_POLICIES = (TINY_RANDOM, REVSEG_TINY_RANDOM)
 
 def materialise_policy(spec: str, work_dir: Path, seed: int = 0) -> str:
     """What `from_pretrained` loads for a recipe's `policy`: a random-init architecture is built
-    once into `work_dir/<spec>-policy`; `revseg-tiny` is the packaged checkpoint; else as given."""
+    once into `work_dir/<spec>-policy`; `revseg-tiny` is the packaged checkpoint; else as given.
+    Local folders come back absolute: LoRA checkpoints record this path as their base, and load
+    from any working directory."""
     if spec not in RANDOM_POLICIES:
         from revseg_agent.registry import policy_source
 
-        return policy_source(spec)
-    folder = work_dir / f"{spec}-policy"
+        source = policy_source(spec)
+        return str(Path(source).resolve()) if Path(source).is_dir() else source
+    folder = (work_dir / f"{spec}-policy").resolve()
     if not (folder / "config.json").is_file():
         if spec == TINY_RANDOM:
             from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
@@ -93,19 +96,92 @@ class RolloutServer(BaseModel):
     max_concurrency: int = Field(16, ge=1)
 
 
-class Recipe(BaseModel):
+class TrainingSettings(BaseModel):
+    """What every training run has, GRPO or SFT: the policy and how it is made trainable (LoRA,
+    gradient checkpointing, DeepSpeed), the data, the optimizer and its schedule, checkpoints."""
+
     model_config = ConfigDict(extra="forbid")
 
     policy: str
     output_dir: str = "runs/grpo"
     data: GeneratedData | BenchmarkData = Field(default_factory=GeneratedData, discriminator="kind")
+    prompts_per_step: int = Field(2, ge=1)
+    learning_rate: float = Field(1e-6, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    #: The learning rate over the run (TRL's names; transformers' schedules): `linear` decays to 0
+    #: at `max_steps` (TRL's default), `cosine` likewise, `constant` keeps it; after a linear
+    #: warm-up over `warmup_ratio` of the steps.
+    lr_scheduler_type: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    #: Clip the gradients' global norm before each optimizer step (None: no clipping). Under
+    #: DeepSpeed it fills the config's "auto" gradient_clipping.
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_new_tokens: int = Field(512, ge=1)
+    num_frames: int = Field(16, ge=1)
+    max_steps: int = Field(525, ge=1)
+    save_every: int = Field(50, ge=1)
+    #: Keep only the newest N checkpoints (TRL's name); None keeps all. A 7B checkpoint with its
+    #: DeepSpeed shards is ~130 GB: the 7B recipes set it.
+    save_total_limit: int | None = Field(None, ge=1)
+    seed: int = 0
+    device: str | None = None
+    dtype: str | None = None
+    lora: LoraConfig | None = None
+    #: Recompute activations in the backward pass instead of storing them: a video prompt of a
+    #: few thousand tokens through a 7B model otherwise dominates GPU memory. Same gradients.
+    gradient_checkpointing: bool = False
+    #: A DeepSpeed JSON config (ZeRO stage 1 or 2: optimizer states and gradients sharded across
+    #: processes), e.g. `deepspeed/zero2.json` (relative to the recipe file); "auto" values are
+    #: filled from the recipe. Launch with `accelerate launch` or `torchrun` as usual.
+    deepspeed: str | None = None
+
+    @field_validator("policy")
+    @classmethod
+    def _local_policy(cls, value: str) -> str:
+        if value.startswith("served:"):
+            raise ValueError(
+                "training replays the policy's own forward passes, so it needs the weights: give a "
+                "hub id or a local folder, not a served policy (to sample the rollouts on a server, "
+                "add `rollout_server: <url>` with `lora:`)"
+            )
+        return value
+
+    @classmethod
+    def load(cls, path: str | Path) -> Self:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe not found: {path}")
+        data = read_yaml_mapping(path, what="recipe")
+        wanted = cls.model_fields["trainer"].default
+        found = data.get("trainer", "grpo")
+        if found != wanted:
+            said = f"says `trainer: {found}`" if "trainer" in data else "has no `trainer:` line (GRPO)"
+            raise ValueError(
+                f"this recipe {said}; `revseg train {wanted}` reads recipes with `trainer: {wanted}` "
+                f"(e.g. recipes/{'revseg-tiny-sft' if wanted == 'sft' else 'tiny-cpu'}.yaml)"
+            )
+        return cls.model_validate(data)._resolve_deepspeed(path)
+
+    def _resolve_deepspeed(self, path: Path) -> Self:
+        if self.deepspeed is None:
+            return self
+        config = Path(self.deepspeed)
+        recipe = self
+        if not config.is_absolute() and (path.parent / config).is_file():
+            config = path.parent / config  # paths in a recipe are relative to it
+            recipe = self.model_copy(update={"deepspeed": str(config)})
+        deepspeed_config(config, 1)  # a missing file or ZeRO-3 fails here, not mid-run
+        return recipe
+
+
+class Recipe(TrainingSettings):
+    """A GRPO run (`revseg train grpo`); TRL's `GRPOConfig` names where they exist."""
+
+    trainer: Literal["grpo"] = "grpo"
     rewards: RewardConfig = Field(default_factory=RewardConfig)
     #: Rollouts per prompt; advantages are relative to the group, so one rollout learns nothing.
     group_size: int = Field(8, ge=2)
-    prompts_per_step: int = Field(2, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    learning_rate: float = Field(1e-6, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
     beta: float = Field(5e-3, ge=0)
     clip_epsilon: float = Field(0.2, gt=0)
     #: The ratio's upper clip (TRL's `epsilon_high`, DAPO's clip-higher); None: `clip_epsilon`.
@@ -117,42 +193,16 @@ class Recipe(BaseModel):
     #: trained model's numerics.
     vllm_importance_sampling_correction: bool = True
     vllm_importance_sampling_cap: float = Field(2.0, gt=0)
-    #: The learning rate over the run (TRL's names; transformers' schedules): `linear` decays to 0
-    #: at `max_steps` (TRL's default), `cosine` likewise, `constant` keeps it; after a linear
-    #: warm-up over `warmup_ratio` of the steps.
-    lr_scheduler_type: Literal["linear", "cosine", "constant"] = "linear"
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
     #: How token losses are averaged (TRL's names and meanings; see `training.loss`).
     loss_type: LossType = "dapo"
     #: How advantages are scaled (TRL's names): by the group's sample std, the batch's, or not.
     scale_rewards: ScaleRewards = "group"
-    #: Clip the gradients' global norm before each optimizer step (None: no clipping). Under
-    #: DeepSpeed it fills the config's "auto" gradient_clipping.
-    max_grad_norm: float | None = Field(1.0, gt=0)
     temperature: float = Field(1.0, gt=0)
-    max_new_tokens: int = Field(512, ge=1)
-    num_frames: int = Field(16, ge=1)
-    max_steps: int = Field(525, ge=1)
-    save_every: int = Field(50, ge=1)
-    #: Keep only the newest N checkpoints (TRL's name); None keeps all. A 7B checkpoint with its
-    #: DeepSpeed shards is ~130 GB: the 7B recipes set it.
-    save_total_limit: int | None = Field(None, ge=1)
     #: Walk the prompts in a seeded random order, a new one each epoch (TRL's default); False:
     #: the dataset's order (sorted by video, then expression).
     shuffle_dataset: bool = True
-    seed: int = 0
-    device: str | None = None
-    dtype: str | None = None
-    lora: LoraConfig | None = None
-    #: Recompute activations in the backward pass instead of storing them: a video prompt of a
-    #: few thousand tokens through a 7B model otherwise dominates GPU memory. Same gradients.
-    gradient_checkpointing: bool = False
     warm_start: WarmStart | None = None
     tracker: str = "classical"
-    #: A DeepSpeed JSON config (ZeRO stage 1 or 2: optimizer states and gradients sharded across
-    #: processes), e.g. `deepspeed/zero2.json` (relative to the recipe file); "auto" values are
-    #: filled from the recipe. Launch with `accelerate launch` or `torchrun` as usual.
-    deepspeed: str | None = None
     #: Experiment trackers besides metrics.csv, through accelerate's trackers: "tensorboard".
     report_to: list[Literal["tensorboard"]] = Field(default_factory=list)
     #: Where rollouts are sampled: absent, by the local policy; else by a vLLM server that
@@ -174,31 +224,37 @@ class Recipe(BaseModel):
             )
         return self
 
-    @field_validator("policy")
-    @classmethod
-    def _local_policy(cls, value: str) -> str:
-        if value.startswith("served:"):
-            raise ValueError(
-                "training replays the policy's own forward passes, so it needs the weights: give a "
-                "hub id or a local folder, not a served policy (to sample the rollouts on a server, "
-                "add `rollout_server: <url>` with `lora:`)"
-            )
-        return value
 
-    @classmethod
-    def load(cls, path: str | Path) -> Recipe:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe not found: {path}")
-        data = read_yaml_mapping(path, what="recipe")
-        recipe = cls.model_validate(data)
-        if recipe.deepspeed is not None:
-            config = Path(recipe.deepspeed)
-            if not config.is_absolute() and (path.parent / config).is_file():
-                config = path.parent / config  # paths in a recipe are relative to it
-                recipe = recipe.model_copy(update={"deepspeed": str(config)})
-            deepspeed_config(config, 1)  # a missing file or ZeRO-3 fails here, not mid-run
-        return recipe
+class SFTRecipe(TrainingSettings):
+    """A supervised run (`revseg train sft`): the ideal chain's answers from ground truth
+    (`training.sft`), with the same model, optimizer and checkpoint settings as GRPO (TRL's
+    `SFTConfig` names where they exist). `trainer: sft` in the YAML marks it."""
+
+    trainer: Literal["sft"] = "sft"
+    output_dir: str = "runs/sft"
+    learning_rate: float = Field(1e-5, gt=0)
+    max_new_tokens: int = Field(1024, ge=1)
+    max_steps: int = Field(150, ge=1)
+    #: The curriculum's first stage: round 2 alone on single frames where the target is visible,
+    #: `grounding_batch_size` frames a step, for the first `grounding_steps` steps; then both
+    #: rounds of the chain on `prompts_per_step` expressions a step.
+    grounding_steps: int = Field(0, ge=0)
+    grounding_batch_size: int = Field(16, ge=1)
+    #: Walk the expressions of the chain stage in a seeded random order per epoch (as GRPO).
+    shuffle_dataset: bool = True
+
+
+def load_recipe(path: str | Path) -> Recipe | SFTRecipe:
+    """A recipe of either trainer, by its `trainer:` key (GRPO when absent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    kind = read_yaml_mapping(path, what="recipe").get("trainer", "grpo")
+    if kind == "sft":
+        return SFTRecipe.load(path)
+    if kind == "grpo":
+        return Recipe.load(path)
+    raise ValueError(f"unknown trainer {kind!r}: a recipe's `trainer:` is grpo (the default) or sft")
 
 
 def read_yaml_mapping(path: Path, *, what: str) -> dict[str, Any]:

@@ -42,13 +42,13 @@ from revseg_agent.training.loss import (
     advantages,
     grpo_token_terms,
     importance_weights,
-    learning_rate_factor,
     sample_std,
     sequence_divisor,
 )
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to, plot_metrics
-from revseg_agent.training.optim import build_optimizer, clip_gradients
-from revseg_agent.training.recipe import Recipe, deepspeed_config, materialise_policy
+from revseg_agent.training.model_setup import load_trainable_policy
+from revseg_agent.training.optimization import Optimization
+from revseg_agent.training.recipe import Recipe, materialise_policy
 from revseg_agent.training.replay import ReplayPlan, plan_replay, run_plan
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
@@ -132,14 +132,8 @@ class GRPOTrainer:
         self.device = recipe.device or str(self.dist.device)
         self._check_memory()
         self.policy, self.reference = self._load(found)
-        self.optimizer: torch.optim.Optimizer = build_optimizer(
-            self.policy.model.parameters(),
-            learning_rate=recipe.learning_rate,
-            weight_decay=recipe.weight_decay,
-            master_weights=recipe.deepspeed is None,  # DeepSpeed's bf16 mode keeps fp32 masters itself
-        )
-        #: The DeepSpeed engine when the recipe names a DeepSpeed config (it owns backward/step).
-        self.engine: Any = self._deepspeed_engine() if recipe.deepspeed is not None else None
+        #: The optimizer, gradient averaging and clipping, or the DeepSpeed engine (shared with SFT).
+        self.optimization = Optimization(self.policy.model, recipe, self.dist)
         if found is not None:
             self._restore(found)
         #: Served rollouts: keeps the server's adapters at this run's step (`served_rollouts`).
@@ -164,40 +158,23 @@ class GRPOTrainer:
         with self.dist.main_process_first():
             return materialise_policy(self.recipe.policy, self.out, self.recipe.seed)
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimization.optimizer
+
+    @property
+    def engine(self) -> Any:
+        """The DeepSpeed engine when the recipe names a DeepSpeed config (it owns backward/step)."""
+        return self.optimization.engine
+
     def _load(self, ckpt: Path | None) -> tuple[QwenVLPolicy, Any]:
         """The policy (from `ckpt` when resuming), wrapped with LoRA when the recipe asks, and the
         KL reference: always the starting policy (TRL's `create_reference_model`; for LoRA the
         base model with the adapters disabled, so no second copy of the weights)."""
         r = self.recipe
         base = self._base_policy()
-        full_checkpoint = ckpt is not None and r.lora is None
-        policy = QwenVLPolicy.from_pretrained(
-            str(ckpt) if full_checkpoint else base, device=self.device, dtype=r.dtype
-        )
+        policy = load_trainable_policy(r, base, ckpt, self.device)
         model = policy.model
-        if r.lora is not None:
-            from peft import LoraConfig, PeftModel, get_peft_model
-
-            if ckpt is not None:  # a LoRA checkpoint holds the adapters; the base is the recipe's
-                model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
-            else:
-                config = LoraConfig(
-                    r=r.lora.r,
-                    lora_alpha=r.lora.alpha,
-                    lora_dropout=r.lora.dropout,
-                    target_modules=r.lora.target_modules,
-                )
-                torch.manual_seed(r.seed)  # adapters start the same in every run of a recipe
-                model = get_peft_model(model, config)
-            policy.model = model
-        if r.gradient_checkpointing:
-            # non-reentrant checkpointing also works when only LoRA adapters need gradients
-            kwargs = {"use_reentrant": False}
-            enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x name
-            if enable is not None:
-                enable(activation_checkpointing_kwargs=kwargs)
-            else:
-                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         reference = None
         if r.beta > 0 and r.lora is None:
             from trl.experimental.utils import create_reference_model
@@ -210,36 +187,8 @@ class GRPOTrainer:
             )
         return policy, reference
 
-    def _deepspeed_engine(self) -> Any:
-        """Wrap the model and optimizer in a DeepSpeed engine from the recipe's config.
-
-        The trainer calls backward once per rollout and marks the last one of each step as the
-        gradient accumulation boundary itself (rollouts differ in count and length), so the
-        config's own accumulation is 1 and losses arrive already scaled."""
-        try:
-            import deepspeed
-        except ImportError as exc:
-            raise InputError(
-                "the recipe asks for DeepSpeed, which is not installed: "
-                "DS_BUILD_OPS=0 pip install --no-build-isolation deepspeed"
-            ) from exc
-
-        r = self.recipe
-        assert r.deepspeed is not None
-        config = deepspeed_config(r.deepspeed, self.dist.num_processes, r.dtype, r.max_grad_norm)
-        engine, optimizer, _, _ = deepspeed.initialize(
-            model=self.policy.model, optimizer=self.optimizer, config=config
-        )
-        self.optimizer = optimizer
-        return engine
-
     def _restore(self, ckpt: Path) -> None:
-        if self.engine is not None:
-            self.engine.load_checkpoint(
-                str(ckpt), tag=ckpt_io.DEEPSPEED_TAG, load_module_strict=self.recipe.lora is None
-            )
-        else:
-            self.optimizer.load_state_dict(ckpt_io.load_optimizer_state(ckpt))
+        self.optimization.restore(ckpt)
         self.step = ckpt_io.checkpoint_step(ckpt)
         logger.info("resumed from %s at step %d", ckpt, self.step)
 
@@ -253,10 +202,7 @@ class GRPOTrainer:
         main = self.dist.is_main_process
         if main:
             partial.mkdir(parents=True, exist_ok=True)
-        if self.engine is not None:
-            self.dist.wait_for_everyone()
-            self.engine.save_checkpoint(str(partial), tag=ckpt_io.DEEPSPEED_TAG)
-            self.dist.wait_for_everyone()
+        self.optimization.save_shards(partial)
         final = self.out / f"checkpoint-{self.step}"
         if main:
             ckpt_io.write_policy_files(
@@ -265,7 +211,7 @@ class GRPOTrainer:
                 processor=self.policy.processor,
                 step=self.step,
                 recipe=self.recipe.model_dump(),
-                optimizer_state=self.optimizer.state_dict() if self.engine is None else None,
+                optimizer_state=self.optimization.state_for_checkpoint(),
                 frame_timing=self.policy.frame_timing,  # trained with it: later runs feed it too
             )
             final = ckpt_io.publish(partial, self.out, self.step)
@@ -535,11 +481,7 @@ class GRPOTrainer:
                     gap_sum += float(gap.sum())
                     gap_max = max(gap_max, float(gap.max()))
                     gap_tokens += len(gap)
-            if self.engine is not None:
-                self.engine.set_gradient_accumulation_boundary(k == len(todo) - 1)
-                self.engine.backward(loss, scale_wrt_gas=False)
-            else:
-                loss.backward()
+            self.optimization.backward(loss, last=k == len(todo) - 1)
             loss_sum += float(loss.detach())
         self.policy.model.eval()
         grad_norm = self._optimizer_step()
@@ -573,40 +515,14 @@ class GRPOTrainer:
     def learning_rate(self) -> float:
         """This optimizer step's learning rate (`lr_scheduler_type`, `warmup_ratio` over the
         recipe's `max_steps`): a function of the step, so a resumed run continues it exactly."""
-        r = self.recipe
-        factor = learning_rate_factor(r.lr_scheduler_type, self.step, r.max_steps, r.warmup_ratio)
-        return r.learning_rate * factor
+        return self.optimization.learning_rate(self.step)
 
     def _optimizer_step(self) -> float:
         """Average gradients over processes, clip them to `max_grad_norm`, step at this step's
         learning rate; the norm before clipping is returned (DeepSpeed clips and reports it)."""
-        optimizer = self.engine.optimizer if self.engine is not None else self.optimizer
-        self.last_learning_rate = self.learning_rate()
-        for group in optimizer.param_groups:
-            group["lr"] = self.last_learning_rate
-        if self.engine is not None:
-            self.engine.step()  # reduces the sharded gradients, clips, steps and zeroes them
-            norm = self.engine.get_global_grad_norm()
-            self.step += 1
-            return float(norm) if norm is not None else float("nan")
-        self._average_gradients()
-        norm = clip_gradients(self.policy.model.parameters(), self.recipe.max_grad_norm)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        norm, self.last_learning_rate = self.optimization.step(self.step)
         self.step += 1
         return norm
-
-    def _average_gradients(self) -> None:
-        if self.dist.num_processes == 1:
-            return
-        from accelerate.utils import reduce
-
-        for p in self.policy.model.parameters():
-            if not p.requires_grad:
-                continue
-            if p.grad is None:  # this process's rollouts did not reach it: contribute zeros
-                p.grad = torch.zeros_like(p)
-            p.grad = reduce(p.grad, "mean")
 
     def _average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Each metric's mean over processes (the step number as it is)."""
@@ -679,7 +595,7 @@ class GRPOTrainer:
             except BaseException:
                 # Keep what the run has learned: the weights and optimizer state as of the last
                 # completed step (this step's partial gradients are dropped).
-                self.optimizer.zero_grad(set_to_none=True)
+                self.optimization.zero_grad()
                 # (under DeepSpeed with several processes a checkpoint needs every rank, which a
                 # failure on one rank cannot promise: the last periodic checkpoint stands)
                 alone = self.engine is None or self.dist.num_processes == 1

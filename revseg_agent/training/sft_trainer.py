@@ -1,0 +1,201 @@
+"""The supervised run (`revseg train sft`): the losses of `training.sft` with the same machinery
+as GRPO's: the policy made trainable by `model_setup` (LoRA, gradient checkpointing), the
+optimizer, data-parallel averaging and DeepSpeed by `optimization`, prompts in TRL's seeded order
+(`sampler`), and `checkpoint-<step>` folders a rerun resumes from.
+
+Steps: the first `grounding_steps` are the curriculum's grounding stage (round 2 alone on random
+frames where the target is visible, `grounding_batch_size` a step per process); the rest train
+both rounds of the chain on `prompts_per_step` expressions a step per process. The trained policy
+is written to `<output_dir>/policy` at the end, LoRA adapters merged, to load as `--policy`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from revseg_agent.errors import InputError
+from revseg_agent.io import atomic_write_text, claim_output_dir
+from revseg_agent.training import checkpoint as ckpt_io
+from revseg_agent.training.data import TrainingSample
+from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to
+from revseg_agent.training.model_setup import load_trainable_policy
+from revseg_agent.training.optimization import Optimization
+from revseg_agent.training.recipe import SFTRecipe, materialise_policy
+from revseg_agent.training.sampler import PromptSampler
+from revseg_agent.training.sft import grounding_loss, save_policy, sft_losses
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "sft_metrics.csv"
+POLICY_FOLDER = "policy"
+
+
+class SFTTrainer:
+    """Trains a Qwen2.5-VL policy on the ideal chain's answers from an `SFTRecipe`.
+
+    The constructor loads the policy (with `resume`, from the latest checkpoint), its LoRA
+    adapters and the optimizer or DeepSpeed engine; `train` runs the steps."""
+
+    def __init__(
+        self,
+        recipe: SFTRecipe,
+        samples: Sequence[TrainingSample],
+        *,
+        output_dir: str | Path | None = None,
+        resume: bool = False,
+    ) -> None:
+        from accelerate import PartialState
+
+        self.recipe = recipe
+        self.samples = list(samples)
+        if not self.samples:
+            raise ValueError("no training samples")
+        self.out = claim_output_dir(output_dir or recipe.output_dir, "train-sft", option="output_dir")
+        self.sampler = PromptSampler(len(self.samples), seed=recipe.seed, shuffle=recipe.shuffle_dataset)
+        self.dist = PartialState(cpu=recipe.device == "cpu")
+        self.device = recipe.device or str(self.dist.device)
+        self.step = 0
+        found = ckpt_io.latest_checkpoint(self.out)
+        if found is not None and not resume:
+            raise InputError(
+                f"{self.out} holds checkpoints of an earlier run: pass --resume to continue it, "
+                "or choose another output folder"
+            )
+        with self.dist.main_process_first():
+            base = materialise_policy(recipe.policy, self.out, recipe.seed)
+        self.policy = load_trainable_policy(recipe, base, found, self.device)
+        self.optimization = Optimization(self.policy.model, recipe, self.dist)
+        if found is not None:
+            self.optimization.restore(found)
+            self.step = ckpt_io.checkpoint_step(found)
+            logger.info("resumed from %s at step %d", found, self.step)
+
+    # -- steps ---------------------------------------------------------------------------------
+    def _grounding_losses(self, step: int) -> list[tuple[float, float]]:
+        """Round 2 alone on `grounding_batch_size` frames where a target is visible, each loss
+        backwarded as it is computed; frames drawn by a generator of (seed, step, process), so a
+        resumed run draws what the uninterrupted one would."""
+        r = self.recipe
+        rng = np.random.default_rng([r.seed, step, self.dist.process_index])
+        losses: list[tuple[float, float]] = []
+        while len(losses) < r.grounding_batch_size:
+            sample = self.samples[int(rng.integers(len(self.samples)))]
+            masks, objects = sample.truth()
+            frame = int(rng.integers(len(masks)))
+            loss = grounding_loss(self.policy, sample, frame, objects, model=self.optimization.forward_model)
+            if loss is None:  # no target visible on that frame
+                continue
+            last = len(losses) == r.grounding_batch_size - 1
+            self.optimization.backward(loss / r.grounding_batch_size, last=last)
+            losses.append((0.0, float(loss.detach())))
+        return losses
+
+    def _chain_losses(self, step: int) -> list[tuple[float, float]]:
+        """Both rounds on this process's `prompts_per_step` expressions of the step."""
+        r = self.recipe
+        chain_step = step - r.grounding_steps
+        first = (chain_step * self.dist.num_processes + self.dist.process_index) * r.prompts_per_step
+        batch = [self.samples[self.sampler.index(first + i)] for i in range(r.prompts_per_step)]
+        losses = []
+        for k, sample in enumerate(batch):
+            loss1, loss2 = sft_losses(
+                self.policy, sample, r.num_frames, model=self.optimization.forward_model
+            )
+            self.optimization.backward((loss1 + loss2) / len(batch), last=k == len(batch) - 1)
+            losses.append((float(loss1.detach()), float(loss2.detach())))
+        return losses
+
+    def train_step(self) -> dict[str, float]:
+        started = time.time()
+        grounding = self.step < self.recipe.grounding_steps
+        self.policy.model.train()
+        losses = self._grounding_losses(self.step) if grounding else self._chain_losses(self.step)
+        self.policy.model.eval()
+        grad_norm, learning_rate = self.optimization.step(self.step)
+        self.step += 1
+        metrics = {
+            "step": float(self.step),
+            "stage": 1.0 if grounding else 2.0,
+            "loss_round1": float(np.mean([a for a, _ in losses])),
+            "loss_round2": float(np.mean([b for _, b in losses])),
+            "learning_rate": learning_rate,
+            "grad_norm": grad_norm,
+            "seconds": time.time() - started,
+        }
+        return self._average_metrics(metrics)
+
+    def _average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        if self.dist.num_processes == 1:
+            return metrics
+        from accelerate.utils import reduce
+
+        keys = sorted(k for k in metrics if k != "step")
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.dist.device)
+        return {"step": metrics["step"], **dict(zip(keys, reduce(values, "mean").tolist(), strict=True))}
+
+    # -- the run -------------------------------------------------------------------------------
+    def train(
+        self, *, max_steps: int | None = None, on_step: Callable[[dict[str, float]], None] | None = None
+    ) -> list[dict[str, float]]:
+        """Steps up to `max_steps` (the recipe's by default), a checkpoint every `save_every`
+        and at the end, then the policy (LoRA merged) in `<output_dir>/policy`."""
+        limit = max_steps if max_steps is not None else self.recipe.max_steps
+        main = self.dist.is_main_process
+        metrics_csv = self.out / METRICS_FILE
+        if main:
+            keep_csv_steps_up_to(metrics_csv, self.step)  # a resumed run repeats the later steps
+        history = []
+        while self.step < limit:
+            try:
+                metrics = self.train_step()
+            except BaseException:
+                self.optimization.zero_grad()
+                alone = self.optimization.engine is None or self.dist.num_processes == 1
+                if self.step > 0 and main and alone:
+                    logger.error("training stopped at step %d; saving a checkpoint first", self.step)
+                    self.save_checkpoint()
+                raise
+            history.append(metrics)
+            if main:
+                append_csv(metrics_csv, metrics)
+                if on_step is not None:
+                    on_step(metrics)
+            if self.step % self.recipe.save_every == 0 or self.step == limit:
+                self.save_checkpoint()
+        if main:
+            atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
+            save_policy(self.policy, self.out / POLICY_FOLDER, self.recipe.max_new_tokens)
+        self.dist.wait_for_everyone()
+        return history
+
+    def save_checkpoint(self) -> Path:
+        """`checkpoint-<step>`, written atomically: the weights (the adapters alone under LoRA),
+        the processor, the optimizer state (or each process's DeepSpeed shard) and the step.
+        Called by every process (DeepSpeed's shards need each)."""
+        partial = ckpt_io.partial_folder(self.out, self.step)
+        main = self.dist.is_main_process
+        if main:
+            partial.mkdir(parents=True, exist_ok=True)
+        self.optimization.save_shards(partial)
+        final = self.out / f"checkpoint-{self.step}"
+        if main:
+            ckpt_io.write_policy_files(
+                partial,
+                model=self.policy.model,
+                processor=self.policy.processor,
+                step=self.step,
+                recipe=self.recipe.model_dump(),
+                optimizer_state=self.optimization.state_for_checkpoint(),
+                frame_timing=self.policy.frame_timing,
+            )
+            final = ckpt_io.publish(partial, self.out, self.step)
+            if self.recipe.save_total_limit is not None:
+                ckpt_io.rotate_checkpoints(self.out, keep=self.recipe.save_total_limit)
+        self.dist.wait_for_everyone()
+        return final
