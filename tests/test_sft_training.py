@@ -191,13 +191,13 @@ def test_lora_sft_trains_the_adapters_only_and_writes_a_merged_policy(
 def test_a_resumed_sft_run_ends_where_an_uninterrupted_one_does(
     tiny_policy_dir: Path, tmp_path: Path
 ) -> None:
-    """Killed after step 2 (inside the grounding stage's second step, before the chain stage),
-    resumed to step 4: the same weights and the same metric rows as 4 steps straight (one process,
-    one thread count: exactly equal)."""
+    """Killed after step 2 (inside the grounding stage, whose frames are drawn at random),
+    resumed to step 4 (the last grounding step, then a chain step): the same weights and the same
+    metric rows as 4 steps straight (one process, one thread count: exactly equal)."""
     from revseg_agent.training.sft_trainer import METRICS_FILE, SFTTrainer
 
     def run(out: Path, steps: int, resume: bool = False) -> SFTTrainer:
-        recipe = tiny_sft_recipe(tiny_policy_dir, out, grounding_steps=2, max_steps=4, save_every=2)
+        recipe = tiny_sft_recipe(tiny_policy_dir, out, grounding_steps=3, max_steps=4, save_every=2)
         trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"), resume=resume)
         trainer.train(max_steps=steps)
         return trainer

@@ -5,7 +5,7 @@ sampled frame where the object is largest and describes it with the query itself
 the object's box on that keyframe, in the model's resized-image pixels. The prompts are exactly
 the graph's (`graphs.chats`: round 2 continuing the conversation), so a policy
 warmed up here answers in the format the graph parses and GRPO rewards. Loss: cross-entropy on
-the answer tokens only.
+the answer tokens only. The loop that trains on these losses is `sft_trainer.SFTTrainer`.
 """
 
 from __future__ import annotations
