@@ -235,3 +235,22 @@ def tiny_grpo_recipe(policy_dir: Path, out: Path, **kw: object) -> Recipe:
     }
     base.update(kw)
     return Recipe.model_validate(base)
+
+
+def torchrun_workers(worker: str, policy_dir: Path, out: Path, *args: str) -> list[dict[str, Any]]:
+    """Run `tests/<worker>` on 2 CPU processes (`torchrun --nproc_per_node 2`, gloo); each rank's
+    `rank<r>.json` from `out`."""
+    import json
+    import subprocess
+    import sys
+
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*launch, str(Path(__file__).with_name(worker)), str(policy_dir), str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -19,7 +19,7 @@ from revseg_agent.training.rewards import RewardConfig
 from revseg_agent.training.store import TraceStore, rescore
 from revseg_agent.training.trainer import GRPOTrainer
 
-from .conftest import low_token_share, tiny_grpo_recipe
+from .conftest import low_token_share, tiny_grpo_recipe, torchrun_workers
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -287,30 +287,8 @@ def test_off_policy_warm_start_from_stored_traces(tiny_policy_dir: Path, tmp_pat
 
 
 def _torchrun(policy_dir: Path, out: Path, *args: str) -> list[dict[str, float]]:
-    """Run tests/ddp_worker.py on 2 CPU processes; each rank's parameter sum and step."""
-    import subprocess
-    import sys
-
-    worker = Path(__file__).with_name("ddp_worker.py")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            str(worker),
-            str(policy_dir),
-            str(out),
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    """tests/ddp_worker.py on 2 CPU processes; each rank's parameter sum and step."""
+    return torchrun_workers("ddp_worker.py", policy_dir, out, *args)
 
 
 @pytest.mark.slow

@@ -14,6 +14,8 @@ from revseg_agent.cli import main
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.recipe import GeneratedData, LoraConfig, Recipe, SFTRecipe, load_recipe
 
+from .conftest import torchrun_workers
+
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SFT_LORA_7B = RECIPES / "revseg-qwen2.5-vl-7b-sft-lora.yaml"
 
@@ -215,21 +217,8 @@ def test_a_resumed_sft_run_ends_where_an_uninterrupted_one_does(
     assert [r.split(",")[:4] for r in rows[0]] == [r.split(",")[:4] for r in rows[1]]  # each step once
 
 
-def _torchrun_sft(policy_dir: Path, out: Path, *args: str) -> list[dict[str, float]]:
-    import subprocess
-    import sys
-
-    worker = Path(__file__).with_name("sft_worker.py")
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*launch, str(worker), str(policy_dir), str(out), *args],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+def _torchrun_sft(policy_dir: Path, out: Path, *args: str) -> list[dict[str, Any]]:
+    return torchrun_workers("sft_worker.py", policy_dir, out, *args)
 
 
 @pytest.mark.slow

@@ -30,6 +30,20 @@ def latest_checkpoint(out: Path) -> Path | None:
     return next((c for c in reversed(ckpts) if (c / TRAINER_STATE).is_file()), None)
 
 
+def checkpoint_to_resume(out: Path, resume: bool) -> Path | None:
+    """The checkpoint a run in `out` continues from: the latest with `resume`; none for a new
+    run, which is refused where an earlier run left checkpoints (a later --resume would mix them)."""
+    found = latest_checkpoint(out)
+    if found is not None and not resume:
+        from revseg_agent.errors import InputError
+
+        raise InputError(
+            f"{out} holds checkpoints of an earlier run: pass --resume to continue it, "
+            "or choose another output folder"
+        )
+    return found
+
+
 def checkpoint_step(ckpt: Path) -> int:
     return int(json.loads((ckpt / TRAINER_STATE).read_text(encoding="utf-8"))["step"])
 

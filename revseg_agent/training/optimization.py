@@ -24,6 +24,7 @@ from revseg_agent.training.recipe import deepspeed_config
 if TYPE_CHECKING:
     from accelerate import PartialState
 
+    from revseg_agent.policies.qwen import QwenVLPolicy
     from revseg_agent.training.recipe import TrainingSettings
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,57 @@ class Optimization:
                 p.grad = torch.zeros_like(p)
             p.grad = reduce(p.grad, "mean")
 
+    def average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Each metric's mean over processes (the step number as it is)."""
+        if self.dist.num_processes == 1:
+            return metrics
+        from accelerate.utils import reduce
+
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.dist.device)
+        averaged = dict(zip(keys, reduce(values, "mean").tolist(), strict=True))
+        averaged["step"] = metrics["step"]
+        return averaged
+
     # -- checkpoints ---------------------------------------------------------------------------
+    def saves_checkpoints(self) -> bool:
+        """Whether this process takes part in writing checkpoints: the main one, and under
+        DeepSpeed every one (each writes its optimizer shard)."""
+        return self.dist.is_main_process or self.engine is not None
+
+    def save_checkpoint(self, out: Path, step: int, policy: QwenVLPolicy) -> Path:
+        """Write `out/checkpoint-<step>` atomically (a partial folder renamed when complete): the
+        weights (the adapters alone under LoRA) and processor, the optimizer state or each
+        process's DeepSpeed shard, the step and the settings; then keep the newest
+        `save_total_limit`. Called by the processes `saves_checkpoints` names."""
+        partial = ckpt_io.partial_folder(out, step)
+        main = self.dist.is_main_process
+        if main:
+            partial.mkdir(parents=True, exist_ok=True)
+        self.save_shards(partial)
+        final = out / f"checkpoint-{step}"
+        if main:
+            ckpt_io.write_policy_files(
+                partial,
+                model=policy.model,
+                processor=policy.processor,
+                step=step,
+                recipe=self.settings.model_dump(),
+                optimizer_state=self.state_for_checkpoint(),
+                frame_timing=policy.frame_timing,  # trained with it: later runs feed it too
+            )
+            final = ckpt_io.publish(partial, out, step)
+            if self.settings.save_total_limit is not None:
+                ckpt_io.rotate_checkpoints(out, keep=self.settings.save_total_limit)
+        if self.engine is not None:
+            self.dist.wait_for_everyone()
+        return final
+
+    def can_save_after_failure(self) -> bool:
+        """Whether a failed step may still save the last completed one: not under DeepSpeed with
+        several processes, where a checkpoint needs every rank (the last periodic one stands)."""
+        return self.dist.is_main_process and (self.engine is None or self.dist.num_processes == 1)
+
     def state_for_checkpoint(self) -> dict[str, Any] | None:
         """The optimizer state the main process writes (None under DeepSpeed: each rank writes
         its own shard with `save_shards`)."""

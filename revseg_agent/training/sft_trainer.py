@@ -17,9 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from revseg_agent.errors import InputError
 from revseg_agent.io import atomic_write_text, claim_output_dir
 from revseg_agent.training import checkpoint as ckpt_io
 from revseg_agent.training.data import TrainingSample
@@ -61,12 +59,7 @@ class SFTTrainer:
         self.dist = PartialState(cpu=recipe.device == "cpu")
         self.device = recipe.device or str(self.dist.device)
         self.step = 0
-        found = ckpt_io.latest_checkpoint(self.out)
-        if found is not None and not resume:
-            raise InputError(
-                f"{self.out} holds checkpoints of an earlier run: pass --resume to continue it, "
-                "or choose another output folder"
-            )
+        found = ckpt_io.checkpoint_to_resume(self.out, resume)
         with self.dist.main_process_first():
             base = materialise_policy(recipe.policy, self.out, recipe.seed)
         self.policy = load_trainable_policy(recipe, base, found, self.device)
@@ -128,16 +121,7 @@ class SFTTrainer:
             "grad_norm": grad_norm,
             "seconds": time.time() - started,
         }
-        return self._average_metrics(metrics)
-
-    def _average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        if self.dist.num_processes == 1:
-            return metrics
-        from accelerate.utils import reduce
-
-        keys = sorted(k for k in metrics if k != "step")
-        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.dist.device)
-        return {"step": metrics["step"], **dict(zip(keys, reduce(values, "mean").tolist(), strict=True))}
+        return self.optimization.average_metrics(metrics)
 
     # -- the run -------------------------------------------------------------------------------
     def train(
@@ -156,8 +140,7 @@ class SFTTrainer:
                 metrics = self.train_step()
             except BaseException:
                 self.optimization.zero_grad()
-                alone = self.optimization.engine is None or self.dist.num_processes == 1
-                if self.step > 0 and main and alone:
+                if self.step > 0 and self.optimization.can_save_after_failure():
                     logger.error("training stopped at step %d; saving a checkpoint first", self.step)
                     self.save_checkpoint()
                 raise
@@ -166,7 +149,8 @@ class SFTTrainer:
                 append_csv(metrics_csv, metrics)
                 if on_step is not None:
                     on_step(metrics)
-            if self.step % self.recipe.save_every == 0 or self.step == limit:
+            due = self.step % self.recipe.save_every == 0 or self.step == limit
+            if due and self.optimization.saves_checkpoints():
                 self.save_checkpoint()
         if main:
             atomic_write_text(self.out / "recipe.json", self.recipe.model_dump_json(indent=2))
@@ -175,27 +159,6 @@ class SFTTrainer:
         return history
 
     def save_checkpoint(self) -> Path:
-        """`checkpoint-<step>`, written atomically: the weights (the adapters alone under LoRA),
-        the processor, the optimizer state (or each process's DeepSpeed shard) and the step.
-        Called by every process (DeepSpeed's shards need each)."""
-        partial = ckpt_io.partial_folder(self.out, self.step)
-        main = self.dist.is_main_process
-        if main:
-            partial.mkdir(parents=True, exist_ok=True)
-        self.optimization.save_shards(partial)
-        final = self.out / f"checkpoint-{self.step}"
-        if main:
-            ckpt_io.write_policy_files(
-                partial,
-                model=self.policy.model,
-                processor=self.policy.processor,
-                step=self.step,
-                recipe=self.recipe.model_dump(),
-                optimizer_state=self.optimization.state_for_checkpoint(),
-                frame_timing=self.policy.frame_timing,
-            )
-            final = ckpt_io.publish(partial, self.out, self.step)
-            if self.recipe.save_total_limit is not None:
-                ckpt_io.rotate_checkpoints(self.out, keep=self.recipe.save_total_limit)
-        self.dist.wait_for_everyone()
-        return final
+        """`checkpoint-<step>` (`Optimization.save_checkpoint`): the weights (the adapters alone
+        under LoRA), the processor, the optimizer state and the step."""
+        return self.optimization.save_checkpoint(self.out, self.step, self.policy)

@@ -122,13 +122,7 @@ class GRPOTrainer:
 
         self.dist = PartialState(cpu=recipe.device == "cpu")
         self.step = 0
-        found = ckpt_io.latest_checkpoint(self.out)
-        if found is not None and not resume:
-            # a later --resume would pick up the earlier run's checkpoints: refuse to mix runs
-            raise InputError(
-                f"{self.out} holds checkpoints of an earlier run: pass --resume to continue it, "
-                "or choose another output folder"
-            )
+        found = ckpt_io.checkpoint_to_resume(self.out, resume)
         self.device = recipe.device or str(self.dist.device)
         self._check_memory()
         self.policy, self.reference = self._load(found)
@@ -196,30 +190,9 @@ class GRPOTrainer:
         return ckpt_io.latest_checkpoint(self.out)
 
     def save_checkpoint(self) -> Path:
-        """Write `checkpoint-<step>` atomically. Called by every process under DeepSpeed (each
-        writes its optimizer shard), else by the main process only."""
-        partial = ckpt_io.partial_folder(self.out, self.step)
-        main = self.dist.is_main_process
-        if main:
-            partial.mkdir(parents=True, exist_ok=True)
-        self.optimization.save_shards(partial)
-        final = self.out / f"checkpoint-{self.step}"
-        if main:
-            ckpt_io.write_policy_files(
-                partial,
-                model=self.policy.model,
-                processor=self.policy.processor,
-                step=self.step,
-                recipe=self.recipe.model_dump(),
-                optimizer_state=self.optimization.state_for_checkpoint(),
-                frame_timing=self.policy.frame_timing,  # trained with it: later runs feed it too
-            )
-            final = ckpt_io.publish(partial, self.out, self.step)
-            if self.recipe.save_total_limit is not None:
-                ckpt_io.rotate_checkpoints(self.out, keep=self.recipe.save_total_limit)
-        if self.engine is not None:
-            self.dist.wait_for_everyone()
-        return final
+        """Write `checkpoint-<step>` (`Optimization.save_checkpoint`). Called by every process
+        under DeepSpeed (each writes its optimizer shard), else by the main process only."""
+        return self.optimization.save_checkpoint(self.out, self.step, self.policy)
 
     # -- rollouts and rewards -----------------------------------------------------------------
     def _context(self, rollout_seed: int, policy: Policy) -> Context:
@@ -500,7 +473,7 @@ class GRPOTrainer:
         metrics["completion_tokens"] = local_tokens / max(len(rollouts), 1)
         metrics["turns"] = float(np.mean([len(policy_steps(t)) for t in rollouts]))
         metrics["seconds"] = time.time() - started
-        return self._average_metrics(metrics)
+        return self.optimization.average_metrics(metrics)
 
     def _masked(self, step: StepRecord) -> bool:
         """Whether `mask_truncated_completions` leaves this policy step out of the loss: it
@@ -523,18 +496,6 @@ class GRPOTrainer:
         norm, self.last_learning_rate = self.optimization.step(self.step)
         self.step += 1
         return norm
-
-    def _average_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Each metric's mean over processes (the step number as it is)."""
-        if self.dist.num_processes == 1:
-            return metrics
-        from accelerate.utils import reduce
-
-        keys = sorted(metrics)
-        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.dist.device)
-        averaged = dict(zip(keys, reduce(values, "mean").tolist(), strict=True))
-        averaged["step"] = metrics["step"]
-        return averaged
 
     def warm_start_step(self, groups: list[Group]) -> dict[str, float]:
         """One optimizer step on stored groups (off-policy)."""
@@ -596,10 +557,7 @@ class GRPOTrainer:
                 # Keep what the run has learned: the weights and optimizer state as of the last
                 # completed step (this step's partial gradients are dropped).
                 self.optimization.zero_grad()
-                # (under DeepSpeed with several processes a checkpoint needs every rank, which a
-                # failure on one rank cannot promise: the last periodic checkpoint stands)
-                alone = self.engine is None or self.dist.num_processes == 1
-                if self.step > 0 and main and alone:
+                if self.step > 0 and self.optimization.can_save_after_failure():
                     logger.error("training stopped at step %d; saving a checkpoint first", self.step)
                     self.save_checkpoint()
                 raise
@@ -610,9 +568,8 @@ class GRPOTrainer:
                     tracker.log({k: v for k, v in metrics.items() if k != "step"}, step=self.step)
                 if on_step is not None:
                     on_step(metrics)
-            if (self.step % self.recipe.save_every == 0 or self.step == limit) and (
-                main or self.engine is not None
-            ):
+            due = self.step % self.recipe.save_every == 0 or self.step == limit
+            if due and self.optimization.saves_checkpoints():
                 self.save_checkpoint()
         for tracker in trackers:
             tracker.finish()
