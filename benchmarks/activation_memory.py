@@ -43,24 +43,17 @@ def measured_and_planned(policy_dir: str, work: Path, *, checkpointing: bool) ->
         enable_gradient_checkpointing(policy.model)
     sample = generated_samples(work / "clips", GeneratedData(num_samples=1, num_frames=8, seed=3))[0]
     forwards: list[dict[str, int]] = []  # each forward's real token counts, recorded as it runs
-    original = sft.span_logprobs
 
-    def recorded(policy: Any, inputs: dict[str, Any], spans: Any, *args: Any, **kwargs: Any) -> Any:
+    def record(_module: Any, _args: Any, kwargs: dict[str, Any]) -> None:
         visual = sum(
-            int(inputs[key].prod(-1).sum()) // 4
+            int(kwargs[key].prod(-1).sum()) // 4
             for key in ("video_grid_thw", "image_grid_thw")
-            if key in inputs
+            if key in kwargs
         )
-        forwards.append(
-            {
-                "tokens": int(inputs["input_ids"].shape[1]),
-                "visual": visual,
-                "scored": sum(n for _, n in spans),
-            }
-        )
-        return original(policy, inputs, spans, *args, **kwargs)
+        scored = int(kwargs["logits_to_keep"]) - 1  # the answer's tokens (one row)
+        forwards.append({"tokens": int(kwargs["input_ids"].shape[1]), "visual": visual, "scored": scored})
 
-    sft.span_logprobs = recorded  # type: ignore[assignment]
+    hook = policy.model.register_forward_pre_hook(record, with_kwargs=True)
     policy.model.train()
     try:
         with profile(
@@ -69,7 +62,7 @@ def measured_and_planned(policy_dir: str, work: Path, *, checkpointing: bool) ->
             loss1, loss2 = sft.sft_losses(policy, sample, 4)
             (loss1 + loss2).backward()
     finally:
-        sft.span_logprobs = original  # type: ignore[assignment]
+        hook.remove()
     timeline = work / f"timeline-{Path(policy_dir).name}-{checkpointing}.json"
     prof.export_memory_timeline(str(timeline), device="cpu")
     _, sizes = json.loads(timeline.read_text())

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -254,3 +255,73 @@ def test_load_recipe_dispatches_on_the_trainer_key(tmp_path: Path) -> None:
     path.write_text("trainer: ppo\npolicy: x\n")
     with pytest.raises(ValueError, match="unknown trainer 'ppo'"):
         load_recipe(path)
+
+
+@pytest.fixture(scope="module")
+def world_samples(tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """Expressions of the synthetic world: queries and descriptions of different lengths, so a
+    batch is padded."""
+    from revseg_agent.synth import WorldSpec, write_world
+    from revseg_agent.training.data import benchmark_samples
+    from revseg_agent.training.recipe import BenchmarkData
+
+    out = tmp_path_factory.mktemp("world") / "world"
+    write_world(out, WorldSpec(seed=3, train=2, valid=0, test=0))
+    return benchmark_samples(BenchmarkData(dataset="mevis", root=str(out / "train")))[:4]
+
+
+@pytest.mark.slow
+def test_batched_losses_equal_one_forward_per_example(
+    tiny_policy_dir: Path, world_samples: list[Any]
+) -> None:
+    """Left-padded batches give each example the loss it has alone (fp32, reduction order only)."""
+    from revseg_agent.policies.qwen import QwenVLPolicy
+    from revseg_agent.training.sft import chain_losses, keyframe_box_losses
+    from revseg_agent.types import Box
+
+    policy = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu")
+    lengths = {len(s.query) for s in world_samples}
+    assert len(lengths) > 1  # the rows differ in length: the batch is padded
+    with torch.no_grad():
+        batched = chain_losses(policy, world_samples, 4)
+        alone = [chain_losses(policy, [s], 4) for s in world_samples]
+        for k in range(len(world_samples)):
+            assert float(batched[0][k]) == pytest.approx(float(alone[k][0][0]), abs=1e-5)
+            assert float(batched[1][k]) == pytest.approx(float(alone[k][1][0]), abs=1e-5)
+        frame = np.zeros((112, 112, 3), np.uint8)
+        items = [
+            (frame, "the red circle", [Box(10, 10, 40, 40)]),
+            (frame + 50, "the large yellow triangle on the left", [Box(60, 5, 100, 50), Box(1, 1, 5, 5)]),
+        ]
+        both = keyframe_box_losses(policy, items)
+        for k, item in enumerate(items):
+            assert float(both[k]) == pytest.approx(float(keyframe_box_losses(policy, [item])[0]), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_examples_per_forward_do_not_change_what_a_step_learns(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """A grounding step and a chain step with every example alone or 3 to a forward end with the
+    same weights (fp32; the gradients are summed in another order: rel 1e-5)."""
+    from revseg_agent.training.sft_trainer import SFTTrainer
+
+    ends = []
+    for size in (1, 3):
+        recipe = tiny_sft_recipe(
+            tiny_policy_dir,
+            tmp_path / f"batch-{size}",
+            grounding_steps=1,
+            grounding_batch_size=3,
+            prompts_per_step=3,
+            per_device_train_batch_size=size,
+            max_steps=2,
+            max_grad_norm=None,
+        )
+        trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"))
+        trainer.train_step()
+        trainer.train_step()
+        ends.append(_weights(trainer.policy.model))
+    moved = 0
+    for name, value in ends[0].items():
+        torch.testing.assert_close(ends[1][name], value, rtol=1e-5, atol=1e-6)
+        moved += 1
+    assert moved

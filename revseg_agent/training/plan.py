@@ -19,7 +19,8 @@ PyTorch's meta device: no weights read), the recipe and the process count:
 - generation KV cache: G rows x sequence x layers x 2 x kv width (rollouts run before the replay,
   so the peak is the larger of this and the activations);
 - SFT recipes (`trainer: sft`): no reference and no generation; round 1's forward (prompt, video,
-  answer) and round 2's are backwarded together, so both forwards' activations count;
+  answer) and round 2's are backwarded together, so both forwards' activations count, times the
+  examples in one forward (`per_device_train_batch_size`);
 - runtime: CUDA context and allocator slack, a flat 2 GiB.
 
 The sequence is the round-2 replay: prompt text, round 1's video (one token slot per sampled
@@ -350,12 +351,13 @@ def plan_memory(
         recipe.gradient_checkpointing,
     )
     sft = isinstance(recipe, SFTRecipe)
-    if sft:
+    if isinstance(recipe, SFTRecipe):
         # SFT backwards round 1 (its video and answer) and round 2 together: both graphs are alive
         round1 = PROMPT_TEXT_TOKENS + video_tokens + completion
         activations += forward_activation_bytes(
             shape, round1, video_tokens, completion, act_bytes, recipe.gradient_checkpointing
         )
+        activations *= recipe.per_device_train_batch_size  # examples in one forward
     rows["activations"] = activations / GIB
     group_size = recipe.group_size if isinstance(recipe, Recipe) else 1
     rows["generation KV cache"] = (  # SFT generates nothing

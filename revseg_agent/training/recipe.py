@@ -242,6 +242,10 @@ class SFTRecipe(TrainingSettings):
     grounding_batch_size: int = Field(16, ge=1)
     #: Walk the expressions of the chain stage in a seeded random order per epoch (as GRPO).
     shuffle_dataset: bool = True
+    #: Examples in one forward pass (TRL's name): a step's `prompts_per_step` (or
+    #: `grounding_batch_size`) examples run in forwards of this many, gradients accumulated. Small
+    #: models train several times faster batched; a 7B model's video prompts need 1.
+    per_device_train_batch_size: int = Field(1, ge=1)
 
 
 def load_recipe(path: str | Path) -> Recipe | SFTRecipe:

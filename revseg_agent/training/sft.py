@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages,
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.policies.qwen_inputs import Request, TokenRow
 from revseg_agent.prompts import FRAME_ID_BASE
 from revseg_agent.training.data import TrainingSample
-from revseg_agent.training.replay import append_completion, span_logprobs
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
 
@@ -49,26 +50,47 @@ def round2_target(boxes: Sequence[Box], label: str) -> str:
     return format_box_answer(boxes, label)
 
 
-def _answer_loss(
-    policy: QwenVLPolicy, inputs: dict[str, Any], answer: str, model: Any = None
+def answer_losses(
+    policy: QwenVLPolicy, rows: Sequence[TokenRow], answers: Sequence[str], model: Any = None
 ) -> torch.Tensor:
-    """Cross-entropy of `answer` (plus the end-of-turn token) after the prepared prompt `inputs`;
-    `model` runs the forward instead of `policy.model` (a DeepSpeed engine: its hooks run)."""
+    """Cross-entropy `(B,)` of each `answers[i]` (plus the end-of-turn token) after prompt row
+    `rows[i]`, from one left-padded forward pass: every row ends with its answer, so the logits
+    kept are the last positions alone (`logits_to_keep`). `model` runs the forward instead of
+    `policy.model` (a DeepSpeed engine: its hooks run)."""
+    from trl.trainer.utils import selective_log_softmax
+
     tokenizer = policy.processor.tokenizer
-    target = tokenizer(answer, add_special_tokens=False)["input_ids"] + [
-        tokenizer.convert_tokens_to_ids("<|im_end|>")
-    ]
-    prompt_len = int(inputs["input_ids"].shape[1])
-    (logprobs,) = span_logprobs(
-        policy, append_completion(inputs, target), [(prompt_len, len(target))], 1.0, model=model
-    )
-    return -logprobs.mean()  # cross-entropy of the answer tokens
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    targets = [tokenizer(a, add_special_tokens=False)["input_ids"] + [end] for a in answers]
+    batch = policy.inputs.collate([row + TokenRow.text(t) for row, t in zip(rows, targets, strict=True)])
+    batch = {k: v.to(policy.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    width = max(len(t) for t in targets)
+    forward = model if model is not None else policy.model
+    logits = forward(**batch, logits_to_keep=width + 1).logits.float()  # (B, width + 1, V)
+    losses = []
+    for b, target in enumerate(targets):
+        n = len(target)
+        ids = batch["input_ids"][b, -n:]
+        losses.append(-selective_log_softmax(logits[b, width - n : width], ids).mean())
+    return torch.stack(losses)
 
 
-def sft_losses(
-    policy: QwenVLPolicy, sample: TrainingSample, num_frames: int, *, model: Any = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the ideal round-1 and round-2 answers for one sample."""
+@dataclass(frozen=True)
+class ChainExample:
+    """One sample's supervised chain: round 1's request and ideal answer, round 2's request
+    (continuing the conversation) and the target boxes on its keyframe, in frame pixels."""
+
+    round1: Request
+    answer1: str
+    round2: Request
+    boxes: tuple[Box, ...]
+    label: str
+    frame_size: tuple[int, int]
+
+
+def chain_example(sample: TrainingSample, num_frames: int) -> ChainExample:
+    """The ideal chain for `sample` on `num_frames` sampled frames: the keyframe is the sampled
+    frame where the target is largest, its boxes those of every target there."""
     video = open_video(sample.video_path)
     sampled = video.sample(num_frames)
     masks, objects = sample.truth()
@@ -77,16 +99,48 @@ def sft_losses(
     messages = round1_messages(sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
     answer1 = round1_target(sample.query, position, sample.description, sample.evidence)
-    loss1 = _answer_loss(policy, policy.prepare_inputs(messages, {FRAMES_REF: frames}), answer1, model)
     history = round2_messages(sample.query, round1=messages, round1_answer=answer1)
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
-    inputs = policy.prepare_inputs(history, visuals)  # prepared once: sizes the box, then scores it
-    boxes = [b for b in (Box.from_mask(o[key]) for o in objects) if b is not None]
-    if not boxes:  # the target is absent on every sampled frame: no grounding target
-        return loss1, torch.zeros((), device=loss1.device)
-    frame_size = (video.info.height, video.info.width)
-    label = sample.description or sample.query
-    return loss1, _box_answer_loss(policy, inputs, frame_size, boxes, label, model)
+    boxes = tuple(b for b in (Box.from_mask(o[key]) for o in objects) if b is not None)
+    return ChainExample(
+        round1=(messages, {FRAMES_REF: frames}),
+        answer1=answer1,
+        round2=(history, visuals),
+        boxes=boxes,
+        label=sample.description or sample.query,
+        frame_size=(video.info.height, video.info.width),
+    )
+
+
+def chain_losses(
+    policy: QwenVLPolicy, samples: Sequence[TrainingSample], num_frames: int, *, model: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy `(B,)` of the ideal round-1 and round-2 answers of each sample, each round
+    one batched forward. A sample whose target is absent on every sampled frame has no round-2
+    target: its round-2 loss is 0 (and adds no gradient)."""
+    examples = [chain_example(s, num_frames) for s in samples]
+    rows1 = policy.inputs.rows([e.round1 for e in examples])
+    loss1 = answer_losses(policy, rows1, [e.answer1 for e in examples], model)
+    grounded = [k for k, e in enumerate(examples) if e.boxes]
+    loss2 = torch.zeros(len(examples), device=loss1.device)
+    if grounded:
+        chosen = [examples[k] for k in grounded]
+        rows2 = policy.inputs.rows([e.round2 for e in chosen])
+        answers = [
+            box_answer(row, e.frame_size, e.boxes, e.label) for row, e in zip(rows2, chosen, strict=True)
+        ]
+        loss2 = loss2.index_put(
+            (torch.tensor(grounded, device=loss1.device),), answer_losses(policy, rows2, answers, model)
+        )
+    return loss1, loss2
+
+
+def sft_losses(
+    policy: QwenVLPolicy, sample: TrainingSample, num_frames: int, *, model: Any = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the ideal round-1 and round-2 answers for one sample."""
+    loss1, loss2 = chain_losses(policy, [sample], num_frames, model=model)
+    return loss1[0], loss2[0]
 
 
 def grounding_loss(
@@ -114,24 +168,32 @@ def keyframe_box_loss(
 ) -> torch.Tensor:
     """Cross-entropy of round 2's ideal answer alone (no history) for one frame, `boxes` in the
     frame's pixels (written in the model's resized pixels, as the released model answers)."""
-    inputs = policy.prepare_inputs(round2_messages(label), {KEYFRAME_REF: ImageFrame(frame)})
-    return _box_answer_loss(policy, inputs, (int(frame.shape[0]), int(frame.shape[1])), boxes, label, model)
+    return keyframe_box_losses(policy, [(frame, label, boxes)], model=model)[0]
 
 
-def _box_answer_loss(
+def keyframe_box_losses(
     policy: QwenVLPolicy,
-    inputs: dict[str, Any],
-    frame_size: tuple[int, int],
-    boxes: Sequence[Box],
-    label: str,
+    items: Sequence[tuple[np.ndarray, str, Sequence[Box]]],
+    *,
     model: Any = None,
 ) -> torch.Tensor:
-    """Cross-entropy of the round-2 answer whose boxes are `boxes` (frame pixels) written in the
-    pixels of the keyframe as `inputs` fed it (the last image)."""
-    model_size = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])[-1]
-    return _answer_loss(
-        policy, inputs, round2_target([b.rescale(frame_size, model_size) for b in boxes], label), model
+    """`keyframe_box_loss` of each `(frame, label, boxes)` item `(B,)`, from one batched forward."""
+    rows = policy.inputs.rows(
+        [(round2_messages(label), {KEYFRAME_REF: ImageFrame(frame)}) for frame, label, _ in items]
     )
+    answers = [
+        box_answer(row, (int(frame.shape[0]), int(frame.shape[1])), boxes, label)
+        for row, (frame, label, boxes) in zip(rows, items, strict=True)
+    ]
+    return answer_losses(policy, rows, answers, model)
+
+
+def box_answer(row: TokenRow, frame_size: tuple[int, int], boxes: Sequence[Box], label: str) -> str:
+    """The round-2 answer whose boxes are `boxes` (frame pixels) written in the pixels of the
+    keyframe as `row` feeds it (its last image), as the released model answers."""
+    grid = torch.stack([b.grid for b in row.blocks if b.kind == "image"])
+    model_size = QwenVLPolicy.model_sizes(grid)[-1]
+    return round2_target([b.rescale(frame_size, model_size) for b in boxes], label)
 
 
 def save_policy(policy: QwenVLPolicy, output_dir: str | Path, max_new_tokens: int | None = None) -> Path:

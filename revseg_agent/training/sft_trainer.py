@@ -26,7 +26,9 @@ from revseg_agent.training.model_setup import load_trainable_policy
 from revseg_agent.training.optimization import Optimization
 from revseg_agent.training.recipe import SFTRecipe, materialise_policy
 from revseg_agent.training.sampler import PromptSampler
-from revseg_agent.training.sft import grounding_loss, save_policy, sft_losses
+from revseg_agent.training.sft import chain_losses, keyframe_box_losses, save_policy
+from revseg_agent.types import Box
+from revseg_agent.video import open_video
 
 logger = logging.getLogger(__name__)
 
@@ -70,23 +72,38 @@ class SFTTrainer:
             logger.info("resumed from %s at step %d", found, self.step)
 
     # -- steps ---------------------------------------------------------------------------------
-    def _grounding_losses(self, step: int) -> list[tuple[float, float]]:
-        """Round 2 alone on `grounding_batch_size` frames where a target is visible, each loss
-        backwarded as it is computed; frames drawn by a generator of (seed, step, process), so a
-        resumed run draws what the uninterrupted one would."""
+    def _grounding_items(self, step: int) -> list[tuple[np.ndarray, str, list[Box]]]:
+        """`grounding_batch_size` frames where a target is visible, with its label and boxes; drawn
+        by a generator of (seed, step, process), so a resumed run draws what the uninterrupted
+        one would."""
         r = self.recipe
         rng = np.random.default_rng([r.seed, step, self.dist.process_index])
-        losses: list[tuple[float, float]] = []
-        while len(losses) < r.grounding_batch_size:
+        items: list[tuple[np.ndarray, str, list[Box]]] = []
+        while len(items) < r.grounding_batch_size:
             sample = self.samples[int(rng.integers(len(self.samples)))]
             masks, objects = sample.truth()
-            frame = int(rng.integers(len(masks)))
-            loss = grounding_loss(self.policy, sample, frame, objects, model=self.optimization.forward_model)
-            if loss is None:  # no target visible on that frame
-                continue
-            last = len(losses) == r.grounding_batch_size - 1
-            self.optimization.backward(loss / r.grounding_batch_size, last=last)
-            losses.append((0.0, float(loss.detach())))
+            index = int(rng.integers(len(masks)))
+            boxes = [b for b in (Box.from_mask(o[index]) for o in objects) if b is not None]
+            if boxes:  # else no target is visible on that frame
+                frame = open_video(sample.video_path).frame(index)
+                items.append((frame, sample.description or sample.query, boxes))
+        return items
+
+    def _in_forwards(self, count: int) -> list[slice]:
+        """`count` examples in forwards of `per_device_train_batch_size` (the same number of
+        backward passes on every process, as DeepSpeed needs)."""
+        size = self.recipe.per_device_train_batch_size
+        return [slice(k, min(k + size, count)) for k in range(0, count, size)]
+
+    def _grounding_losses(self, step: int) -> list[tuple[float, float]]:
+        """Round 2 alone on this step's grounding frames, backwarded forward by forward."""
+        items = self._grounding_items(step)
+        parts = self._in_forwards(len(items))
+        losses: list[tuple[float, float]] = []
+        for k, part in enumerate(parts):
+            loss = keyframe_box_losses(self.policy, items[part], model=self.optimization.forward_model)
+            self.optimization.backward(loss.sum() / len(items), last=k == len(parts) - 1)
+            losses += [(0.0, float(x)) for x in loss.detach()]
         return losses
 
     def _chain_losses(self, step: int) -> list[tuple[float, float]]:
@@ -95,13 +112,14 @@ class SFTTrainer:
         chain_step = step - r.grounding_steps
         first = (chain_step * self.dist.num_processes + self.dist.process_index) * r.prompts_per_step
         batch = [self.samples[self.sampler.index(first + i)] for i in range(r.prompts_per_step)]
-        losses = []
-        for k, sample in enumerate(batch):
-            loss1, loss2 = sft_losses(
-                self.policy, sample, r.num_frames, model=self.optimization.forward_model
+        parts = self._in_forwards(len(batch))
+        losses: list[tuple[float, float]] = []
+        for k, part in enumerate(parts):
+            loss1, loss2 = chain_losses(
+                self.policy, batch[part], r.num_frames, model=self.optimization.forward_model
             )
-            self.optimization.backward((loss1 + loss2) / len(batch), last=k == len(batch) - 1)
-            losses.append((float(loss1.detach()), float(loss2.detach())))
+            self.optimization.backward((loss1 + loss2).sum() / len(batch), last=k == len(parts) - 1)
+            losses += [(float(a), float(b)) for a, b in zip(loss1.detach(), loss2.detach(), strict=True)]
         return losses
 
     def train_step(self) -> dict[str, float]:
