@@ -11,7 +11,7 @@ SAM2_SPEC ?= sam2==1.1.0
 DEEPSPEED_SPEC ?= deepspeed==0.19.8
 STAMP := $(VENV)/.revseg-installed
 
-.PHONY: install demo test lint typecheck check bench serve clean
+.PHONY: install demo test test-fast lint typecheck check bench serve clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The edit-test loop: the tests that build no model (CI and `make test` run everything).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check revseg_agent tests benchmarks
