@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from revseg_agent.policies.qwen_batches import shared_prefix_length
-from revseg_agent.policies.qwen_inputs import TokenRow, VisualBlock
+from revseg_agent.policies.token_rows import TokenRow, VisualBlock
 
 
 def block(kind: Literal["image", "video"], start: int, length: int, value: float = 0.0) -> VisualBlock:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from revseg_agent.eval.disk import disk_offsets
+
 
 @njit(cache=True, nogil=True)
 def _grid(points: np.ndarray, width: int, height: int, radius: int) -> np.ndarray:
@@ -52,8 +54,6 @@ def _count_near(
 def match_counts(pred_boundary: np.ndarray, gt_boundary: np.ndarray, radius: int) -> tuple[int, int]:
     """(predicted boundary pixels near the true boundary, true boundary pixels near the predicted)."""
     height, width = gt_boundary.shape
-    from revseg_agent.eval.metrics import disk_offsets  # here: metrics imports this module
-
     dy, dx = disk_offsets(radius)
     p_points = np.flatnonzero(pred_boundary)
     g_points = np.flatnonzero(gt_boundary)

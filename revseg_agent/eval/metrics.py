@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from revseg_agent.eval.disk import disk_offsets
+
 #: DAVIS's boundary tolerance as a fraction of the image diagonal.
 BOUNDARY_TOLERANCE = 0.008
 
@@ -68,16 +70,6 @@ def _boundary_of_padded(padded: np.ndarray) -> np.ndarray:
 def boundary_radius(height: int, width: int, tolerance: float = BOUNDARY_TOLERANCE) -> int:
     """Tolerance radius in pixels: `ceil(tolerance * diagonal)` (8 at 854x480)."""
     return int(tolerance) if tolerance >= 1 else math.ceil(tolerance * math.hypot(height, width))
-
-
-@functools.lru_cache(maxsize=8)
-def disk_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """`(dy, dx)` of the pixels of `disk(radius)` (x² + y² <= r²), nearest to the centre first."""
-    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
-    inside = yy * yy + xx * xx <= radius * radius
-    dy, dx = yy[inside], xx[inside]
-    order = np.argsort(dy * dy + dx * dx, kind="stable")
-    return dy[order].astype(np.int64), dx[order].astype(np.int64)
 
 
 @functools.lru_cache(maxsize=8)

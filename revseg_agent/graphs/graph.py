@@ -9,8 +9,9 @@
                      spatial_grounding --(boxes)--> track -> END
     any node that records an `error` ends the run (the trace holds it).
 
-`graph` (compiled without a checkpointer, `served=True`: specs as context, a last `respond`
-step with a client-ready output) is what `langgraph.json` serves.
+`build_graph(served=True)` (specs as context, a last `respond` step with a client-ready output)
+is what `langgraph.json` serves, built in `graphs/app.py` when the server imports it (not when
+`revseg_agent` is imported).
 """
 
 from __future__ import annotations
@@ -120,7 +121,3 @@ def build_graph(
         interrupt_after=list(interrupt_after or []),
         name=name,
     )
-
-
-#: What `langgraph.json` serves: specs as context, a client-ready output.
-graph = build_graph(served=True)

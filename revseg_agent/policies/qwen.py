@@ -39,9 +39,10 @@ from revseg_agent.policies.frame_layout import (
 )
 from revseg_agent.policies.mrope import use_reference_rope_index
 from revseg_agent.policies.qwen_batches import prefix_inputs, shared_prefix_length
-from revseg_agent.policies.qwen_inputs import QwenInputBuilder, Request, TokenRow
+from revseg_agent.policies.qwen_inputs import QwenInputBuilder, Request
 from revseg_agent.policies.released import DEFAULT_POLICY
 from revseg_agent.policies.sampled_logprobs import SampledTokenLogprobs
+from revseg_agent.policies.token_rows import TokenRow
 
 logger = logging.getLogger(__name__)
 

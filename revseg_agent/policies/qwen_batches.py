@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from revseg_agent.policies.qwen_inputs import TEXT, TokenRow, VisualBlock
+from revseg_agent.policies.token_rows import TEXT, TokenRow, VisualBlock
 
 
 def collate(rows: Sequence[TokenRow], pad: int, *, shared: int = 0, pixels_from: int = 0) -> dict[str, Any]:

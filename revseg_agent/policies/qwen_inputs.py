@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from revseg_agent.policies.base import (
@@ -39,62 +38,12 @@ from revseg_agent.policies.frame_layout import (
     model_frames,
     video_metadata,
 )
+from revseg_agent.policies.qwen_batches import collate
+from revseg_agent.policies.token_rows import IMAGE, TEXT, TokenRow, VisualBlock
 
 Request = tuple[Sequence[ChatMessage], Mapping[str, Visual]]
-#: `mm_token_type_ids` values of Qwen2.5-VL's processor: text 0, image 1, video 2.
-TEXT, IMAGE, VIDEO = 0, 1, 2
 _PLACEHOLDERS = {"image": "<|image_pad|>", "video": "<|video_pad|>"}
 _SENTINEL = "\x00revseg-completion-{}\x00"
-
-
-@dataclass(frozen=True)
-class VisualBlock:
-    """One image or video inside a token row: where its placeholder tokens are and its patches."""
-
-    kind: Literal["image", "video"]
-    start: int
-    length: int
-    pixels: torch.Tensor
-    grid: torch.Tensor  # (3,) temporal, height, width patches
-    second_per_grid: float | None = None  # videos only
-
-    @property
-    def end(self) -> int:
-        return self.start + self.length
-
-    def same_as(self, other: VisualBlock) -> bool:
-        return (
-            self.kind == other.kind
-            and self.start == other.start
-            and self.length == other.length
-            and self.second_per_grid == other.second_per_grid
-            and torch.equal(self.grid, other.grid)
-            and (self.pixels is other.pixels or torch.equal(self.pixels, other.pixels))
-        )
-
-
-@dataclass(frozen=True)
-class TokenRow:
-    """One tokenised chat (no padding) with its visual blocks."""
-
-    input_ids: list[int]
-    mm_token_type_ids: list[int]
-    blocks: tuple[VisualBlock, ...]
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __add__(self, other: TokenRow) -> TokenRow:
-        shift = len(self)
-        return TokenRow(
-            self.input_ids + other.input_ids,
-            self.mm_token_type_ids + other.mm_token_type_ids,
-            self.blocks + tuple(replace(b, start=b.start + shift) for b in other.blocks),
-        )
-
-    @staticmethod
-    def text(ids: Sequence[int]) -> TokenRow:
-        return TokenRow(list(ids), [TEXT] * len(ids), ())
 
 
 def visuals_fingerprint(visuals: Sequence[Visual]) -> str:
@@ -328,8 +277,6 @@ class QwenInputBuilder:
     # -- rows -> model inputs -------------------------------------------------------------------
     def collate(self, rows: Sequence[TokenRow], *, shared: int = 0, pixels_from: int = 0) -> dict[str, Any]:
         """Model inputs for `rows` (see `qwen_batches.collate`), padded with this tokenizer's id."""
-        from revseg_agent.policies.qwen_batches import collate
-
         pad = int(self.processor.tokenizer.pad_token_id)
         return collate(rows, pad, shared=shared, pixels_from=pixels_from)
 

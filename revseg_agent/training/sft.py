@@ -24,7 +24,8 @@ from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages,
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.policies.qwen_inputs import Request, TokenRow
+from revseg_agent.policies.qwen_inputs import Request
+from revseg_agent.policies.token_rows import TokenRow
 from revseg_agent.prompts import FRAME_ID_BASE
 from revseg_agent.training.data import TrainingSample
 from revseg_agent.types import Box
