@@ -13,8 +13,9 @@ import torch
 
 from revseg_agent.cli import EXIT_RESOURCES, main
 from revseg_agent.errors import OUT_OF_MEMORY, ResourceError
+from revseg_agent.graphs.app import graph
 from revseg_agent.graphs.context import Context
-from revseg_agent.graphs.graph import build_graph, graph
+from revseg_agent.graphs.graph import build_graph
 from revseg_agent.policies.base import ChatMessage, TextPart
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
 
