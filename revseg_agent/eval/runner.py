@@ -57,7 +57,7 @@ from revseg_agent.registry import resolve_tracker
 from revseg_agent.tools.base import Tracker, stream_masks
 from revseg_agent.traces import Trace
 from revseg_agent.types import Box
-from revseg_agent.video import Video, frame_files, open_video, uniform_indices
+from revseg_agent.video import DEFAULT_NUM_FRAMES, Video, frame_files, open_video, uniform_indices
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class EvalRunner:
         context: Context | None = None,
         tracker: Tracker | str | None = None,
         baseline: str | None = None,
-        num_frames: int = 16,
+        num_frames: int = DEFAULT_NUM_FRAMES,
         missing: MissingRule | None = None,
         workers: int = 1,
     ) -> None:

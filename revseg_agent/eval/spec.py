@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from revseg_agent.eval.runner import EvalRunner
 from revseg_agent.eval.scoring import MissingRule
+from revseg_agent.video import DEFAULT_NUM_FRAMES
 
 
 class EvalSpec(BaseModel):
@@ -29,7 +30,7 @@ class EvalSpec(BaseModel):
     tracker: str = "classical"
     device: str | None = None
     sam2_image_size: int | None = None
-    num_frames: int = 16
+    num_frames: int = DEFAULT_NUM_FRAMES
     max_attempts: int = 3
     on_parse_failure: Literal["fail", "fallback"] = "fail"
     #: None: the policy's own budget (`policies.base.token_budget`).

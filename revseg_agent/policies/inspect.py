@@ -23,6 +23,7 @@ from revseg_agent.policies.released import (
     RELEASED_VOCAB_SIZE,
 )
 from revseg_agent.types import Box
+from revseg_agent.video import DEFAULT_NUM_FRAMES
 
 #: What a run's own sampling sets (every other distribution field is set to neutral).
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "do_sample")
@@ -48,7 +49,7 @@ class PolicyReport:
 def inspect_policy(
     name_or_path: str,
     *,
-    num_frames: int = 16,
+    num_frames: int = DEFAULT_NUM_FRAMES,
     frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
     revision: str | None = None,
 ) -> PolicyReport:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from revseg_agent.training.loss import LossType, ScaleRewards
 from revseg_agent.training.rewards import RewardConfig
+from revseg_agent.video import DEFAULT_NUM_FRAMES
 
 #: `policy: tiny-random` in a recipe builds a tiny random-init Qwen2.5-VL (offline CPU runs);
 #: `policy: revseg-tiny-random` the random-init architecture of `revseg-tiny` (to train it anew).
@@ -117,7 +118,7 @@ class TrainingSettings(BaseModel):
     #: DeepSpeed it fills the config's "auto" gradient_clipping.
     max_grad_norm: float | None = Field(1.0, gt=0)
     max_new_tokens: int = Field(512, ge=1)
-    num_frames: int = Field(16, ge=1)
+    num_frames: int = Field(DEFAULT_NUM_FRAMES, ge=1)
     max_steps: int = Field(525, ge=1)
     save_every: int = Field(50, ge=1)
     #: Keep only the newest N checkpoints (TRL's name); None keeps all. A 7B checkpoint with its

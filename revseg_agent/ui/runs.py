@@ -39,7 +39,7 @@ from revseg_agent.registry import resolve_policy, resolve_tracker
 from revseg_agent.tools.base import Tracker
 from revseg_agent.traces import Trace
 from revseg_agent.types import Box
-from revseg_agent.video import open_video
+from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class RunBook:
         *,
         policies: Mapping[str, PolicyLike],
         trackers: Mapping[str, TrackerLike],
-        num_frames: int = 16,
+        num_frames: int = DEFAULT_NUM_FRAMES,
         max_attempts: int = 3,
         on_parse_failure: str = "fallback",
         allowed_dirs: Sequence[str | Path] | None = None,
