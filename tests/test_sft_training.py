@@ -325,3 +325,36 @@ def test_examples_per_forward_do_not_change_what_a_step_learns(tiny_policy_dir: 
         torch.testing.assert_close(ends[1][name], value, rtol=1e-5, atol=1e-6)
         moved += 1
     assert moved
+
+
+def test_a_gpu_sft_run_is_refused_when_its_plan_cannot_fit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """On a GPU both trainers check the recipe's plan against the device before loading: full
+    fine-tuning of 7B on one 24 GB GPU is refused with the numbers; the LoRA recipe on 80 GB fits."""
+    from types import SimpleNamespace
+
+    from revseg_agent.errors import InputError
+    from revseg_agent.training import plan
+    from revseg_agent.training.sft_trainer import SFTTrainer
+
+    gpu = {"memory": 24e9}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda _: SimpleNamespace(total_memory=gpu["memory"])
+    )
+    full = SFTRecipe.load(SFT_LORA_7B).model_copy(update={"lora": None, "deepspeed": None})
+    with pytest.raises(InputError, match="cannot fit"):
+        plan.check_device_memory(full, device="cuda", num_processes=1)
+    gpu["memory"] = 80e9
+    fits = plan.check_device_memory(SFTRecipe.load(SFT_LORA_7B), device="cuda", num_processes=1)
+    assert fits is not None and fits.fits
+    assert plan.check_device_memory(full, device="cpu", num_processes=1) is None
+
+    def refuse(*_: Any, **__: Any) -> None:
+        raise InputError("cannot fit (checked)")
+
+    monkeypatch.setattr(plan, "check_device_memory", refuse)
+    recipe = SFTRecipe(policy="no/such-model", output_dir=str(tmp_path / "run"), device="cpu")
+    with pytest.raises(InputError, match="checked"):  # before any model is loaded
+        SFTTrainer(recipe, [object()])  # type: ignore[list-item]

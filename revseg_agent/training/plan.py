@@ -395,3 +395,15 @@ def check_fits(
             f"({plan.headroom:.0%} headroom)\n{plan.table()}\n{plan.fixes()}"
         )
     return plan
+
+
+def check_device_memory(recipe: TrainingSettings, *, device: str, num_processes: int) -> MemoryPlan | None:
+    """On a CUDA device, the recipe's plan checked against the device's memory (`InputError`
+    with the numbers and the fixes when it cannot fit); None elsewhere. Both trainers call it
+    before loading the model."""
+    import torch
+
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return None
+    total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+    return check_fits(recipe, num_processes=num_processes, gpu_memory_gb=total / 1e9)

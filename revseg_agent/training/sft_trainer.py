@@ -62,6 +62,11 @@ class SFTTrainer:
         self.device = recipe.device or str(self.dist.device)
         self.step = 0
         found = ckpt_io.checkpoint_to_resume(self.out, resume)
+        from revseg_agent.training.plan import check_device_memory
+
+        plan = check_device_memory(recipe, device=self.device, num_processes=self.dist.num_processes)
+        if plan is not None:
+            logger.info("%s", plan.table())
         with self.dist.main_process_first():
             base = materialise_policy(recipe.policy, self.out, recipe.seed)
         self.policy = load_trainable_policy(recipe, base, found, self.device)

@@ -140,13 +140,11 @@ class GRPOTrainer:
 
     # -- set-up and checkpoints ----------------------------------------------------------------
     def _check_memory(self) -> None:
-        if not self.device.startswith("cuda") or not torch.cuda.is_available():
-            return
-        from revseg_agent.training.plan import check_fits
+        from revseg_agent.training.plan import check_device_memory
 
-        total = torch.cuda.get_device_properties(torch.device(self.device)).total_memory
-        plan = check_fits(self.recipe, num_processes=self.dist.num_processes, gpu_memory_gb=total / 1e9)
-        logger.info("%s", plan.table())
+        plan = check_device_memory(self.recipe, device=self.device, num_processes=self.dist.num_processes)
+        if plan is not None:
+            logger.info("%s", plan.table())
 
     def _base_policy(self) -> str:
         with self.dist.main_process_first():
