@@ -150,20 +150,41 @@ class Still:
     mask: np.ndarray
 
 
-def render_still(seed: int, size: tuple[int, int] = SIZE) -> Still:
-    """A single shape (any colour, shape and size of the world) at a uniform random position
-    on one of the world's floors, under the scene's light; `mask` is exactly its pixels."""
+def render_still(seed: int, size: tuple[int, int] = SIZE, *, distractors: int = 0) -> Still:
+    """A shape (any colour, shape and size of the world) at a uniform random position on one of
+    the world's floors, under the scene's light, with `distractors` other shapes of other
+    (colour, shape) pairs that do not touch it or each other; `name` names the first shape and
+    `mask` is exactly its pixels (the grounding curriculum's inputs)."""
     rng = np.random.default_rng(seed)
     frame = _background(rng, size)
-    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
-    shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    radius = RADII[list(RADII)[int(rng.integers(len(RADII)))]]
     h, w = size
-    centre = (float(rng.uniform(radius + 1, w - 1 - radius)), float(rng.uniform(radius + 1, h - 1 - radius)))
-    mask = np.zeros(size, np.uint8)
-    _draw(mask, shape, centre, radius, 1)
-    frame[mask.astype(bool)] = COLOURS[colour]
-    return Still(_lit(frame, _lighting(size)), f"the {colour} {shape}", mask.astype(bool))
+    placed: list[tuple[str, str, int, tuple[float, float]]] = []
+    for k in range(distractors + 1):
+        for _ in range(100):  # rejection sampling: a free spot of a new kind
+            colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+            shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            radius = RADII[list(RADII)[int(rng.integers(len(RADII)))]]
+            centre = (
+                float(rng.uniform(radius + 1, w - 1 - radius)),
+                float(rng.uniform(radius + 1, h - 1 - radius)),
+            )
+            apart = all(
+                np.hypot(centre[0] - c[0], centre[1] - c[1]) > radius + r + 3 and (colour, shape) != (o, t)
+                for o, t, r, c in placed
+            )
+            if apart:
+                placed.append((colour, shape, radius, centre))
+                break
+        if len(placed) <= k:
+            break  # no room left for another distractor
+    masks = []
+    for colour, shape, radius, centre in placed:
+        mask = np.zeros(size, np.uint8)
+        _draw(mask, shape, centre, radius, 1)
+        frame[mask.astype(bool)] = COLOURS[colour]
+        masks.append(mask.astype(bool))
+    colour, shape = placed[0][:2]
+    return Still(_lit(frame, _lighting(size)), f"the {colour} {shape}", masks[0])
 
 
 def _draw(canvas: np.ndarray, shape: str, centre: tuple[float, float], radius: int, value: object) -> None:

@@ -1,0 +1,213 @@
+"""Can revseg-tiny learn to box a *described* shape among others? A grounding curriculum, measured.
+
+Round 2 alone (the keyframe and "Detect the red circle ..."), trained from the random-init
+revseg-tiny architecture (224 x 224 keyframe) through the SFT losses the trainer uses
+(`training.sft.keyframe_box_losses`, `--batch` stills in one forward), stage by stage: each stage
+draws stills with a range of distractor shapes of other (colour, shape) pairs
+(`synth.scenes.render_still`), at its own learning rate with warm-up and cosine decay. Every
+`--eval-every` steps it answers greedily on held-out stills of the stage and on frames of the
+synthetic world's valid split (the frame where a single-target expression's target is largest,
+its description as the label) and prints box IoU (mean, median, share over 0.5), side by side
+with the centre box on the same world frames. The state (weights, optimizer, step) is saved at
+every evaluation, so `--resume` continues a run killed or stopped for time.
+
+Usage: python benchmarks/grounding_curriculum.py --work runs/curriculum \
+           [--stage 0:0:3000:1e-3 --stage 1:3:6000:5e-4] [--batch 16] [--eval-every 500] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
+from revseg_agent.parsing import BoxAnswer, parse_box_answer, to_frame_space
+from revseg_agent.policies.base import ImageFrame, SamplingParams
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.synth.scenes import render_still
+from revseg_agent.training.optim import build_optimizer, clip_gradients
+from revseg_agent.training.sft import keyframe_box_losses
+from revseg_agent.types import Box
+
+HELD_OUT_SEED = 10**7
+TRAIN_SEED = 10**9
+
+
+def parse_stage(text: str) -> tuple[int, int, int, float]:
+    lo, hi, steps, lr = text.split(":")
+    return int(lo), int(hi), int(steps), float(lr)
+
+
+def world_frames(work: Path, count: int) -> list[tuple[np.ndarray, str, Box]]:
+    """(frame, description, target box) for single-target expressions of the world's valid split
+    (`revseg synth --seed 0`), each on the frame where its target is largest."""
+    from revseg_agent.synth import WorldSpec, write_world
+    from revseg_agent.training.data import benchmark_samples
+    from revseg_agent.training.recipe import BenchmarkData
+    from revseg_agent.video import open_video
+
+    world = work / "world"
+    if not (world / "world.json").is_file():
+        write_world(world, WorldSpec(seed=0, train=0, valid=40, test=0))
+    out = []
+    for sample in benchmark_samples(BenchmarkData(dataset="mevis", root=str(world / "valid"))):
+        _, objects = sample.truth()
+        if len(objects) != 1:
+            continue
+        areas = objects[0].reshape(len(objects[0]), -1).sum(1)
+        index = int(np.argmax(areas))
+        box = Box.from_mask(objects[0][index])
+        if box is None:
+            continue
+        out.append((open_video(sample.video_path).frame(index), sample.description or sample.query, box))
+        if len(out) == count:
+            break
+    return out
+
+
+def answer_ious(policy: QwenVLPolicy, items: list[tuple[np.ndarray, str, Box]]) -> np.ndarray:
+    """Greedy round-2 answers: IoU of the first box with the target's (0 when unparsed)."""
+    policy.model.eval()
+    ious = []
+    for frame, label, truth in items:
+        (gen,) = policy.generate(
+            round2_messages(label),
+            {KEYFRAME_REF: ImageFrame(frame)},
+            sampling=SamplingParams(max_new_tokens=50),
+        )
+        answer = parse_box_answer(gen.text)
+        size = (int(frame.shape[0]), int(frame.shape[1]))
+        boxes = (
+            to_frame_space(answer, model_size=gen.image_sizes[-1], frame_size=size)
+            if isinstance(answer, BoxAnswer)
+            else answer
+        )
+        ious.append(boxes[0].iou(truth) if isinstance(boxes, tuple) and boxes else 0.0)
+    return np.array(ious)
+
+
+def centre_ious(items: list[tuple[np.ndarray, str, Box]]) -> np.ndarray:
+    ious = []
+    for frame, _, truth in items:
+        h, w = frame.shape[:2]
+        ious.append(Box(w / 4, h / 4, 3 * w / 4, 3 * h / 4).iou(truth))
+    return np.array(ious)
+
+
+def summary(ious: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": round(float(ious.mean()), 4),
+        "median": round(float(np.median(ious)), 4),
+        "over_0.5": round(float((ious > 0.5).mean()), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--stage", action="append", type=parse_stage, help="lo:hi distractors, steps, lr")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--world-frames", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    stages = args.stage or [(0, 0, 3000, 1e-3), (1, 3, 6000, 5e-4)]
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    state_dir = args.work / "state"
+    if args.resume and (state_dir / "state.json").is_file():
+        state: dict[str, Any] = json.loads((state_dir / "state.json").read_text())
+        policy = QwenVLPolicy.from_pretrained(str(state_dir), device="cpu", dtype="float32")
+    else:
+        from revseg_agent.synth.policy import build_revseg_tiny
+
+        folder = build_revseg_tiny(args.work / "initial", seed=args.seed, keyframe_pixels=224 * 224)
+        policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu", dtype="float32")
+        state = {"step": 0}
+    world = world_frames(args.work, args.world_frames)
+    centre = summary(centre_ious(world))
+    print(json.dumps({"centre_box_on_world_frames": centre, "world_frames": len(world)}), flush=True)
+    total = sum(s[2] for s in stages)
+    optimizer = None
+    stage_of_optimizer = -1
+    started = time.perf_counter()
+    while state["step"] < total:
+        step = state["step"]
+        index, first = 0, 0
+        while step >= first + stages[index][2]:
+            first += stages[index][2]
+            index += 1
+        lo, hi, steps, lr = stages[index]
+        if optimizer is None or stage_of_optimizer != index:
+            optimizer = build_optimizer(
+                policy.model.parameters(),
+                learning_rate=lr,
+                weight_decay=args.weight_decay,
+                master_weights=False,
+            )
+            stage_of_optimizer = index
+            saved = state_dir / "optimizer.pt"
+            if args.resume and saved.is_file() and state.get("stage") == index:
+                optimizer.load_state_dict(torch.load(saved, weights_only=True))
+        k = step - first
+        warm = min(1.0, (k + 1) / max(1, args.warmup))
+        factor = warm * 0.5 * (1 + math.cos(math.pi * min(1.0, k / steps)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr * max(factor, 0.02)
+        rng = np.random.default_rng([args.seed, step])
+        items = []
+        for _ in range(args.batch):
+            still = render_still(
+                TRAIN_SEED + int(rng.integers(10**9)), distractors=int(rng.integers(lo, hi + 1))
+            )
+            truth = Box.from_mask(still.mask)
+            assert truth is not None
+            items.append((still.frame, still.name, [truth]))
+        policy.model.train()
+        loss = keyframe_box_losses(policy, items).mean()
+        loss.backward()
+        clip_gradients(policy.model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["stage"] = index
+        if state["step"] % args.eval_every == 0 or state["step"] == total:
+            held = []
+            for j in range(32):
+                still = render_still(HELD_OUT_SEED + j, distractors=lo + j % (hi - lo + 1))
+                truth = Box.from_mask(still.mask)
+                assert truth is not None
+                held.append((still.frame, still.name, truth))
+            row = {
+                "step": state["step"],
+                "stage": index,
+                "distractors": f"{lo}-{hi}",
+                "loss": round(float(loss.detach()), 4),
+                "held_out_stills": summary(answer_ious(policy, held)),
+                "world_frames": summary(answer_ious(policy, world)),
+                "minutes": round((time.perf_counter() - started) / 60, 1),
+            }
+            print(json.dumps(row), flush=True)
+            with (args.work / "curve.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            policy.model.save_pretrained(state_dir, safe_serialization=True)
+            policy.processor.save_pretrained(state_dir)
+            torch.save(optimizer.state_dict(), state_dir / "optimizer.pt")
+            (state_dir / "state.json").write_text(json.dumps(state))
+
+
+if __name__ == "__main__":
+    main()
