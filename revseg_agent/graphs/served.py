@@ -84,7 +84,7 @@ class ServedOutput(TypedDict, total=False):
 
 def respond(state: RevsegState, runtime: Runtime[Any]) -> dict[str, Any]:
     """The served run's last step: what the client receives (see `ServedOutput`)."""
-    from revseg_agent.masks_io import encode_rle, read_masks_json
+    from revseg_agent.masks_io import read_masks_json
     from revseg_agent.traces import Trace
 
     served = runtime.context
@@ -92,7 +92,7 @@ def respond(state: RevsegState, runtime: Runtime[Any]) -> dict[str, Any]:
     trace = Trace.from_state(dict(state), policy=_spec_name(ctx.policy), tracker=_spec_name(ctx.tracker))
     out: dict[str, Any] = {"trace_summary": trace.summary(), "error": state.get("error")}
     if state.get("masks_path") and not state.get("error"):
-        out["masks"] = [encode_rle(m) for m in read_masks_json(state["masks_path"]).masks]
+        out["masks"] = read_masks_json(state["masks_path"]).frames  # the file's RLE, not re-encoded
     if isinstance(served, ServedContext) and served.include_trace:
         out["trace"] = trace.model_dump(mode="json")
     return out
