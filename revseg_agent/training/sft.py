@@ -144,26 +144,6 @@ def sft_losses(
     return loss1[0], loss2[0]
 
 
-def grounding_loss(
-    policy: QwenVLPolicy,
-    sample: TrainingSample,
-    frame_index: int,
-    objects: Sequence[np.ndarray] | None = None,
-    *,
-    model: Any = None,
-) -> torch.Tensor | None:
-    """Cross-entropy of round 2 alone (no history) on one frame where the target is visible: the
-    curriculum's first stage, where a policy learns to find a described object in one image
-    before it meets videos (None when no target is visible on that frame)."""
-    if objects is None:
-        objects = sample.truth()[1]
-    boxes = [b for b in (Box.from_mask(o[frame_index]) for o in objects) if b is not None]
-    if not boxes:
-        return None
-    frame = open_video(sample.video_path).frame(frame_index)
-    return keyframe_box_loss(policy, frame, sample.description or sample.query, boxes, model=model)
-
-
 def keyframe_box_loss(
     policy: QwenVLPolicy, frame: np.ndarray, label: str, boxes: Sequence[Box], *, model: Any = None
 ) -> torch.Tensor:
