@@ -559,6 +559,7 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         for bar in bars:
             bar.close()
+        trainer.close()  # a torchrun job ends with its process group destroyed (`TrainerBase`)
     checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
     if isinstance(recipe, SFTRecipe):
         from revseg_agent.training.sft_trainer import METRICS_FILE, POLICY_FOLDER

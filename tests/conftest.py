@@ -239,7 +239,7 @@ def tiny_grpo_recipe(policy_dir: Path, out: Path, **kw: object) -> Recipe:
 
 def torchrun_workers(worker: str, policy_dir: Path, out: Path, *args: str) -> list[dict[str, Any]]:
     """Run `tests/<worker>` on 2 CPU processes (`torchrun --nproc_per_node 2`, gloo); each rank's
-    `rank<r>.json` from `out`."""
+    `rank<r>.json` from `out`, after checking every rank closed its trainer's process group."""
     import json
     import subprocess
     import sys
@@ -253,4 +253,8 @@ def torchrun_workers(worker: str, policy_dir: Path, out: Path, *args: str) -> li
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # a rank that exits with its gloo group alive can abort at interpreter shutdown (SIGABRT,
+    # "terminate called without an active exception"): `close` must have destroyed it
+    assert all(r["group_destroyed"] for r in ranks), ranks
+    return ranks

@@ -11,6 +11,8 @@ import json
 import os
 from pathlib import Path
 
+import torch.distributed
+
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.recipe import GeneratedData, Recipe
 from revseg_agent.training.rewards import RewardConfig
@@ -76,6 +78,7 @@ if __name__ == "__main__":
     assert trainer.policy is not None
     total = float(sum(p.detach().double().sum() for p in trainer.policy.model.parameters()))
     rank = trainer.dist.process_index
+    trainer.close()  # as the CLI does: the process group goes before the interpreter does
     (out / f"rank{rank}.json").write_text(
         json.dumps(
             {
@@ -83,6 +86,7 @@ if __name__ == "__main__":
                 "world": trainer.dist.num_processes,
                 "step": trainer.step,
                 "engine_forwards": forwards["engine"],
+                "group_destroyed": not torch.distributed.is_initialized(),
             }
         )
     )

@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+import torch.distributed
+
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.recipe import GeneratedData, SFTRecipe
 from revseg_agent.training.sft_trainer import SFTTrainer
@@ -65,6 +67,7 @@ if __name__ == "__main__":
         trainer.train_step()
     trainer.save_checkpoint()
     rank = trainer.dist.process_index
+    trainer.close()  # as the CLI does: the process group goes before the interpreter does
     (args.out / f"rank{rank}.json").write_text(
         json.dumps(
             {
@@ -73,6 +76,7 @@ if __name__ == "__main__":
                 "step": trainer.step,
                 "samples": seen,
                 "engine_forwards": forwards["engine"],
+                "group_destroyed": not torch.distributed.is_initialized(),
             }
         )
     )

@@ -125,6 +125,9 @@ class TrainingSettings(BaseModel):
     #: DeepSpeed shards is ~130 GB: the 7B recipes set it.
     save_total_limit: int | None = Field(None, ge=1)
     seed: int = 0
+    #: Walk the prompts in a seeded random order, a new one each epoch (TRL's default); False:
+    #: the dataset's order (sorted by video, then expression).
+    shuffle_dataset: bool = True
     device: str | None = None
     dtype: str | None = None
     lora: LoraConfig | None = None
@@ -199,9 +202,6 @@ class Recipe(TrainingSettings):
     #: How advantages are scaled (TRL's names): by the group's sample std, the batch's, or not.
     scale_rewards: ScaleRewards = "group"
     temperature: float = Field(1.0, gt=0)
-    #: Walk the prompts in a seeded random order, a new one each epoch (TRL's default); False:
-    #: the dataset's order (sorted by video, then expression).
-    shuffle_dataset: bool = True
     warm_start: WarmStart | None = None
     tracker: str = "classical"
     #: Experiment trackers besides metrics.csv, through accelerate's trackers: "tensorboard".
@@ -241,8 +241,6 @@ class SFTRecipe(TrainingSettings):
     #: rounds of the chain on `prompts_per_step` expressions a step.
     grounding_steps: int = Field(0, ge=0)
     grounding_batch_size: int = Field(16, ge=1)
-    #: Walk the expressions of the chain stage in a seeded random order per epoch (as GRPO).
-    shuffle_dataset: bool = True
     #: Examples in one forward pass (TRL's name): a step's `prompts_per_step` (or
     #: `grounding_batch_size`) examples run in forwards of this many, gradients accumulated. Small
     #: models train several times faster batched; a 7B model's video prompts need 1.

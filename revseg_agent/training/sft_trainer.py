@@ -18,15 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from revseg_agent.io import atomic_write_text, claim_output_dir
-from revseg_agent.training import checkpoint as ckpt_io
+from revseg_agent.io import atomic_write_text
 from revseg_agent.training.data import TrainingSample
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to
 from revseg_agent.training.model_setup import load_trainable_policy
 from revseg_agent.training.optimization import Optimization
-from revseg_agent.training.recipe import SFTRecipe, materialise_policy
-from revseg_agent.training.sampler import PromptSampler
+from revseg_agent.training.recipe import SFTRecipe
 from revseg_agent.training.sft import chain_losses, keyframe_box_losses, save_policy
+from revseg_agent.training.trainer_base import TrainerBase
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
 
@@ -36,11 +35,14 @@ METRICS_FILE = "sft_metrics.csv"
 POLICY_FOLDER = "policy"
 
 
-class SFTTrainer:
+class SFTTrainer(TrainerBase):
     """Trains a Qwen2.5-VL policy on the ideal chain's answers from an `SFTRecipe`.
 
     The constructor loads the policy (with `resume`, from the latest checkpoint), its LoRA
-    adapters and the optimizer or DeepSpeed engine; `train` runs the steps."""
+    adapters and the optimizer or DeepSpeed engine; `train` runs the steps. Use it as a context
+    manager (or `close` it) so a distributed run ends cleanly."""
+
+    command = "train-sft"
 
     def __init__(
         self,
@@ -50,31 +52,11 @@ class SFTTrainer:
         output_dir: str | Path | None = None,
         resume: bool = False,
     ) -> None:
-        from accelerate import PartialState
-
+        super().__init__(recipe, samples, output_dir=output_dir, resume=resume)
         self.recipe = recipe
-        self.samples = list(samples)
-        if not self.samples:
-            raise ValueError("no training samples")
-        self.out = claim_output_dir(output_dir or recipe.output_dir, "train-sft", option="output_dir")
-        self.sampler = PromptSampler(len(self.samples), seed=recipe.seed, shuffle=recipe.shuffle_dataset)
-        self.dist = PartialState(cpu=recipe.device == "cpu")
-        self.device = recipe.device or str(self.dist.device)
-        self.step = 0
-        found = ckpt_io.checkpoint_to_resume(self.out, resume)
-        from revseg_agent.training.plan import check_device_memory
-
-        plan = check_device_memory(recipe, device=self.device, num_processes=self.dist.num_processes)
-        if plan is not None:
-            logger.info("%s", plan.table())
-        with self.dist.main_process_first():
-            base = materialise_policy(recipe.policy, self.out, recipe.seed)
-        self.policy = load_trainable_policy(recipe, base, found, self.device)
+        self.policy = load_trainable_policy(recipe, self.base_policy, self.resume_from, self.device)
         self.optimization = Optimization(self.policy.model, recipe, self.dist)
-        if found is not None:
-            self.optimization.restore(found)
-            self.step = ckpt_io.checkpoint_step(found)
-            logger.info("resumed from %s at step %d", found, self.step)
+        self._resume_optimization()
 
     # -- steps ---------------------------------------------------------------------------------
     def _grounding_items(self, step: int) -> list[tuple[np.ndarray, str, list[Box]]]:

@@ -30,13 +30,12 @@ from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import POLICY_NODES
-from revseg_agent.io import atomic_write_text, claim_output_dir
+from revseg_agent.io import atomic_write_text
 from revseg_agent.pipeline import trace_from_state
 from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.registry import load_tracker
 from revseg_agent.traces import StepRecord, Trace
-from revseg_agent.training import checkpoint as ckpt_io
 from revseg_agent.training.data import GroundTruth, TrainingSample
 from revseg_agent.training.loss import (
     advantages,
@@ -48,13 +47,13 @@ from revseg_agent.training.loss import (
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to, plot_metrics
 from revseg_agent.training.model_setup import load_trainable_policy
 from revseg_agent.training.optimization import Optimization
-from revseg_agent.training.recipe import Recipe, materialise_policy
+from revseg_agent.training.recipe import Recipe
 from revseg_agent.training.replay import ReplayPlan, plan_replay, run_plan
 from revseg_agent.training.rewards import RewardFunc, compute_rewards
 from revseg_agent.training.rollouts import run_group
-from revseg_agent.training.sampler import PromptSampler
 from revseg_agent.training.served_rollouts import AdapterPublisher, require_token_ids
 from revseg_agent.training.store import TraceRecord, TraceStore, rescore
+from revseg_agent.training.trainer_base import TrainerBase
 from revseg_agent.video import FrameCache
 
 logger = logging.getLogger(__name__)
@@ -90,13 +89,16 @@ def policy_steps(trace: Trace) -> list[StepRecord]:
     return [s for s in trace.steps if s.node in POLICY_NODES and s.completion_ids]
 
 
-class GRPOTrainer:
+class GRPOTrainer(TrainerBase):
     """Trains a Qwen2.5-VL policy on the ReVSeg chain from a `Recipe`.
 
     The constructor loads everything (policy, LoRA, reference, optimizer, DeepSpeed engine, and
     with `resume` the latest checkpoint); `train` runs the steps. On a GPU it first checks the
     recipe's memory plan (`training.plan`) against the device and refuses one that cannot fit.
+    Use it as a context manager (or `close` it) so a distributed run ends cleanly.
     """
+
+    command = "train-grpo"
 
     def __init__(
         self,
@@ -108,28 +110,13 @@ class GRPOTrainer:
         resume: bool = False,
     ) -> None:
         """`extra_rewards` are added to the recipe's rewards with weight 1 (TRL signature)."""
+        super().__init__(recipe, samples, output_dir=output_dir, resume=resume)
         self.recipe = recipe
-        self.samples = list(samples)
-        if not self.samples:
-            raise ValueError("no training samples")
-        self.out = claim_output_dir(output_dir or recipe.output_dir, "train-grpo", option="output_dir")
-        #: Which prompt each position of the run takes (TRL's semantics: see `sampler`).
-        self.sampler = PromptSampler(len(self.samples), seed=recipe.seed, shuffle=recipe.shuffle_dataset)
         self.extra_rewards = extra_rewards or {}
-        # Data parallel: under `accelerate launch` / `torchrun` each process takes its own samples
-        # and gradients are averaged across processes before every optimizer step.
-        from accelerate import PartialState
-
-        self.dist = PartialState(cpu=recipe.device == "cpu")
-        self.step = 0
-        found = ckpt_io.checkpoint_to_resume(self.out, resume)
-        self.device = recipe.device or str(self.dist.device)
-        self._check_memory()
-        self.policy, self.reference = self._load(found)
+        self.policy, self.reference = self._load(self.resume_from)
         #: The optimizer, gradient averaging and clipping, or the DeepSpeed engine (shared with SFT).
         self.optimization = Optimization(self.policy.model, recipe, self.dist)
-        if found is not None:
-            self._restore(found)
+        self._resume_optimization()
         #: Served rollouts: keeps the server's adapters at this run's step (`served_rollouts`).
         self.publisher = (
             AdapterPublisher(recipe.rollout_server, self.out, self.policy.inputs)
@@ -139,17 +126,6 @@ class GRPOTrainer:
         self._served_step: int | None = None
 
     # -- set-up and checkpoints ----------------------------------------------------------------
-    def _check_memory(self) -> None:
-        from revseg_agent.training.plan import check_device_memory
-
-        plan = check_device_memory(self.recipe, device=self.device, num_processes=self.dist.num_processes)
-        if plan is not None:
-            logger.info("%s", plan.table())
-
-    def _base_policy(self) -> str:
-        with self.dist.main_process_first():
-            return materialise_policy(self.recipe.policy, self.out, self.recipe.seed)
-
     @property
     def optimizer(self) -> torch.optim.Optimizer:
         return self.optimization.optimizer
@@ -164,7 +140,7 @@ class GRPOTrainer:
         KL reference: always the starting policy (TRL's `create_reference_model`; for LoRA the
         base model with the adapters disabled, so no second copy of the weights)."""
         r = self.recipe
-        base = self._base_policy()
+        base = self.base_policy
         policy = load_trainable_policy(r, base, ckpt, self.device)
         model = policy.model
         reference = None
@@ -178,14 +154,6 @@ class GRPOTrainer:
                 create_reference_model(initial) if initial is model else initial.eval().requires_grad_(False)
             )
         return policy, reference
-
-    def _restore(self, ckpt: Path) -> None:
-        self.optimization.restore(ckpt)
-        self.step = ckpt_io.checkpoint_step(ckpt)
-        logger.info("resumed from %s at step %d", ckpt, self.step)
-
-    def latest_checkpoint(self) -> Path | None:
-        return ckpt_io.latest_checkpoint(self.out)
 
     def save_checkpoint(self) -> Path:
         """Write `checkpoint-<step>` (`Optimization.save_checkpoint`). Called by every process
