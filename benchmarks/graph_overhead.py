@@ -19,7 +19,6 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from revseg_agent.demo import make_demo_clip
 from revseg_agent.graphs.chats import KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
@@ -33,6 +32,7 @@ from revseg_agent.policies.base import (
 )
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+from revseg_agent.synth.square_clip import make_demo_clip
 from revseg_agent.tools.base import Tracker
 from revseg_agent.tools.classical import ClassicalTracker
 from revseg_agent.types import Box, MaskTrack

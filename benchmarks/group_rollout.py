@@ -18,12 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from revseg_agent.demo import make_demo_clip
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+from revseg_agent.synth.square_clip import make_demo_clip
 from revseg_agent.tools.classical import ClassicalTracker
 from revseg_agent.training.rollouts import run_group
 

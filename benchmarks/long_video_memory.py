@@ -77,8 +77,8 @@ def box_on(num_frames: int, key: int) -> list[float]:
 
 def child(args: argparse.Namespace) -> None:
     """One measurement; prints a JSON line with the peak RSS."""
+    from revseg_agent.app.outputs import write_overlay_video
     from revseg_agent.masks_io import MaskStreamWriter, write_masks_json, write_png_masks
-    from revseg_agent.outputs import write_overlay_video
     from revseg_agent.types import Box
     from revseg_agent.video import open_video
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.eval.runner import EvalRunner
 from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.registry import load_policy, load_tracker
 from revseg_agent.policies.base import SamplingParams
-from revseg_agent.registry import load_policy, load_tracker
 
 BASELINES = (("centre box", "centre-box"), ("random keyframe + true box", "random-keyframe"))
 

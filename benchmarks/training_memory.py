@@ -87,7 +87,7 @@ def first_step(root: Path, out: Path) -> tuple[float, float]:
     """(peak RSS in MB, seconds) of `revseg train grpo` to the end of its first step."""
     recipe = out.with_suffix(".yaml")
     recipe.write_text(RECIPE.format(root=root))
-    cmd = [sys.executable, "-m", "revseg_agent.cli", "train", "grpo", "--config", str(recipe)]
+    cmd = [sys.executable, "-m", "revseg_agent", "train", "grpo", "--config", str(recipe)]
     cmd += ["--output-dir", str(out)]
     # a wrapper process per run: its children's peak is this run's alone
     wrapper = (

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 from revseg_agent.errors import CheckpointError, InputError, PipelineFailure, RevsegError, VideoError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.pipeline import SegmentationResult, result_from_state, segment
+from revseg_agent.graphs.pipeline import SegmentationResult, result_from_state, segment
+from revseg_agent.graphs.traces import StepRecord, Trace
 from revseg_agent.policies.base import Generation, Policy, SamplingParams
 from revseg_agent.policies.served import ServedPolicy
 from revseg_agent.tools.base import Tracker
 from revseg_agent.tools.classical import ClassicalTracker
-from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video, open_video
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from revseg_agent.demo import demo_frames, make_demo_clip
-from revseg_agent.traces import Trace
+from revseg_agent.graphs.traces import Trace
+from revseg_agent.synth.square_clip import demo_frames, make_demo_clip
 from revseg_agent.training.recipe import GeneratedData, Recipe
 from revseg_agent.training.rewards import RewardConfig
 

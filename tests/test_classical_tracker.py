@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revseg_agent.demo import DEMO_FRAMES, square_box
 from revseg_agent.errors import InputError
+from revseg_agent.synth.square_clip import DEMO_FRAMES, square_box
 from revseg_agent.tools.classical import ClassicalTracker
 from revseg_agent.video import open_video
 

@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from revseg_agent.cli import EXIT_BAD_INPUT, EXIT_CHAIN_FAILED, main
-from revseg_agent.demo import DEMO_FRAMES
+from revseg_agent.app.cli import EXIT_BAD_INPUT, EXIT_CHAIN_FAILED, main
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import OUTPUT_MARKER
 from revseg_agent.masks_io import read_masks_json
-from revseg_agent.traces import Trace
+from revseg_agent.synth.square_clip import DEMO_FRAMES
 
 pytestmark = pytest.mark.slow
 QUERY = "the red square that moves right"
@@ -135,7 +135,7 @@ def test_bad_input(
         def no_policy(*args: object, **kwargs: object) -> None:
             raise AssertionError("the policy must not load before the cheap checks")
 
-        monkeypatch.setattr("revseg_agent.cli.load_policy", no_policy)
+        monkeypatch.setattr("revseg_agent.app.cli.segment.load_policy", no_policy)
     code = main(["segment", video, query, "--out", str(out), "--policy", policy, "--device", "cpu", *extra])
     assert code == EXIT_BAD_INPUT
     err = capsys.readouterr().err
@@ -183,7 +183,7 @@ def test_entry_point_runs_as_a_program(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "revseg_agent.cli",
+            "revseg_agent.app.cli",
             "segment",
             str(tmp_path / "missing.mp4"),
             "q",

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
+from revseg_agent.app.demo import demo_scene, run_demo
 from revseg_agent.io import OUTPUT_MARKER
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ChatMessage
-from revseg_agent.synth.demo import demo_scene, run_demo
 from revseg_agent.testing import ScriptedPolicy
 from revseg_agent.types import Box
 

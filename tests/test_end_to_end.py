@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.graphs.context import Context
-from revseg_agent.pipeline import segment
+from revseg_agent.graphs.pipeline import segment
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.policies.base import SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.tools.sam2_tracker import SAM2Tracker
-from revseg_agent.traces import Trace
 
 from .conftest import SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
 

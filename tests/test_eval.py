@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from revseg_agent.cli import EXIT_BAD_INPUT, main
+from revseg_agent.app.cli import EXIT_BAD_INPUT, main
 from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.eval.runner import RECORDS, EvalRunner
 from revseg_agent.graphs.context import Context

@@ -16,11 +16,11 @@ from revseg_agent.errors import PipelineFailure
 from revseg_agent.graphs.context import RETRY_SAMPLING, Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import NODES, SPATIAL_GROUNDING, TEMPORAL_EVIDENCE_SELECTION, TRACK
+from revseg_agent.graphs.pipeline import result_from_state, segment, trace_from_state
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.masks_io import read_masks_json
-from revseg_agent.pipeline import result_from_state, segment, trace_from_state
 from revseg_agent.policies.base import SamplingParams, TextPart, VisualPart
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
-from revseg_agent.traces import Trace
 
 ROUND1_OK = (
     "<think>The square moves right.</think><answer>frame id: 3\nobject description: the red square</answer>"
@@ -465,7 +465,7 @@ def test_human_edits_are_checked_against_the_run(key: str, value: Any, expected:
 def test_applied_edits_are_recorded_in_the_trace(demo_clip: Path, tmp_path: Path) -> None:
     from revseg_agent.errors import InputError
     from revseg_agent.graphs.edits import apply_edit
-    from revseg_agent.traces import Trace
+    from revseg_agent.graphs.traces import Trace
 
     context = Context(
         policy=ScriptedPolicy([ROUND1_OK, ROUND2_OK]), tracker=BoxTracker(), artifacts_dir=tmp_path

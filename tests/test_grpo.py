@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.errors import InputError
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.loss import group_advantages, grpo_token_terms

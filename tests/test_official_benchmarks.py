@@ -222,7 +222,7 @@ def test_refytvos_submission_has_the_layout_and_encoding_the_server_scored(tmp_p
 
 
 def test_refytvos_submission_refuses_missing_or_misfit_frames(tmp_path: Path) -> None:
-    from revseg_agent.cli import main
+    from revseg_agent.app.cli import main
 
     root, _ = _referformer_ytvos(tmp_path / "ref-youtube-vos")
     bench = open_benchmark("refytvos", root)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from revseg_agent.cli import EXIT_RESOURCES, main
+from revseg_agent.app.cli import EXIT_RESOURCES, main
 from revseg_agent.errors import OUT_OF_MEMORY, ResourceError
 from revseg_agent.graphs.app import graph
 from revseg_agent.graphs.context import Context
@@ -65,7 +65,9 @@ def test_segment_exits_4_naming_the_knob_of_the_place_that_ran_out(
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("revseg_agent.cli.load_policy", lambda spec, device=None: oom_policy(where))
+    monkeypatch.setattr(
+        "revseg_agent.app.cli.segment.load_policy", lambda spec, device=None: oom_policy(where)
+    )
     if where == "track":
         monkeypatch.setattr("revseg_agent.graphs.nodes.stream_masks", _no_memory_to_track)
     out = tmp_path / "out"
@@ -81,7 +83,7 @@ def test_eval_exits_4_and_keeps_no_record_of_the_expression_that_ran_out(
 ) -> None:
     root = write_textured_mevis(tmp_path / "gt")
     monkeypatch.setattr(
-        "revseg_agent.registry.load_policy", lambda spec, device=None: oom_policy("spatial_grounding")
+        "revseg_agent.graphs.registry.load_policy", lambda spec, device=None: oom_policy("spatial_grounding")
     )
     out = tmp_path / "out"
     args = ["eval", "--dataset", "mevis", "--root", str(root), "--out", str(out), "--tracker", "classical"]

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from revseg_agent.demo import demo_frames
 from revseg_agent.errors import CheckpointError
 from revseg_agent.policies.base import (
     ChatMessage,
@@ -21,6 +20,7 @@ from revseg_agent.policies.base import (
     VisualPart,
 )
 from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.synth.square_clip import demo_frames
 
 pytestmark = pytest.mark.slow
 

@@ -304,7 +304,7 @@ def test_released_budgets(
 def test_inspect_policy_reports_what_a_run_uses(
     released_dir: Path, tiny_policy_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from revseg_agent.cli import main
+    from revseg_agent.app.cli import main
 
     assert main(["inspect-policy", str(released_dir)]) == 0
     out = capsys.readouterr().out
@@ -325,7 +325,7 @@ def test_inspect_policy_reports_what_a_run_uses(
 def test_inspect_policy_on_a_missing_folder_is_bad_input(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from revseg_agent.cli import main
+    from revseg_agent.app.cli import main
 
     assert main(["inspect-policy", str(tmp_path / "nope" / "model")]) == 2
     assert "error:" in capsys.readouterr().err

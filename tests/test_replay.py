@@ -10,11 +10,11 @@ import torch
 
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.pipeline import trace_from_state
+from revseg_agent.graphs.pipeline import trace_from_state
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.policies.base import SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.testing import BoxTracker
-from revseg_agent.traces import Trace
 from revseg_agent.training.replay import ReplayError, replay_logprobs
 
 pytestmark = pytest.mark.slow

@@ -75,7 +75,7 @@ def test_visual_tokens_start_centred_and_scaled_like_text(fresh: QwenVLPolicy) -
 
 @pytest.mark.parametrize("name", ["revseg-tiny", "revseg-tiny-sft"])
 def test_the_shipped_checkpoints_load_by_name(name: str) -> None:
-    from revseg_agent.registry import load_policy, policy_source
+    from revseg_agent.graphs.registry import load_policy, policy_source
 
     folder = Path(policy_source(name))
     assert folder.name == name
@@ -98,8 +98,8 @@ def test_the_shipped_checkpoint_reproduces_its_documented_numbers(tmp_path: Path
     from revseg_agent.eval.datasets import open_benchmark
     from revseg_agent.eval.runner import EvalRunner
     from revseg_agent.graphs.context import Context
+    from revseg_agent.graphs.registry import load_policy, load_tracker
     from revseg_agent.policies.base import SamplingParams
-    from revseg_agent.registry import load_policy, load_tracker
     from revseg_agent.synth import WorldSpec, write_world
 
     write_world(tmp_path / "world", WorldSpec(seed=0, train=0, valid=0, test=4))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from revseg_agent.traces import StepError, StepRecord, Trace, TraceResult
+from revseg_agent.graphs.traces import StepError, StepRecord, Trace, TraceResult
 from revseg_agent.training.rewards import (
     RewardConfig,
     compute_rewards,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from revseg_agent.cli import EXIT_BAD_INPUT, main
+from revseg_agent.app.cli import EXIT_BAD_INPUT, main
 from revseg_agent.io import OUTPUT_MARKER, OutputFolderError, atomic_output_dir, claim_output_dir
 
 from .benchmark_fixtures import write_textured_mevis
@@ -69,7 +69,7 @@ def test_bad_input_is_one_clear_line_and_exit_2(
 ) -> None:
     if "cuda" in case and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    from revseg_agent.demo import make_demo_clip
+    from revseg_agent.synth.square_clip import make_demo_clip
 
     make_demo_clip(tmp_path / "clip.mp4")
     write_textured_mevis(tmp_path / "gt")
@@ -133,7 +133,7 @@ def test_a_folder_that_gains_a_foreign_file_while_the_output_is_written_is_kept(
 def test_a_folder_with_a_foreign_file_survives_every_command(
     command: str, argv: object, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    from revseg_agent.demo import make_demo_clip
+    from revseg_agent.synth.square_clip import make_demo_clip
 
     make_demo_clip(tmp_path / "clip.mp4")
     write_textured_mevis(tmp_path / "gt")

@@ -229,7 +229,7 @@ LONG = 60  # frames: longer than twice SAM2's memory window, so memory really ge
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from revseg_agent.demo import make_demo_clip
+    from revseg_agent.synth.square_clip import make_demo_clip
 
     return make_demo_clip(tmp_path_factory.mktemp("long") / "long.mp4", num_frames=LONG)
 
@@ -238,7 +238,7 @@ def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_streamed_frames_and_dropped_memory_give_the_all_frames_masks(
     tiny_sam2_checkpoint: Path, long_clip: Path, key: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from revseg_agent.demo import square_box
+    from revseg_agent.synth.square_clip import square_box
     from revseg_agent.tools import sam2_tracker
 
     def build(stream_frames: bool) -> SAM2Tracker:

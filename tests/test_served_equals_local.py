@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.graphs.chats import round1_messages
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
+from revseg_agent.graphs.registry import policy_source
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.registry import policy_source
 from revseg_agent.synth import WorldSpec, write_world
 from revseg_agent.testing import BoxTracker
 

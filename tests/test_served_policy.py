@@ -260,7 +260,7 @@ def test_server_errors_are_clear(demo_clip: Path) -> None:
 
 
 def test_cli_segments_with_a_served_policy(server: FakeChatServer, demo_clip: Path, tmp_path: Path) -> None:
-    from revseg_agent.cli import main
+    from revseg_agent.app.cli import main
 
     out = tmp_path / "out"
     code = main(

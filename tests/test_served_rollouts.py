@@ -17,14 +17,14 @@ import pytest
 import torch
 import yaml
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.errors import InputError
 from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
 from revseg_agent.graphs.names import SPATIAL_GROUNDING
+from revseg_agent.graphs.traces import StepRecord, Trace
 from revseg_agent.policies.base import ImageFrame, SamplingParams
 from revseg_agent.policies.served import ServedPolicy, ServedPolicyError
 from revseg_agent.synth.scenes import render_scene
-from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training import served_rollouts
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.recipe import LoraConfig, Recipe, RolloutServer

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.pipeline import trace_from_state
+from revseg_agent.graphs.pipeline import trace_from_state
 from revseg_agent.policies.base import SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.testing import BoxTracker

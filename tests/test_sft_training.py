@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.recipe import GeneratedData, LoraConfig, Recipe, SFTRecipe, load_recipe
 

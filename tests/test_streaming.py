@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revseg_agent.demo import DEMO_FRAMES, square_box
+from revseg_agent.app.outputs import write_outputs
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.masks_io import (
     MaskStreamWriter,
     RleMaskTrack,
@@ -18,11 +19,10 @@ from revseg_agent.masks_io import (
     read_masks_json,
     write_masks_json,
 )
-from revseg_agent.outputs import write_outputs
+from revseg_agent.synth.square_clip import DEMO_FRAMES, square_box
 from revseg_agent.tools.base import ProgressCallback, collect_track, frames_of, stream_masks
 from revseg_agent.tools.classical import ClassicalTracker, ClassicalTrackerConfig
 from revseg_agent.tools.frame_store import DiskFrames, MemoryFrames
-from revseg_agent.traces import Trace
 from revseg_agent.types import Box, FrameMasks, MaskTrack
 from revseg_agent.video import Video, open_video
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.masks_io import decode_rle
 from revseg_agent.synth import SPLITS, WorldSpec, write_world

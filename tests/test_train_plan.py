@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from revseg_agent.cli import main
+from revseg_agent.app.cli import main
 from revseg_agent.errors import InputError
 from revseg_agent.training.plan import GIB, check_fits, model_shape, plan_memory
 from revseg_agent.training.recipe import Recipe

@@ -230,7 +230,7 @@ def test_truncated_completions_are_left_out_of_the_loss(tiny_policy_dir: Path, t
 def test_sft_honours_the_recipe_s_output_dir_and_steps_fp32_masters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from revseg_agent.cli import main
+    from revseg_agent.app.cli import main
     from revseg_agent.training import optimization
 
     built: list[bool] = []

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
+from revseg_agent.graphs.registry import load_policy, policy_source
 from revseg_agent.policies.base import ImageFrame, SamplingParams, VideoFrames
 from revseg_agent.policies.frame_layout import DEFAULT_FRAME_LAYOUT
 from revseg_agent.policies.served import ServedPolicy, ServedPolicyError, _openai_messages
-from revseg_agent.registry import load_policy, policy_source
 from revseg_agent.synth.scenes import render_scene
 
 from .conftest import free_port, server_process

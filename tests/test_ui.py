@@ -21,8 +21,8 @@ from revseg_agent.testing import BoxTracker, ScriptedPolicy
 gradio = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from revseg_agent.ui.app import OUTPUT_NAMES, launch  # noqa: E402
-from revseg_agent.ui.runs import RunBook  # noqa: E402
+from revseg_agent.app.ui.app import OUTPUT_NAMES, launch  # noqa: E402
+from revseg_agent.app.ui.runs import RunBook  # noqa: E402
 
 from .conftest import free_port, render_in_chromium, rss_mb  # noqa: E402
 
@@ -215,8 +215,8 @@ def _pixels_near(shot: Path, rgb: tuple[int, int, int], tolerance: int = 30) -> 
 
 def test_each_stage_renders_in_chromium(page: Page, demo_clip: Path, tmp_path: Path) -> None:
     """The page opened at `/?run=<id>` shows the run's frames, its box and its overlay."""
+    from revseg_agent.app.ui.runs import KEYFRAME_RGB
     from revseg_agent.masks_io import BOX_RGB, OVERLAY_RGB
-    from revseg_agent.ui.runs import KEYFRAME_RGB
 
     shots = Path(os.environ.get("REVSEG_TEST_ARTIFACTS", tmp_path)) / "ui-screenshots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -242,8 +242,8 @@ def test_each_stage_renders_in_chromium(page: Page, demo_clip: Path, tmp_path: P
 def test_cli_serves_on_loopback_with_the_shipped_policy(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from revseg_agent import cli
-    from revseg_agent.ui import app
+    from revseg_agent.app import cli
+    from revseg_agent.app.ui import app
 
     seen: dict[str, Any] = {}
     monkeypatch.setattr(app, "launch", lambda work, **kw: seen.update(work=work, **kw))
@@ -356,7 +356,7 @@ def test_four_sessions_stepping_at_once_finish_with_the_sequential_results(
     was after the first 4."""
     import shutil
 
-    from revseg_agent import registry
+    from revseg_agent.graphs import registry
 
     cold = Path(shutil.copytree(registry.policy_source("revseg-tiny"), tmp_path / "policy"))
     builds: list[str] = []

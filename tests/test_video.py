@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from revseg_agent.demo import DEMO_FPS, DEMO_FRAMES, DEMO_SIZE, demo_frames
 from revseg_agent.errors import VideoError
+from revseg_agent.synth.square_clip import DEMO_FPS, DEMO_FRAMES, DEMO_SIZE, demo_frames
 from revseg_agent.video import FrameCache, open_video, uniform_indices
 
 

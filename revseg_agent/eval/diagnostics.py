@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING
-from revseg_agent.traces import Trace
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.types import Box
 
 Baseline = Literal["oracle", "random-keyframe", "centre-box"]

@@ -43,6 +43,9 @@ from revseg_agent.eval.scoring import (
 from revseg_agent.eval.submission import zip_predictions
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
+from revseg_agent.graphs.pipeline import raise_if_out_of_memory, trace_from_state
+from revseg_agent.graphs.registry import resolve_tracker
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import append_jsonl, atomic_write_text, claim_output_dir, read_jsonl
 from revseg_agent.masks_io import (
     Masks,
@@ -52,10 +55,7 @@ from revseg_agent.masks_io import (
     read_masks_json,
     write_mask_png,
 )
-from revseg_agent.pipeline import raise_if_out_of_memory, trace_from_state
-from revseg_agent.registry import resolve_tracker
 from revseg_agent.tools.base import Tracker, stream_masks
-from revseg_agent.traces import Trace
 from revseg_agent.types import Box
 from revseg_agent.video import DEFAULT_NUM_FRAMES, Video, frame_files, open_video, uniform_indices
 

@@ -43,8 +43,8 @@ class EvalSpec(BaseModel):
         (the coordinating process of a distributed run never runs a model)."""
         from revseg_agent.eval.datasets import open_benchmark
         from revseg_agent.graphs.context import Context
+        from revseg_agent.graphs.registry import load_policy, load_tracker
         from revseg_agent.policies.base import SamplingParams
-        from revseg_agent.registry import load_policy, load_tracker
 
         bench = open_benchmark(self.dataset, self.root, self.split)
         tracker = load_tracker(self.tracker, self.device, self.sam2_image_size) if load else self.tracker

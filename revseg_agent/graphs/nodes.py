@@ -41,7 +41,15 @@ from revseg_agent.graphs.names import (
     TEMPORAL_EVIDENCE_SELECTION,
     TRACK,
 )
+from revseg_agent.graphs.registry import (
+    check_policy_spec,
+    check_tracker_spec,
+    resolve_policy,
+    resolve_tracker,
+    spec_paths,
+)
 from revseg_agent.graphs.state import RevsegState
+from revseg_agent.graphs.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.masks_io import MaskStreamWriter
 from revseg_agent.parsing import (
     KeyframeAnswer,
@@ -58,15 +66,7 @@ from revseg_agent.policies.base import (
     box_units,
     feeds_token_ids,
 )
-from revseg_agent.registry import (
-    check_policy_spec,
-    check_tracker_spec,
-    resolve_policy,
-    resolve_tracker,
-    spec_paths,
-)
 from revseg_agent.tools.base import stream_masks
-from revseg_agent.traces import StepError, StepRecord, VisualRecord
 from revseg_agent.types import Box
 
 NodeFn = TypeVar("NodeFn", bound=Callable[[RevsegState, Runtime[Context]], dict[str, Any]])
@@ -161,7 +161,7 @@ def _ends_on_bad_input(node_name: str) -> Callable[[NodeFn], NodeFn]:
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
-                # a served client reads it; the CLI exits 4 (`pipeline.result_from_state`)
+                # a served client reads it; the CLI exits 4 (`graphs.pipeline.result_from_state`)
                 err = _error(node_name, OUT_OF_MEMORY, out_of_memory_message(node_name, exc))
                 return {"error": err, "steps": [_record(node_name, started, error=err)]}
 

@@ -84,8 +84,8 @@ class ServedOutput(TypedDict, total=False):
 
 def respond(state: RevsegState, runtime: Runtime[Any]) -> dict[str, Any]:
     """The served run's last step: what the client receives (see `ServedOutput`)."""
+    from revseg_agent.graphs.traces import Trace
     from revseg_agent.masks_io import read_masks_json
-    from revseg_agent.traces import Trace
 
     served = runtime.context
     ctx = served.context if isinstance(served, ServedContext) else served

@@ -26,7 +26,7 @@ def materialise_policy(spec: str, work_dir: Path, seed: int = 0) -> str:
     Local folders come back absolute: LoRA checkpoints record this path as their base, and load
     from any working directory."""
     if spec not in RANDOM_POLICIES:
-        from revseg_agent.registry import policy_source
+        from revseg_agent.graphs.registry import policy_source
 
         source = policy_source(spec)
         return str(Path(source).resolve()) if Path(source).is_dir() else source

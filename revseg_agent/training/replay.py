@@ -17,9 +17,9 @@ from typing import Any
 import torch
 
 from revseg_agent.errors import RevsegError
+from revseg_agent.graphs.traces import StepRecord, VisualRecord
 from revseg_agent.policies.base import ImageFrame, VideoFrames, Visual
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.traces import StepRecord, VisualRecord
 from revseg_agent.video import FrameCache, open_video
 
 

@@ -37,8 +37,8 @@ from scipy.optimize import linear_sum_assignment
 from revseg_agent.eval.diagnostics import keyframe_area_ratio
 from revseg_agent.eval.metrics import score_clip
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING
+from revseg_agent.graphs.traces import StepRecord, Trace
 from revseg_agent.masks_io import read_masks_json
-from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.types import Box
 
 ROUND1 = SEMANTIC_INTERPRETATION

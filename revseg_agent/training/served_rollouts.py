@@ -24,9 +24,9 @@ from typing import Any
 
 from revseg_agent.errors import InputError
 from revseg_agent.graphs.names import POLICY_NODES
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder
 from revseg_agent.policies.served import ServedPolicy, ServedPolicyError
-from revseg_agent.traces import Trace
 from revseg_agent.training.recipe import RolloutServer
 
 logger = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import append_jsonl, atomic_write_text, read_jsonl, safe_name
 from revseg_agent.masks_io import read_masks_json, write_masks_json
-from revseg_agent.traces import Trace
 from revseg_agent.training.rewards import RewardConfig, compute_rewards
 from revseg_agent.types import MaskTrack
 

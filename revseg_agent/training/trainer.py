@@ -30,12 +30,12 @@ from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import POLICY_NODES
+from revseg_agent.graphs.pipeline import trace_from_state
+from revseg_agent.graphs.registry import load_tracker
+from revseg_agent.graphs.traces import StepRecord, Trace
 from revseg_agent.io import atomic_write_text
-from revseg_agent.pipeline import trace_from_state
 from revseg_agent.policies.base import Policy, SamplingParams
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.registry import load_tracker
-from revseg_agent.traces import StepRecord, Trace
 from revseg_agent.training.data import GroundTruth, TrainingSample
 from revseg_agent.training.loss import (
     advantages,

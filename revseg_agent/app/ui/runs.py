@@ -26,18 +26,18 @@ import cv2
 import numpy as np
 
 from revseg_agent.access import require_within
+from revseg_agent.app.outputs import write_outputs
 from revseg_agent.errors import InputError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.edits import apply_edit
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import NODES, SEMANTIC_INTERPRETATION, TRACK
+from revseg_agent.graphs.registry import resolve_policy, resolve_tracker
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import atomic_write_text, safe_name
 from revseg_agent.masks_io import BOX_RGB, Masks, overlay_frame, read_masks_json
-from revseg_agent.outputs import write_outputs
 from revseg_agent.policies.base import Policy
-from revseg_agent.registry import resolve_policy, resolve_tracker
 from revseg_agent.tools.base import Tracker
-from revseg_agent.traces import Trace
 from revseg_agent.types import Box
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
 

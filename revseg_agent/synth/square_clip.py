@@ -1,6 +1,6 @@
 """A generated clip for tests and benchmarks of the machinery: a red square moving right over a
 textured background, with a blue circle as a distractor. Ground truth is known exactly.
-(`revseg demo` runs a scene of the synthetic world instead: `revseg_agent.synth.demo`.)"""
+(`revseg demo` runs a scene of the synthetic world instead: `revseg_agent.app.demo`.)"""
 
 from __future__ import annotations
 

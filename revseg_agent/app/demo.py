@@ -23,12 +23,12 @@ import numpy as np
 
 from revseg_agent.eval.metrics import score_clip
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION, SPATIAL_GROUNDING
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import atomic_output_dir, atomic_write_text
 from revseg_agent.masks_io import Masks, overlay_frame
 from revseg_agent.synth.dataset import WorldSpec, scene_seed, video_queries
 from revseg_agent.synth.queries import NO_TARGET, Query
 from revseg_agent.synth.scenes import Scene
-from revseg_agent.traces import Trace
 from revseg_agent.types import Box
 
 DEMO_FPS = 8.0
@@ -148,13 +148,13 @@ def run_demo(
 ) -> DemoRun:
     """Generate, run the chain, write `OUT/{input/, masks/, masks.json, overlay.mp4, trace.json,
     demo.html}` atomically, and score it."""
+    from revseg_agent.app.outputs import write_overlay_video
     from revseg_agent.graphs.context import Context
     from revseg_agent.graphs.graph import build_graph
+    from revseg_agent.graphs.pipeline import result_from_state
+    from revseg_agent.graphs.registry import resolve_policy, resolve_tracker
     from revseg_agent.masks_io import write_png_masks
-    from revseg_agent.outputs import write_overlay_video
-    from revseg_agent.pipeline import result_from_state
     from revseg_agent.policies.base import SamplingParams
-    from revseg_agent.registry import resolve_policy, resolve_tracker
     from revseg_agent.video import open_video
 
     started = time.time()

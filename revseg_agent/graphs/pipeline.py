@@ -12,9 +12,9 @@ from typing import Any
 from revseg_agent.errors import OUT_OF_MEMORY, PipelineFailure, ResourceError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
+from revseg_agent.graphs.registry import resolve_policy, resolve_tracker
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.masks_io import RleMaskTrack, read_masks_json
-from revseg_agent.registry import resolve_policy, resolve_tracker
-from revseg_agent.traces import Trace
 
 
 @dataclass

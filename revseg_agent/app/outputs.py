@@ -12,9 +12,9 @@ from pathlib import Path
 
 import cv2
 
+from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import atomic_output_dir
 from revseg_agent.masks_io import Masks, overlay_frame, write_png_masks
-from revseg_agent.traces import Trace
 from revseg_agent.types import Box
 from revseg_agent.video import Video
 

@@ -17,8 +17,8 @@ from typing import Any
 import gradio as gr  # an optional extra (`pip install -e .[ui]`): import this module only for the UI
 
 from revseg_agent.access import is_loopback
+from revseg_agent.app.ui.runs import STAGES, PolicyLike, RunBook, RunView, TrackerLike
 from revseg_agent.errors import RevsegError
-from revseg_agent.ui.runs import STAGES, PolicyLike, RunBook, RunView, TrackerLike
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def build_app(book: RunBook, *, generated_dir: Path | None = None) -> Any:
         return [[r.run_id, r.query, Path(r.video).name, r.policy, r.tracker] for r in book.runs()]
 
     def generate(seed: float | None) -> tuple[str, str]:
-        from revseg_agent.synth.demo import demo_scene, write_frames
+        from revseg_agent.app.demo import demo_scene, write_frames
 
         s = int(seed or 0)
         scene, query = demo_scene(s)
