@@ -12,7 +12,7 @@ from typing import Any
 from revseg_agent.errors import OUT_OF_MEMORY, PipelineFailure, ResourceError
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
-from revseg_agent.graphs.registry import resolve_policy, resolve_tracker
+from revseg_agent.graphs.registry import run_names
 from revseg_agent.graphs.traces import Trace
 from revseg_agent.masks_io import RleMaskTrack, read_masks_json
 
@@ -26,9 +26,8 @@ class SegmentationResult:
 
 
 def trace_from_state(state: dict[str, Any], context: Context) -> Trace:
-    return Trace.from_state(
-        state, policy=resolve_policy(context.policy).name, tracker=resolve_tracker(context.tracker).name
-    )
+    policy, tracker = run_names(context.policy, context.tracker)
+    return Trace.from_state(state, policy=policy, tracker=tracker)
 
 
 def raise_if_out_of_memory(trace: Trace) -> None:

@@ -1,10 +1,5 @@
-"""Build policies and trackers from short text specs, for the CLI and for `langgraph dev`.
-
-A `Context` normally holds live objects; a served graph receives JSON, so it may hold specs:
-- policy: anything `from_pretrained` takes (hub id or local folder), or
-  `served:<base url>[#<model>]` for a model behind an OpenAI-compatible server (vLLM, SGLang);
-- tracker: `classical`, `sam2:<checkpoint path>[:<config name>]` or `sam2-hub:<hub id>`.
-Loaded objects are cached per spec so a served graph loads each model once.
+"""Policies and trackers from their specs (`specs`), for the CLI, evaluation, the UI and
+`langgraph dev`. Loaded objects are cached per spec so a served graph loads each model once.
 """
 
 from __future__ import annotations
@@ -12,11 +7,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from revseg_agent.errors import InputError
 from revseg_agent.policies.base import Policy
+from revseg_agent.specs import PolicySpec, TrackerSpec
 from revseg_agent.tools.base import Tracker
 
 logger = logging.getLogger(__name__)
@@ -66,77 +61,48 @@ def load_policy(spec: str, device: str | None = None) -> Policy:
     return _load_once(("policy", spec, device), lambda: _build_policy(spec, device))
 
 
-#: The tiny policy trained on the synthetic world, shipped inside the package (Hugging Face layout).
-REVSEG_TINY = "revseg-tiny"
-#: The supervised warm start of the current world's recipe (`recipes/revseg-tiny-sft.yaml`, its
-#: step-3250 save): where `recipes/revseg-tiny-grpo.yaml` starts, shipped so GRPO runs from a clone.
-REVSEG_TINY_SFT = "revseg-tiny-sft"
-PACKAGED_POLICIES = (REVSEG_TINY, REVSEG_TINY_SFT)
-
-
 def policy_source(spec: str) -> str:
-    """The folder or hub id a local policy spec loads from: `revseg-tiny` and `revseg-tiny-sft`
-    are packaged checkpoints, anything else is passed to `from_pretrained` as given."""
-    if spec not in PACKAGED_POLICIES:
-        return spec
-    from importlib import resources
-
-    from revseg_agent.errors import CheckpointError
-
-    folder = Path(str(resources.files("revseg_agent"))) / "assets" / spec
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"the {spec} checkpoint is not part of this installation ({folder})")
-    return str(folder)
+    """The folder or hub id a local policy spec loads from (`PolicySpec.source`)."""
+    return PolicySpec.parse(spec).source()
 
 
 def _build_policy(spec: str, device: str | None) -> Policy:
-    if spec.startswith("served:"):
+    parsed = PolicySpec.parse(spec)
+    if parsed.served:
         from revseg_agent.policies.served import ServedPolicy
 
         return ServedPolicy.from_spec(spec)
     from revseg_agent.policies.qwen import QwenVLPolicy
 
-    return QwenVLPolicy.from_pretrained(policy_source(spec), device=device)
+    return QwenVLPolicy.from_pretrained(parsed.source(), device=device, name=parsed.name)
 
 
 def spec_paths(spec: str, kind: str) -> list[str]:
-    """The files on this machine a policy or tracker spec would read (for `Context.allowed_dirs`):
-    a local checkpoint folder or SAM2 checkpoint; none for hub ids, packaged names or servers."""
+    """The files on this machine a policy or tracker spec would read (for `Context.allowed_dirs`)."""
     if kind == "tracker":
-        name, _, rest = spec.partition(":")
-        return [rest.partition(":")[0]] if name == "sam2" and rest else []
-    if spec.startswith("served:") or spec in PACKAGED_POLICIES:
-        return []
-    from revseg_agent.policies.qwen import looks_local
-
-    return [spec] if looks_local(spec) else []
+        return TrackerSpec.parse(spec).local_paths()
+    return PolicySpec.parse(spec).local_paths()
 
 
 def check_policy_spec(spec: str) -> None:
     """Cheap checks of a policy spec (a local folder that exists, a hub id that is cached or
     reachable), to run before anything is loaded. Served specs are checked when first called."""
-    if spec.startswith("served:"):
+    parsed = PolicySpec.parse(spec)
+    if parsed.served:
         return
     from revseg_agent.policies.qwen import check_policy_source
 
-    check_policy_source(policy_source(spec))
+    check_policy_source(parsed.source())
 
 
 def check_tracker_spec(spec: str) -> None:
     """Cheap checks of a tracker spec (known kind, a SAM2 checkpoint file that torch can read),
     to run before anything expensive (the policy) is loaded."""
-    kind, _, rest = spec.partition(":")
-    if kind in {"classical", "sam2-hub"}:
-        return
-    if kind == "sam2":
-        checkpoint = rest.partition(":")[0]
-        if not checkpoint:
-            raise InputError("a sam2 tracker spec needs a checkpoint: sam2:<path>[:<config>]")
+    parsed = TrackerSpec.parse(spec)
+    if parsed.checkpoint is not None:
         from revseg_agent.tools.sam2_tracker import check_checkpoint_file
 
-        check_checkpoint_file(checkpoint)
-        return
-    raise InputError(f"unknown tracker spec {spec!r}: use classical, sam2:<checkpoint> or sam2-hub:<id>")
+        check_checkpoint_file(parsed.checkpoint)
 
 
 def load_tracker(spec: str, device: str | None = None, image_size: int | None = None) -> Tracker:
@@ -148,23 +114,21 @@ def load_tracker(spec: str, device: str | None = None, image_size: int | None = 
 
 
 def _build_tracker(spec: str, device: str | None, image_size: int | None) -> Tracker:
-    kind, _, rest = spec.partition(":")
-    if kind == "classical":
+    parsed = TrackerSpec.parse(spec)
+    if parsed.kind == "classical":
         from revseg_agent.tools.classical import ClassicalTracker
 
         return ClassicalTracker()
-    if kind == "sam2":
-        from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG, SAM2Tracker
+    from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG, DEFAULT_SAM2_HUB_ID, SAM2Tracker
 
-        checkpoint, _, config = rest.partition(":")
+    if parsed.kind == "sam2":
+        assert parsed.checkpoint is not None
         return SAM2Tracker.from_checkpoint(
-            checkpoint, config or DEFAULT_SAM2_CONFIG, device=device, image_size=image_size
+            parsed.checkpoint, parsed.config or DEFAULT_SAM2_CONFIG, device=device, image_size=image_size
         )
-    if kind == "sam2-hub":
-        from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_HUB_ID, SAM2Tracker
-
-        return SAM2Tracker.from_pretrained(rest or DEFAULT_SAM2_HUB_ID, device=device, image_size=image_size)
-    raise AssertionError(f"unreachable: {kind}")  # check_tracker_spec refused it
+    return SAM2Tracker.from_pretrained(
+        parsed.hub_id or DEFAULT_SAM2_HUB_ID, device=device, image_size=image_size
+    )
 
 
 def resolve_policy(policy: Policy | str) -> Policy:
@@ -173,3 +137,10 @@ def resolve_policy(policy: Policy | str) -> Policy:
 
 def resolve_tracker(tracker: Tracker | str) -> Tracker:
     return load_tracker(tracker) if isinstance(tracker, str) else tracker
+
+
+def run_names(policy: Policy | str, tracker: Tracker | str) -> tuple[str, str]:
+    """What a trace records as its policy and tracker: the loaded objects' names, which for a
+    policy loaded from a spec is the spec (`revseg-tiny`, a hub id, a folder as given). One rule
+    for the CLI, the served graph, evaluation and the UI."""
+    return resolve_policy(policy).name, resolve_tracker(tracker).name

@@ -84,19 +84,17 @@ class ServedOutput(TypedDict, total=False):
 
 def respond(state: RevsegState, runtime: Runtime[Any]) -> dict[str, Any]:
     """The served run's last step: what the client receives (see `ServedOutput`)."""
+    from revseg_agent.graphs.registry import run_names
     from revseg_agent.graphs.traces import Trace
     from revseg_agent.masks_io import read_masks_json
 
     served = runtime.context
     ctx = served.context if isinstance(served, ServedContext) else served
-    trace = Trace.from_state(dict(state), policy=_spec_name(ctx.policy), tracker=_spec_name(ctx.tracker))
+    policy, tracker = run_names(ctx.policy, ctx.tracker)
+    trace = Trace.from_state(dict(state), policy=policy, tracker=tracker)
     out: dict[str, Any] = {"trace_summary": trace.summary(), "error": state.get("error")}
     if state.get("masks_path") and not state.get("error"):
         out["masks"] = read_masks_json(state["masks_path"]).frames  # the file's RLE, not re-encoded
     if isinstance(served, ServedContext) and served.include_trace:
         out["trace"] = trace.model_dump(mode="json")
     return out
-
-
-def _spec_name(value: Any) -> str:
-    return value if isinstance(value, str) else str(value.name)

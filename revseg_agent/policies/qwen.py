@@ -141,6 +141,7 @@ class QwenVLPolicy:
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
         frame_timing: FrameTiming | None = None,
         revision: str | None = None,
+        name: str | None = None,
     ) -> QwenVLPolicy:
         """Load a Qwen2.5-VL checkpoint and its processor.
 
@@ -148,10 +149,12 @@ class QwenVLPolicy:
         `Qwen/Qwen2.5-VL-7B-Instruct` or a local folder (e.g. a fine-tuned checkpoint).
         `attn_implementation` is passed through (`"sdpa"`, `"flash_attention_2"`, `"eager"`).
         Pixel budgets default to the processor's own limits; `frame_timing` to what the checkpoint
-        was trained with (`revseg.json` beside its weights), else the floor.
+        was trained with (`revseg.json` beside its weights), else the floor. `name` is what traces
+        record (default: `name_or_path`; the registry passes the spec, e.g. `revseg-tiny`).
         """
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        label = name
         name = str(name_or_path)
         check_policy_source(name, revision=revision)
         device = device or default_device()
@@ -175,7 +178,7 @@ class QwenVLPolicy:
         return cls(
             model,
             processor,
-            name=name,
+            name=label or name,
             image_max_pixels=image_max_pixels,
             video_max_pixels=video_max_pixels,
             video_total_pixels=video_total_pixels,

@@ -73,6 +73,7 @@ from revseg_agent.policies.frame_layout import (
 )
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder
 from revseg_agent.policies.released import RELEASED_TOKEN_IDS
+from revseg_agent.specs import SERVED_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class ServedPolicy:
     def from_spec(cls, spec: str) -> ServedPolicy:
         """`served:<base_url>[#<model>]`, e.g. `served:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-VL-7B-Instruct`
         (vLLM, SGLang); `served:transformers+<base_url>[#<model>]` for `transformers serve`."""
-        url, _, model = spec.removeprefix("served:").partition("#")
+        url, _, model = spec.removeprefix(SERVED_PREFIX).partition("#")
         if url.startswith(TRANSFORMERS_PREFIX):
             policy = cls(url.removeprefix(TRANSFORMERS_PREFIX), model or None, server="transformers")
         else:

@@ -22,7 +22,10 @@ def load_trainable_policy(
     `base`), with gradient checkpointing when asked."""
     full_checkpoint = checkpoint is not None and settings.lora is None
     policy = QwenVLPolicy.from_pretrained(
-        str(checkpoint) if full_checkpoint else base, device=device, dtype=settings.dtype
+        str(checkpoint) if full_checkpoint else base,
+        device=device,
+        dtype=settings.dtype,
+        name=settings.policy,  # traces record the recipe's spec (`specs`), not the folder it loads
     )
     if settings.lora is not None:
         policy.model = with_lora(policy.model, settings, checkpoint)

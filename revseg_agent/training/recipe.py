@@ -9,6 +9,7 @@ from typing import Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from revseg_agent.specs import PolicySpec
 from revseg_agent.training.loss import LossType, ScaleRewards
 from revseg_agent.training.rewards import RewardConfig
 from revseg_agent.video import DEFAULT_NUM_FRAMES
@@ -26,9 +27,7 @@ def materialise_policy(spec: str, work_dir: Path, seed: int = 0) -> str:
     Local folders come back absolute: LoRA checkpoints record this path as their base, and load
     from any working directory."""
     if spec not in RANDOM_POLICIES:
-        from revseg_agent.graphs.registry import policy_source
-
-        source = policy_source(spec)
+        source = PolicySpec.parse(spec).source()
         return str(Path(source).resolve()) if Path(source).is_dir() else source
     folder = (work_dir / f"{spec}-policy").resolve()
     if not (folder / "config.json").is_file():
@@ -142,7 +141,7 @@ class TrainingSettings(BaseModel):
     @field_validator("policy")
     @classmethod
     def _local_policy(cls, value: str) -> str:
-        if value.startswith("served:"):
+        if PolicySpec.parse(value).served:
             raise ValueError(
                 "training replays the policy's own forward passes, so it needs the weights: give a "
                 "hub id or a local folder, not a served policy (to sample the rollouts on a server, "

@@ -9,6 +9,7 @@ from typing import Any
 
 from revseg_agent.eval.datasets import DATASETS
 from revseg_agent.graphs.registry import load_tracker
+from revseg_agent.specs import TrackerSpec
 from revseg_agent.video import DEFAULT_NUM_FRAMES
 
 EXIT_BAD_INPUT = 2
@@ -66,11 +67,10 @@ def add_dataset_options(p: argparse.ArgumentParser) -> None:
 
 
 def tracker_spec(args: argparse.Namespace) -> str:
-    if args.tracker == "classical":
-        return "classical"
-    if args.sam2_checkpoint:
-        return f"sam2:{args.sam2_checkpoint}:{args.sam2_config}"
-    return "sam2-hub:"
+    """The tracker spec the `--tracker` / `--sam2-*` options name (`TrackerSpec.from_options`)."""
+    return TrackerSpec.from_options(
+        args.tracker, checkpoint=args.sam2_checkpoint, config=args.sam2_config
+    ).text
 
 
 def load_cli_tracker(args: argparse.Namespace) -> Any:

@@ -9,6 +9,7 @@ from typing import Any
 from revseg_agent.access import is_loopback
 from revseg_agent.errors import InputError
 from revseg_agent.graphs.registry import check_device, check_policy_spec, load_policy, load_tracker
+from revseg_agent.specs import TrackerSpec
 
 
 def add_commands(sub: Any) -> None:
@@ -55,7 +56,6 @@ def run_ui(args: argparse.Namespace) -> int:
         from revseg_agent.app.ui.app import launch
     except ImportError as exc:
         raise InputError(f"the browser UI needs Gradio: pip install -e .[ui] ({exc})") from exc
-    from revseg_agent.tools.sam2_tracker import DEFAULT_SAM2_CONFIG
 
     if args.frames < 1:
         raise InputError(f"--frames must be at least 1, got {args.frames}")
@@ -78,15 +78,13 @@ def run_ui(args: argparse.Namespace) -> int:
         check_policy_spec(spec)
     trackers: dict[str, Any] = {}
     for kind in args.tracker or ["classical"]:
-        if kind == "classical":
-            trackers["classical"] = "classical"
-        else:
-            spec = (
-                f"sam2:{args.sam2_checkpoint}:{args.sam2_config or DEFAULT_SAM2_CONFIG}"
-                if args.sam2_checkpoint
-                else "sam2-hub:"
-            )
-            trackers["sam2"] = load_tracker(spec, args.device, args.sam2_image_size)
+        tracker = TrackerSpec.from_options(kind, checkpoint=args.sam2_checkpoint, config=args.sam2_config)
+        # the weight-free tracker is cheap to build per run; SAM2 loads once, here
+        trackers[kind] = (
+            tracker.text
+            if kind == "classical"
+            else load_tracker(tracker.text, args.device, args.sam2_image_size)
+        )
     policies = {spec: load_policy(spec, device=args.device) for spec in specs}
     print(f"revseg ui on http://{args.host}:{args.port} (runs in {args.work}); Ctrl+C stops it")
     try:

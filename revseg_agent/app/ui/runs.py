@@ -32,7 +32,7 @@ from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.edits import apply_edit
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.names import NODES, SEMANTIC_INTERPRETATION, TRACK
-from revseg_agent.graphs.registry import resolve_policy, resolve_tracker
+from revseg_agent.graphs.registry import resolve_policy, resolve_tracker, run_names
 from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import atomic_write_text, safe_name
 from revseg_agent.masks_io import BOX_RGB, Masks, overlay_frame, read_masks_json
@@ -282,7 +282,8 @@ class RunBook:
             self._write_outputs(info, state)
 
     def _trace(self, info: RunInfo, state: dict[str, Any]) -> Trace:
-        return Trace.from_state(state, policy=info.policy, tracker=info.tracker)
+        policy, tracker = run_names(self.policies[info.policy], self.trackers[info.tracker])
+        return Trace.from_state(state, policy=policy, tracker=tracker)
 
     def _write_outputs(self, info: RunInfo, state: dict[str, Any]) -> None:
         """`revseg segment`'s outputs (masks/, masks.json, overlay.mp4, trace.json), then the
