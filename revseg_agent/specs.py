@@ -19,6 +19,8 @@ from typing import Literal
 from revseg_agent.errors import CheckpointError, InputError
 
 SERVED_PREFIX = "served:"
+#: `served:transformers+http://...` names a `transformers serve` endpoint.
+TRANSFORMERS_SERVE = "transformers+"
 #: The tiny policy trained on the synthetic world, shipped inside the package (Hugging Face layout).
 REVSEG_TINY = "revseg-tiny"
 #: The supervised warm start of the current world's recipe (`recipes/revseg-tiny-sft.yaml`, its
@@ -56,8 +58,22 @@ class PolicySpec:
 
     @property
     def name(self) -> str:
-        """What a trace records for this policy."""
-        return self.text
+        """What a trace records for this policy (and the name of the policy loaded from it): the
+        spec as written; for a served model named in the spec, `<model> @ <base url>`."""
+        if not self.served:
+            return self.text
+        url, _, model = self.text.removeprefix(SERVED_PREFIX).partition("#")
+        if not model:  # the server's first model: known once asked
+            return self.text
+        return f"{model} @ {url.removeprefix(TRANSFORMERS_SERVE).rstrip('/')}"
+
+    @staticmethod
+    def name_of(text: str) -> str:
+        """`parse(text).name`, or the text as written when it does not parse (its run failed)."""
+        try:
+            return PolicySpec.parse(text).name
+        except InputError:
+            return text
 
     def source(self) -> str:
         """What `from_pretrained` loads: a packaged checkpoint's folder inside the installation,
@@ -123,6 +139,16 @@ class TrackerSpec:
 
             return cls("sam2", checkpoint=checkpoint, config=config or DEFAULT_SAM2_CONFIG)
         return cls("sam2-hub")
+
+    @staticmethod
+    def name_of(text: str) -> str:
+        """What a trace records for a tracker spec: its family, as the loaded tracker's `name`
+        (`classical`, `sam2`); an unparseable spec as written (its run failed on it)."""
+        try:
+            kind = TrackerSpec.parse(text).kind
+        except InputError:
+            return text
+        return "sam2" if kind in {"sam2", "sam2-hub"} else kind
 
     @property
     def text(self) -> str:

@@ -4,6 +4,7 @@ name for a policy whichever way the run was started (CLI, served graph, evaluati
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,19 +13,25 @@ from revseg_agent.specs import PolicySpec, TrackerSpec
 
 
 @pytest.mark.parametrize(
-    ("text", "kind", "served"),
+    ("text", "kind", "served", "name"),
     [
-        ("revseg-tiny", "packaged", False),
-        ("revseg-tiny-sft", "packaged", False),
-        ("Qwen/Qwen2.5-VL-7B-Instruct", "checkpoint", False),
-        ("./runs/sft/policy", "checkpoint", False),
-        ("served:http://127.0.0.1:8000/v1", "served", True),
-        ("served:transformers+http://127.0.0.1:8000/v1#revseg-tiny", "served", True),
+        ("revseg-tiny", "packaged", False, "revseg-tiny"),
+        ("revseg-tiny-sft", "packaged", False, "revseg-tiny-sft"),
+        ("Qwen/Qwen2.5-VL-7B-Instruct", "checkpoint", False, "Qwen/Qwen2.5-VL-7B-Instruct"),
+        ("./runs/sft/policy", "checkpoint", False, "./runs/sft/policy"),
+        # the server's first model, unknown until asked: the spec itself
+        ("served:http://127.0.0.1:8000/v1", "served", True, "served:http://127.0.0.1:8000/v1"),
+        ("served:http://127.0.0.1:8000/v1/#Qwen/Qwen2.5-VL-7B-Instruct", "served", True,
+         "Qwen/Qwen2.5-VL-7B-Instruct @ http://127.0.0.1:8000/v1"),
+        ("served:transformers+http://127.0.0.1:8000/v1#revseg-tiny", "served", True,
+         "revseg-tiny @ http://127.0.0.1:8000/v1"),
     ],
-)
-def test_policy_specs_say_how_they_load(text: str, kind: str, served: bool) -> None:
+)  # fmt: skip
+def test_policy_specs_say_how_they_load_and_what_a_trace_calls_them(
+    text: str, kind: str, served: bool, name: str
+) -> None:
     spec = PolicySpec.parse(text)
-    assert (spec.kind, spec.served, spec.name) == (kind, served, text)
+    assert (spec.kind, spec.served, spec.name) == (kind, served, name)
 
 
 def test_a_packaged_policy_loads_from_the_installation_and_others_as_given() -> None:
@@ -100,8 +107,42 @@ def test_a_trace_records_the_packaged_policy_by_its_spec_from_the_cli_and_the_se
     from revseg_agent.graphs.served import ServedContext, respond
 
     state = {"video_path": "clip.mp4", "query": "the red square"}
-    cli = trace_from_state(state, Context(policy=load_policy("revseg-tiny"), tracker="classical"))  # type: ignore[arg-type]
+    cli = trace_from_state(state, Context(policy=load_policy("revseg-tiny"), tracker="classical"))
     served = ServedContext(policy="revseg-tiny", tracker="classical", include_trace=True)
     out = respond(state, Runtime(context=served))  # type: ignore[arg-type]
     assert (cli.policy, cli.tracker) == ("revseg-tiny", "classical")
     assert (out["trace"]["policy"], out["trace"]["tracker"]) == (cli.policy, cli.tracker)
+
+
+def test_every_kind_of_run_takes_the_chain_settings_from_one_declaration() -> None:
+    """Context, the served context, RunSettings and EvalSpec inherit `ChainSettings`: the same
+    fields with the same defaults, and a context built from any of them runs the same chain."""
+    import dataclasses
+
+    from revseg_agent.eval.spec import EvalSpec
+    from revseg_agent.graphs.context import Context
+    from revseg_agent.graphs.served import ServedContext
+    from revseg_agent.policies.base import SamplingParams
+    from revseg_agent.settings import ChainSettings, RunSettings
+
+    chain = {f.name: f for f in dataclasses.fields(ChainSettings)}
+    for kind in (Context, ServedContext, RunSettings, EvalSpec):
+        assert issubclass(kind, ChainSettings)
+        own = {f.name: f for f in dataclasses.fields(kind)}
+        assert all(own[name] == chain[name] for name in chain), kind
+
+    asked: dict[str, Any] = {
+        "num_frames": 5,
+        "max_attempts": 2,
+        "on_parse_failure": "fallback",
+        "round2_with_history": False,
+    }
+    served = ServedContext(policy="revseg-tiny", sampling={"max_new_tokens": 64}, **asked)  # type: ignore[arg-type]
+    run = RunSettings(policy="revseg-tiny", sampling=SamplingParams(max_new_tokens=64), **asked)
+    spec = EvalSpec(dataset="mevis", root=Path("r"), out=Path("o"), policy="revseg-tiny", **asked)
+    again = EvalSpec.from_json(spec.to_json())
+    contexts = [served.context, run.context(load=False), again.context(load=False)]
+    for context in contexts:
+        assert {k: getattr(context, k) for k in asked} == asked
+    assert served.context.sampling == run.context(load=False).sampling == SamplingParams(max_new_tokens=64)
+    assert EvalSpec.from_json(spec.to_json()) == spec

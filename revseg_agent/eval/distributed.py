@@ -42,7 +42,7 @@ class EvalWorker:
         import torch
 
         torch.set_num_threads(1)  # a worker per CPU: do not oversubscribe the node
-        self.runner = EvalSpec.model_validate(spec).build_runner()
+        self.runner = EvalSpec.from_json(spec).build_runner()
         self.samples = {s.key: s for s in self.runner.bench.samples()}
 
     def run(self, key: str, work: str) -> dict[str, Any]:
@@ -79,7 +79,7 @@ class RayExecutor:
         actor = ray.remote(
             num_cpus=opts.cpus_per_worker, num_gpus=opts.gpus_per_worker, max_restarts=opts.retries
         )(EvalWorker)
-        spec = self.spec.model_dump(mode="json")
+        spec = self.spec.to_json()
         workers = [actor.remote(spec) for _ in range(min(opts.workers, len(todo)))]
         queue = [(s.key, 0) for s in todo]
         running: dict[Any, tuple[Any, str, int]] = {}

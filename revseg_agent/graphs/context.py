@@ -7,14 +7,15 @@ import hashlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from revseg_agent.access import require_within
 from revseg_agent.policies.base import Policy, SamplingParams
+from revseg_agent.settings import ChainSettings
 from revseg_agent.tools.base import ProgressCallback, Tracker
-from revseg_agent.video import DEFAULT_NUM_FRAMES, FrameCache, Video, open_video
+from revseg_agent.video import FrameCache, Video, open_video
 
 #: Sampling used when an answer did not parse and the node asks again (greedy would repeat it).
 RETRY_SAMPLING = SamplingParams(do_sample=True, temperature=1.0, top_p=0.95)
@@ -23,29 +24,17 @@ CONTEXT_CACHE_FRAMES = 64
 
 
 @dataclass
-class Context:
+class Context(ChainSettings):
     """Injected into every node (LangGraph `context_schema`); swap `policy` / `tracker` here.
 
-    `on_parse_failure` decides what happens when an answer still does not parse after
-    `max_attempts`: `"fail"` ends the run with a typed error recorded in the trace; `"fallback"`
-    substitutes a documented default (round 1: the middle sampled frame and the query itself as
-    the description; round 2: the centre box covering the middle half of the keyframe), marks the
-    step with `fallback` in the trace, and carries on.
+    The chain's settings (frames, attempts, decoding, `on_parse_failure`) are `ChainSettings`'s,
+    given by keyword: `Context(policy, tracker, num_frames=8)`. A `policy` or `tracker` given as
+    a spec string (`specs`) is loaded by the nodes on first use (`registry`).
     """
 
-    policy: Policy
-    tracker: Tracker
-    num_frames: int = DEFAULT_NUM_FRAMES
-    max_attempts: int = 3
-    sampling: SamplingParams = field(default_factory=SamplingParams)
+    policy: Policy | str
+    tracker: Tracker | str
     retry_sampling: SamplingParams = RETRY_SAMPLING
-    on_parse_failure: Literal["fail", "fallback"] = "fail"
-    #: Round 2 continues the round-1 conversation (video, question, answer) when True, as in
-    #: ReVSeg's two-round chain; when False it sees the keyframe and the grounding prompt alone.
-    round2_with_history: bool = True
-    #: Run the tracker at the end. Training that needs no mask reward skips it (the trace then
-    #: ends with a `track` step marked skipped and no masks).
-    run_tracker: bool = True
     #: Where the tracking node writes its masks (COCO RLE JSON); None: a temporary folder made
     #: when first needed (not at construction: a served graph builds the context on its event
     #: loop, where file-system calls are blocking calls).
@@ -78,11 +67,9 @@ class Context:
         return dataclasses.replace(retry, seed=int.from_bytes(digest[:4], "little"))
 
     def __post_init__(self) -> None:
-        # A served graph (`langgraph dev`) receives the context as JSON: accept plain values.
-        for name in ("sampling", "retry_sampling"):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, SamplingParams(**value))
+        super().__post_init__()
+        if isinstance(self.retry_sampling, dict):  # JSON: accept plain values
+            self.retry_sampling = SamplingParams(**self.retry_sampling)
         if self.artifacts_dir is not None:
             self.artifacts_dir = Path(self.artifacts_dir)
 

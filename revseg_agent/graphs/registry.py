@@ -140,7 +140,11 @@ def resolve_tracker(tracker: Tracker | str) -> Tracker:
 
 
 def run_names(policy: Policy | str, tracker: Tracker | str) -> tuple[str, str]:
-    """What a trace records as its policy and tracker: the loaded objects' names, which for a
-    policy loaded from a spec is the spec (`revseg-tiny`, a hub id, a folder as given). One rule
-    for the CLI, the served graph, evaluation and the UI."""
-    return resolve_policy(policy).name, resolve_tracker(tracker).name
+    """What a trace records as its policy and tracker, without loading anything (a failed run
+    may name a spec that cannot load): an object's `name`, a spec's `name`. A policy loaded
+    from a spec is named by it, so the CLI (objects) and a served graph (specs) record the same
+    `revseg-tiny`; a tracker by its family (`classical`, `sam2`)."""
+    return (
+        PolicySpec.name_of(policy) if isinstance(policy, str) else policy.name,
+        TrackerSpec.name_of(tracker) if isinstance(tracker, str) else tracker.name,
+    )

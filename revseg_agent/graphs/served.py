@@ -12,8 +12,9 @@ by JSON schemas, so:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
@@ -21,44 +22,32 @@ from typing_extensions import TypedDict
 from revseg_agent.access import allowed_dirs_from_env
 from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.state import RevsegState
-from revseg_agent.policies.base import SamplingParams
 from revseg_agent.policies.released import DEFAULT_POLICY
-from revseg_agent.video import DEFAULT_NUM_FRAMES
+from revseg_agent.settings import ChainSettings
 
 
-@dataclass
-class ServedContext:
-    """The run's settings as JSON: the policy and tracker as specs (see `registry`)."""
+@dataclass(kw_only=True)
+class ServedContext(ChainSettings):
+    """The run's settings as JSON: the chain's (`ChainSettings`), the policy and tracker as specs
+    (`specs`), where masks go, and whether to return the whole trace."""
 
     #: A hub id, a local checkpoint folder, or `served:<base url>[#<model>]`.
     policy: str = DEFAULT_POLICY
     #: `classical`, `sam2:<checkpoint>[:<config>]` or `sam2-hub:<hub id>`.
     tracker: str = "classical"
-    num_frames: int = DEFAULT_NUM_FRAMES
-    max_attempts: int = 3
-    on_parse_failure: Literal["fail", "fallback"] = "fail"
-    round2_with_history: bool = True
-    run_tracker: bool = True
-    sampling: SamplingParams = field(default_factory=SamplingParams)
     #: Where the server writes mask files; None: a temporary folder made when first needed.
     artifacts_dir: str | None = None
     #: Return the full trace (prompts, token ids, log-probs) in the output as well.
     include_trace: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.sampling, dict):  # JSON from a client
-            self.sampling = SamplingParams(**self.sampling)
+        super().__post_init__()
         self._context = Context(
-            policy=self.policy,  # type: ignore[arg-type]  # specs are resolved by the nodes
-            tracker=self.tracker,  # type: ignore[arg-type]
-            num_frames=self.num_frames,
-            max_attempts=self.max_attempts,
-            on_parse_failure=self.on_parse_failure,
-            round2_with_history=self.round2_with_history,
-            run_tracker=self.run_tracker,
-            sampling=self.sampling,
-            artifacts_dir=self.artifacts_dir,  # type: ignore[arg-type]  # made a Path by Context
+            self.policy,  # specs: the nodes load them once per spec (`registry`)
+            self.tracker,
+            artifacts_dir=Path(self.artifacts_dir) if self.artifacts_dir is not None else None,
             allowed_dirs=allowed_dirs_from_env(),  # the server's setting, never the client's
+            **self.chain_settings(),
         )
 
     @property

@@ -73,7 +73,7 @@ from revseg_agent.policies.frame_layout import (
 )
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder
 from revseg_agent.policies.released import RELEASED_TOKEN_IDS
-from revseg_agent.specs import SERVED_PREFIX
+from revseg_agent.specs import SERVED_PREFIX, TRANSFORMERS_SERVE, PolicySpec
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,6 @@ class ServedPolicyError(RevsegError):
 
 #: Which server's dialect of the OpenAI chat API is spoken.
 ServerKind = Literal["vllm", "transformers"]
-#: `served:transformers+http://...` names a `transformers serve` endpoint.
-TRANSFORMERS_PREFIX = "transformers+"
 
 
 class ServedPolicy:
@@ -105,11 +103,15 @@ class ServedPolicy:
         server: ServerKind = "vllm",
         sizing: QwenInputBuilder | None = None,
         max_concurrency: int = 16,
+        name: str | None = None,
     ):
         """`sizing`: size visuals with a local processor's budgets and frame layout (the local
         policy that replays the rollouts); None: qwen-vl-utils' default budgets.
-        `max_concurrency`: requests in flight for one `generate_batch`."""
+        `max_concurrency`: requests in flight for one `generate_batch`. `name`: what traces
+        record (default `<model> @ <base url>`; `from_spec` gives the spec)."""
         import httpx
+
+        self._label = name
 
         self.server = server
         self.sizing = sizing
@@ -131,16 +133,19 @@ class ServedPolicy:
         """`served:<base_url>[#<model>]`, e.g. `served:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-VL-7B-Instruct`
         (vLLM, SGLang); `served:transformers+<base_url>[#<model>]` for `transformers serve`."""
         url, _, model = spec.removeprefix(SERVED_PREFIX).partition("#")
-        if url.startswith(TRANSFORMERS_PREFIX):
-            policy = cls(url.removeprefix(TRANSFORMERS_PREFIX), model or None, server="transformers")
+        name = PolicySpec.parse(spec).name
+        if url.startswith(TRANSFORMERS_SERVE):
+            policy = cls(
+                url.removeprefix(TRANSFORMERS_SERVE), model or None, server="transformers", name=name
+            )
         else:
-            policy = cls(url, model or None)
+            policy = cls(url, model or None, name=name)
         policy.sizing = local_sizing(policy.model)
         return policy
 
     @property
     def name(self) -> str:
-        return f"{self.model} @ {self.base_url}"
+        return self._label or f"{self.model} @ {self.base_url}"
 
     def _first_model(self) -> str:
         models = self.request("GET", "/models").get("data") or []

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from revseg_agent.app.cli.common import add_dataset_options, add_segment_options, tracker_spec
+from revseg_agent.app.cli.common import add_dataset_options, add_segment_options, run_settings
 from revseg_agent.errors import InputError
 from revseg_agent.eval.diagnostics import BASELINES
 from revseg_agent.graphs.registry import check_device, check_policy_spec, check_tracker_spec
@@ -106,25 +106,18 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     spec = EvalSpec(
+        **run_settings(args),
         dataset=args.dataset,
         root=args.root,
         split=args.split,
         out=args.out,
         baseline=args.baseline,
-        policy=None if args.baseline else args.policy,
-        tracker=tracker_spec(args),
-        device=args.device,
-        sam2_image_size=args.sam2_image_size,
-        num_frames=args.frames,
-        max_attempts=args.max_attempts,
-        on_parse_failure=args.on_parse_failure,
-        max_new_tokens=args.max_new_tokens,
         missing=args.missing,
         workers=1 if args.ray else args.workers,
     )
     check_tracker_spec(spec.tracker)
     check_device(args.device)
-    if spec.policy is not None:
+    if spec.baseline is None:  # a baseline runs no policy
         check_policy_spec(spec.policy)
     executor = None
     if args.ray:

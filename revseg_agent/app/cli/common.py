@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from revseg_agent.eval.datasets import DATASETS
-from revseg_agent.graphs.registry import load_tracker
 from revseg_agent.specs import TrackerSpec
 from revseg_agent.video import DEFAULT_NUM_FRAMES
 
@@ -73,21 +72,17 @@ def tracker_spec(args: argparse.Namespace) -> str:
     ).text
 
 
-def load_cli_tracker(args: argparse.Namespace) -> Any:
-    return load_tracker(tracker_spec(args), args.device, args.sam2_image_size)
-
-
-def segment_context(args: argparse.Namespace, policy: Any, tracker: Any, **extra: Any) -> Any:
-    """The graph's run-time context from the segment options."""
-    from revseg_agent.graphs.context import Context
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The segment options as `RunSettings` fields (`settings`): what `segment` and `eval` run."""
     from revseg_agent.policies.base import SamplingParams
 
-    return Context(
-        policy=policy,
-        tracker=tracker,
-        num_frames=args.frames,
-        max_attempts=args.max_attempts,
-        on_parse_failure=args.on_parse_failure,
-        sampling=SamplingParams(max_new_tokens=args.max_new_tokens),
-        **extra,
-    )
+    return {
+        "policy": args.policy,
+        "tracker": tracker_spec(args),
+        "device": args.device,
+        "sam2_image_size": args.sam2_image_size,
+        "num_frames": args.frames,
+        "max_attempts": args.max_attempts,
+        "on_parse_failure": args.on_parse_failure,
+        "sampling": SamplingParams(max_new_tokens=args.max_new_tokens),
+    }

@@ -8,16 +8,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from revseg_agent.app.cli.common import (
-    EXIT_CHAIN_FAILED,
-    add_segment_options,
-    load_cli_tracker,
-    segment_context,
-    tracker_spec,
-)
+from revseg_agent.app.cli.common import EXIT_CHAIN_FAILED, add_segment_options, run_settings
 from revseg_agent.errors import InputError, PipelineFailure
-from revseg_agent.graphs.registry import check_device, check_tracker_spec, load_policy
+from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.registry import check_device, check_tracker_spec, load_policy, load_tracker
 from revseg_agent.io import check_replaceable
+from revseg_agent.settings import RunSettings
 from revseg_agent.video import open_video
 
 
@@ -50,10 +46,11 @@ def run_segment(args: argparse.Namespace) -> int:
         raise InputError(f"--frames must be at least 1, got {args.frames}")
     check_replaceable(args.out, overwrite=args.overwrite)
     video = open_video(args.video)
-    check_tracker_spec(tracker_spec(args))  # cheap checks before the policy loads
-    check_device(args.device)
-    policy = load_policy(args.policy, device=args.device)
-    tracker = load_cli_tracker(args)
+    settings = RunSettings(**run_settings(args))
+    check_tracker_spec(settings.tracker)  # cheap checks before the policy loads
+    check_device(settings.device)
+    policy = load_policy(settings.policy, device=settings.device)
+    tracker = load_tracker(settings.tracker, settings.device, settings.sam2_image_size)
 
     bar: dict[str, Any] = {}
 
@@ -64,7 +61,7 @@ def run_segment(args: argparse.Namespace) -> int:
             )
         bar["bar"].update(n)
 
-    context = segment_context(args, policy, tracker, track_progress=progress)
+    context = Context(policy, tracker, track_progress=progress, **settings.chain_settings())
     inputs: dict[str, Any] | None = {"video_path": str(args.video), "query": args.query}
     if args.step:
         from langgraph.checkpoint.memory import InMemorySaver

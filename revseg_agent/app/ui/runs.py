@@ -37,6 +37,7 @@ from revseg_agent.graphs.traces import Trace
 from revseg_agent.io import atomic_write_text, safe_name
 from revseg_agent.masks_io import BOX_RGB, Masks, overlay_frame, read_masks_json
 from revseg_agent.policies.base import Policy
+from revseg_agent.settings import ChainSettings, OnParseFailure
 from revseg_agent.tools.base import Tracker
 from revseg_agent.types import Box
 from revseg_agent.video import DEFAULT_NUM_FRAMES, open_video
@@ -125,7 +126,7 @@ class RunBook:
         trackers: Mapping[str, TrackerLike],
         num_frames: int = DEFAULT_NUM_FRAMES,
         max_attempts: int = 3,
-        on_parse_failure: str = "fallback",
+        on_parse_failure: OnParseFailure = "fallback",
         allowed_dirs: Sequence[str | Path] | None = None,
     ) -> None:
         """`allowed_dirs`: the only folders (besides `work_dir`) a run's video may come from; None:
@@ -138,9 +139,10 @@ class RunBook:
         (self.work_dir / "runs").mkdir(parents=True, exist_ok=True)
         self.policies = dict(policies)
         self.trackers = dict(trackers)
-        self.num_frames = num_frames
-        self.max_attempts = max_attempts
-        self.on_parse_failure = on_parse_failure
+        #: How every run of the page runs the chain.
+        self.chain = ChainSettings(
+            num_frames=num_frames, max_attempts=max_attempts, on_parse_failure=on_parse_failure
+        )
         self.allowed_dirs: list[str] | None = (
             None if allowed_dirs is None else [str(self.work_dir), *map(str, allowed_dirs)]
         )
@@ -192,7 +194,7 @@ class RunBook:
         """Run every remaining node."""
         info = self.info(run_id)
         with self._lock(run_id):
-            self._advance(info, None, nodes=len(NODES) * (self.max_attempts + 1), progress=progress)
+            self._advance(info, None, nodes=len(NODES) * (self.chain.max_attempts + 1), progress=progress)
             return self._view(info)
 
     def edit(self, run_id: str, key: str, value: Any) -> RunView:
@@ -258,9 +260,7 @@ class RunBook:
         return Context(
             policy=resolve_policy(self.policies[info.policy]),
             tracker=tracker,
-            num_frames=self.num_frames,
-            max_attempts=self.max_attempts,
-            on_parse_failure=self.on_parse_failure,  # type: ignore[arg-type]
+            **self.chain.chain_settings(),
             artifacts_dir=self._folder(info.run_id) / "artifacts",
             track_progress=track_progress,
         )
