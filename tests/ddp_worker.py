@@ -1,4 +1,4 @@
-"""Run by `torchrun --nproc_per_node 2` from test_grpo.py: a 2-process CPU data-parallel GRPO run.
+"""Run by `torchrun --nproc_per_node 2` from test_grpo_trainer.py: a 2-process CPU data-parallel GRPO run.
 
 Each rank writes the sum of its parameters after training; data-parallel training must leave
 every rank with the same weights although each rank rolled out different samples. A third

@@ -198,8 +198,8 @@ def _processor_batch(policy: QwenVLPolicy, requests: list) -> dict:  # type: ign
     builder = policy.inputs
     conversations, clips = [], []
     for messages, visuals in requests:
-        elements, by_kind = builder._elements(messages, visuals)
-        conversations.append(builder._conversation(messages, elements))
+        elements, by_kind = builder.visual_elements(messages, visuals)
+        conversations.append(builder.processor_conversation(messages, elements))
         clips += by_kind["video"]
     images, videos, _ = process_vision_info(
         conversations, return_video_kwargs=True, return_video_metadata=True

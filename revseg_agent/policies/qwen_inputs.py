@@ -96,8 +96,8 @@ class QwenInputBuilder:
         memo: dict[tuple[str, str], TokenRow],
     ) -> TokenRow:
         spliced = [m.token_ids for m in messages if m.role == "assistant" and m.token_ids is not None]
-        elements, clips = self._elements(messages, visuals)
-        conversation = self._conversation(messages, elements)
+        elements, clips = self.visual_elements(messages, visuals)
+        conversation = self.processor_conversation(messages, elements)
         if not spliced:
             text = self.processor.apply_chat_template(
                 conversation, tokenize=False, add_generation_prompt=True
@@ -155,10 +155,11 @@ class QwenInputBuilder:
             self.processor.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
         )
 
-    def _elements(
+    def visual_elements(
         self, messages: Sequence[ChatMessage], visuals: Mapping[str, Visual]
     ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[Visual]]]:
-        """qwen-vl-utils elements for every visual, by kind and in order, with their sources."""
+        """qwen-vl-utils elements for every visual of a chat, by kind and in order, and the
+        visuals as fed (clips laid out by `frame_layout`)."""
         elements: dict[str, list[dict[str, Any]]] = {"image": [], "video": []}
         clips: dict[str, list[Visual]] = {"image": [], "video": []}
         for msg in messages:
@@ -192,10 +193,11 @@ class QwenInputBuilder:
         return element, fed
 
     @staticmethod
-    def _conversation(
+    def processor_conversation(
         messages: Sequence[ChatMessage], elements: Mapping[str, list[dict[str, Any]]]
     ) -> list[dict[str, Any]]:
-        """The chat in the processor's format (visual elements in place, in order)."""
+        """The chat in the processor's format (`visual_elements` in place, in order): what
+        `apply_chat_template` and qwen-vl-utils take, e.g. to build a reference batch."""
         next_of = {kind: iter(items) for kind, items in elements.items()}
         out = []
         for msg in messages:

@@ -21,6 +21,10 @@ from revseg_agent.training.loss import (
 )
 from revseg_agent.training.optim import MasterWeightAdamW, build_optimizer, clip_gradients
 
+#: The TRL release whose `GRPOTrainer._compute_loss` (a private method) these tests compare our
+#: objective with: pinned in the `dev` extra, checked below, so a TRL upgrade is a decision (re-read
+#: its loss, move the pin) and never a silent change of what "TRL's loss" means.
+TRL_REFERENCE = "1.16.0"
 LENGTHS = [3, 5, 1, 4]
 MAX_LEN = 6
 
@@ -42,8 +46,17 @@ def _batch(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def test_trl_is_the_release_the_objective_is_checked_against() -> None:
+    import trl
+
+    assert trl.__version__ == TRL_REFERENCE, (
+        f"TRL {trl.__version__} is installed; the loss tests read TRL {TRL_REFERENCE}'s private "
+        "GRPOTrainer._compute_loss: install the dev extra, or re-read the new release's loss and move the pin"
+    )
+
+
 def _trl_loss(loss_type: str, batch: dict[str, torch.Tensor], new: torch.Tensor, beta: float) -> torch.Tensor:
-    """TRL 1.16's `GRPOTrainer._compute_loss` itself, on a stand-in trainer whose model returns
+    """TRL 1.16.0's `GRPOTrainer._compute_loss` itself, on a stand-in trainer whose model returns
     `new` as the per-token log-probs (one process, no accumulation, no vLLM, token level)."""
     from trl import GRPOTrainer
 
