@@ -1,4 +1,4 @@
-"""Run by `torchrun --nproc_per_node 2` from test_sft_training.py: a 2-process CPU SFT run, plain
+"""Run by `torchrun --nproc_per_node 2` from test_sft_trainer.py: a 2-process CPU SFT run, plain
 data parallel or (`--deepspeed CONFIG`) through a DeepSpeed ZeRO-2 engine (gloo backend).
 
 Each rank writes the sum of its parameters before and after training, the expressions it
