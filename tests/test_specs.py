@@ -120,10 +120,10 @@ def test_every_kind_of_run_takes_the_chain_settings_from_one_declaration() -> No
     import dataclasses
 
     from revseg_agent.eval.spec import EvalSpec
-    from revseg_agent.graphs.context import Context
+    from revseg_agent.graphs.context import Context, RunSettings
     from revseg_agent.graphs.served import ServedContext
     from revseg_agent.policies.base import SamplingParams
-    from revseg_agent.settings import ChainSettings, RunSettings
+    from revseg_agent.settings import ChainSettings
 
     chain = {f.name: f for f in dataclasses.fields(ChainSettings)}
     for kind in (Context, ServedContext, RunSettings, EvalSpec):

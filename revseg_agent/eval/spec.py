@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 
 from revseg_agent.eval.runner import EvalRunner
 from revseg_agent.eval.scoring import MissingRule
-from revseg_agent.settings import RunSettings
+from revseg_agent.graphs.context import RunSettings
 
 
 @dataclass(kw_only=True)

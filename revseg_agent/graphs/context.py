@@ -13,6 +13,7 @@ import numpy as np
 
 from revseg_agent.access import require_within
 from revseg_agent.policies.base import Policy, SamplingParams
+from revseg_agent.policies.released import DEFAULT_POLICY
 from revseg_agent.settings import ChainSettings
 from revseg_agent.tools.base import ProgressCallback, Tracker
 from revseg_agent.video import FrameCache, Video, open_video
@@ -98,6 +99,30 @@ class Context(ChainSettings):
         if self.frame_cache is not None:
             return self.frame_cache.read(path, indices, fps=fps)
         return open_video(path, fps=fps).read(indices)
+
+
+@dataclass(kw_only=True)
+class RunSettings(ChainSettings):
+    """A run named by specs (`specs`): what the CLI's and the UI's options describe."""
+
+    #: A hub id, a local checkpoint folder, `revseg-tiny`, or `served:<base url>[#<model>]`.
+    policy: str = DEFAULT_POLICY
+    #: `classical`, `sam2:<checkpoint>[:<config>]` or `sam2-hub:[<hub id>]`.
+    tracker: str = "classical"
+    #: Where the models run (None: cuda when available).
+    device: str | None = None
+    #: SAM2's input size (None: the checkpoint's 1024); lower saves memory.
+    sam2_image_size: int | None = None
+
+    def context(self, *, load: bool = True, **extra: Any) -> Context:
+        """The graph's run-time context: the policy and tracker loaded once per spec (`registry`),
+        or with `load=False` left as specs that the nodes load on first use. `extra`: the
+        context's own fields (artifacts_dir, track_progress, ...)."""
+        from revseg_agent.graphs.registry import load_policy, load_tracker
+
+        policy: Any = load_policy(self.policy, device=self.device) if load else self.policy
+        tracker: Any = load_tracker(self.tracker, self.device, self.sam2_image_size) if load else self.tracker
+        return Context(policy, tracker, **self.chain_settings(), **extra)
 
 
 def run_context(runtime_context: Any) -> Context:

@@ -10,10 +10,9 @@ from typing import Any
 
 from revseg_agent.app.cli.common import EXIT_CHAIN_FAILED, add_segment_options, run_settings
 from revseg_agent.errors import InputError, PipelineFailure
-from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.context import Context, RunSettings
 from revseg_agent.graphs.registry import check_device, check_tracker_spec, load_policy, load_tracker
 from revseg_agent.io import check_replaceable
-from revseg_agent.settings import RunSettings
 from revseg_agent.video import open_video
 
 
