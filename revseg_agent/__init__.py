@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from revseg_agent.errors import CheckpointError, InputError, PipelineFailure, RevsegError, VideoError
-from revseg_agent.graphs.context import Context
+from revseg_agent.graphs.context import Context, RunSettings
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.pipeline import SegmentationResult, result_from_state, segment
 from revseg_agent.graphs.traces import StepRecord, Trace
 from revseg_agent.policies.base import Generation, Policy, SamplingParams
 from revseg_agent.policies.served import ServedPolicy
+from revseg_agent.settings import ChainSettings
 from revseg_agent.tools.base import Tracker
 from revseg_agent.tools.classical import ClassicalTracker
 from revseg_agent.types import Box, MaskTrack
@@ -40,6 +41,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Box",
+    "ChainSettings",
     "CheckpointError",
     "ClassicalTracker",
     "Context",
@@ -50,6 +52,7 @@ __all__ = [
     "Policy",
     "QwenVLPolicy",
     "RevsegError",
+    "RunSettings",
     "SAM2Tracker",
     "SamplingParams",
     "SegmentationResult",
