@@ -183,7 +183,7 @@ def test_entry_point_runs_as_a_program(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "revseg_agent.app.cli",
+            "revseg_agent",
             "segment",
             str(tmp_path / "missing.mp4"),
             "q",
