@@ -275,3 +275,55 @@ def test_streamed_frames_and_dropped_memory_give_the_all_frames_masks(
     assert max(held) <= 2 * window + 1 < LONG - 1  # bounded, and the bound is below the video
     lazy = loaded[0]
     assert isinstance(lazy, sam2_tracker.LazyFrames) and len(lazy._cache) <= lazy.keep
+
+
+def _circle_box(index: int) -> Box:
+    """The blue circle of the demo clip on frame `index` (radius 18 around (240, 60 + 4i))."""
+    return Box(222, 42 + 4 * index, 258, 78 + 4 * index)
+
+
+def test_a_video_s_prompts_in_one_pass_equal_each_prompt_alone_with_the_encoder_run_once_a_frame(
+    tracker: SAM2Tracker, demo_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`stream_group`: the expressions of one video, each with its own keyframe and boxes (one
+    with two), tracked together. Every prompt's masks equal `stream` with that prompt alone, to
+    the bit; SAM2's image encoder runs once per frame of a pass for all of them."""
+    from revseg_agent.synth.square_clip import square_box
+    from revseg_agent.tools.base import TrackPrompt
+
+    video = open_video(demo_clip)
+    prompts = [
+        TrackPrompt(KEY, (BOX,)),
+        TrackPrompt(15, (square_box(15), _circle_box(15))),
+        TrackPrompt(KEY, (_circle_box(KEY),)),
+        TrackPrompt(0, (square_box(0),)),
+    ]
+    calls = {"n": 0}
+    encode = tracker.predictor.forward_image
+
+    def counted(image: torch.Tensor) -> object:
+        calls["n"] += 1
+        return encode(image)
+
+    monkeypatch.setattr(tracker.predictor, "forward_image", counted)
+    alone: list[dict[int, dict[int, np.ndarray]]] = []
+    for p in prompts:
+        frames = tracker.stream(video, frame_index=p.frame_index, boxes=p.boxes)
+        alone.append({f.index: f.objects for f in frames})
+    calls_alone, calls["n"] = calls["n"], 0
+    grouped: list[dict[int, dict[int, np.ndarray]]] = [{} for _ in prompts]
+    ticks: list[int] = []
+    for k, frame in tracker.stream_group(video, prompts, progress=ticks.append):
+        assert frame.index not in grouped[k]  # every frame once per prompt
+        grouped[k][frame.index] = frame.objects
+    for k, p in enumerate(prompts):
+        assert sorted(grouped[k]) == list(range(video.num_frames))
+        for i in range(video.num_frames):
+            assert sorted(grouped[k][i]) == list(range(1, len(p.boxes) + 1))
+            for obj, mask in alone[k][i].items():
+                np.testing.assert_array_equal(grouped[k][i][obj], mask)
+    # the forward pass from frame 0 and the backward pass from frame 15, once each; plus each
+    # session's own start-up (its first frame, its keyframe's prompt)
+    passes = video.num_frames + 16
+    assert sum(ticks) == passes
+    assert calls["n"] <= passes + 2 * len(prompts) < calls_alone

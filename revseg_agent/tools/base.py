@@ -10,6 +10,7 @@ trackers implement `stream` and derive `track` from it; a third-party tracker ma
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -25,12 +26,21 @@ __all__ = [
     "FrameMasks",
     "ProgressCallback",
     "StreamingTracker",
+    "TrackPrompt",
     "Tracker",
     "check_prompt",
     "collect_track",
     "frames_of",
     "stream_masks",
 ]
+
+
+@dataclass(frozen=True)
+class TrackPrompt:
+    """Boxes on one frame: what one expression asks a tracker to propagate."""
+
+    frame_index: int
+    boxes: tuple[Box, ...]
 
 
 @runtime_checkable

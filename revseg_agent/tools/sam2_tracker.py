@@ -16,18 +16,19 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
 import torch
 
 from revseg_agent.errors import CheckpointError, ResourceError
-from revseg_agent.tools.base import FrameMasks, ProgressCallback, check_prompt, collect_track
+from revseg_agent.tools.base import FrameMasks, ProgressCallback, TrackPrompt, check_prompt, collect_track
 from revseg_agent.types import Box, MaskTrack
 from revseg_agent.video import Video
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_l.yaml"
 DEFAULT_SAM2_HUB_ID = "facebook/sam2.1-hiera-large"
@@ -243,12 +244,30 @@ class SAM2Tracker:
         dropped once no later frame can attend to it (`memory_window`); the keyframe's, SAM2's
         conditioning frame, is kept throughout. One propagation at a time per tracker: the
         lock is held until the stream is exhausted or closed."""
-        check_prompt(video, frame_index, boxes)
+        prompt = TrackPrompt(frame_index, tuple(boxes))
+        for _, masks in self.stream_group(video, [prompt], progress=progress):
+            yield masks
+
+    def stream_group(
+        self,
+        video: Video,
+        prompts: Sequence[TrackPrompt],
+        *,
+        progress: ProgressCallback | None = None,
+    ) -> Iterator[tuple[int, FrameMasks]]:
+        """Several prompts on one video (the expressions of a video, each with its own keyframe
+        and boxes) in one pass: `(prompt index, FrameMasks)` as they are made. Each prompt keeps
+        its own SAM2 session, so its masks equal `stream` with that prompt alone; what they share
+        is the image encoder, run once per frame for all of them (SAM2 caches a frame's features
+        in its session; the others are handed that cache before they step onto the frame).
+        Forward from the earliest keyframe to the end, then backward from the latest to frame 0;
+        each prompt joins at its keyframe. `progress` counts frames of the two passes."""
+        for prompt in prompts:
+            check_prompt(video, prompt.frame_index, prompt.boxes)
+        if not prompts:
+            return
         with self._lock:
-            yield from _outside_contexts(
-                self._stream(video, frame_index=frame_index, boxes=boxes, progress=progress),
-                self._contexts,
-            )
+            yield from _outside_contexts(self._stream_group(video, prompts, progress), self._contexts)
 
     def _contexts(self) -> contextlib.ExitStack:
         """inference mode and SAM2's precision, entered around each step of the stream only, so
@@ -259,46 +278,87 @@ class SAM2Tracker:
         stack.enter_context(torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None))
         return stack
 
-    def _stream(
-        self,
-        video: Video,
-        *,
-        frame_index: int,
-        boxes: Sequence[Box],
-        progress: ProgressCallback | None = None,
-    ) -> Generator[FrameMasks, None, None]:
+    def _stream_group(
+        self, video: Video, prompts: Sequence[TrackPrompt], progress: ProgressCallback | None
+    ) -> Generator[tuple[int, FrameMasks], None, None]:
         with tempfile.TemporaryDirectory(prefix="revseg-sam2-") as tmp:
             source = self._frames_source(video, Path(tmp) / "frames")
-            state = self._init_state(source, Path(tmp))
+            states: list[dict[str, Any]] = []
             try:
-                for obj_id, box in enumerate(boxes, start=1):
-                    self.predictor.add_new_points_or_box(
-                        state, frame_idx=frame_index, obj_id=obj_id, box=np.array(box.to_list(), np.float32)
+                for prompt in prompts:
+                    state = self._init_state(
+                        source, Path(tmp), images=states[0]["images"] if states else None
                     )
+                    states.append(state)
+                    for obj_id, box in enumerate(prompt.boxes, start=1):
+                        self.predictor.add_new_points_or_box(
+                            state,
+                            frame_idx=prompt.frame_index,
+                            obj_id=obj_id,
+                            box=np.array(box.to_list(), np.float32),
+                        )
                 window = self.memory_window()
+                keyframes = [p.frame_index for p in prompts]
                 for reverse in (False, True):
-                    for idx, obj_ids, logits in self.predictor.propagate_in_video(
-                        state, start_frame_idx=frame_index, reverse=reverse
-                    ):
-                        if self.stream_frames:
-                            _drop_unreachable_memory(state, frame_index, int(idx), reverse, window)
-                        if not (reverse and idx == frame_index):  # sam2 gives the keyframe twice
-                            masks = (logits > self.mask_threshold).cpu().numpy()[:, 0]
-                            yield FrameMasks(
-                                int(idx), {int(obj_id): masks[k] for k, obj_id in enumerate(obj_ids)}
-                            )
-                        if progress is not None:
-                            progress(1)
+                    yield from self._one_pass(video, states, keyframes, reverse, window, progress)
             finally:
-                self.predictor.reset_state(state)
+                for state in states:
+                    self.predictor.reset_state(state)
 
-    def _init_state(self, source: str, tmp: Path) -> dict[str, Any]:
+    def _one_pass(
+        self,
+        video: Video,
+        states: list[dict[str, Any]],
+        keyframes: list[int],
+        reverse: bool,
+        window: int,
+        progress: ProgressCallback | None,
+    ) -> Generator[tuple[int, FrameMasks], None, None]:
+        """One direction for every session, frame by frame in lockstep."""
+        runs = [
+            self.predictor.propagate_in_video(state, start_frame_idx=key, reverse=reverse)
+            for state, key in zip(states, keyframes, strict=True)
+        ]
+        frames = range(max(keyframes), -1, -1) if reverse else range(min(keyframes), video.num_frames)
+        try:
+            for idx in frames:
+                features: dict[int, Any] | None = None
+                for k, (state, run, key) in enumerate(zip(states, runs, keyframes, strict=True)):
+                    if (idx > key or key == 0) if reverse else (idx < key):
+                        continue  # a pass starts at its keyframe (sam2 has none backward from 0)
+                    if features is not None and idx in features:
+                        state["cached_features"] = dict(features)  # the encoder ran once here
+                    done, obj_ids, logits = next(run)
+                    if int(done) != idx:
+                        raise AssertionError(f"sam2 stepped to frame {done}, expected {idx}")
+                    features = state["cached_features"]
+                    if self.stream_frames:
+                        _drop_unreachable_memory(state, key, idx, reverse, window)
+                    if not (reverse and idx == key):  # sam2 gives the keyframe twice
+                        masks = (logits > self.mask_threshold).cpu().numpy()[:, 0]
+                        yield k, FrameMasks(idx, {int(o): masks[j] for j, o in enumerate(obj_ids)})
+                if progress is not None:
+                    progress(1)
+        finally:
+            for run in runs:
+                run.close()
+
+    def _init_state(self, source: str, tmp: Path, *, images: Any = None) -> dict[str, Any]:
         """SAM2's `init_state`; with `stream_frames`, built on the first frame alone and then
-        given a lazy `images` sequence for the whole video (sam2's own per-frame loader)."""
+        given a lazy `images` sequence for the whole video (sam2's own per-frame loader).
+        `images`: another session's frames of the same video, shared (read once)."""
         offload = {
             "offload_video_to_cpu": self.offload_video_to_cpu,
             "offload_state_to_cpu": self.offload_state_to_cpu,
         }
+        if images is not None:
+            head = Path(tempfile.mkdtemp(prefix="first-frame-", dir=tmp))
+            first = sorted(Path(source).glob("*.jpg"))[0]
+            shutil.copyfile(first, head / first.name)
+            state = dict(self.predictor.init_state(str(head), **offload))
+            state["images"] = images
+            state["num_frames"] = len(images)
+            return state
         if not self.stream_frames:
             return dict(self.predictor.init_state(source, **offload))
         frames = LazyFrames.from_folder(
@@ -318,8 +378,8 @@ class SAM2Tracker:
 
 
 def _outside_contexts(
-    steps: Generator[FrameMasks, None, None], contexts: Callable[[], contextlib.ExitStack]
-) -> Iterator[FrameMasks]:
+    steps: Generator[T, None, None], contexts: Callable[[], contextlib.ExitStack]
+) -> Iterator[T]:
     """Run each step of a generator inside fresh `contexts` and yield outside them."""
     try:
         while True:
