@@ -20,6 +20,10 @@ from revseg_agent.video import DEFAULT_NUM_FRAMES
 
 OnParseFailure = Literal["fail", "fallback"]
 
+#: Queries of one video run together at most (`graphs.video_queries`): memory grows with the
+#: sessions a tracker pass holds (SAM2 keeps each query's conditioning frame and recent memories).
+DEFAULT_GROUP_SIZE = 16
+
 
 @dataclass(kw_only=True)
 class ChainSettings:

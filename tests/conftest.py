@@ -252,7 +252,9 @@ def torchrun_workers(worker: str, policy_dir: Path, out: Path, *args: str) -> li
         timeout=900,
         check=False,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # which ranks got as far as writing their results tells a crash at exit from one mid-run
+    written = sorted(p.name for p in out.glob("rank*.json")) if out.is_dir() else []
+    assert proc.returncode == 0, f"ranks that wrote results: {written}\n{proc.stderr[-3000:]}"
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     # a rank that exits with its gloo group alive can abort at interpreter shutdown (SIGABRT,
     # "terminate called without an active exception"): `close` must have destroyed it

@@ -131,7 +131,8 @@ def test_a_failing_expression_is_retried_then_reported_and_the_rest_are_kept(
     meta["videos"] = {"vid0": good, "vid1": broken}
     (root / "meta_expressions.json").write_text(json.dumps(meta))
     spec = _spec(root, tmp_path / "out", baseline="oracle")
-    with pytest.raises(RuntimeError, match=r"vid1__\d failed 3 times"):
+    # the unit of work is the video: its first expression names it
+    with pytest.raises(RuntimeError, match=r"vid1__0 \(\+2 of its video\) failed 3 times"):
         spec.build_runner(load=False).run(
             progress=False, executor=RayExecutor(spec, RayOptions(workers=2, retries=2))
         )

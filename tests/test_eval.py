@@ -49,9 +49,13 @@ class CrashingTracker(BoxTracker):
         return super().track(video, frame_index=frame_index, boxes=boxes, progress=progress)
 
 
-def _runner(root: Path, out: Path, tracker: BoxTracker, workers: int = 1) -> EvalRunner:
+def _runner(
+    root: Path, out: Path, tracker: BoxTracker, workers: int = 1, *, per_expression: bool = False
+) -> EvalRunner:
     context = Context(policy=ScriptedPolicy(reply=_reply), tracker=tracker, num_frames=4)
-    return EvalRunner(open_benchmark("mevis", root), out, context=context, workers=workers)
+    return EvalRunner(
+        open_benchmark("mevis", root), out, context=context, workers=workers, per_expression=per_expression
+    )
 
 
 def _stable(summary: dict[str, Any]) -> dict[str, Any]:
@@ -62,17 +66,18 @@ def _stable(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """Expression by expression (`--per-expression`): a kill loses at most the one running."""
     root = WRITERS["mevis"](tmp_path / "gt")
-    straight = _runner(root, tmp_path / "straight", BoxTracker()).run(progress=False)
+    straight = _runner(root, tmp_path / "straight", BoxTracker(), per_expression=True).run(progress=False)
 
     out = tmp_path / "resumed"
     with pytest.raises(KeyboardInterrupt):
-        _runner(root, out, CrashingTracker(crash_on=2)).run(progress=False)
+        _runner(root, out, CrashingTracker(crash_on=2), per_expression=True).run(progress=False)
     assert len((out / RECORDS).read_text().splitlines()) == 1  # the first expression is safe on disk
     with (out / RECORDS).open("a") as fh:
         fh.write('{"key": "vid1__1", "J": 0.')  # a line torn by the kill
     tracker = BoxTracker()
-    resumed = _runner(root, out, tracker).run(progress=False)
+    resumed = _runner(root, out, tracker, per_expression=True).run(progress=False)
     assert len(tracker.calls) == 2  # only the two unfinished expressions ran again
     assert _stable(resumed) == _stable(straight)
     assert len((out / RECORDS).read_text().splitlines()) == 3
@@ -81,7 +86,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_concurrent_expressions_give_the_same_results(tmp_path: Path) -> None:
-    """`--workers 3` (for served policies) runs expressions at once; nothing else changes."""
+    """`--workers 3` (for served policies) runs units at once (here, with `--per-expression`,
+    three expressions); nothing else changes."""
     import threading
 
     class TogetherTracker(BoxTracker):
@@ -96,7 +102,7 @@ def test_concurrent_expressions_give_the_same_results(tmp_path: Path) -> None:
     root = WRITERS["mevis"](tmp_path / "gt")
     one = _runner(root, tmp_path / "one", BoxTracker()).run(progress=False)
     tracker = TogetherTracker()
-    three = _runner(root, tmp_path / "three", tracker, workers=3).run(progress=False)
+    three = _runner(root, tmp_path / "three", tracker, workers=3, per_expression=True).run(progress=False)
     assert len(tracker.calls) == 3
     assert _stable(three) == _stable(one)
     keys = sorted(json.loads(line)["key"] for line in (tmp_path / "three" / RECORDS).read_text().splitlines())
@@ -263,3 +269,103 @@ def test_oracle_tracks_each_target_of_a_multi_target_expression(tmp_path: Path) 
     )
     rows = {r["text"]: r for r in runner.run(progress=False)["expressions"]}
     assert rows["both shapes"]["JF"] > 0.95
+
+
+#: query -> round-2 boxes (frame pixels) on the keyframe its round 1 names
+VIDEO_SCRIPT = {
+    "the left block": ("2", [[3, 2, 13, 10]]),
+    "both blocks": ("1", [[3, 2, 13, 10], [16, 4, 26, 14]]),
+    "the square that leaves": ("3", [[16, 4, 26, 14]]),
+    "the giraffe": ("4", [[0, 0, 6, 6]]),
+}
+
+
+def _video_reply(messages: Sequence[ChatMessage]) -> str:
+    """Each query its own keyframe and boxes (so the video's prompts differ)."""
+    asked = " ".join(p.text for p in messages[1].content if isinstance(p, TextPart))
+    query = next(q for q in VIDEO_SCRIPT if q in asked)
+    frame, boxes = VIDEO_SCRIPT[query]
+    if len(messages) > 2:
+        return "```json\n" + json.dumps([{"bbox_2d": b, "label": query} for b in boxes]) + "\n```"
+    return f"<think>x</think><answer>frame id: {frame}\nobject description: {query}</answer>"
+
+
+class PassCountingTracker(BoxTracker):
+    """Counts the tracker passes (one per `stream_group`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.passes: list[int] = []
+
+    def stream_group(self, video, prompts, *, progress=None):  # type: ignore[no-untyped-def]
+        self.passes.append(len(prompts))
+        for i, prompt in enumerate(prompts):
+            track = self.track(video, frame_index=prompt.frame_index, boxes=prompt.boxes)
+            for f in range(track.num_frames):
+                yield i, FrameMasks(f, {1: track.masks[f]})
+
+
+def _video_runner(root: Path, out: Path, tracker: BoxTracker, **kw: Any) -> EvalRunner:
+    context = Context(policy=ScriptedPolicy(reply=_video_reply), tracker=tracker, num_frames=4)
+    return EvalRunner(open_benchmark("revos", root), out, context=context, **kw)
+
+
+def _outputs(out: Path) -> dict[str, Any]:
+    """What an evaluation leaves: prediction PNG bytes, and traces without clocks or paths."""
+    import re
+
+    pngs = {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "predictions").rglob("*.png"))}
+    traces = {}
+    for path in sorted((out / "traces").glob("*.json")):
+        text = re.sub(r'"(started_at|duration_s)": [0-9.e+-]+', "", path.read_text())
+        traces[path.name] = re.sub(r'"(masks_path|video_path)": "[^"]*"', "", text)
+    return {"pngs": pngs, "traces": traces}
+
+
+def test_a_video_s_expressions_run_together_and_equal_each_run_alone(tmp_path: Path) -> None:
+    """Several targets, a two-object expression and a no-target one in one video: grouped
+    records, predictions and traces equal the per-expression run; the policy is asked once per
+    round for the whole video and the tracker makes one pass."""
+    root = WRITERS["revos"](tmp_path / "gt")
+    alone = _video_runner(root, tmp_path / "alone", BoxTracker(), per_expression=True).run(progress=False)
+    tracker = PassCountingTracker()
+    runner = _video_runner(root, tmp_path / "together", tracker)
+    together = runner.run(progress=False)
+    assert _stable(together) == _stable(alone)
+    assert _outputs(tmp_path / "together") == _outputs(tmp_path / "alone")
+    assert [r["key"] for r in together["expressions"]] == ["vid1__0", "vid1__1", "vid1__2", "vid1__3"]
+    assert tracker.passes == [4]
+    policy = runner.context.policy  # type: ignore[union-attr]
+    assert len(policy.calls) == 8  # four round-1 and four round-2 chats, served as two batches
+    assert len({frame for frame, _ in tracker.calls}) == 4  # each its own keyframe
+
+
+def test_a_run_killed_in_the_middle_of_a_video_resumes_with_the_rest_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import revseg_agent.eval.runner as runner_module
+
+    root = WRITERS["revos"](tmp_path / "gt")
+    straight = _video_runner(root, tmp_path / "straight", BoxTracker()).run(progress=False)
+
+    write = runner_module._write_predictions
+    written: list[str] = []
+
+    def killed_on_the_third(bench, pred_root, sample, masks):  # type: ignore[no-untyped-def]
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")
+        write(bench, pred_root, sample, masks)
+        written.append(sample.key)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(runner_module, "_write_predictions", killed_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        _video_runner(root, out, BoxTracker()).run(progress=False)
+    monkeypatch.setattr(runner_module, "_write_predictions", write)
+    assert [json.loads(line)["key"] for line in (out / RECORDS).read_text().splitlines()] == written
+
+    tracker = PassCountingTracker()
+    resumed = _video_runner(root, out, tracker).run(progress=False)
+    assert tracker.passes == [2]  # the rest of the video, together
+    assert _stable(resumed) == _stable(straight)
+    assert _outputs(out) == _outputs(tmp_path / "straight")

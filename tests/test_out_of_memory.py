@@ -105,9 +105,9 @@ def test_a_served_client_reads_out_of_memory_as_the_run_s_error(demo_clip: Path)
 def test_training_rollouts_stop_with_the_recipe_s_knobs(demo_clip: Path, tmp_path: Path) -> None:
     from revseg_agent.training.rollouts import run_group
 
+    policy = oom_policy("spatial_grounding")  # a group's runs share one policy
     contexts = [
-        Context(policy=oom_policy("spatial_grounding"), tracker=BoxTracker(), run_tracker=False, num_frames=4)
-        for _ in range(3)
+        Context(policy=policy, tracker=BoxTracker(), run_tracker=False, num_frames=4) for _ in range(3)
     ]
     with pytest.raises(ResourceError, match="group_size, prompts_per_step, max_new_tokens"):
         run_group(build_graph(), {"video_path": str(demo_clip), "query": "q"}, contexts)

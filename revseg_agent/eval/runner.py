@@ -10,18 +10,24 @@ Output folder:
     report.html       the report (see `report.py`)
 A record is appended (and fsynced) only after the expression's predictions and trace are in
 place, so a killed run restarts at the first expression without a record, redoes at most the
-one it was working on, and never counts anything twice. A torn last line is discarded.
+ones it was working on, and never counts anything twice. A torn last line is discarded.
+
+The unit of work is a video: its expressions (up to `group_size` at a time) run together
+(`graphs.video_queries`: frames decoded once, each round one batched policy call, one tracker
+pass for all their boxes), and each gets the predictions, trace and record it would get alone.
+`per_expression=True` runs every expression on its own, for comparison and debugging.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,7 @@ from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.pipeline import raise_if_out_of_memory, trace_from_state
 from revseg_agent.graphs.registry import resolve_tracker
 from revseg_agent.graphs.traces import Trace
+from revseg_agent.graphs.video_queries import run_queries
 from revseg_agent.io import append_jsonl, atomic_write_text, claim_output_dir, read_jsonl
 from revseg_agent.masks_io import (
     Masks,
@@ -55,16 +62,20 @@ from revseg_agent.masks_io import (
     read_masks_json,
     write_mask_png,
 )
-from revseg_agent.tools.base import Tracker, stream_masks
-from revseg_agent.types import Box
+from revseg_agent.settings import DEFAULT_GROUP_SIZE
+from revseg_agent.tools.base import Tracker, TrackPrompt, stream_group
 from revseg_agent.video import DEFAULT_NUM_FRAMES, Video, frame_files, open_video, uniform_indices
 
 logger = logging.getLogger(__name__)
 
 RECORDS = "records.jsonl"
 
-#: Runs expressions somewhere and yields their records as they finish (any order).
-Executor = Callable[[list[Sample], Path], Iterator[dict[str, Any]]]
+#: An expression's masks, its trace (None for a baseline) and its record so far.
+_Outcome = tuple[Masks, Trace | None, dict[str, Any]]
+
+#: Runs units of work (a video's expressions, or one expression) somewhere and yields their
+#: records as they finish (any order).
+Executor = Callable[[list[list[Sample]], Path], Iterator[dict[str, Any]]]
 
 
 def read_records(path: Path) -> dict[str, dict[str, Any]]:
@@ -72,17 +83,31 @@ def read_records(path: Path) -> dict[str, dict[str, Any]]:
     return {record["key"]: record for record in read_jsonl(path)}
 
 
-def _link_frames(bench: Benchmark, sample: Sample, folder: Path) -> Path:
-    """A folder holding exactly the sample's frames, in order (symlinks, nothing copied)."""
+def _link_frames(bench: Benchmark, sample: Sample, work: Path) -> Path:
+    """A folder holding exactly the sample's frames, in order (symlinks, nothing copied), named
+    for its video: every expression of the video, alone or together, on any worker, reads (and
+    its trace records) the same folder. Made once, atomically; later calls reuse it."""
     source = bench.frames_dir(sample)
     files = frame_files(source)
     missing = [f for f in sample.frames if f not in files]
     if missing:
         raise FileNotFoundError(f"{sample.key}: frames missing in {source}: {missing[:3]}")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    wanted = sorted(files[name].name for name in sample.frames)
+    digest = hashlib.sha256("\0".join(sample.frames).encode()).hexdigest()[:8]
+    folder = work / f"{sample.video}-{digest}"
+    if folder.is_dir() and sorted(p.name for p in folder.iterdir()) == wanted:
+        return folder
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=work))
     for name in sample.frames:
-        (folder / files[name].name).symlink_to(files[name].resolve())
+        (tmp / files[name].name).symlink_to(files[name].resolve())
+    try:
+        tmp.rename(folder)
+    except OSError:  # made meanwhile by another worker (or left incomplete by a killed run)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder.is_dir() and sorted(p.name for p in folder.iterdir()) == wanted):
+            shutil.rmtree(folder, ignore_errors=True)
+            return _link_frames(bench, sample, work)
     return folder
 
 
@@ -104,12 +129,14 @@ def _write_predictions(bench: Benchmark, pred_root: Path, sample: Sample, masks:
         raise
 
 
-def _tracked(tracker: Tracker, video: Video, prompt: tuple[int, list[Box]]) -> RleMaskTrack:
-    """A baseline's masks, encoded as the tracker streams them."""
-    writer = MaskStreamWriter(video.num_frames, video.info.height, video.info.width)
-    for frame in stream_masks(tracker, video, frame_index=prompt[0], boxes=prompt[1]):
-        writer.add(frame)
-    return writer.track()
+def _tracked(tracker: Tracker, video: Video, prompts: Sequence[TrackPrompt | None]) -> list[RleMaskTrack]:
+    """Baselines' masks, one pass for all prompts, encoded as the tracker streams them (an
+    expression without a prompt gets an empty prediction)."""
+    given = [i for i, prompt in enumerate(prompts) if prompt is not None]
+    writers = {i: MaskStreamWriter(video.num_frames, video.info.height, video.info.width) for i in given}
+    for k, frame in stream_group(tracker, video, [prompts[i] for i in given]):  # type: ignore[misc]
+        writers[given[k]].add(frame)
+    return [writers[i].track() if i in writers else _empty(video) for i in range(len(prompts))]
 
 
 def _empty(video: Video) -> RleMaskTrack:
@@ -133,9 +160,12 @@ class EvalRunner:
         num_frames: int = DEFAULT_NUM_FRAMES,
         missing: MissingRule | None = None,
         workers: int = 1,
+        per_expression: bool = False,
+        group_size: int = DEFAULT_GROUP_SIZE,
     ) -> None:
-        """`workers` > 1 runs that many expressions at once (threads): worth it with a served
-        policy, which batches concurrent requests; local models serialise their own calls."""
+        """`workers` > 1 runs that many units (videos) at once (threads): worth it with a served
+        policy, which batches concurrent requests; local models serialise their own calls.
+        `group_size` bounds the expressions of a video run together (memory of a pass)."""
         if (context is None) == (baseline is None):
             raise ValueError("give either a context (run the graph) or a baseline")
         if baseline is not None and tracker is None:
@@ -150,7 +180,11 @@ class EvalRunner:
         self.graph = build_graph() if context is not None else None
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        if group_size < 1:
+            raise ValueError(f"group_size must be at least 1, got {group_size}")
         self.workers = workers
+        self.per_expression = per_expression
+        self.group_size = group_size
 
     def run(
         self, *, limit: int | None = None, progress: bool = True, executor: Executor | None = None
@@ -173,7 +207,7 @@ class EvalRunner:
         )
         run = executor or self._in_process
         try:
-            for record in run(todo, work):  # only this thread appends: whole lines, no lock
+            for record in run(self.units(todo), work):  # only this thread appends: whole lines, no lock
                 append_jsonl(records_path, record)
                 done[record["key"]] = record
                 bar.update(1)
@@ -182,50 +216,128 @@ class EvalRunner:
         shutil.rmtree(work, ignore_errors=True)
         return self.finish([done[s.key] for s in samples])
 
-    def _in_process(self, todo: list[Sample], work: Path) -> Iterator[dict[str, Any]]:
+    def units(self, samples: Sequence[Sample]) -> list[list[Sample]]:
+        """The units of work: each video's expressions in dataset order, `group_size` at a time
+        (one expression each with `per_expression`)."""
+        if self.per_expression:
+            return [[sample] for sample in samples]
+        by_video: dict[tuple[str, tuple[str, ...]], list[Sample]] = {}
+        for sample in samples:
+            by_video.setdefault((sample.video, tuple(sample.frames)), []).append(sample)
+        return [
+            group[i : i + self.group_size]
+            for group in by_video.values()
+            for i in range(0, len(group), self.group_size)
+        ]
+
+    def _in_process(self, units: list[list[Sample]], work: Path) -> Iterator[dict[str, Any]]:
         if self.workers == 1:
-            for sample in todo:
-                yield self.run_sample(sample, work)
+            for unit in units:
+                yield from self.run_unit(unit, work)
             return
+
+        def whole(unit: list[Sample]) -> list[dict[str, Any]]:
+            return list(self.run_unit(unit, work))
+
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            futures = [pool.submit(self.run_sample, sample, work) for sample in todo]
+            futures = [pool.submit(whole, unit) for unit in units]
             try:
                 for future in as_completed(futures):
-                    yield future.result()
+                    yield from future.result()
             except BaseException:
                 for future in futures:  # what has not started stays for the resumed run
                     future.cancel()
                 raise
 
-    def run_sample(self, sample: Sample, work: Path) -> dict[str, Any]:
-        """One expression: predictions and trace written in place; returns its record."""
+    def run_unit(self, samples: Sequence[Sample], work: Path) -> Iterator[dict[str, Any]]:
+        """The records of one unit (expressions of one video), each yielded once its predictions
+        and trace are in place."""
+        if len(samples) == 1:
+            yield self.run_sample(samples[0], work)
+            return
         started = time.time()
-        gt = self.bench.ground_truth(sample)
-        frames = _link_frames(self.bench, sample, work / "frames" / sample.key)
-        video = open_video(frames)
-        trace: Trace | None = None
-        record: dict[str, Any] = {"key": sample.key, "baseline": self.baseline}
+        frames = _link_frames(self.bench, samples[0], work / "frames")
         if self.baseline is not None:
-            if gt is None:
-                raise ValueError(f"the {self.baseline} baseline needs ground truth ({sample.key} has none)")
-            sampled = uniform_indices(video.num_frames, self.num_frames)
-            prompt = baseline_prompt(self.baseline, sample.key, gt, sampled)
-            assert self.tracker is not None
-            tracker = resolve_tracker(self.tracker)
-            masks = _tracked(tracker, video, prompt) if prompt is not None else _empty(video)
-            record["keyframe_index"] = prompt[0] if prompt else None
+            outcomes = self._baseline_video(samples, frames)
+        else:
+            outcomes = self._graph_video(samples, frames, work / "artifacts" / samples[0].key)
+        seconds = (time.time() - started) / len(samples)  # the pass is shared: each its share
+        for sample, (masks, trace, record) in zip(samples, outcomes, strict=True):
+            yield self._complete(sample, self.bench.ground_truth(sample), masks, trace, record, seconds)
+
+    def run_sample(self, sample: Sample, work: Path) -> dict[str, Any]:
+        """One expression on its own: predictions and trace written in place; returns its record."""
+        started = time.time()
+        frames = _link_frames(self.bench, sample, work / "frames")
+        if self.baseline is not None:
+            ((masks, trace, record),) = self._baseline_video([sample], frames)
         else:
             assert self.context is not None and self.graph is not None
             # a copy per expression: concurrent workers must not share one artifacts folder
             context = dataclasses.replace(self.context, artifacts_dir=work / "artifacts")
             state = self.graph.invoke({"video_path": str(frames), "query": sample.text}, context=context)
-            trace = trace_from_state(state, context)
-            raise_if_out_of_memory(trace)  # no record: a resumed run with another knob redoes it
-            if trace.ok and trace.result.masks_path:
-                masks = read_masks_json(trace.result.masks_path)
-            else:  # the chain failed: an empty prediction, scored as such
-                masks = _empty(video)
-                record["chain_error"] = trace.error.code if trace.error else "incomplete"
+            masks, trace, record = self._graph_outcome(sample, state, context, open_video(frames))
+        return self._complete(
+            sample, self.bench.ground_truth(sample), masks, trace, record, time.time() - started
+        )
+
+    def _baseline_video(self, samples: Sequence[Sample], frames: Path) -> list[_Outcome]:
+        """A baseline's prompts (from the ground truth) for each expression, tracked in one pass."""
+        assert self.baseline is not None and self.tracker is not None
+        video = open_video(frames)
+        sampled = uniform_indices(video.num_frames, self.num_frames)
+        prompts: list[TrackPrompt | None] = []
+        for sample in samples:
+            gt = self.bench.ground_truth(sample)
+            if gt is None:
+                raise ValueError(f"the {self.baseline} baseline needs ground truth ({sample.key} has none)")
+            prompt = baseline_prompt(self.baseline, sample.key, gt, sampled)
+            prompts.append(TrackPrompt(prompt[0], tuple(prompt[1])) if prompt is not None else None)
+            del gt  # a video's truths are not held together
+        tracks = _tracked(resolve_tracker(self.tracker), video, prompts)
+        return [
+            (
+                masks,
+                None,
+                {"key": s.key, "baseline": self.baseline, "keyframe_index": p.frame_index if p else None},
+            )
+            for s, p, masks in zip(samples, prompts, tracks, strict=True)
+        ]
+
+    def _graph_video(self, samples: Sequence[Sample], frames: Path, artifacts: Path) -> list[_Outcome]:
+        """The video's expressions through the graph together (`graphs.video_queries`)."""
+        assert self.context is not None
+        context = dataclasses.replace(self.context, artifacts_dir=artifacts)
+        states = run_queries(frames, [s.text for s in samples], context, group_size=self.group_size)
+        video = open_video(frames)
+        return [
+            self._graph_outcome(s, state, context, video) for s, state in zip(samples, states, strict=True)
+        ]
+
+    def _graph_outcome(
+        self, sample: Sample, state: dict[str, Any], context: Context, video: Video
+    ) -> _Outcome:
+        trace = trace_from_state(state, context)
+        raise_if_out_of_memory(trace)  # no record: a resumed run with another knob redoes it
+        record: dict[str, Any] = {"key": sample.key, "baseline": None}
+        if trace.ok and trace.result.masks_path:
+            masks: Masks = read_masks_json(trace.result.masks_path)
+        else:  # the chain failed: an empty prediction, scored as such
+            masks = _empty(video)
+            record["chain_error"] = trace.error.code if trace.error else "incomplete"
+        return masks, trace, record
+
+    def _complete(
+        self,
+        sample: Sample,
+        gt: Any,
+        masks: Masks,
+        trace: Trace | None,
+        record: dict[str, Any],
+        seconds: float,
+    ) -> dict[str, Any]:
+        """Predictions and trace written, then the record scored."""
+        if trace is not None:
             trace_path = self.out / "traces" / f"{sample.key}.json"
             trace.save(trace_path)
             record["trace"] = str(trace_path.relative_to(self.out))
@@ -239,7 +351,7 @@ class EvalRunner:
         else:
             result = score_sample(sample, None, None, missing=self.missing)
         record.update(result.model_dump())
-        record["seconds"] = round(time.time() - started, 3)
+        record["seconds"] = round(seconds, 3)
         return record
 
     def finish(self, records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from revseg_agent.eval.runner import EvalRunner
 from revseg_agent.eval.scoring import MissingRule
 from revseg_agent.graphs.context import RunSettings
+from revseg_agent.settings import DEFAULT_GROUP_SIZE
 
 
 @dataclass(kw_only=True)
@@ -31,6 +32,10 @@ class EvalSpec(RunSettings):
     baseline: str | None = None
     missing: MissingRule | None = None
     workers: int = 1
+    #: Each expression alone instead of a video's expressions together (for comparison).
+    per_expression: bool = False
+    #: A video's expressions run together at most (policy batches and one tracker pass).
+    group_size: int = DEFAULT_GROUP_SIZE
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -61,7 +66,15 @@ class EvalSpec(RunSettings):
                 num_frames=self.num_frames,
                 missing=self.missing,
                 workers=self.workers,
+                per_expression=self.per_expression,
+                group_size=self.group_size,
             )
         return EvalRunner(
-            bench, self.out, context=self.context(load=load), missing=self.missing, workers=self.workers
+            bench,
+            self.out,
+            context=self.context(load=load),
+            missing=self.missing,
+            workers=self.workers,
+            per_expression=self.per_expression,
+            group_size=self.group_size,
         )

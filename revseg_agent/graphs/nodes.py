@@ -66,7 +66,7 @@ from revseg_agent.policies.base import (
     box_units,
     feeds_token_ids,
 )
-from revseg_agent.tools.base import stream_masks
+from revseg_agent.tools.base import TrackPrompt, stream_masks
 from revseg_agent.types import Box
 
 NodeFn = TypeVar("NodeFn", bound=Callable[[RevsegState, Runtime[Context]], dict[str, Any]])
@@ -351,16 +351,54 @@ def _validate_boxes(raw: Any, height: int, width: int) -> list[Box] | str:
     return [b.clip(width, height) for b in boxes]
 
 
-@_ends_on_bad_input(TRACK)
-def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Propagate the keyframe box(es) through the whole video with the tracker."""
-    started = time.time()
-    ctx = run_context(runtime.context)
+def track_prompt(state: RevsegState, started: float) -> TrackPrompt | dict[str, Any]:
+    """What the track step propagates (the keyframe and its validated boxes), or the step's
+    error update when the boxes are unusable."""
     height, width = state["frame_size"]
     boxes = _validate_boxes(state.get("boxes"), height, width)
     if isinstance(boxes, str):
         err = _error(TRACK, "box_invalid", boxes)
         return {"error": err, "steps": [_record(TRACK, started, error=err)]}
+    return TrackPrompt(state["keyframe_index"], tuple(boxes))
+
+
+def tracked(
+    state: RevsegState,
+    ctx: Context,
+    prompt: TrackPrompt,
+    tracker: str,
+    writer: MaskStreamWriter,
+    started: float,
+) -> dict[str, Any]:
+    """The track step's update once `writer` holds every frame's masks: the masks file in the
+    run's artifacts and the step's record. Shared by the node and by runs that track several
+    queries of one video in one pass (`graphs.video_queries`)."""
+    key = json.dumps([state["video_path"], state["keyframe_index"], state["boxes"], tracker])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    path = writer.write_json(
+        ctx.artifacts() / f"masks-{digest}.json",
+        video_path=state["video_path"],
+        keyframe_index=state["keyframe_index"],
+        boxes=[b.to_list() for b in prompt.boxes],
+        tracker=tracker,
+    )
+    parsed = {
+        "tracker": tracker,
+        "frames": writer.num_frames,
+        "empty_frames": int(writer.empty_frames),
+        "mean_area_ratio": round(writer.area_sum / writer.num_frames, 6),
+    }
+    return {"masks_path": str(path), "steps": [_record(TRACK, started, parsed=parsed)]}
+
+
+@_ends_on_bad_input(TRACK)
+def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Propagate the keyframe box(es) through the whole video with the tracker."""
+    started = time.time()
+    ctx = run_context(runtime.context)
+    prompt = track_prompt(state, started)
+    if not isinstance(prompt, TrackPrompt):
+        return prompt
     if not ctx.run_tracker:
         return {"steps": [_record(TRACK, started, parsed={"skipped": True})]}
     tracker = resolve_tracker(ctx.tracker)
@@ -368,22 +406,7 @@ def track(state: RevsegState, runtime: Runtime[Context]) -> dict[str, Any]:
     # masks are encoded as the tracker yields them: a long video's masks are never held whole
     writer = MaskStreamWriter(video.num_frames, video.info.height, video.info.width)
     for frame in stream_masks(
-        tracker, video, frame_index=state["keyframe_index"], boxes=boxes, progress=ctx.track_progress
+        tracker, video, frame_index=prompt.frame_index, boxes=prompt.boxes, progress=ctx.track_progress
     ):
         writer.add(frame)
-    key = json.dumps([state["video_path"], state["keyframe_index"], state["boxes"], tracker.name])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    path = writer.write_json(
-        ctx.artifacts() / f"masks-{digest}.json",
-        video_path=state["video_path"],
-        keyframe_index=state["keyframe_index"],
-        boxes=[b.to_list() for b in boxes],
-        tracker=tracker.name,
-    )
-    parsed = {
-        "tracker": tracker.name,
-        "frames": video.num_frames,
-        "empty_frames": int(writer.empty_frames),
-        "mean_area_ratio": round(writer.area_sum / video.num_frames, 6),
-    }
-    return {"masks_path": str(path), "steps": [_record(TRACK, started, parsed=parsed)]}
+    return tracked(state, ctx, prompt, tracker.name, writer, started)

@@ -31,6 +31,7 @@ __all__ = [
     "check_prompt",
     "collect_track",
     "frames_of",
+    "stream_group",
     "stream_masks",
 ]
 
@@ -124,3 +125,24 @@ def stream_masks(
     if isinstance(tracker, StreamingTracker):
         return tracker.stream(video, frame_index=frame_index, boxes=boxes, progress=progress)
     return frames_of(tracker.track(video, frame_index=frame_index, boxes=boxes, progress=progress))
+
+
+def stream_group(
+    tracker: Tracker,
+    video: Video,
+    prompts: Sequence[TrackPrompt],
+    *,
+    progress: ProgressCallback | None = None,
+) -> Iterator[tuple[int, FrameMasks]]:
+    """Several prompts on one video, `(prompt index, FrameMasks)`: the tracker's own
+    `stream_group` when it has one (SAM2: one pass, the image encoder once per frame), else each
+    prompt alone, one after another."""
+    own = getattr(tracker, "stream_group", None)
+    if callable(own):
+        yield from own(video, prompts, progress=progress)
+        return
+    for i, prompt in enumerate(prompts):
+        for frame in stream_masks(
+            tracker, video, frame_index=prompt.frame_index, boxes=prompt.boxes, progress=progress
+        ):
+            yield i, frame

@@ -84,11 +84,17 @@ class TrainerBase:
     def latest_checkpoint(self) -> Path | None:
         return ckpt_io.latest_checkpoint(self.out)
 
-    def close(self) -> None:
-        """Destroys the process group this trainer started (every process calls it at the end)."""
+    def close(self, *, finished: bool = True) -> None:
+        """Destroys the process group this trainer started (every process calls it at the end).
+
+        After a finished run the processes first meet at a barrier, so none tears its group down
+        while another still exchanges with it (a rank that left early aborted in CI). After an
+        error nothing waits (another rank may be dead: a barrier would hang) and the group is
+        left to the exit, as torchtitan does (pytorch/torchtitan#1342)."""
         import torch.distributed
 
-        if self._owns_group and torch.distributed.is_initialized():
+        if self._owns_group and torch.distributed.is_initialized() and finished:
+            torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         self._owns_group = False
 
@@ -98,4 +104,4 @@ class TrainerBase:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self.close(finished=kind is None)

@@ -12,6 +12,7 @@ from revseg_agent.app.cli.common import add_dataset_options, add_segment_options
 from revseg_agent.errors import InputError
 from revseg_agent.eval.diagnostics import BASELINES
 from revseg_agent.graphs.registry import check_device, check_policy_spec, check_tracker_spec
+from revseg_agent.settings import DEFAULT_GROUP_SIZE
 
 
 def add_commands(sub: Any) -> None:
@@ -39,7 +40,19 @@ def add_commands(sub: Any) -> None:
         "--workers",
         type=int,
         default=1,
-        help="expressions run at once (worth it with a served policy, which batches requests)",
+        help="videos run at once (worth it with a served policy, which batches requests)",
+    )
+    ev.add_argument(
+        "--per-expression",
+        action="store_true",
+        help="run each expression alone (default: a video's expressions together: frames decoded "
+        "once, batched policy calls, one tracker pass; the same answers and masks)",
+    )
+    ev.add_argument(
+        "--group-size",
+        type=int,
+        default=DEFAULT_GROUP_SIZE,
+        help=f"a video's expressions run together at most (default {DEFAULT_GROUP_SIZE}; memory of a pass)",
     )
     ev.add_argument(
         "--baseline", choices=BASELINES, help="skip the policy: oracle, random-keyframe or centre-box"
@@ -105,6 +118,8 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.group_size < 1:
+        raise InputError(f"--group-size must be at least 1, got {args.group_size}")
     spec = EvalSpec(
         **run_settings(args),
         dataset=args.dataset,
@@ -114,6 +129,8 @@ def run_eval(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         missing=args.missing,
         workers=1 if args.ray else args.workers,
+        per_expression=args.per_expression,
+        group_size=args.group_size,
     )
     check_tracker_spec(spec.tracker)
     check_device(args.device)

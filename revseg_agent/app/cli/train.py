@@ -118,12 +118,15 @@ def run_train(args: argparse.Namespace) -> int:
             bars[0].set_postfix_str(f"{rewards} loss={metrics['loss']:.4f} kl={metrics['kl']:.5f}")
         bars[0].update(1)
 
+    finished = False
     try:
         trainer.train(max_steps=args.max_steps, on_step=show)
+        finished = True
     finally:
         for bar in bars:
             bar.close()
-        trainer.close()  # a torchrun job ends with its process group destroyed (`TrainerBase`)
+        # a torchrun job ends with its process group destroyed (`TrainerBase.close`)
+        trainer.close(finished=finished)
     checkpoints = sorted(p.name for p in out.glob("checkpoint-*"))
     if isinstance(recipe, SFTRecipe):
         from revseg_agent.training.sft_trainer import METRICS_FILE, POLICY_FOLDER
