@@ -9,6 +9,7 @@ from revseg_agent.graphs.context import Context, RunSettings
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.pipeline import SegmentationResult, result_from_state, segment
 from revseg_agent.graphs.traces import StepRecord, Trace
+from revseg_agent.graphs.video_queries import run_queries
 from revseg_agent.policies.base import Generation, Policy, SamplingParams
 from revseg_agent.policies.served import ServedPolicy
 from revseg_agent.settings import ChainSettings
@@ -65,5 +66,6 @@ __all__ = [
     "build_graph",
     "open_video",
     "result_from_state",
+    "run_queries",
     "segment",
 ]
