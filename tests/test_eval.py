@@ -127,10 +127,10 @@ def test_diagnostics_locate_the_chain_s_errors(tmp_path: Path) -> None:
     assert summary["diagnostics"]["round1_parse_rate"] == 1.0
 
 
-def _eval_baseline(root: Path, out: Path, baseline: str) -> int:
+def _eval_baseline(root: Path, out: Path, baseline: str, *extra: str) -> int:
     """`revseg eval` of a baseline through the weight-free tracker (no policy needed)."""
     args = ["--dataset", "mevis", "--root", str(root), "--out", str(out), "--baseline", baseline]
-    return main(["eval", *args, "--tracker", "classical", "--frames", "4"])
+    return main(["eval", *args, "--tracker", "classical", "--frames", "4", *extra])
 
 
 @pytest.mark.parametrize(("baseline", "expected"), [("oracle", 100.0), ("centre-box", None)])
@@ -146,6 +146,11 @@ def test_baselines_through_the_cli(baseline: str, expected: float | None, tmp_pa
         assert summary["J&F"] < 60.0
     assert (out / "predictions" / "vid1" / "0" / "00000.png").is_file()
     assert (out / "report.html").is_file() and (out / "expressions.csv").read_text().count("\n") == 4
+    # each expression alone: the same records and prediction files
+    assert _eval_baseline(root, tmp_path / "alone", baseline, "--per-expression") == 0
+    alone = json.loads((tmp_path / "alone" / "results.json").read_text())
+    assert _stable(alone) == _stable(summary)
+    assert _outputs(tmp_path / "alone")["pngs"] == _outputs(out)["pngs"]
     import zipfile
 
     names = zipfile.ZipFile(out / "submission.zip").namelist()

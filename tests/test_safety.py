@@ -51,6 +51,7 @@ BAD_INPUT = [
     ("recipe_cuda", lambda t: ["train", "grpo", "--config", _recipe(t, RECIPE + "device: cuda\n")], "no CUDA GPU"),
     ("segment_cuda", lambda t: ["segment", str(t / "clip.mp4"), "q", "--out", str(t / "o"), "--tracker", "classical", *CUDA], "no CUDA GPU"),
     ("eval_cuda", lambda t: ["eval", "--dataset", "mevis", "--root", str(t / "gt"), "--out", str(t / "o"), "--tracker", "classical", *CUDA], "no CUDA GPU"),
+    ("eval_group_size", lambda t: ["eval", "--dataset", "mevis", "--root", str(t / "gt"), "--out", str(t / "o"), "--tracker", "classical", "--group-size", "0"], "--group-size must be at least 1"),
     ("ui_cuda", lambda t: ["ui", "--work", str(t / "w"), *CUDA], "no CUDA GPU"),
     ("ui_port", lambda t: ["ui", "--work", str(t / "w"), "--port", "99999"], "--port must be between 1 and 65535"),
     ("ui_open_host", lambda t: ["ui", "--work", str(t / "w"), "--host", "0.0.0.0"], "give a login with --auth"),
