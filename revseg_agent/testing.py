@@ -30,7 +30,8 @@ class ScriptedCall:
 class ScriptedPolicy:
     """Replies with `replies` in order (or `reply(messages)` when given; every one of `n` samples
     gets that reply); with `sample_reply(messages, sampling, i)` sample `i` of a call gets its
-    own reply, as from a sampled model. Records every call.
+    own reply, as from a sampled model. Records every chat in `calls` and every model call in
+    `model_calls` as (kind, rows): ("generate", n) or ("batch", chats), to test how callers batch.
 
     Image sizes are reported as the images' own sizes, so box answers are in frame pixels.
     """
@@ -39,6 +40,8 @@ class ScriptedPolicy:
     reply: Callable[[Sequence[ChatMessage]], str] | None = None
     sample_reply: Callable[[Sequence[ChatMessage], SamplingParams, int], str] | None = None
     calls: list[ScriptedCall] = field(default_factory=list)
+    model_calls: list[tuple[str, int]] = field(default_factory=list)
+    _in_batch: bool = field(default=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -52,6 +55,8 @@ class ScriptedPolicy:
         sampling: SamplingParams = GREEDY,
         n: int = 1,
     ) -> list[Generation]:
+        if not self._in_batch:
+            self.model_calls.append(("generate", n))
         index = len(self.calls)
         self.calls.append(ScriptedCall(list(messages), list(visuals), sampling, n))
         if self.sample_reply is not None:
@@ -80,8 +85,13 @@ class ScriptedPolicy:
         *,
         sampling: SamplingParams = GREEDY,
     ) -> list[Generation]:
-        """One reply per chat (recorded as one call each, with `n` = 1)."""
-        return [self.generate(m, v, sampling=sampling)[0] for m, v in requests]
+        """One reply per chat (each chat recorded in `calls` with `n` = 1; one model call)."""
+        self.model_calls.append(("batch", len(requests)))
+        self._in_batch = True
+        try:
+            return [self.generate(m, v, sampling=sampling)[0] for m, v in requests]
+        finally:
+            self._in_batch = False
 
 
 @dataclass

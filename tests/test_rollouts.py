@@ -32,23 +32,11 @@ class CountingPolicy(ScriptedPolicy):
 
     def __init__(self) -> None:
         super().__init__(sample_reply=_sampled_reply)
-        self.model_calls: list[tuple[str, int]] = []
         self.threads: set[int] = set()
 
     def generate(self, messages, visuals, *, sampling=GREEDY, n=1):  # type: ignore[no-untyped-def]
         self.threads.add(threading.get_ident())
-        if not getattr(self, "_in_batch", False):
-            self.model_calls.append(("generate", n))
         return super().generate(messages, visuals, sampling=sampling, n=n)
-
-    def generate_batch(self, requests, *, sampling=GREEDY):  # type: ignore[no-untyped-def]
-        self.threads.add(threading.get_ident())
-        self.model_calls.append(("batch", len(requests)))
-        self._in_batch = True
-        try:
-            return super().generate_batch(requests, sampling=sampling)
-        finally:
-            self._in_batch = False
 
 
 ROUND2 = '```json\n[{{"bbox_2d": [{k}, 2, 30, 40], "label": "the red square"}}]\n```'

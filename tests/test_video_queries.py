@@ -17,7 +17,7 @@ from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.graph import build_graph
 from revseg_agent.graphs.pipeline import trace_from_state
 from revseg_agent.graphs.video_queries import run_queries
-from revseg_agent.policies.base import GREEDY, ChatMessage
+from revseg_agent.policies.base import ChatMessage
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
 from revseg_agent.tools.base import TrackPrompt
 from revseg_agent.video import FrameCache
@@ -45,28 +45,6 @@ def _reply(messages: Sequence[ChatMessage]) -> str:
     if len(messages) > 2:  # round 2
         return f'```json\n[{{"bbox_2d": {box}, "label": "{query}"}}]\n```'
     return f"<think>x</think><answer>frame id: {frame}\nobject description: {query}</answer>"
-
-
-class CountingPolicy(ScriptedPolicy):
-    """Records each model call as (kind, rows)."""
-
-    def __init__(self) -> None:
-        super().__init__(reply=_reply)
-        self.model_calls: list[tuple[str, int]] = []
-        self._in_batch = False
-
-    def generate(self, messages, visuals, *, sampling=GREEDY, n=1):  # type: ignore[no-untyped-def]
-        if not self._in_batch:
-            self.model_calls.append(("generate", n))
-        return super().generate(messages, visuals, sampling=sampling, n=n)
-
-    def generate_batch(self, requests, *, sampling=GREEDY):  # type: ignore[no-untyped-def]
-        self.model_calls.append(("batch", len(requests)))
-        self._in_batch = True
-        try:
-            return super().generate_batch(requests, sampling=sampling)
-        finally:
-            self._in_batch = False
 
 
 class GroupCountingTracker(BoxTracker):
@@ -99,12 +77,15 @@ def _comparable(state: dict[str, Any], context: Context) -> dict[str, Any]:
 def test_queries_of_a_video_run_together_equal_each_run_alone(demo_clip: Path, tmp_path: Path) -> None:
     queries = list(SCRIPT)
     alone_ctx = Context(
-        policy=CountingPolicy(), tracker=BoxTracker(), max_attempts=2, artifacts_dir=tmp_path / "a"
+        policy=ScriptedPolicy(reply=_reply),
+        tracker=BoxTracker(),
+        max_attempts=2,
+        artifacts_dir=tmp_path / "a",
     )
     graph = build_graph()
     alone = [graph.invoke({"video_path": str(demo_clip), "query": q}, context=alone_ctx) for q in queries]
 
-    policy, tracker, cache = CountingPolicy(), GroupCountingTracker(), FrameCache()
+    policy, tracker, cache = ScriptedPolicy(reply=_reply), GroupCountingTracker(), FrameCache()
     together_ctx = Context(
         policy=policy, tracker=tracker, max_attempts=2, artifacts_dir=tmp_path / "b", frame_cache=cache
     )
@@ -129,7 +110,7 @@ def test_queries_of_a_video_run_together_equal_each_run_alone(demo_clip: Path, t
 
 
 def test_more_queries_than_a_group_run_in_consecutive_groups(demo_clip: Path, tmp_path: Path) -> None:
-    policy, tracker = CountingPolicy(), GroupCountingTracker()
+    policy, tracker = ScriptedPolicy(reply=_reply), GroupCountingTracker()
     context = Context(policy=policy, tracker=tracker, max_attempts=1, artifacts_dir=tmp_path)
     queries = ["the square at the start", "the circle at the end", "the square again"]
     states = run_queries(demo_clip, queries, context, group_size=2)
