@@ -4,11 +4,15 @@
 batched policy call, one SAM2 pass in which the image encoder runs once per frame for every
 expression); `--per-expression` runs each alone. Both run here on the same generated MeViS-layout
 set (480p, several expressions per video), with a tiny policy and a random-weight SAM2.1 Hiera-T at
-each input size asked for, in one process one after the other. Prints expressions per second, the
-speed-up, and whether the two runs' records and prediction files are equal.
+each input size asked for (`--hiera l`: the Hiera-L `revseg` loads by default), in one process one
+after the other. Prints expressions per second, the speed-up, whether the two runs' records and
+prediction files are equal, and the share of time in SAM2's image encoder: the work a group
+shares. The rest of a frame (memory attention over the object's own memories, decoders) is per
+expression in SAM2 itself (`propagate_in_video` runs each object alone, batch 1), so the speed-up
+is bounded by that share (Amdahl).
 
 Usage: python benchmarks/eval_throughput.py [--videos 2] [--expressions-per-video 8]
-       [--frames 16] [--sizes 1024 512] [--policy revseg-tiny] [--work DIR]
+       [--frames 16] [--sizes 1024 512] [--policy revseg-tiny] [--hiera t] [--work DIR]
 """
 
 from __future__ import annotations
@@ -29,27 +33,53 @@ from revseg_agent.graphs.context import Context
 from revseg_agent.graphs.registry import load_policy
 from revseg_agent.tools.sam2_tracker import SAM2Tracker
 
-SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+SAM2_CONFIGS = {
+    "t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "l": "configs/sam2.1/sam2.1_hiera_l.yaml",  # what `revseg` loads by default
+}
 
 
-def random_sam2(folder: Path, image_size: int) -> SAM2Tracker:
-    """A random-init SAM2.1 Hiera-T (the released config) at `image_size`, through the loader."""
+def random_sam2(folder: Path, config: str, image_size: int) -> SAM2Tracker:
+    """A random-init SAM2.1 (a released config) at `image_size`, through the loader."""
     from sam2.build_sam import build_sam2_video_predictor
 
     torch.manual_seed(0)
     model = build_sam2_video_predictor(
-        SAM2_CONFIG, None, device="cpu", hydra_overrides_extra=[f"++model.image_size={image_size}"]
+        config, None, device="cpu", hydra_overrides_extra=[f"++model.image_size={image_size}"]
     )
-    path = folder / f"sam2.1_hiera_t_random_{image_size}.pt"
+    path = folder / f"{Path(config).stem}_random_{image_size}.pt"
     torch.save({"model": model.state_dict()}, path)
-    return SAM2Tracker.from_checkpoint(path, SAM2_CONFIG, device="cpu", image_size=image_size)
+    return SAM2Tracker.from_checkpoint(path, config, device="cpu", image_size=image_size)
 
 
-def run(root: Path, out: Path, context: Context, *, per_expression: bool) -> tuple[float, dict[str, Any]]:
+class EncoderClock:
+    """Seconds spent in SAM2's image encoder (`forward_image`), the work a group shares; the rest
+    of a frame (memory attention over the object's own memories, the mask decoder, the memory
+    encoder) is per expression in either path."""
+
+    def __init__(self, tracker: SAM2Tracker) -> None:
+        self.seconds = 0.0
+        forward = tracker.predictor.forward_image
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - started
+
+        tracker.predictor.forward_image = timed  # type: ignore[method-assign]
+
+
+def run(
+    root: Path, out: Path, context: Context, clock: EncoderClock, *, per_expression: bool
+) -> tuple[float, float, dict[str, Any]]:
+    """(seconds, of which in SAM2's image encoder, summary)."""
     runner = EvalRunner(open_benchmark("mevis", root), out, context=context, per_expression=per_expression)
+    encoder = clock.seconds
     started = time.perf_counter()
     summary = runner.run(progress=False)
-    return time.perf_counter() - started, summary
+    return time.perf_counter() - started, clock.seconds - encoder, summary
 
 
 def same_outputs(a: Path, b: Path, summary_a: dict[str, Any], summary_b: dict[str, Any]) -> tuple[bool, bool]:
@@ -73,6 +103,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 512])
     parser.add_argument("--policy", default="revseg-tiny")
+    parser.add_argument("--hiera", choices=sorted(SAM2_CONFIGS), default="t", help="SAM2.1 Hiera-T or -L")
     parser.add_argument("--work", type=Path)
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="revseg-eval-throughput-"))
@@ -81,10 +112,13 @@ def main() -> None:
     policy = load_policy(args.policy)
     rows = []
     for size in args.sizes:
-        tracker = random_sam2(work, size)
+        tracker = random_sam2(work, SAM2_CONFIGS[args.hiera], size)
+        clock = EncoderClock(tracker)
         context = Context(policy=policy, tracker=tracker, on_parse_failure="fallback")
-        alone_s, alone = run(root, work / f"alone-{size}", context, per_expression=True)
-        together_s, together = run(root, work / f"together-{size}", context, per_expression=False)
+        alone_s, alone_enc, alone = run(root, work / f"alone-{size}", context, clock, per_expression=True)
+        together_s, together_enc, together = run(
+            root, work / f"together-{size}", context, clock, per_expression=False
+        )
         records, files = same_outputs(work / f"alone-{size}", work / f"together-{size}", alone, together)
         rows.append(
             {
@@ -93,22 +127,26 @@ def main() -> None:
                 "per_expression_expr_per_s": count / alone_s,
                 "grouped_expr_per_s": count / together_s,
                 "speedup": alone_s / together_s,
+                "per_expression_encoder_share": alone_enc / alone_s,
+                "grouped_encoder_share": together_enc / together_s,
                 "records_equal": records,
                 "predictions_equal": files,
             }
         )
     print(
         f"{args.videos} videos x {args.expressions_per_video} expressions, {args.frames} frames at 480p, "
-        f"policy {args.policy}, torch threads {torch.get_num_threads()}"
+        f"policy {args.policy}, SAM2.1 Hiera-{args.hiera.upper()} (random weights), "
+        f"torch threads {torch.get_num_threads()}"
     )
     print(
         f"{'SAM2 input':>10} {'alone expr/s':>13} {'grouped expr/s':>15} {'speed-up':>9} "
-        f"{'records equal':>14} {'PNGs equal':>11}"
+        f"{'records equal':>14} {'PNGs equal':>11} {'encoder share alone/grouped':>28}"
     )
     for r in rows:
         print(
             f"{r['sam2_input']:>10} {r['per_expression_expr_per_s']:>13.3f} {r['grouped_expr_per_s']:>15.3f} "
-            f"{r['speedup']:>8.2f}x {r['records_equal']!s:>14} {r['predictions_equal']!s:>11}"
+            f"{r['speedup']:>8.2f}x {r['records_equal']!s:>14} {r['predictions_equal']!s:>11} "
+            f"{r['per_expression_encoder_share']:>19.0%} / {r['grouped_encoder_share']:.0%}"
         )
     (work / "eval_throughput.json").write_text(json.dumps(rows, indent=2))
     print(f"results: {work / 'eval_throughput.json'}")
