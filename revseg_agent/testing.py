@@ -7,14 +7,14 @@ weights. They are never used by the library itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from revseg_agent.policies.base import GREEDY, ChatMessage, Generation, ImageFrame, SamplingParams, Visual
-from revseg_agent.tools.base import ProgressCallback
-from revseg_agent.types import Box, MaskTrack
+from revseg_agent.tools.base import ProgressCallback, TrackPrompt
+from revseg_agent.types import Box, FrameMasks, MaskTrack
 from revseg_agent.video import Video
 
 
@@ -96,9 +96,11 @@ class ScriptedPolicy:
 
 @dataclass
 class BoxTracker:
-    """A fake tracker: the mask of every frame is the prompted box itself."""
+    """A fake tracker: the mask of every frame is the prompted box itself. Records each prompt
+    it tracks in `calls` and each several-prompt pass (`stream_group`) in `passes`."""
 
     calls: list[tuple[int, list[Box]]] = field(default_factory=list)
+    passes: list[list[TrackPrompt]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -125,3 +127,13 @@ class BoxTracker:
             for _ in range(n):
                 progress(1)
         return MaskTrack(masks, {1: masks.copy()})
+
+    def stream_group(
+        self, video: Video, prompts: Sequence[TrackPrompt], *, progress: ProgressCallback | None = None
+    ) -> Iterator[tuple[int, FrameMasks]]:
+        """Several prompts in one pass (recorded), each tracked as `track` would."""
+        self.passes.append(list(prompts))
+        for i, prompt in enumerate(prompts):
+            track = self.track(video, frame_index=prompt.frame_index, boxes=prompt.boxes, progress=progress)
+            for f in range(track.num_frames):
+                yield i, FrameMasks(f, {1: track.masks[f]})

@@ -19,7 +19,6 @@ from revseg_agent.graphs.pipeline import trace_from_state
 from revseg_agent.graphs.video_queries import run_queries
 from revseg_agent.policies.base import ChatMessage
 from revseg_agent.testing import BoxTracker, ScriptedPolicy
-from revseg_agent.tools.base import TrackPrompt
 from revseg_agent.video import FrameCache
 
 from .conftest import SAM2_TEST_CONFIG, SAM2_TEST_IMAGE_SIZE
@@ -47,23 +46,6 @@ def _reply(messages: Sequence[ChatMessage]) -> str:
     return f"<think>x</think><answer>frame id: {frame}\nobject description: {query}</answer>"
 
 
-class GroupCountingTracker(BoxTracker):
-    """A box tracker that records the passes it is asked for."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.passes: list[list[TrackPrompt]] = []
-
-    def stream_group(self, video, prompts, *, progress=None):  # type: ignore[no-untyped-def]
-        self.passes.append(list(prompts))
-        for i, prompt in enumerate(prompts):
-            track = self.track(video, frame_index=prompt.frame_index, boxes=prompt.boxes)
-            for f in range(video.num_frames):
-                from revseg_agent.types import FrameMasks
-
-                yield i, FrameMasks(f, {1: track.masks[f]})
-
-
 def _comparable(state: dict[str, Any], context: Context) -> dict[str, Any]:
     """A trace without its clocks and file locations, and the masks file's content."""
     trace = trace_from_state(state, context).model_dump(mode="json")
@@ -85,7 +67,7 @@ def test_queries_of_a_video_run_together_equal_each_run_alone(demo_clip: Path, t
     graph = build_graph()
     alone = [graph.invoke({"video_path": str(demo_clip), "query": q}, context=alone_ctx) for q in queries]
 
-    policy, tracker, cache = ScriptedPolicy(reply=_reply), GroupCountingTracker(), FrameCache()
+    policy, tracker, cache = ScriptedPolicy(reply=_reply), BoxTracker(), FrameCache()
     together_ctx = Context(
         policy=policy, tracker=tracker, max_attempts=2, artifacts_dir=tmp_path / "b", frame_cache=cache
     )
@@ -110,7 +92,7 @@ def test_queries_of_a_video_run_together_equal_each_run_alone(demo_clip: Path, t
 
 
 def test_more_queries_than_a_group_run_in_consecutive_groups(demo_clip: Path, tmp_path: Path) -> None:
-    policy, tracker = ScriptedPolicy(reply=_reply), GroupCountingTracker()
+    policy, tracker = ScriptedPolicy(reply=_reply), BoxTracker()
     context = Context(policy=policy, tracker=tracker, max_attempts=1, artifacts_dir=tmp_path)
     queries = ["the square at the start", "the circle at the end", "the square again"]
     states = run_queries(demo_clip, queries, context, group_size=2)

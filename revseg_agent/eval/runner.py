@@ -269,31 +269,34 @@ class EvalRunner:
         """One expression on its own: predictions and trace written in place; returns its record."""
         started = time.time()
         frames = _link_frames(self.bench, sample, work / "frames")
+        gt = self.bench.ground_truth(sample)  # decoded once: the baseline's prompt and the score
         if self.baseline is not None:
-            ((masks, trace, record),) = self._baseline_video([sample], frames)
+            ((masks, trace, record),) = self._baseline_video([sample], frames, truths=[gt])
         else:
             assert self.context is not None and self.graph is not None
             # a copy per expression: concurrent workers must not share one artifacts folder
             context = dataclasses.replace(self.context, artifacts_dir=work / "artifacts")
             state = self.graph.invoke({"video_path": str(frames), "query": sample.text}, context=context)
             masks, trace, record = self._graph_outcome(sample, state, context, open_video(frames))
-        return self._complete(
-            sample, self.bench.ground_truth(sample), masks, trace, record, time.time() - started
-        )
+        return self._complete(sample, gt, masks, trace, record, time.time() - started)
 
-    def _baseline_video(self, samples: Sequence[Sample], frames: Path) -> list[_Outcome]:
-        """A baseline's prompts (from the ground truth) for each expression, tracked in one pass."""
+    def _baseline_video(
+        self, samples: Sequence[Sample], frames: Path, *, truths: Sequence[Any] | None = None
+    ) -> list[_Outcome]:
+        """A baseline's prompts (from the ground truth) for each expression, tracked in one pass.
+        A video's truths are not held together: each is decoded for its prompt and again when its
+        expression is scored, unless `truths` (one expression's, already decoded) are given."""
         assert self.baseline is not None and self.tracker is not None
         video = open_video(frames)
         sampled = uniform_indices(video.num_frames, self.num_frames)
         prompts: list[TrackPrompt | None] = []
-        for sample in samples:
-            gt = self.bench.ground_truth(sample)
+        for k, sample in enumerate(samples):
+            gt = truths[k] if truths is not None else self.bench.ground_truth(sample)
             if gt is None:
                 raise ValueError(f"the {self.baseline} baseline needs ground truth ({sample.key} has none)")
             prompt = baseline_prompt(self.baseline, sample.key, gt, sampled)
             prompts.append(TrackPrompt(prompt[0], tuple(prompt[1])) if prompt is not None else None)
-            del gt  # a video's truths are not held together
+            del gt
         tracks = _tracked(resolve_tracker(self.tracker), video, prompts)
         return [
             (
