@@ -45,9 +45,12 @@ def parse_stage(text: str) -> tuple[int, int, int, float]:
     return int(lo), int(hi), int(steps), float(lr)
 
 
-def world_frames(work: Path, count: int) -> list[tuple[np.ndarray, str, Box]]:
-    """(frame, description, target box) for single-target expressions of the world's valid split
-    (`revseg synth --seed 0`), each on the frame where its target is largest."""
+def world_frames(
+    work: Path, count: int, *, split: str = "valid", all_frames: bool = False
+) -> list[tuple[np.ndarray, str, Box]]:
+    """(frame, description, target box) for single-target expressions of a split of the world
+    (`revseg synth --seed 0`, 300 train / 40 valid videos): each on the frame where its target is
+    largest, or with `all_frames` on every frame where the target shows at least 20 pixels."""
     from revseg_agent.synth import WorldSpec, write_world
     from revseg_agent.training.data import benchmark_samples
     from revseg_agent.training.recipe import BenchmarkData
@@ -55,21 +58,23 @@ def world_frames(work: Path, count: int) -> list[tuple[np.ndarray, str, Box]]:
 
     world = work / "world"
     if not (world / "world.json").is_file():
-        write_world(world, WorldSpec(seed=0, train=0, valid=40, test=0))
-    out = []
-    for sample in benchmark_samples(BenchmarkData(dataset="mevis", root=str(world / "valid"))):
+        write_world(world, WorldSpec(seed=0, train=300, valid=40, test=0))
+    out: list[tuple[np.ndarray, str, Box]] = []
+    for sample in benchmark_samples(BenchmarkData(dataset="mevis", root=str(world / split))):
         _, objects = sample.truth()
         if len(objects) != 1:
             continue
         areas = objects[0].reshape(len(objects[0]), -1).sum(1)
-        index = int(np.argmax(areas))
-        box = Box.from_mask(objects[0][index])
-        if box is None:
-            continue
-        out.append((open_video(sample.video_path).frame(index), sample.description or sample.query, box))
-        if len(out) == count:
+        indices = [int(i) for i in np.flatnonzero(areas >= 20)] if all_frames else [int(np.argmax(areas))]
+        video = open_video(sample.video_path)
+        for index in indices:
+            box = Box.from_mask(objects[0][index])
+            if box is None:
+                continue
+            out.append((video.frame(index), sample.description or sample.query, box))
+        if len(out) >= count:
             break
-    return out
+    return out[:count]
 
 
 def answer_ious(policy: QwenVLPolicy, items: list[tuple[np.ndarray, str, Box]]) -> np.ndarray:
@@ -123,6 +128,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--world-mix",
+        type=float,
+        default=0.0,
+        help="share of each batch drawn from frames of the world's train split (stages with distractors)",
+    )
     args = parser.parse_args()
     stages = args.stage or [(0, 0, 3000, 1e-3), (1, 3, 6000, 5e-4)]
     torch.set_num_threads(args.threads)
@@ -138,6 +149,7 @@ def main() -> None:
         policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu", dtype="float32")
         state = {"step": 0}
     world = world_frames(args.work, args.world_frames)
+    train_frames = world_frames(args.work, 10**9, split="train", all_frames=True) if args.world_mix else []
     centre = summary(centre_ious(world))
     print(json.dumps({"centre_box_on_world_frames": centre, "world_frames": len(world)}), flush=True)
     total = sum(s[2] for s in stages)
@@ -169,7 +181,11 @@ def main() -> None:
             group["lr"] = lr * max(factor, 0.02)
         rng = np.random.default_rng([args.seed, step])
         items = []
-        for _ in range(args.batch):
+        from_world = int(round(args.world_mix * args.batch)) if hi > 0 and train_frames else 0
+        for _ in range(from_world):
+            frame, label, box = train_frames[int(rng.integers(len(train_frames)))]
+            items.append((frame, label, [box]))
+        for _ in range(args.batch - from_world):
             still = render_still(
                 TRAIN_SEED + int(rng.integers(10**9)), distractors=int(rng.integers(lo, hi + 1))
             )

@@ -16,7 +16,7 @@ and brackets). There the JSON is the first fenced ```` ```json ```` block holdin
 items, else the first JSON list or object that parses from a `[` or `{` (strings with brackets
 in a label are JSON strings, not list ends); four-number lists are read only when no JSON boxes
 are there. Box units follow the model family (`BoxUnits`): Qwen2.5-VL writes absolute pixels of
-its resized input in every form, box tokens included; Qwen2-VL writes 0-1000 units.
+its resized input in every form, box tokens included; Qwen2-VL and Qwen3-VL write 0-1000 units.
 """
 
 from __future__ import annotations
@@ -64,10 +64,9 @@ class KeyframeAnswer:
 BoxSpace = Literal["pixels", "relative"]
 #: The extent of Qwen2-VL's relative box units (`<|box_start|>(x1,y1),(x2,y2)<|box_end|>`).
 RELATIVE_BOX_UNITS = 1000
-#: How a model family writes box coordinates in any form: Qwen2.5-VL (and later) absolute pixels
-#: of its resized input; Qwen2-VL 0-1000 relative units.
+#: How a model family writes box coordinates in any form: Qwen2.5-VL absolute pixels of its
+#: resized input; Qwen2-VL and Qwen3-VL 0-1000 relative units (`policies.families`).
 BoxUnits = BoxSpace
-FAMILY_BOX_UNITS: dict[str, BoxUnits] = {"qwen2_5_vl": "pixels", "qwen2_vl": "relative"}
 
 
 @dataclass(frozen=True)
@@ -203,7 +202,7 @@ def _is_canonical_round2(text: str) -> bool:
 def parse_box_answer(text: str, *, units: BoxUnits = "pixels") -> BoxAnswer | ParseError:
     """Parse round 2's answer (after `</think>`): the native JSON list (strict when it is the whole
     answer), else `<|box_start|>` tokens, else `bbox: [x1, y1, x2, y2]` lines or bare four-number
-    lists. `units`: how the policy's family writes coordinates (`FAMILY_BOX_UNITS`)."""
+    lists. `units`: how the policy's family writes coordinates (`policies.families.ModelFamily.box_units`)."""
     answer = answer_part(text)
     if "bbox_2d" in answer and (boxes := _json_boxes(answer)):
         return BoxAnswer(boxes=tuple(boxes), strict_format=_is_canonical_round2(text), space=units)
@@ -230,6 +229,16 @@ def format_keyframe_answer(think: str, position: int, description: str) -> str:
         f"<think>{think.strip()}</think>"
         f"<answer>frame id: {FRAME_ID_BASE + position}\nobject description: {description.strip()}</answer>"
     )
+
+
+def to_model_space(
+    boxes: Sequence[Box], *, units: BoxUnits, model_size: tuple[int, int], frame_size: tuple[int, int]
+) -> tuple[Box, ...]:
+    """Frame-pixel `boxes` written as the policy's family writes them for an image fed at
+    `model_size`: its pixels, or 0-1000 relative units (the inverse of `to_frame_space`; what
+    supervised targets teach)."""
+    target = (RELATIVE_BOX_UNITS, RELATIVE_BOX_UNITS) if units == "relative" else model_size
+    return tuple(b.rescale(frame_size, target) for b in boxes)
 
 
 def to_frame_space(

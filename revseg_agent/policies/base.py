@@ -125,7 +125,7 @@ def feeds_token_ids(policy: object) -> bool:
 
 
 def box_units(policy: object) -> BoxUnits:
-    """How `policy`'s model family writes box coordinates (`parsing.FAMILY_BOX_UNITS`): a policy
+    """How `policy`'s model family writes box coordinates (`families.ModelFamily.box_units`): a policy
     says so with a `box_units` attribute; without one, Qwen2.5-VL's absolute pixels."""
     units = getattr(policy, "box_units", "pixels")
     return "relative" if units == "relative" else "pixels"

@@ -129,3 +129,19 @@ def video_metadata(clip: VideoFrames, num_frames: int | None = None) -> dict[str
         "total_num_frames": count,
         "frames_indices": list(range(count)),
     }
+
+
+def timestamp_metadata(clip: VideoFrames, num_frames: int | None = None) -> dict[str, Any]:
+    """Metadata for a family that writes each temporal slot's time as text (Qwen3-VL): the
+    video's own rate and the original index of every frame as fed (the last repeated up to
+    `num_frames`, as qwen-vl-utils pads), so the processor's `<t seconds>` are the real times of
+    the frames, the same times round 1's prompt lists. Qwen3-VL's M-RoPE gives every slot the same
+    temporal position, so the floor of `FrameTiming` does not apply."""
+    indices = list(clip.frame_indices)
+    count = len(indices) if num_frames is None else num_frames
+    indices += [indices[-1]] * (count - len(indices))
+    return {
+        "fps": float(clip.fps),
+        "total_num_frames": int(clip.total_num_frames),
+        "frames_indices": indices[:count],
+    }

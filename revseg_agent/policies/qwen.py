@@ -1,9 +1,10 @@
-"""Qwen2.5-VL as a `Policy`, on transformers.
+"""Qwen2.5-VL and Qwen3-VL as a `Policy`, on transformers.
 
 Visual inputs are prepared the way Qwen's own code prepares them (qwen-vl-utils: pixel budgets,
-resizing to multiples of 28), and the round-1 frames reach the processor with their real temporal
-metadata (`video_metadata`: fps, total frame count, original indices), so M-RoPE's temporal
-positions match the video's time axis instead of an assumed 24 fps.
+resizing to multiples of 28 or 32), and the round-1 frames reach the processor with their real
+temporal metadata, so the video's time axis is the real one (Qwen2.5-VL: M-RoPE's temporal
+positions; Qwen3-VL: the `<t seconds>` text before each frame) instead of an assumed 24 fps.
+What differs between the families is in `families`; nothing here branches on it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from transformers import LogitsProcessorList, SuppressTokensLogitsProcessor
 
 from revseg_agent.errors import CheckpointError
-from revseg_agent.parsing import FAMILY_BOX_UNITS, BoxUnits
+from revseg_agent.parsing import BoxUnits
 from revseg_agent.policies.base import (
     GREEDY,
     ChatMessage,
@@ -28,6 +29,7 @@ from revseg_agent.policies.base import (
     Visual,
     token_budget,
 )
+from revseg_agent.policies.families import ModelFamily, family_of_config
 from revseg_agent.policies.frame_layout import (
     DEFAULT_FRAME_LAYOUT,
     DEFAULT_FRAME_TIMING,
@@ -45,11 +47,6 @@ from revseg_agent.policies.sampled_logprobs import SampledTokenLogprobs
 from revseg_agent.policies.token_rows import TokenRow
 
 logger = logging.getLogger(__name__)
-
-#: Qwen2.5-VL's ViT patch side in pixels: the processor's grid counts patches of this size, so
-#: a grid of (h, w) patches is an image of (14 h, 14 w) pixels (sides are multiples of 28).
-PATCH_SIZE = 14
-
 
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -76,7 +73,7 @@ def looks_local(name: str) -> bool:
 
 
 class QwenVLPolicy:
-    """A Qwen2.5-VL checkpoint (hub id or local folder) answering the graph's prompts."""
+    """A Qwen2.5-VL or Qwen3-VL checkpoint (hub id or local folder) answering the graph's prompts."""
 
     #: Assistant turns that carry sampled `token_ids` are fed as those ids (token-in/token-out).
     feeds_token_ids = True
@@ -98,8 +95,11 @@ class QwenVLPolicy:
         #: `max_new_tokens`, which `revseg train` writes); runs default to it (`token_budget`).
         trained = getattr(getattr(model, "generation_config", None), "max_new_tokens", None)
         self.trained_max_new_tokens: int | None = int(trained) if trained else None
-        #: How this family writes boxes (Qwen2-VL: 0-1000 units; Qwen2.5-VL: resized-input pixels).
-        self.box_units: BoxUnits = FAMILY_BOX_UNITS.get(getattr(model.config, "model_type", ""), "pixels")
+        #: What differs between Qwen-VL families (patch size, video timing, box units), from the
+        #: checkpoint's `model_type`.
+        self.family: ModelFamily = family_of_config(model.config)
+        #: How this family writes boxes (Qwen2.5-VL: resized-input pixels; Qwen3-VL: 0-1000 units).
+        self.box_units: BoxUnits = self.family.box_units
         use_reference_rope_index(model)  # M-RoPE as the released model was trained (see mrope)
         self.processor = processor
         self._name = name
@@ -143,10 +143,11 @@ class QwenVLPolicy:
         revision: str | None = None,
         name: str | None = None,
     ) -> QwenVLPolicy:
-        """Load a Qwen2.5-VL checkpoint and its processor.
+        """Load a Qwen2.5-VL or Qwen3-VL checkpoint and its processor.
 
         `name_or_path` is anything `from_pretrained` takes: a hub id such as
-        `Qwen/Qwen2.5-VL-7B-Instruct` or a local folder (e.g. a fine-tuned checkpoint).
+        `Qwen/Qwen2.5-VL-7B-Instruct` or `Qwen/Qwen3-VL-4B-Instruct`, or a local folder (e.g. a
+        fine-tuned checkpoint).
         `attn_implementation` is passed through (`"sdpa"`, `"flash_attention_2"`, `"eager"`).
         Pixel budgets default to the processor's own limits; `frame_timing` to what the checkpoint
         was trained with (`revseg.json` beside its weights), else the floor. `name` is what traces
@@ -169,10 +170,7 @@ class QwenVLPolicy:
             processor = AutoProcessor.from_pretrained(name, revision=revision)
         except (OSError, ValueError, RuntimeError) as exc:  # missing files, bad config, shape mismatch
             raise CheckpointError(f"cannot load policy {name!r}: {exc}") from exc
-        if getattr(model.config, "model_type", None) not in {"qwen2_5_vl", "qwen2_vl"}:
-            raise CheckpointError(
-                f"{name!r} is a {model.config.model_type!r} model; QwenVLPolicy needs Qwen2.5-VL"
-            )
+        family_of_config(model.config)  # a CheckpointError naming the model type otherwise
         model = model.to(device).eval()  # type: ignore[arg-type]  # transformers types `.to` oddly
         logger.info("loaded policy %s on %s (%s)", name, device, dtype)
         return cls(
@@ -197,6 +195,7 @@ class QwenVLPolicy:
             video_total_pixels=self.video_total_pixels,
             frame_layout=self.frame_layout,
             frame_timing=self.frame_timing,
+            family=self.family,
         )
 
     def prepare_inputs(
@@ -212,12 +211,9 @@ class QwenVLPolicy:
         builder = self.inputs
         return builder.collate(builder.rows(requests))
 
-    @staticmethod
-    def model_sizes(grid: torch.Tensor | None) -> list[tuple[int, int]]:
+    def model_sizes(self, grid: torch.Tensor | None) -> list[tuple[int, int]]:
         """`(height, width)` each image or video was resized to, from the processor's patch grid."""
-        if grid is None:
-            return []
-        return [(int(h) * PATCH_SIZE, int(w) * PATCH_SIZE) for _, h, w in grid.tolist()]
+        return [] if grid is None else self.family.model_sizes(grid.tolist())
 
     # -- generation ----------------------------------------------------------------------------
     def generate(

@@ -1,4 +1,4 @@
-"""Batches of Qwen2.5-VL token rows: left padding, and shared-prefix layouts.
+"""Batches of Qwen-VL token rows: left padding, and shared-prefix layouts.
 
 Rows are collated as `[shared prefix][padding][rest]`; with no shared prefix that is the usual
 left padding. Generation encodes a prefix that every row shares (e.g. the round-1 video and query
@@ -44,7 +44,8 @@ def collate(rows: Sequence[TokenRow], pad: int, *, shared: int = 0, pixels_from:
             out["pixel_values"] = torch.cat(kept)
     if videos:
         out["video_grid_thw"] = torch.stack([b.grid for b in videos])
-        out["second_per_grid_ts"] = torch.tensor([b.second_per_grid or 1.0 for b in videos])
+        if any(b.second_per_grid is not None for b in videos):  # Qwen2.5-VL's M-RoPE time
+            out["second_per_grid_ts"] = torch.tensor([b.second_per_grid or 1.0 for b in videos])
         kept = [b.pixels for b in videos if b.start >= pixels_from]
         if kept:
             out["pixel_values_videos"] = torch.cat(kept)
@@ -101,5 +102,6 @@ def prefix_inputs(row: TokenRow, length: int) -> dict[str, Any]:
     if videos:
         out["pixel_values_videos"] = torch.cat([b.pixels for b in videos])
         out["video_grid_thw"] = torch.stack([b.grid for b in videos])
-        out["second_per_grid_ts"] = torch.tensor([b.second_per_grid or 1.0 for b in videos])
+        if any(b.second_per_grid is not None for b in videos):
+            out["second_per_grid_ts"] = torch.tensor([b.second_per_grid or 1.0 for b in videos])
     return out

@@ -1,4 +1,4 @@
-"""Qwen2.5-VL token rows from chats (batches of rows: `qwen_batches`).
+"""Qwen-VL token rows from chats (batches of rows: `qwen_batches`), for either family.
 
 Two jobs:
 - Tokenise a chat with its visuals the way Qwen's own code does (qwen-vl-utils pixel budgets, the
@@ -27,6 +27,7 @@ from revseg_agent.policies.base import (
     Visual,
     visual_for,
 )
+from revseg_agent.policies.families import ModelFamily, family_of_processor
 from revseg_agent.policies.frame_layout import (
     DEFAULT_FRAME_LAYOUT,
     DEFAULT_FRAME_TIMING,
@@ -36,6 +37,7 @@ from revseg_agent.policies.frame_layout import (
     check_layout,
     check_timing,
     model_frames,
+    timestamp_metadata,
     video_metadata,
 )
 from revseg_agent.policies.qwen_batches import collate
@@ -59,7 +61,7 @@ def visuals_fingerprint(visuals: Sequence[Visual]) -> str:
 
 
 class QwenInputBuilder:
-    """Builds token rows and model-input batches for one Qwen2.5-VL processor."""
+    """Builds token rows and model-input batches for one Qwen-VL processor."""
 
     def __init__(
         self,
@@ -70,8 +72,11 @@ class QwenInputBuilder:
         video_total_pixels: int | None = None,
         frame_layout: FrameLayout = DEFAULT_FRAME_LAYOUT,
         frame_timing: FrameTiming = DEFAULT_FRAME_TIMING,
+        family: ModelFamily | None = None,
     ) -> None:
         self.processor = processor
+        #: The model family the processor belongs to (patch size, how video time is fed).
+        self.family = family or family_of_processor(processor)
         self.image_max_pixels = image_max_pixels
         self.video_max_pixels = video_max_pixels
         self.video_total_pixels = video_total_pixels
@@ -221,7 +226,7 @@ class QwenInputBuilder:
         from qwen_vl_utils import vision_process as vp
 
         lo, hi = self.budget("video")
-        factor = 28  # patch 14 x spatial merge 2
+        factor = self.family.pixels_per_token_side  # patch 14 or 16 x spatial merge 2
         total = self.video_total_pixels or vp.MODEL_SEQ_LEN * factor * factor * 0.9
         frames = -(-num_frames // vp.FRAME_FACTOR) * vp.FRAME_FACTOR  # as qwen-vl-utils pads
         limit = max(
@@ -260,19 +265,25 @@ class QwenInputBuilder:
                 [[{"role": "user", "content": visual_elements}]],
                 return_video_kwargs=True,
                 return_video_metadata=True,
+                image_patch_size=self.family.patch_size,
             )
             if images:
                 kwargs["images"] = images
             if video_inputs:
                 tensors = [v for v, _ in video_inputs]
                 metadata = []
+                timing = timestamp_metadata if self.family.video_timing == "timestamps" else video_metadata
                 for tensor, clip in zip(tensors, clips["video"], strict=True):
                     assert isinstance(clip, VideoFrames)
                     # qwen-vl-utils may pad to an even count by repeating the last frame
-                    metadata.append(video_metadata(clip, num_frames=int(tensor.shape[0])))
+                    metadata.append(timing(clip, num_frames=int(tensor.shape[0])))
                 kwargs.update(videos=tensors, video_metadata=metadata, do_sample_frames=False)
+            if self.family.video_timing == "timestamps":
+                # Qwen3-VL's recipe (qwen-vl-utils' README): the visuals are already sized to the
+                # budgets in multiples of 32, so the processor must not resize them again
+                kwargs["do_resize"] = False
         out = self.processor(**kwargs)
-        row = _row_from_processor(dict(out))
+        row = _row_from_processor(dict(out), runs_per_slot=self.family.frame_runs_per_slot)
         memo[key] = row
         return row
 
@@ -287,9 +298,11 @@ def _shift(blocks: Sequence[VisualBlock], by: int) -> tuple[VisualBlock, ...]:
     return tuple(replace(b, start=b.start + by) for b in blocks)
 
 
-def _row_from_processor(out: dict[str, Any]) -> TokenRow:
+def _row_from_processor(out: dict[str, Any], *, runs_per_slot: bool = False) -> TokenRow:
     """A `TokenRow` from the processor's output for one text (visual blocks found from the
-    token types: each run of image or video tokens is the next visual of that kind)."""
+    token types: each run of image or video tokens is the next visual of that kind; with
+    `runs_per_slot` (Qwen3-VL) a video is its grid's `t` runs, one per temporal slot, with the
+    timestamp text between them inside the block)."""
     ids = out["input_ids"][0].tolist()
     types = out["mm_token_type_ids"][0].tolist()
     pixels = {"image": out.get("pixel_values"), "video": out.get("pixel_values_videos")}
@@ -304,10 +317,15 @@ def _row_from_processor(out: dict[str, Any]) -> TokenRow:
             i += 1
             continue
         kind: Literal["image", "video"] = "image" if types[i] == IMAGE else "video"
-        j = i
-        while j < len(types) and types[j] == types[i]:
-            j += 1
         grid = grids[kind][taken[kind]]  # type: ignore[index]
+        runs = int(grid[0]) if kind == "video" and runs_per_slot else 1
+        j = i
+        for run in range(runs):
+            if run:
+                while j < len(types) and types[j] != types[i]:
+                    j += 1
+            while j < len(types) and types[j] == types[i]:
+                j += 1
         patches = int(grid.prod())
         start = offset[kind]
         block_pixels = pixels[kind][start : start + patches]  # type: ignore[index]

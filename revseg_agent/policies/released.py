@@ -106,3 +106,79 @@ RELEASED_7B_ARCHITECTURE: dict[str, Any] = {
     "hidden_size": 3584,
 }
 RELEASED_ARCHITECTURES = {DEFAULT_POLICY: RELEASED_7B_ARCHITECTURE}
+
+
+# -- Qwen3-VL ------------------------------------------------------------------------------------
+#: Qwen3-VL's tokenizer adds these after Qwen2.5's (same ids below 151665).
+QWEN3_EXTRA_ADDED_TOKENS: tuple[tuple[str, int, bool], ...] = (
+    ("<tool_response>", 151665, False),
+    ("</tool_response>", 151666, False),
+    ("<think>", 151667, False),
+    ("</think>", 151668, False),
+)
+QWEN3_ADDED_TOKENS = QWEN_ADDED_TOKENS + QWEN3_EXTRA_ADDED_TOKENS
+#: `config.json` of the released dense Qwen3-VL instruct checkpoints (Qwen/Qwen3-VL-2B-Instruct,
+#: Qwen/Qwen3-VL-4B-Instruct), the fields that shape the architecture.
+_QWEN3_VL_VISION = {
+    "depth": 24,
+    "hidden_size": 1024,
+    "intermediate_size": 4096,
+    "num_heads": 16,
+    "hidden_act": "gelu_pytorch_tanh",
+    "patch_size": 16,
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [5, 11, 17],
+}
+_QWEN3_VL_TEXT = {
+    "vocab_size": 151936,
+    "head_dim": 128,
+    "num_key_value_heads": 8,
+    "max_position_embeddings": 262144,
+    "rms_norm_eps": 1e-6,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 5000000,
+        "mrope_section": [24, 20, 20],
+        "mrope_interleaved": True,
+    },
+}
+RELEASED_QWEN3_VL_CONFIGS: dict[str, dict[str, Any]] = {
+    "2B": {
+        "text_config": {
+            **_QWEN3_VL_TEXT,
+            "hidden_size": 2048,
+            "intermediate_size": 6144,
+            "num_hidden_layers": 28,
+            "num_attention_heads": 16,
+        },
+        "vision_config": {**_QWEN3_VL_VISION, "out_hidden_size": 2048},
+        "tie_word_embeddings": True,
+    },
+    "4B": {
+        "text_config": {
+            **_QWEN3_VL_TEXT,
+            "hidden_size": 2560,
+            "intermediate_size": 9728,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 32,
+        },
+        "vision_config": {**_QWEN3_VL_VISION, "out_hidden_size": 2560},
+        "tie_word_embeddings": True,
+    },
+}
+#: Qwen3-VL instruct `generation_config.json` (sampling defaults a run overrides).
+RELEASED_QWEN3_VL_GENERATION_CONFIG = {
+    "bos_token_id": 151643,
+    "pad_token_id": 151643,
+    "eos_token_id": [151645, 151643],
+    "do_sample": True,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "top_k": 20,
+    "repetition_penalty": 1.0,
+}
+#: Qwen3-VL's `preprocessor_config.json` / `video_preprocessor_config.json` pixel budgets.
+RELEASED_QWEN3_VL_IMAGE_PIXELS = (65536, 16777216)
+RELEASED_QWEN3_VL_VIDEO_PIXELS = (4096, 25165824)

@@ -1,4 +1,4 @@
-"""Build a tiny, randomly initialised Qwen2.5-VL checkpoint from the real architecture.
+"""Build a tiny, randomly initialised Qwen2.5-VL or Qwen3-VL checkpoint from the real architecture.
 
 Why this exists: the model hub is not reachable on CI and developer machines, yet the loading
 path users take (`from_pretrained` on a hub id or a local folder) must be exercised end to end.
@@ -20,7 +20,12 @@ from pathlib import Path
 
 from revseg_agent.policies.released import (
     FIRST_ADDED_ID,
+    QWEN3_ADDED_TOKENS,
     QWEN_ADDED_TOKENS,
+    RELEASED_QWEN3_VL_CONFIGS,
+    RELEASED_QWEN3_VL_GENERATION_CONFIG,
+    RELEASED_QWEN3_VL_IMAGE_PIXELS,
+    RELEASED_QWEN3_VL_VIDEO_PIXELS,
     QWEN_SPECIAL_TOKENS,
     RELEASED_GENERATION_CONFIG,
     RELEASED_MAX_PIXELS,
@@ -78,9 +83,11 @@ def build_tiny_tokenizer(  # type: ignore[no-untyped-def]
     released_ids: bool = True,
     corpus: Sequence[str] | None = None,
     qwen_split: bool = False,
+    added_tokens: Sequence[tuple[str, int, bool]] = QWEN_ADDED_TOKENS,
 ):
-    """A byte-level BPE tokenizer with all of Qwen2.5-VL's added tokens (same special/non-special
-    split, so decoding behaves as the release's does).
+    """A byte-level BPE tokenizer with all of Qwen2.5-VL's added tokens (or `added_tokens`:
+    Qwen3-VL's), with the same special/non-special split, so decoding behaves as the release's
+    does.
 
     A small BPE is trained offline on a tiny corpus (or `corpus`: a policy that must learn a
     language gets a vocabulary fitted to it). With `released_ids` its vocabulary is padded
@@ -107,7 +114,7 @@ def build_tiny_tokenizer(  # type: ignore[no-untyped-def]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     tok.pre_tokenizer = _pre_tokenizer(qwen_split)
     tok.decoder = decoders.ByteLevel()
-    for token, token_id, special in QWEN_ADDED_TOKENS:
+    for token, token_id, special in added_tokens:
         added = AddedToken(token, special=special, normalized=False)
         tok.add_special_tokens([added]) if special else tok.add_tokens([added])
         if released_ids and tok.token_to_id(token) != token_id:  # pragma: no cover - a guard
@@ -242,4 +249,129 @@ def build_tiny_qwen2_5_vl(
         (out / "processor_config.json").unlink()
         (out / "preprocessor_config.json").write_text(json.dumps(RELEASED_PREPROCESSOR_CONFIG, indent=2))
     logger.info("wrote a tiny random-init Qwen2.5-VL to %s", out)
+    return out
+
+
+def build_tiny_qwen3_vl(
+    out_dir: str | Path,
+    *,
+    released: str = "2B",
+    seed: int = 0,
+    text_hidden: int = 64,
+    text_layers: int = 2,
+    text_heads: int = 4,
+    vision_hidden: int = 32,
+    vision_depth: int = 3,
+    vision_heads: int = 2,
+    image_min_pixels: int = 64 * 64,
+    image_max_pixels: int = 128 * 128,
+    video_max_pixels: int = 64 * 64,
+    released_budgets: bool = False,
+    tokenizer_corpus: Sequence[str] | None = None,
+    vocab_size: int = 512,
+    qwen_split: bool = False,
+) -> Path:
+    """Write a tiny random-init Qwen3-VL (model + processor) to `out_dir` and return it.
+
+    Built from the released `Qwen/Qwen3-VL-{released}-Instruct` configuration
+    (`released.RELEASED_QWEN3_VL_CONFIGS`): what is kept are the constants the chain depends on
+    (patch 16, spatial merge 2, temporal patch 2, interleaved M-RoPE with the release's section
+    proportions, DeepStack features taken from layers at the release's relative depths, tied
+    embeddings, 2304 learned position embeddings interpolated per image, the activation, the
+    Qwen3 tokenizer's added tokens, `generation_config.json`); widths, depths and the vocabulary
+    are shrunk; pixel budgets too unless `released_budgets`. The chat template is the one the
+    package ships for Qwen2.5-VL: both families render the chain's turns (system, user with an
+    image or a video, assistant) to the same text, and Qwen3-VL's processor then writes each
+    video frame's `<t seconds>` itself.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2VLImageProcessor,
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+    )
+
+    if released not in RELEASED_QWEN3_VL_CONFIGS:
+        raise ValueError(f"unknown Qwen3-VL release {released!r}; choose one of {sorted(RELEASED_QWEN3_VL_CONFIGS)}")
+    source = RELEASED_QWEN3_VL_CONFIGS[released]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer(
+        vocab_size, released_ids=False, corpus=tokenizer_corpus, qwen_split=qwen_split, added_tokens=QWEN3_ADDED_TOKENS
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _, _ in QWEN3_ADDED_TOKENS}
+    text_source = source["text_config"]
+    vision_source = source["vision_config"]
+    head_dim = text_hidden // text_heads
+    # the release's M-RoPE sections (temporal, height, width) scaled to head_dim / 2
+    sections = text_source["rope_parameters"]["mrope_section"]
+    half = head_dim // 2
+    height = max(1, round(sections[1] * half / sum(sections)))
+    mrope = [half - 2 * height, height, height]
+    # DeepStack taps the vision tower at the release's relative depths (5, 11, 17 of 24)
+    taps = sorted({min(vision_depth - 1, int(i * vision_depth / vision_source["depth"])) for i in vision_source["deepstack_visual_indexes"]})
+    config = Qwen3VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": text_hidden,
+            "intermediate_size": text_hidden * 3,
+            "num_hidden_layers": text_layers,
+            "num_attention_heads": text_heads,
+            "num_key_value_heads": max(1, text_heads // 2),
+            "head_dim": head_dim,
+            "max_position_embeddings": 4096,
+            "rms_norm_eps": text_source["rms_norm_eps"],
+            "rope_parameters": {**text_source["rope_parameters"], "mrope_section": mrope},
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": vision_depth,
+            "hidden_size": vision_hidden,
+            "intermediate_size": vision_hidden * 4,
+            "num_heads": vision_heads,
+            "hidden_act": vision_source["hidden_act"],
+            "patch_size": vision_source["patch_size"],
+            "spatial_merge_size": vision_source["spatial_merge_size"],
+            "temporal_patch_size": vision_source["temporal_patch_size"],
+            "num_position_embeddings": vision_source["num_position_embeddings"],
+            "deepstack_visual_indexes": taps,
+            "out_hidden_size": text_hidden,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=source["tie_word_embeddings"],
+    )
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        **{
+            **RELEASED_QWEN3_VL_GENERATION_CONFIG,
+            "bos_token_id": ids["<|endoftext|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]],
+        }
+    )
+    model.save_pretrained(out, safe_serialization=True)
+    image_pixels = RELEASED_QWEN3_VL_IMAGE_PIXELS if released_budgets else (image_min_pixels, image_max_pixels)
+    video_pixels = RELEASED_QWEN3_VL_VIDEO_PIXELS if released_budgets else (32 * 32, video_max_pixels * 2)
+    common = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    processor = Qwen3VLProcessor(
+        image_processor=Qwen2VLImageProcessor(
+            size={"shortest_edge": image_pixels[0], "longest_edge": image_pixels[1]}, **common
+        ),
+        video_processor=Qwen3VLVideoProcessor(
+            size={"shortest_edge": video_pixels[0], "longest_edge": video_pixels[1]},
+            cap_pixels_per_frame=True,  # qwen-vl-utils' per-frame cap (transformers' coming default)
+            **common,
+        ),
+        tokenizer=tokenizer,
+        chat_template=chat_template(),
+    )
+    processor.save_pretrained(out)
+    logger.info("wrote a tiny random-init Qwen3-VL (from the %s release) to %s", released, out)
     return out

@@ -21,7 +21,7 @@ import torch
 
 from revseg_agent.eval.diagnostics import best_sampled_position
 from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
-from revseg_agent.parsing import format_box_answer, format_keyframe_answer
+from revseg_agent.parsing import format_box_answer, format_keyframe_answer, to_model_space
 from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.qwen_inputs import Request
@@ -128,7 +128,7 @@ def chain_losses(
         chosen = [examples[k] for k in grounded]
         rows2 = policy.inputs.rows([e.round2 for e in chosen])
         answers = [
-            box_answer(row, e.frame_size, e.boxes, e.label) for row, e in zip(rows2, chosen, strict=True)
+            box_answer(policy, row, e.frame_size, e.boxes, e.label) for row, e in zip(rows2, chosen, strict=True)
         ]
         loss2 = loss2.index_put(
             (torch.tensor(grounded, device=loss1.device),), answer_losses(policy, rows2, answers, model)
@@ -163,18 +163,22 @@ def keyframe_box_losses(
         [(round2_messages(label), {KEYFRAME_REF: ImageFrame(frame)}) for frame, label, _ in items]
     )
     answers = [
-        box_answer(row, (int(frame.shape[0]), int(frame.shape[1])), boxes, label)
+        box_answer(policy, row, (int(frame.shape[0]), int(frame.shape[1])), boxes, label)
         for row, (frame, label, boxes) in zip(rows, items, strict=True)
     ]
     return answer_losses(policy, rows, answers, model)
 
 
-def box_answer(row: TokenRow, frame_size: tuple[int, int], boxes: Sequence[Box], label: str) -> str:
-    """The round-2 answer whose boxes are `boxes` (frame pixels) written in the pixels of the
-    keyframe as `row` feeds it (its last image), as the released model answers."""
+def box_answer(
+    policy: QwenVLPolicy, row: TokenRow, frame_size: tuple[int, int], boxes: Sequence[Box], label: str
+) -> str:
+    """The round-2 answer whose boxes are `boxes` (frame pixels) written as the policy's family
+    answers for the keyframe as `row` feeds it (its last image): Qwen2.5-VL in that image's
+    pixels, Qwen3-VL in 0-1000 units."""
     grid = torch.stack([b.grid for b in row.blocks if b.kind == "image"])
-    model_size = QwenVLPolicy.model_sizes(grid)[-1]
-    return round2_target([b.rescale(frame_size, model_size) for b in boxes], label)
+    model_size = policy.model_sizes(grid)[-1]
+    written = to_model_space(boxes, units=policy.box_units, model_size=model_size, frame_size=frame_size)
+    return round2_target(written, label)
 
 
 def save_policy(policy: QwenVLPolicy, output_dir: str | Path, max_new_tokens: int | None = None) -> Path:

@@ -35,11 +35,21 @@ def add_commands(sub: Any) -> None:
     synth.add_argument("--test", type=int, default=100, help="videos in the test split")
     synth.add_argument("--overwrite", action="store_true", help="replace an existing world")
 
-    tiny = sub.add_parser("tiny-policy", help="write a tiny random-init Qwen2.5-VL checkpoint")
+    tiny = sub.add_parser("tiny-policy", help="write a tiny random-init Qwen2.5-VL or Qwen3-VL checkpoint")
     tiny.add_argument("out", type=Path)
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--family", choices=("qwen2.5-vl", "qwen3-vl"), default="qwen2.5-vl")
     tiny.add_argument(
-        "--released", action="store_true", help="the released 7B vocabulary ids, processor budgets and layout"
+        "--released",
+        action="store_true",
+        help="Qwen2.5-VL: the released 7B vocabulary ids, processor budgets and layout; "
+        "Qwen3-VL: the released processor budgets",
+    )
+    tiny.add_argument(
+        "--from-release",
+        choices=("2B", "4B"),
+        default="2B",
+        help="Qwen3-VL: which released configuration the tiny one is shrunk from",
     )
 
     inspect = sub.add_parser(
@@ -94,10 +104,13 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_tiny_policy(args: argparse.Namespace) -> int:
-    from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
+    from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl, build_tiny_qwen3_vl
 
     released = args.released
-    print(build_tiny_qwen2_5_vl(args.out, seed=args.seed, released_budgets=released, released_vocab=released))
+    if args.family == "qwen3-vl":
+        print(build_tiny_qwen3_vl(args.out, released=args.from_release, seed=args.seed, released_budgets=released))
+    else:
+        print(build_tiny_qwen2_5_vl(args.out, seed=args.seed, released_budgets=released, released_vocab=released))
     return 0
 
 
