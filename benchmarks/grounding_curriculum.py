@@ -181,7 +181,7 @@ def main() -> None:
             group["lr"] = lr * max(factor, 0.02)
         rng = np.random.default_rng([args.seed, step])
         items = []
-        from_world = int(round(args.world_mix * args.batch)) if hi > 0 and train_frames else 0
+        from_world = round(args.world_mix * args.batch) if hi > 0 and train_frames else 0
         for _ in range(from_world):
             frame, label, box = train_frames[int(rng.integers(len(train_frames)))]
             items.append((frame, label, [box]))

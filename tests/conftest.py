@@ -49,6 +49,14 @@ def tiny_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("tiny-qwen"), seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen3_policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init Qwen3-VL shrunk from the released Qwen3-VL-2B-Instruct configuration."""
+    from revseg_agent.policies.tiny import build_tiny_qwen3_vl
+
+    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny-qwen3"), released="2B", seed=0)
+
+
 SAM2_TEST_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 SAM2_TEST_IMAGE_SIZE = 128
 

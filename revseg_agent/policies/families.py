@@ -5,14 +5,16 @@ The graph, the rewards, replay and training never ask which family a policy is: 
 (`model_type`). What differs (read in transformers 5.25's `qwen2_5_vl` / `qwen3_vl` modelling and
 processing code, and the released configs):
 
-| | Qwen2.5-VL | Qwen3-VL |
-|---|---|---|
-| ViT patch (pixels a merged token covers) | 14 (28) | 16 (32) |
-| video timing | M-RoPE time: `t * second_per_grid * tokens_per_second` | text `<t seconds>` before each temporal slot; every slot at M-RoPE time 0 |
-| `second_per_grid_ts` model input | yes | no |
-| placeholders of one video | one run of `<|video_pad|>` | one `<|vision_start|>` run `<|vision_end|>` per temporal slot |
-| round-2 boxes | absolute pixels of the resized image | 0-1000 relative on each axis |
-| M-RoPE text after a visual | the block's largest position + 1 (fixed here, `mrope`) | `start + max(h, w) / merge` (upstream is right) |
+- ViT patch (pixels one merged token covers): Qwen2.5-VL 14 (28); Qwen3-VL 16 (32).
+- Video timing: Qwen2.5-VL in M-RoPE time (`t * second_per_grid * tokens_per_second`, fed as
+  `second_per_grid_ts`); Qwen3-VL as text `<t seconds>` before each temporal slot, every slot at
+  M-RoPE time 0 (no `second_per_grid_ts`).
+- Placeholders of one video: Qwen2.5-VL one run of `<|video_pad|>`; Qwen3-VL one
+  `<|vision_start|>` run `<|vision_end|>` per temporal slot.
+- Round-2 boxes: Qwen2.5-VL absolute pixels of the resized image; Qwen3-VL 0-1000 on each axis.
+- M-RoPE text after a visual: Qwen2.5-VL the block's largest position + 1 (transformers 5 differs
+  for long videos; fixed in `mrope`); Qwen3-VL `start + max(h, w) / merge` (its slots are t = 1,
+  so both rules agree; upstream is right).
 
 Both families share the chat template's turn structure, the special tokens, the temporal patch
 (2 frames) and the spatial merge (2 x 2).
@@ -122,7 +124,9 @@ def family_named(name: str) -> ModelFamily:
 
 def family_of_config(config: Any) -> ModelFamily:
     """The family of a loaded model's config (a `PretrainedConfig` or its dict)."""
-    model_type = config.get("model_type") if isinstance(config, Mapping) else getattr(config, "model_type", None)
+    model_type = (
+        config.get("model_type") if isinstance(config, Mapping) else getattr(config, "model_type", None)
+    )
     return family_for_model_type(str(model_type))
 
 

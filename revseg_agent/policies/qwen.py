@@ -48,6 +48,7 @@ from revseg_agent.policies.token_rows import TokenRow
 
 logger = logging.getLogger(__name__)
 
+
 def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -17,20 +17,21 @@ import logging
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from revseg_agent.policies.released import (
     FIRST_ADDED_ID,
     QWEN3_ADDED_TOKENS,
     QWEN_ADDED_TOKENS,
-    RELEASED_QWEN3_VL_CONFIGS,
-    RELEASED_QWEN3_VL_GENERATION_CONFIG,
-    RELEASED_QWEN3_VL_IMAGE_PIXELS,
-    RELEASED_QWEN3_VL_VIDEO_PIXELS,
     QWEN_SPECIAL_TOKENS,
     RELEASED_GENERATION_CONFIG,
     RELEASED_MAX_PIXELS,
     RELEASED_MIN_PIXELS,
     RELEASED_PREPROCESSOR_CONFIG,
+    RELEASED_QWEN3_VL_CONFIGS,
+    RELEASED_QWEN3_VL_GENERATION_CONFIG,
+    RELEASED_QWEN3_VL_IMAGE_PIXELS,
+    RELEASED_QWEN3_VL_VIDEO_PIXELS,
     RELEASED_VOCAB_SIZE,
 )
 
@@ -295,12 +296,18 @@ def build_tiny_qwen3_vl(
     )
 
     if released not in RELEASED_QWEN3_VL_CONFIGS:
-        raise ValueError(f"unknown Qwen3-VL release {released!r}; choose one of {sorted(RELEASED_QWEN3_VL_CONFIGS)}")
+        raise ValueError(
+            f"unknown Qwen3-VL release {released!r}; choose one of {sorted(RELEASED_QWEN3_VL_CONFIGS)}"
+        )
     source = RELEASED_QWEN3_VL_CONFIGS[released]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tiny_tokenizer(
-        vocab_size, released_ids=False, corpus=tokenizer_corpus, qwen_split=qwen_split, added_tokens=QWEN3_ADDED_TOKENS
+        vocab_size,
+        released_ids=False,
+        corpus=tokenizer_corpus,
+        qwen_split=qwen_split,
+        added_tokens=QWEN3_ADDED_TOKENS,
     )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t, _, _ in QWEN3_ADDED_TOKENS}
     text_source = source["text_config"]
@@ -312,7 +319,12 @@ def build_tiny_qwen3_vl(
     height = max(1, round(sections[1] * half / sum(sections)))
     mrope = [half - 2 * height, height, height]
     # DeepStack taps the vision tower at the release's relative depths (5, 11, 17 of 24)
-    taps = sorted({min(vision_depth - 1, int(i * vision_depth / vision_source["depth"])) for i in vision_source["deepstack_visual_indexes"]})
+    taps = sorted(
+        {
+            min(vision_depth - 1, int(i * vision_depth / vision_source["depth"]))
+            for i in vision_source["deepstack_visual_indexes"]
+        }
+    )
     config = Qwen3VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -357,9 +369,17 @@ def build_tiny_qwen3_vl(
         }
     )
     model.save_pretrained(out, safe_serialization=True)
-    image_pixels = RELEASED_QWEN3_VL_IMAGE_PIXELS if released_budgets else (image_min_pixels, image_max_pixels)
+    image_pixels = (
+        RELEASED_QWEN3_VL_IMAGE_PIXELS if released_budgets else (image_min_pixels, image_max_pixels)
+    )
     video_pixels = RELEASED_QWEN3_VL_VIDEO_PIXELS if released_budgets else (32 * 32, video_max_pixels * 2)
-    common = {"patch_size": 16, "merge_size": 2, "temporal_patch_size": 2, "image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+    common: dict[str, Any] = {
+        "patch_size": 16,
+        "merge_size": 2,
+        "temporal_patch_size": 2,
+        "image_mean": [0.5] * 3,
+        "image_std": [0.5] * 3,
+    }
     processor = Qwen3VLProcessor(
         image_processor=Qwen2VLImageProcessor(
             size={"shortest_edge": image_pixels[0], "longest_edge": image_pixels[1]}, **common

@@ -128,7 +128,8 @@ def chain_losses(
         chosen = [examples[k] for k in grounded]
         rows2 = policy.inputs.rows([e.round2 for e in chosen])
         answers = [
-            box_answer(policy, row, e.frame_size, e.boxes, e.label) for row, e in zip(rows2, chosen, strict=True)
+            box_answer(policy, row, e.frame_size, e.boxes, e.label)
+            for row, e in zip(rows2, chosen, strict=True)
         ]
         loss2 = loss2.index_put(
             (torch.tensor(grounded, device=loss1.device),), answer_losses(policy, rows2, answers, model)

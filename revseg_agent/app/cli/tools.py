@@ -108,9 +108,17 @@ def run_tiny_policy(args: argparse.Namespace) -> int:
 
     released = args.released
     if args.family == "qwen3-vl":
-        print(build_tiny_qwen3_vl(args.out, released=args.from_release, seed=args.seed, released_budgets=released))
+        print(
+            build_tiny_qwen3_vl(
+                args.out, released=args.from_release, seed=args.seed, released_budgets=released
+            )
+        )
     else:
-        print(build_tiny_qwen2_5_vl(args.out, seed=args.seed, released_budgets=released, released_vocab=released))
+        print(
+            build_tiny_qwen2_5_vl(
+                args.out, seed=args.seed, released_budgets=released, released_vocab=released
+            )
+        )
     return 0
 
 
