@@ -258,6 +258,19 @@ def test_two_sft_steps_teach_qwen3_s_own_answers(tiny_qwen3_policy_dir: Path, tm
 
 
 # -- the command line ------------------------------------------------------------------------------
+def test_inspect_policy_names_the_family_its_units_and_timing(tiny_qwen3_policy_dir: Path) -> None:
+    from revseg_agent.policies.inspect import inspect_policy
+
+    report = inspect_policy(str(tiny_qwen3_policy_dir), num_frames=8)
+    facts = report.facts
+    assert facts["family"] == "qwen3-vl" and facts["patch (pixels a merged token covers)"] == "16 (32)"
+    assert facts["round-2 box units"].startswith("0-1000")
+    assert '"bbox_2d": [250, 250, 750, 750]' in facts["round-2 answer (strict form)"]
+    assert facts["frame timing"].startswith("text timestamps")
+    assert "tokens_per_second" not in facts
+    assert any("image budget" in w and "65536..16777216" in w for w in report.warnings)  # the release's
+
+
 def test_segment_and_eval_run_a_qwen3_policy_end_to_end(
     tiny_qwen3_policy_dir: Path, demo_clip: Path, tmp_path: Path
 ) -> None:

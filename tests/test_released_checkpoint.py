@@ -288,7 +288,7 @@ def test_released_budgets(
     assert video_tokens == 16 * grid_hw[0] * grid_hw[1] // 4
     assert inputs["second_per_grid_ts"].tolist() == [pytest.approx(seconds_per_slot, rel=1e-6)]
     # the keyframe keeps (nearly) its full resolution under the image budget, sides on the 28 grid
-    (model_size,) = QwenVLPolicy.model_sizes(inputs["image_grid_thw"])
+    (model_size,) = policy.model_sizes(inputs["image_grid_thw"])
     assert all(m % 28 == 0 and abs(m - f) <= 14 for m, f in zip(model_size, frame_size, strict=True))
     box = parse_box_answer(
         f'```json\n[{{"bbox_2d": [0, 0, {model_size[1]}, {model_size[0]}], "label": "x"}}]\n```'
