@@ -293,3 +293,49 @@ def test_segment_and_eval_run_a_qwen3_policy_end_to_end(
     summary = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert summary["counts"] and len(summary["expressions"]) == 3 and summary["baseline"] is None
     assert len(list((tmp_path / "ev" / "traces").rglob("*.json"))) == 3
+
+
+# -- served ----------------------------------------------------------------------------------------
+@pytest.mark.cross_process
+def test_a_served_qwen3_policy_sends_what_vllm_expects_and_answers_as_the_local_one(
+    tiny_qwen3_policy_dir: Path, tmp_path: Path
+) -> None:
+    """Against the vLLM stand-in (a separate process: vLLM's `video/jpeg` loader checks, then the
+    real Qwen3-VL processor on the frames received): frames sized on Qwen3-VL's 32-pixel grid, the
+    video's timing as its real fps and original frame indices (so the server's `<t seconds>` are
+    the prompt's times), 0-1000 boxes read as such; greedy answers equal the local policy's."""
+    from revseg_agent.policies.served import ServedPolicy
+
+    from .vllm_standin import running
+
+    local = QwenVLPolicy.from_pretrained(tiny_qwen3_policy_dir, device="cpu")
+    chats = [(ROUND1, {FRAMES_REF: CLIP}), _requests()[0]]
+    with running(tiny_qwen3_policy_dir, tmp_path / "server.log") as url:
+        served = ServedPolicy.from_spec(f"served:{url}#{tiny_qwen3_policy_dir}")
+        assert served.family is QWEN3_VL and served.box_units == "relative"
+        sampling = SamplingParams(max_new_tokens=12)
+        for messages, visuals in chats:
+            (want,) = local.generate(messages, visuals, sampling=sampling)
+            (got,) = served.generate(messages, visuals, sampling=sampling)
+            assert got.completion_ids == want.completion_ids and got.prompt_ids == want.prompt_ids
+            np.testing.assert_allclose(got.logprobs, want.logprobs, atol=1e-4)  # across processes
+            assert (got.image_sizes, got.video_sizes) == (want.image_sizes, want.video_sizes)
+            assert all(s % 32 == 0 for size in got.image_sizes + got.video_sizes for s in size)
+        import httpx
+
+        # what the server's processor wrote before each frame: the prompt's times
+        stamps = httpx.get(f"{url.removesuffix('/v1')}/standin/video_timestamps").json()
+        assert stamps and all(s == [round(t, 1) for t in TIMES] for s in stamps)
+    # the request's timing, as vLLM's loader reads it
+    body = _last_request_timing(served, local)
+    assert body["fps"] == 24.0 and body["total_num_frames"] == 160
+    assert body["frames_indices"] == [i for i in CLIP.frame_indices for _ in range(2)]  # frame-per-slot
+    assert body["num_frames"] == 16
+
+
+def _last_request_timing(served, local) -> dict:  # type: ignore[no-untyped-def]
+    """The `media_io_kwargs.video` a served round-1 request carries (built without a server)."""
+    from revseg_agent.policies.served import _openai_messages
+
+    _, _, timings = _openai_messages(ROUND1, {FRAMES_REF: CLIP}, local.inputs, served.family)
+    return {**timings[0], "num_frames": len(timings[0]["frames_indices"])}

@@ -25,6 +25,7 @@ import base64
 import contextlib
 import io
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -58,6 +59,28 @@ def _decode(url: str) -> list[np.ndarray]:
     return [np.asarray(f) for f in frames]
 
 
+def _jpeg_sequence_checks(frames: list[np.ndarray], timing: dict[str, Any]) -> list[np.ndarray]:
+    """What vLLM's `video/jpeg` loader does with `media_io_kwargs.video` before the processor
+    sees the frames (`vllm/multimodal/media/video.py` `VideoMediaIO.load_base64`): keep the first
+    `num_frames` (default 32), then refuse `frames_indices` that are not ints one per frame kept
+    and a `total_num_frames` below the frames kept."""
+    num_frames = int(timing.get("num_frames", 32))
+    if num_frames > 0:
+        frames = frames[:num_frames]
+    indices = timing.get("frames_indices")
+    if indices is not None:
+        if not (isinstance(indices, list) and all(isinstance(i, int) for i in indices)):
+            raise ValueError("frames_indices must be a list of integers")
+        if len(indices) != len(frames):
+            raise ValueError(
+                f"frames_indices length ({len(indices)}) must match number of frames sent ({len(frames)})"
+            )
+    total = timing.get("total_num_frames", len(frames))
+    if not isinstance(total, int) or total < len(frames):
+        raise ValueError(f"total_num_frames ({total}) must be >= number of frames sent ({len(frames)})")
+    return frames
+
+
 def chat_from_openai(body: dict[str, Any]) -> tuple[list[ChatMessage], dict[str, Visual]]:
     """The request's messages as the library's chat, each visual under its own reference."""
     timing = (body.get("media_io_kwargs") or {}).get("video") or {}
@@ -77,7 +100,7 @@ def chat_from_openai(body: dict[str, Any]) -> tuple[list[ChatMessage], dict[str,
                 visuals[ref] = ImageFrame(_decode(part["image_url"]["url"])[0])
                 parts.append(VisualPart(type="image", ref=ref))
             elif part["type"] == "video_url":
-                frames = _decode(part["video_url"]["url"])
+                frames = _jpeg_sequence_checks(_decode(part["video_url"]["url"]), timing)
                 visuals[ref] = VideoFrames(
                     frames=frames,
                     frame_indices=list(timing.get("frames_indices") or range(len(frames))),
@@ -123,6 +146,8 @@ class Engine:
         self.lock = threading.Lock()
         #: Each processed video's `second_per_grid_ts`, in request order (see `process_videos`).
         self.second_per_grid_ts: list[list[float]] = []
+        #: Each processed video's `<t seconds>` (Qwen3-VL), in request order.
+        self.video_timestamps: list[list[float]] = []
 
     def load(self, name: str, path: str) -> None:
         from peft import PeftModel
@@ -169,7 +194,8 @@ class Engine:
         metadata its `video/jpeg` loader derived from `media_io_kwargs.video` as `video_metadata`
         (`InputProcessingContext.call_hf_processor`; frames are not sampled again). A kwarg the
         processor refuses fails the request (400), as it does in vLLM. Each video's
-        `second_per_grid_ts` is kept for the tests (`GET /standin/second_per_grid_ts`)."""
+        `second_per_grid_ts` (Qwen2.5-VL) and the `<t seconds>` its prompt got (Qwen3-VL) are kept
+        for the tests (`GET /standin/second_per_grid_ts`, `GET /standin/video_timestamps`)."""
         from huggingface_hub.errors import StrictDataclassError
 
         kwargs = body.get("mm_processor_kwargs") or {}
@@ -196,7 +222,10 @@ class Engine:
                 raise ValueError(
                     f"the HF processor refused the request: {type(exc).__name__}: {exc}"
                 ) from exc
-            self.second_per_grid_ts.append([float(v) for v in out["second_per_grid_ts"].tolist()])
+            if "second_per_grid_ts" in out:
+                self.second_per_grid_ts.append([float(v) for v in out["second_per_grid_ts"].tolist()])
+            text = self.policy.processor.tokenizer.decode(out["input_ids"][0])
+            self.video_timestamps.append([float(t) for t in re.findall(r"<([0-9.]+) seconds>", text)])
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         model = body.get("model") or self.served_name
@@ -263,6 +292,11 @@ def build_app(engine: Engine) -> Any:
     def processed() -> list[list[float]]:
         """Not vLLM's: what the processor derived for each video so far (a test hook)."""
         return engine.second_per_grid_ts
+
+    @app.get("/standin/video_timestamps")
+    def timestamps() -> list[list[float]]:
+        """Not vLLM's: the `<t seconds>` the processor wrote for each video so far (a test hook)."""
+        return engine.video_timestamps
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:

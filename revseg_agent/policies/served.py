@@ -1,8 +1,9 @@
-"""A Qwen2.5-VL served behind an OpenAI-compatible chat endpoint (vLLM, SGLang) as a `Policy`.
+"""A Qwen2.5-VL or Qwen3-VL served behind an OpenAI-compatible chat endpoint (vLLM, SGLang) as a
+`Policy`.
 
 Why: serving a 7B model with vLLM is the fast way to run the graph over a benchmark. Visuals are
 prepared on the client the way Qwen's README does it for vLLM: qwen-vl-utils resizes images and
-videos to the model's grid (sides multiples of 28) before they are sent, so the server's
+videos to the model's grid (sides multiples of 28; Qwen3-VL 32) before they are sent, so the server's
 processor leaves them as they are and the size the boxes are written in is known here. The pixel
 budgets are the served checkpoint's own when its processor can be read locally (`local_sizing`),
 so a served run sees what a local one sees. Videos go as their frames
@@ -11,7 +12,11 @@ by content) laid out as the local policy lays them out (`frame_layout`: one temp
 frame id), with their timing as vLLM's `video/jpeg` loader reads it (`media_io_kwargs.video`:
 fps, frames_indices, total_num_frames; nothing timing-related in `mm_processor_kwargs`, which
 vLLM passes to the HF processor as kwargs and transformers 5 validates), computed by the same function as
-the local policy's.
+the local policy's. For Qwen3-VL that timing is the frames' own: the video's fps and each
+frame's original index (`frame_layout.timestamp_metadata`), from which its processor writes the
+`<t seconds>` before each frame, the times round 1's prompt lists. The family comes from the
+local processor when there is one, else from the served model's name (`Qwen3-VL` in it), and
+says how the boxes are read (`box_units`: Qwen3-VL answers 0-1000).
 
 Every sampling field is sent explicitly (`top_k: -1`, `repetition_penalty: 1.0`, ...): vLLM
 otherwise applies the checkpoint's `generation_config.json` (Qwen instruct releases: repetition
@@ -51,6 +56,7 @@ import numpy as np
 from PIL import Image
 
 from revseg_agent.errors import CheckpointError, RevsegError
+from revseg_agent.parsing import BoxUnits
 from revseg_agent.policies.base import (
     GREEDY,
     ChatMessage,
@@ -62,6 +68,7 @@ from revseg_agent.policies.base import (
     token_budget,
     visual_for,
 )
+from revseg_agent.policies.families import QWEN2_5_VL, QWEN3_VL, ModelFamily
 from revseg_agent.policies.frame_layout import (
     DEFAULT_FRAME_LAYOUT,
     TEMPORAL_PATCH_SIZE,
@@ -69,6 +76,7 @@ from revseg_agent.policies.frame_layout import (
     check_layout,
     checkpoint_frame_timing,
     model_frames,
+    timestamp_metadata,
     video_metadata,
 )
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder
@@ -104,14 +112,17 @@ class ServedPolicy:
         sizing: QwenInputBuilder | None = None,
         max_concurrency: int = 16,
         name: str | None = None,
+        family: ModelFamily | None = None,
     ):
         """`sizing`: size visuals with a local processor's budgets and frame layout (the local
         policy that replays the rollouts); None: qwen-vl-utils' default budgets.
         `max_concurrency`: requests in flight for one `generate_batch`. `name`: what traces
-        record (default `<model> @ <base url>`; `from_spec` gives the spec)."""
+        record (default `<model> @ <base url>`; `from_spec` gives the spec). `family`: the served
+        model's family (default: the sizing processor's, else read from the model's name)."""
         import httpx
 
         self._label = name
+        self._family = family
 
         self.server = server
         self.sizing = sizing
@@ -147,6 +158,20 @@ class ServedPolicy:
     def name(self) -> str:
         return self._label or f"{self.model} @ {self.base_url}"
 
+    @property
+    def family(self) -> ModelFamily:
+        """The served model's family: as given, else the local processor's, else its name's."""
+        if self._family is not None:
+            return self._family
+        if self.sizing is not None:
+            return self.sizing.family
+        return family_from_name(self.model)
+
+    @property
+    def box_units(self) -> BoxUnits:
+        """How the served family writes boxes (what the graph parses round 2 with)."""
+        return self.family.box_units
+
     def _first_model(self) -> str:
         models = self.request("GET", "/models").get("data") or []
         if not models:
@@ -179,7 +204,7 @@ class ServedPolicy:
         sampling: SamplingParams = GREEDY,
         n: int = 1,
     ) -> list[Generation]:
-        chat, sizes, timings = _openai_messages(messages, visuals, self._sizing())
+        chat, sizes, timings = _openai_messages(messages, visuals, self._sizing(), self.family)
         if self.server == "transformers":
             return self._generate_transformers(chat, sizes, sampling, n)
         body: dict[str, Any] = {
@@ -203,13 +228,15 @@ class ServedPolicy:
                 # (a list is refused) and which would not set the timing anyway.
                 # vLLM's video/jpeg loader: one video's timing per request (the graph sends one)
                 body["media_io_kwargs"] = {
-                    "video": {**timings[0], "num_frames": timings[0]["total_num_frames"]}
+                    "video": {**timings[0], "num_frames": len(timings[0]["frames_indices"])}
                 }
             body["mm_processor_kwargs"] = processor_kwargs
         data = self.request("POST", "/chat/completions", body)
         prompt_ids = [int(t) for t in data.get("prompt_token_ids") or []]
         if prompt_ids:
-            sizes.check_placeholders(prompt_ids, self._placeholder_ids())
+            sizes.check_placeholders(
+                prompt_ids, self._placeholder_ids(), self.family.pixels_per_token_side**2
+            )
         choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
         if len(choices) != n:
             raise ServedPolicyError(f"asked the server for {n} completions, got {len(choices)}")
@@ -305,6 +332,12 @@ class ServedPolicy:
         return out
 
 
+def family_from_name(model: str) -> ModelFamily:
+    """A served model's family when no processor of it can be read: Qwen3-VL when its name says
+    so (`Qwen/Qwen3-VL-4B-Instruct`, a fine-tune named after it), else Qwen2.5-VL."""
+    return QWEN3_VL if "qwen3-vl" in model.lower().replace("_", "-") else QWEN2_5_VL
+
+
 def local_sizing(model: str) -> QwenInputBuilder | None:
     """The served model's own pixel budgets when its processor can be read without the network
     (a local folder or the hub cache: vLLM serves a model under the name it was given), so the
@@ -338,10 +371,11 @@ def served_sampling_fields(sampling: SamplingParams) -> dict[str, Any]:
     }
 
 
-#: The release's placeholder ids, and pixels per placeholder token (a 28 x 28 merged patch).
+#: The release's placeholder ids (the same in Qwen2.5-VL and Qwen3-VL), and pixels per
+#: placeholder token (a 28 x 28 merged patch; Qwen3-VL's are 32 x 32).
 IMAGE_PAD_ID = RELEASED_TOKEN_IDS["<|image_pad|>"]
 VIDEO_PAD_ID = RELEASED_TOKEN_IDS["<|video_pad|>"]
-PIXELS_PER_TOKEN = 28 * 28
+PIXELS_PER_TOKEN = QWEN2_5_VL.pixels_per_token_side**2
 
 
 @dataclass
@@ -354,13 +388,17 @@ class SentSizes:
     video_frames: list[int] = field(default_factory=list)
 
     def check_placeholders(
-        self, prompt_ids: Sequence[int], pad_ids: tuple[int, int] = (IMAGE_PAD_ID, VIDEO_PAD_ID)
+        self,
+        prompt_ids: Sequence[int],
+        pad_ids: tuple[int, int] = (IMAGE_PAD_ID, VIDEO_PAD_ID),
+        pixels_per_token: int = PIXELS_PER_TOKEN,
     ) -> None:
-        """`pad_ids`: the `(image, video)` placeholder token ids of the served checkpoint."""
+        """`pad_ids`: the `(image, video)` placeholder token ids of the served checkpoint;
+        `pixels_per_token`: the pixels one of them covers (its family's)."""
         expected = {
-            "image": sum(h * w // PIXELS_PER_TOKEN for h, w in self.images),
+            "image": sum(h * w // pixels_per_token for h, w in self.images),
             "video": sum(
-                -(-f // TEMPORAL_PATCH_SIZE) * (h * w // PIXELS_PER_TOKEN)
+                -(-f // TEMPORAL_PATCH_SIZE) * (h * w // pixels_per_token)
                 for (h, w), f in zip(self.videos, self.video_frames, strict=True)
             ),
         }
@@ -377,10 +415,12 @@ def _openai_messages(
     messages: Sequence[ChatMessage],
     visuals: Mapping[str, Visual],
     sizing: QwenInputBuilder | FrameLayout,
+    family: ModelFamily = QWEN2_5_VL,
 ) -> tuple[list[dict[str, Any]], SentSizes, list[dict[str, Any]]]:
     """OpenAI-format messages, the model-side sizes sent, and each video's timing as vLLM's
     `video/jpeg` loader reads it (in message order). `sizing`: a local processor's budgets and
-    layout, or just a frame layout (qwen-vl-utils' default budgets)."""
+    layout, or just a frame layout (qwen-vl-utils' default budgets); `family`: whose grid and
+    timing."""
     import torch
     from qwen_vl_utils import process_vision_info
 
@@ -398,18 +438,23 @@ def _openai_messages(
                 continue
             element, fed = _element(visual_for(part, visuals), sizing)
             if isinstance(fed, ImageFrame):
-                images, _ = process_vision_info([[{"role": "user", "content": [element]}]])
+                images, _ = process_vision_info(
+                    [[{"role": "user", "content": [element]}]], image_patch_size=family.patch_size
+                )
                 image = images[0]
                 sizes.images.append((image.height, image.width))
                 parts.append(
                     {"type": "image_url", "image_url": {"url": _data_url([np.asarray(image)], "image")}}
                 )
             else:
-                _, videos = process_vision_info([[{"role": "user", "content": [element]}]])
+                _, videos = process_vision_info(
+                    [[{"role": "user", "content": [element]}]], image_patch_size=family.patch_size
+                )
                 frames = videos[0].permute(0, 2, 3, 1).clamp(0, 255).round().to(dtype=torch.uint8).numpy()
                 sizes.videos.append((int(frames.shape[1]), int(frames.shape[2])))
                 sizes.video_frames.append(int(frames.shape[0]))
-                timings.append(video_metadata(fed, num_frames=int(frames.shape[0])))
+                timing = timestamp_metadata if family.video_timing == "timestamps" else video_metadata
+                timings.append(timing(fed, num_frames=int(frames.shape[0])))
                 url = _data_url(list(frames), "video")
                 parts.append({"type": "video_url", "video_url": {"url": url}})
         chat.append({"role": message.role, "content": parts})
