@@ -339,3 +339,31 @@ def _last_request_timing(served, local) -> dict:  # type: ignore[no-untyped-def]
 
     _, _, timings = _openai_messages(ROUND1, {FRAMES_REF: CLIP}, local.inputs, served.family)
     return {**timings[0], "num_frames": len(timings[0]["frames_indices"])}
+
+
+# -- recipes ---------------------------------------------------------------------------------------
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize(
+    ("recipe", "processes", "gpu_gb"),
+    [
+        ("revseg-qwen3-vl-4b.yaml", 8, 80),
+        ("revseg-qwen3-vl-4b-lora.yaml", 1, 80),
+        ("revseg-qwen3-vl-2b-lora.yaml", 1, 24),
+    ],
+)
+def test_the_qwen3_recipes_fit_the_hardware_they_name(recipe: str, processes: int, gpu_gb: int) -> None:
+    """Planned on the released architectures (meta device, no weights): the 4B on 8 x 80 GB full
+    and 1 x 80 GB with LoRA, the 2B with LoRA on one 24 GB card; patches of 16 pixels."""
+    from revseg_agent.training.plan import model_shape, plan_memory
+    from revseg_agent.training.recipe import load_recipe
+
+    settings = load_recipe(RECIPES / recipe)
+    lora = settings.lora
+    shape = model_shape(settings.policy, lora.target_modules if lora else None, lora.r if lora else 0)
+    assert shape.token_side == 32 and shape.image_budget == (65536, 16777216)
+    expected = {"Qwen/Qwen3-VL-4B-Instruct": 4.44e9, "Qwen/Qwen3-VL-2B-Instruct": 2.13e9}[settings.policy]
+    assert shape.params == pytest.approx(expected, rel=0.01)  # the released sizes
+    plan = plan_memory(settings, num_processes=processes, gpu_memory_gb=gpu_gb, shape=shape)
+    assert plan.peak_gib < plan.usable_gib

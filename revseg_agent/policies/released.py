@@ -182,3 +182,21 @@ RELEASED_QWEN3_VL_GENERATION_CONFIG = {
 #: Qwen3-VL's `preprocessor_config.json` / `video_preprocessor_config.json` pixel budgets.
 RELEASED_QWEN3_VL_IMAGE_PIXELS = (65536, 16777216)
 RELEASED_QWEN3_VL_VIDEO_PIXELS = (4096, 25165824)
+#: Hub ids of the released Qwen3-VL checkpoints and their `Qwen3VLConfig` (what `revseg train plan`
+#: builds on the meta device when the hub is out of reach).
+RELEASED_QWEN3_VL_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    f"Qwen/Qwen3-VL-{size}-Instruct": {
+        **config,
+        "image_token_id": 151655,
+        "video_token_id": 151656,
+        "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653,
+    }
+    for size, config in RELEASED_QWEN3_VL_CONFIGS.items()
+}
+#: Each family's released image pixel budget `(min, max)` (its `preprocessor_config.json`).
+RELEASED_IMAGE_PIXELS: dict[str, tuple[int, int]] = {
+    "qwen2.5-vl": (RELEASED_MIN_PIXELS, RELEASED_MAX_PIXELS),
+    "qwen2-vl": (RELEASED_MIN_PIXELS, RELEASED_MAX_PIXELS),
+    "qwen3-vl": RELEASED_QWEN3_VL_IMAGE_PIXELS,
+}

@@ -60,8 +60,6 @@ DEFAULT_FRAME_SIZE = (1080, 1920)
 #: Share of GPU memory a plan leaves free (allocator fragmentation, the estimate's error).
 DEFAULT_HEADROOM = 0.10
 RUNTIME_GIB = 2.0
-#: Pixel values of one vision patch: 3 channels x 2 frames x 14 x 14.
-PATCH_VALUES = 3 * 2 * 14 * 14
 HALF_DTYPES = {"bfloat16", "bf16", "float16", "fp16", "half"}
 
 
@@ -83,15 +81,19 @@ class ModelShape:
     keyframe_tokens: int
     #: The image processor's pixel budget (min, max): the keyframe's tokens follow from it.
     image_budget: tuple[int, int] = (3136, 12845056)
+    #: Side in pixels of one merged visual token (Qwen2.5-VL 28, Qwen3-VL 32).
+    token_side: int = 28
 
 
-def image_tokens(frame_size: tuple[int, int], budget: tuple[int, int]) -> int:
+def image_tokens(frame_size: tuple[int, int], budget: tuple[int, int], token_side: int = 28) -> int:
     """Tokens of one image of `frame_size` after the processor's resize (qwen-vl-utils'
-    `smart_resize`, 28-pixel factor) and Qwen2.5-VL's 2 x 2 merge."""
+    `smart_resize` on the family's token grid: 28 or 32 pixels) and the 2 x 2 merge."""
     from qwen_vl_utils import smart_resize
 
-    h, w = smart_resize(frame_size[0], frame_size[1], factor=28, min_pixels=budget[0], max_pixels=budget[1])
-    return (h // 28) * (w // 28)
+    h, w = smart_resize(
+        frame_size[0], frame_size[1], factor=token_side, min_pixels=budget[0], max_pixels=budget[1]
+    )
+    return (h // token_side) * (w // token_side)
 
 
 @dataclass
@@ -156,15 +158,17 @@ class MemoryPlan:
 
 
 def _config_of(policy: str) -> Any:
-    from transformers import AutoConfig, Qwen2_5_VLConfig
+    from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen3VLConfig
 
-    from revseg_agent.policies.released import RELEASED_ARCHITECTURES
+    from revseg_agent.policies.released import RELEASED_ARCHITECTURES, RELEASED_QWEN3_VL_ARCHITECTURES
 
     try:
         return AutoConfig.from_pretrained(policy, local_files_only=True)
     except (OSError, ValueError) as exc:
         if policy in RELEASED_ARCHITECTURES:
             return Qwen2_5_VLConfig(**RELEASED_ARCHITECTURES[policy])
+        if policy in RELEASED_QWEN3_VL_ARCHITECTURES:
+            return Qwen3VLConfig(**RELEASED_QWEN3_VL_ARCHITECTURES[policy])
         raise InputError(f"cannot read the config of {policy!r} offline to plan memory: {exc}") from exc
 
 
@@ -190,14 +194,19 @@ def _pixel_budget(policy: str, name: str, key: str = "max_pixels") -> int | None
 def model_shape(policy: str, lora_targets: list[str] | None, lora_r: int) -> ModelShape:
     """Parameter counts from the config on the meta device (no weights are read or allocated)."""
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
+
+    from revseg_agent.policies.families import family_of_config
+    from revseg_agent.policies.released import RELEASED_IMAGE_PIXELS
 
     if policy in RANDOM_POLICIES:
         with tempfile.TemporaryDirectory() as tmp:
             return model_shape(materialise_policy(policy, Path(tmp)), lora_targets, lora_r)
     config = _config_of(policy)
+    family = family_of_config(config)
+    token_pixels = family.pixels_per_token_side**2
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config)
+        model = AutoModelForImageTextToText.from_config(config)
     params = sum(p.numel() for p in model.parameters())
     lora = 0
     if lora_targets:
@@ -219,9 +228,13 @@ def model_shape(policy: str, lora_targets: list[str] | None, lora_r: int) -> Mod
         vision_hidden=vision.hidden_size,
         vision_intermediate=vision.intermediate_size,
         vision_depth=vision.depth,
-        frame_tokens=min(MAX_FRAME_TOKENS, video // 784) if video else MAX_FRAME_TOKENS,
-        keyframe_tokens=min(KEYFRAME_TOKENS, image // 784) if image else KEYFRAME_TOKENS,
-        image_budget=(_pixel_budget(policy, "image", "min_pixels") or 3136, image or 12845056),
+        frame_tokens=min(MAX_FRAME_TOKENS, video // token_pixels) if video else MAX_FRAME_TOKENS,
+        keyframe_tokens=min(KEYFRAME_TOKENS, image // token_pixels) if image else KEYFRAME_TOKENS,
+        image_budget=(
+            _pixel_budget(policy, "image", "min_pixels") or RELEASED_IMAGE_PIXELS[family.name][0],
+            image or RELEASED_IMAGE_PIXELS[family.name][1],
+        ),
+        token_side=family.pixels_per_token_side,
     )
 
 
@@ -253,7 +266,7 @@ def forward_activation_bytes(
         vision = patches * (shape.vision_depth * shape.vision_hidden + vision_layer) * act_bytes
     else:
         vision = patches * shape.vision_depth * vision_layer * act_bytes
-    vision += patches * PATCH_VALUES * act_bytes
+    vision += patches * 3 * 2 * (shape.token_side // 2) ** 2 * act_bytes
     logits = scored_tokens * shape.vocab * 4 * 3  # fp32 logits, log-probs and the logits' gradient
     return float(text + vision + logits)
 
@@ -315,7 +328,7 @@ def plan_memory(
         if frame_size is None:
             frame_size = DEFAULT_FRAME_SIZE
             notes.append("the data's frames are not readable here: keyframes planned at 1080p")
-    keyframe_tokens = image_tokens(frame_size, shape.image_budget)
+    keyframe_tokens = image_tokens(frame_size, shape.image_budget, shape.token_side)
     half = weights_are_half(recipe)
     weight_bytes = 2 if half else 4
     stage = zero_stage(recipe)
