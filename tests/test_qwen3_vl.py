@@ -213,6 +213,19 @@ def test_a_shared_prefix_changes_nothing(policy: QwenVLPolicy) -> None:
 
 
 # -- training -------------------------------------------------------------------------------------
+def test_lora_targets_adapt_the_language_model_alone(policy: QwenVLPolicy) -> None:
+    from revseg_agent.training.recipe import LoraConfig
+
+    targets = set(LoraConfig().target_modules)
+    hit = [
+        n
+        for n, m in policy.model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.split(".")[-1] in targets
+    ]
+    assert hit and all(n.startswith("model.language_model.") for n in hit)
+    assert len(hit) == 4 * policy.model.config.text_config.num_hidden_layers
+
+
 def test_two_grpo_steps_train_a_qwen3_policy(tiny_qwen3_policy_dir: Path, tmp_path: Path) -> None:
     """Rollouts through the graph, rewards, replayed log-probs and an optimizer step, twice."""
     import csv

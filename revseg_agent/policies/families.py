@@ -17,7 +17,9 @@ processing code, and the released configs):
   so both rules agree; upstream is right).
 
 Both families share the chat template's turn structure, the special tokens, the temporal patch
-(2 frames) and the spatial merge (2 x 2).
+(2 frames), the spatial merge (2 x 2) and the module names LoRA targets: the language model's
+`q_proj`/`k_proj`/`v_proj`/`o_proj` (the vision towers' attention is a fused `qkv` and `proj`,
+so the recipes' targets adapt the language model alone in both; tested).
 """
 
 from __future__ import annotations
@@ -47,9 +49,6 @@ class ModelFamily:
     video_timing: VideoTiming
     merge_size: int = 2
     temporal_patch_size: int = 2
-    #: LoRA's default targets: the language model's attention projections (the vision tower's
-    #: fused `qkv` does not match these names, so it stays frozen, as in the released recipes).
-    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
 
     @property
     def pixels_per_token_side(self) -> int:
