@@ -32,6 +32,8 @@ from typing import Any, Literal
 
 from revseg_agent.errors import CheckpointError
 from revseg_agent.parsing import RELATIVE_BOX_UNITS, BoxUnits
+from revseg_agent.policies.base import VideoFrames
+from revseg_agent.policies.frame_layout import timestamp_metadata, video_metadata
 
 FamilyName = Literal["qwen2.5-vl", "qwen3-vl", "qwen2-vl"]
 #: How a family times the frames of a video: in M-RoPE positions, or as text timestamps.
@@ -70,6 +72,21 @@ class ModelFamily:
     @property
     def feeds_second_per_grid(self) -> bool:
         """Whether the model takes `second_per_grid_ts` (its M-RoPE carries the time)."""
+        return self.video_timing == "mrope"
+
+    def video_metadata(self, clip: VideoFrames, num_frames: int | None = None) -> dict[str, Any]:
+        """The timing sent with a clip as fed (to the processor, or to vLLM's loader): the fed
+        rate that M-RoPE's time follows (Qwen2.5-VL), or the video's fps and the frames' own
+        indices that the `<t seconds>` are written from (Qwen3-VL)."""
+        if self.video_timing == "timestamps":
+            return timestamp_metadata(clip, num_frames)
+        return video_metadata(clip, num_frames)
+
+    @property
+    def processor_resizes(self) -> bool:
+        """Whether the processor is left to resize what qwen-vl-utils already sized (Qwen2.5-VL,
+        as before; idempotent there). Qwen3-VL's recipe (qwen-vl-utils' README) passes
+        `do_resize=False`."""
         return self.video_timing == "mrope"
 
     @property

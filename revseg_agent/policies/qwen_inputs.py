@@ -37,8 +37,6 @@ from revseg_agent.policies.frame_layout import (
     check_layout,
     check_timing,
     model_frames,
-    timestamp_metadata,
-    video_metadata,
 )
 from revseg_agent.policies.qwen_batches import collate
 from revseg_agent.policies.token_rows import IMAGE, TEXT, TokenRow, VisualBlock
@@ -272,16 +270,13 @@ class QwenInputBuilder:
             if video_inputs:
                 tensors = [v for v, _ in video_inputs]
                 metadata = []
-                timing = timestamp_metadata if self.family.video_timing == "timestamps" else video_metadata
                 for tensor, clip in zip(tensors, clips["video"], strict=True):
                     assert isinstance(clip, VideoFrames)
                     # qwen-vl-utils may pad to an even count by repeating the last frame
-                    metadata.append(timing(clip, num_frames=int(tensor.shape[0])))
+                    metadata.append(self.family.video_metadata(clip, num_frames=int(tensor.shape[0])))
                 kwargs.update(videos=tensors, video_metadata=metadata, do_sample_frames=False)
-            if self.family.video_timing == "timestamps":
-                # Qwen3-VL's recipe (qwen-vl-utils' README): the visuals are already sized to the
-                # budgets in multiples of 32, so the processor must not resize them again
-                kwargs["do_resize"] = False
+            if not self.family.processor_resizes:
+                kwargs["do_resize"] = False  # already sized to the budgets on the family's grid
         out = self.processor(**kwargs)
         row = _row_from_processor(dict(out), runs_per_slot=self.family.frame_runs_per_slot)
         memo[key] = row

@@ -76,8 +76,6 @@ from revseg_agent.policies.frame_layout import (
     check_layout,
     checkpoint_frame_timing,
     model_frames,
-    timestamp_metadata,
-    video_metadata,
 )
 from revseg_agent.policies.qwen_inputs import QwenInputBuilder
 from revseg_agent.policies.released import RELEASED_TOKEN_IDS
@@ -453,8 +451,7 @@ def _openai_messages(
                 frames = videos[0].permute(0, 2, 3, 1).clamp(0, 255).round().to(dtype=torch.uint8).numpy()
                 sizes.videos.append((int(frames.shape[1]), int(frames.shape[2])))
                 sizes.video_frames.append(int(frames.shape[0]))
-                timing = timestamp_metadata if family.video_timing == "timestamps" else video_metadata
-                timings.append(timing(fed, num_frames=int(frames.shape[0])))
+                timings.append(family.video_metadata(fed, num_frames=int(frames.shape[0])))
                 url = _data_url(list(frames), "video")
                 parts.append({"type": "video_url", "video_url": {"url": url}})
         chat.append({"role": message.role, "content": parts})
