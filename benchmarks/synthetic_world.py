@@ -44,6 +44,7 @@ def row(name: str, summary: dict[str, object]) -> list[str]:
         pct(d["round2_parse_rate"]),
         num(d["mean_keyframe_area_ratio"]),
         num(d["mean_box_iou"]),
+        num(d.get("median_box_iou")),
     ]
 
 
@@ -82,7 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         bench, args.out / "oracle", tracker=tracker, baseline="oracle", num_frames=args.frames
     )
     rows.append(row("oracle keyframe + true box", oracle.run(limit=args.limit)))
-    header = ["row", "J&F", "round-1 parse %", "round-2 parse %", "keyframe area ratio", "keyframe box IoU"]
+    header = [
+        "row",
+        "J&F",
+        "round-1 parse %",
+        "round-2 parse %",
+        "keyframe area ratio",
+        "keyframe box IoU",
+        "median box IoU",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     table = "\n".join(lines)

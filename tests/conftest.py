@@ -268,3 +268,51 @@ def torchrun_workers(worker: str, policy_dir: Path, out: Path, *args: str) -> li
     # "terminate called without an active exception"): `close` must have destroyed it
     assert all(r["group_destroyed"] for r in ranks), ranks
     return ranks
+
+
+def processor_reference_batch(policy: Any, requests: list) -> dict:  # type: ignore[type-arg]
+    """The processor's own left-padded batch of whole chats, prepared as Qwen's README prepares
+    them for the policy's family (qwen-vl-utils on its patch grid, the clips' real metadata;
+    Qwen3-VL: `do_resize=False`): what `prepare_batch` must equal when no assistant turn
+    carries token ids."""
+    from qwen_vl_utils import process_vision_info
+
+    builder = policy.inputs
+    conversations, clips = [], []
+    for messages, visuals in requests:
+        elements, by_kind = builder.visual_elements(messages, visuals)
+        conversations.append(builder.processor_conversation(messages, elements))
+        clips += by_kind["video"]
+    images, videos, _ = process_vision_info(
+        conversations,
+        return_video_kwargs=True,
+        return_video_metadata=True,
+        image_patch_size=policy.family.patch_size,
+    )
+    metadata = [
+        {
+            "fps": c.fps,
+            "total_num_frames": c.total_num_frames,
+            "frames_indices": list(c.frame_indices)
+            + [c.frame_indices[-1]] * (int(v.shape[0]) - len(c.frame_indices)),
+        }
+        for (v, _), c in zip(videos or [], clips, strict=True)
+    ]
+    texts = [
+        policy.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+        for c in conversations
+    ]
+    kwargs: dict[str, Any] = {"videos": [v for v, _ in videos], "video_metadata": metadata} if videos else {}
+    if not policy.family.processor_resizes:
+        kwargs["do_resize"] = False
+    return dict(
+        policy.processor(
+            text=texts,
+            images=images,
+            do_sample_frames=False,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            **kwargs,
+        )
+    )

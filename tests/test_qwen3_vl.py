@@ -21,6 +21,8 @@ from revseg_agent.synth.square_clip import demo_frames
 from revseg_agent.training.sft import box_answer
 from revseg_agent.types import Box
 
+from .conftest import processor_reference_batch
+
 pytestmark = pytest.mark.slow
 
 FRAMES = demo_frames(16)
@@ -53,49 +55,6 @@ def test_the_tiny_checkpoint_keeps_the_released_layout(release: str, tmp_path: P
     assert (policy.family, policy.box_units) == (QWEN3_VL, "relative")
 
 
-def _reference_batch(policy: QwenVLPolicy, requests: list) -> dict:  # type: ignore[type-arg]
-    """Qwen3-VL's own recipe (qwen-vl-utils' README): `process_vision_info(...,
-    image_patch_size=16)`, the frames' real metadata, the processor with `do_resize=False`,
-    left padding."""
-    from qwen_vl_utils import process_vision_info
-
-    builder = policy.inputs
-    conversations, clips = [], []
-    for messages, visuals in requests:
-        elements, by_kind = builder.visual_elements(messages, visuals)
-        conversations.append(builder.processor_conversation(messages, elements))
-        clips += by_kind["video"]
-    images, videos, _ = process_vision_info(
-        conversations, return_video_kwargs=True, return_video_metadata=True, image_patch_size=16
-    )
-    metadata = [
-        {
-            "fps": c.fps,
-            "total_num_frames": c.total_num_frames,
-            "frames_indices": list(c.frame_indices)
-            + [c.frame_indices[-1]] * (int(v.shape[0]) - len(c.frame_indices)),
-        }
-        for (v, _), c in zip(videos or [], clips, strict=True)
-    ]
-    texts = [
-        policy.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-        for c in conversations
-    ]
-    kwargs = {"videos": [v for v, _ in videos], "video_metadata": metadata} if videos else {}
-    return dict(
-        policy.processor(
-            text=texts,
-            images=images,
-            do_sample_frames=False,
-            do_resize=False,
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
-            **kwargs,
-        )
-    )
-
-
 def _requests() -> list:  # type: ignore[type-arg]
     key = {KEYFRAME_REF: ImageFrame(FRAMES[5])}
     return [
@@ -111,7 +70,7 @@ def _requests() -> list:  # type: ignore[type-arg]
 def test_batches_and_positions_equal_transformers_reference(policy: QwenVLPolicy) -> None:
     requests = _requests()
     ours = policy.prepare_batch(requests)
-    theirs = _reference_batch(policy, requests)
+    theirs = processor_reference_batch(policy, requests)  # Qwen3-VL's recipe
     assert sorted(ours) == sorted(theirs)
     assert "second_per_grid_ts" not in ours  # Qwen3-VL times frames in text, not in M-RoPE
     for key, value in theirs.items():

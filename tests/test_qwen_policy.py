@@ -22,6 +22,8 @@ from revseg_agent.policies.base import (
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.square_clip import demo_frames
 
+from .conftest import processor_reference_batch
+
 pytestmark = pytest.mark.slow
 
 FRAMES = demo_frames(16)
@@ -190,47 +192,6 @@ def test_batch_of_different_chats_left_padded(policy: QwenVLPolicy) -> None:
     ]
 
 
-def _processor_batch(policy: QwenVLPolicy, requests: list) -> dict:  # type: ignore[type-arg]
-    """The processor's own left-padded batch of whole chats (the reference `prepare_batch` must
-    equal when no assistant turn carries token ids)."""
-    from qwen_vl_utils import process_vision_info
-
-    builder = policy.inputs
-    conversations, clips = [], []
-    for messages, visuals in requests:
-        elements, by_kind = builder.visual_elements(messages, visuals)
-        conversations.append(builder.processor_conversation(messages, elements))
-        clips += by_kind["video"]
-    images, videos, _ = process_vision_info(
-        conversations, return_video_kwargs=True, return_video_metadata=True
-    )
-    metadata = [
-        {
-            "fps": c.fps,
-            "total_num_frames": c.total_num_frames,
-            "frames_indices": list(c.frame_indices)
-            + [c.frame_indices[-1]] * (int(v.shape[0]) - len(c.frame_indices)),
-        }
-        for (v, _), c in zip(videos, clips, strict=True)
-    ]
-    texts = [
-        policy.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
-        for c in conversations
-    ]
-    return dict(
-        policy.processor(
-            text=texts,
-            images=images,
-            videos=[v for v, _ in videos],
-            video_metadata=metadata,
-            do_sample_frames=False,
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
-        )
-    )
-
-
 SHORT_CHAT = [
     ChatMessage(role="user", content=[VisualPart(type="image", ref="key"), TextPart(text="Detect a.")])
 ]
@@ -246,7 +207,7 @@ def test_batches_equal_the_processors_own_batching(tiny_policy_dir: Path) -> Non
         (VIDEO_CHAT, VISUALS),
     ]
     ours = policy.prepare_batch(requests)
-    theirs = _processor_batch(policy, requests)
+    theirs = processor_reference_batch(policy, requests)
     assert sorted(ours) == sorted(theirs)
     for key, value in theirs.items():
         torch.testing.assert_close(ours[key], value, msg=key)

@@ -97,6 +97,10 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
         values = [float(r[key]) for r in records if r.get(key) is not None]
         return float(np.mean(values)) if values else None
 
+    def median(key: str) -> float | None:
+        values = [float(r[key]) for r in records if r.get(key) is not None]
+        return float(np.median(values)) if values else None
+
     return {
         "expressions": len(records),
         "round1_parse_rate": mean("round1_parsed"),
@@ -104,4 +108,5 @@ def aggregate(records: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_keyframe_area_ratio": mean("keyframe_area_ratio"),
         "target_on_keyframe_rate": mean("target_on_keyframe"),
         "mean_box_iou": mean("box_iou"),
+        "median_box_iou": median("box_iou"),
     }
