@@ -55,6 +55,22 @@ def test_the_tiny_checkpoint_keeps_the_released_layout(release: str, tmp_path: P
     assert (policy.family, policy.box_units) == (QWEN3_VL, "relative")
 
 
+def test_the_mixture_of_experts_release_runs_the_chain_too(tmp_path: Path) -> None:
+    """Qwen3-VL-30B-A3B's layout (`qwen3_vl_moe`, experts in every layer), shrunk: the same family,
+    both rounds answered and replayable; the planner counts the release's 31.1B parameters."""
+    from revseg_agent.training.plan import model_shape
+
+    folder = build_tiny_qwen3_vl(tmp_path / "moe", released="30B-A3B")
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "qwen3_vl_moe"
+    policy = QwenVLPolicy.from_pretrained(folder, device="cpu")
+    assert policy.family is QWEN3_VL
+    for messages, visuals in ((ROUND1, {FRAMES_REF: CLIP}), _requests()[1]):
+        (gen,) = policy.generate(messages, visuals, sampling=SamplingParams(max_new_tokens=6))
+        assert gen.completion_ids and len(gen.logprobs) == len(gen.completion_ids)
+    shape = model_shape("Qwen/Qwen3-VL-30B-A3B-Instruct", ["q_proj"], 8)
+    assert shape.params == pytest.approx(31.07e9, rel=0.01)
+
+
 def _requests() -> list:  # type: ignore[type-arg]
     key = {KEYFRAME_REF: ImageFrame(FRAMES[5])}
     return [

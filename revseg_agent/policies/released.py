@@ -168,6 +168,30 @@ RELEASED_QWEN3_VL_CONFIGS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": True,
     },
 }
+#: Qwen/Qwen3-VL-30B-A3B-Instruct (`qwen3_vl_moe`): 128 experts, 8 a token, a larger vision tower.
+RELEASED_QWEN3_VL_CONFIGS["30B-A3B"] = {
+    "text_config": {
+        **_QWEN3_VL_TEXT,
+        "hidden_size": 2048,
+        "intermediate_size": 6144,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "moe_intermediate_size": 768,
+        "decoder_sparse_step": 1,
+    },
+    "vision_config": {
+        **_QWEN3_VL_VISION,
+        "depth": 27,
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "out_hidden_size": 2048,
+        "deepstack_visual_indexes": [8, 16, 24],
+    },
+    "tie_word_embeddings": False,
+}
 #: Qwen3-VL instruct `generation_config.json` (sampling defaults a run overrides).
 RELEASED_QWEN3_VL_GENERATION_CONFIG = {
     "bos_token_id": 151643,

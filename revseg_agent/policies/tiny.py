@@ -280,7 +280,8 @@ def build_tiny_qwen3_vl(
     proportions, DeepStack features taken from layers at the release's relative depths, tied
     embeddings, 2304 learned position embeddings interpolated per image, the activation, the
     Qwen3 tokenizer's added tokens, `generation_config.json`); widths, depths and the vocabulary
-    are shrunk; pixel budgets too unless `released_budgets`. The chat template is the one the
+    are shrunk; pixel budgets too unless `released_budgets`. `released="30B-A3B"` builds the
+    mixture-of-experts model (`qwen3_vl_moe`) with 4 experts, 2 a token. The chat template is the one the
     package ships for Qwen2.5-VL: both families render the chain's turns (system, user with an
     image or a video, assistant) to the same text, and Qwen3-VL's processor then writes each
     video frame's `<t seconds>` itself.
@@ -291,6 +292,8 @@ def build_tiny_qwen3_vl(
         Qwen2VLImageProcessor,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
+        Qwen3VLMoeConfig,
+        Qwen3VLMoeForConditionalGeneration,
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
     )
@@ -325,8 +328,25 @@ def build_tiny_qwen3_vl(
             for i in vision_source["deepstack_visual_indexes"]
         }
     )
-    config = Qwen3VLConfig(
+    moe = "num_experts" in text_source
+    experts = (
+        {
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": text_hidden,
+            "decoder_sparse_step": 1,
+        }
+        if moe
+        else {}
+    )
+    config_class, model_class = (
+        (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration)
+        if moe
+        else (Qwen3VLConfig, Qwen3VLForConditionalGeneration)
+    )
+    config = config_class(
         text_config={
+            **experts,
             "vocab_size": len(tokenizer),
             "hidden_size": text_hidden,
             "intermediate_size": text_hidden * 3,
@@ -359,7 +379,7 @@ def build_tiny_qwen3_vl(
         tie_word_embeddings=source["tie_word_embeddings"],
     )
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config).eval()
+    model = model_class(config).eval()  # type: ignore[arg-type]  # the class matches its config
     model.generation_config = GenerationConfig(
         **{
             **RELEASED_QWEN3_VL_GENERATION_CONFIG,

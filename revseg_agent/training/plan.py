@@ -158,7 +158,7 @@ class MemoryPlan:
 
 
 def _config_of(policy: str) -> Any:
-    from transformers import AutoConfig, Qwen2_5_VLConfig, Qwen3VLConfig
+    from transformers import AutoConfig, Qwen2_5_VLConfig
 
     from revseg_agent.policies.released import RELEASED_ARCHITECTURES, RELEASED_QWEN3_VL_ARCHITECTURES
 
@@ -168,7 +168,9 @@ def _config_of(policy: str) -> Any:
         if policy in RELEASED_ARCHITECTURES:
             return Qwen2_5_VLConfig(**RELEASED_ARCHITECTURES[policy])
         if policy in RELEASED_QWEN3_VL_ARCHITECTURES:
-            return Qwen3VLConfig(**RELEASED_QWEN3_VL_ARCHITECTURES[policy])
+            released = RELEASED_QWEN3_VL_ARCHITECTURES[policy]
+            moe = "num_experts" in released["text_config"]
+            return AutoConfig.for_model("qwen3_vl_moe" if moe else "qwen3_vl", **released)
         raise InputError(f"cannot read the config of {policy!r} offline to plan memory: {exc}") from exc
 
 

@@ -47,7 +47,7 @@ def add_commands(sub: Any) -> None:
     )
     tiny.add_argument(
         "--from-release",
-        choices=("2B", "4B"),
+        choices=("2B", "4B", "30B-A3B"),
         default="2B",
         help="Qwen3-VL: which released configuration the tiny one is shrunk from",
     )
