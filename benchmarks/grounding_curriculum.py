@@ -27,15 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
-from revseg_agent.parsing import BoxAnswer, parse_box_answer, to_frame_space
-from revseg_agent.policies.base import ImageFrame, SamplingParams
+from revseg_agent.eval.grounding import GroundingItem, answer_ious, centre_ious, grounding_items, summary
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.scenes import render_still
 from revseg_agent.training.optim import build_optimizer, clip_gradients
 from revseg_agent.training.sft import keyframe_box_losses
 from revseg_agent.types import Box
 
+Item = tuple[np.ndarray, str, Box]
 HELD_OUT_SEED = 10**7
 TRAIN_SEED = 10**9
 
@@ -45,73 +44,19 @@ def parse_stage(text: str) -> tuple[int, int, int, float]:
     return int(lo), int(hi), int(steps), float(lr)
 
 
-def world_frames(
-    work: Path, count: int, *, split: str = "valid", all_frames: bool = False
-) -> list[tuple[np.ndarray, str, Box]]:
-    """(frame, description, target box) for single-target expressions of a split of the world
-    (`revseg synth --seed 0`, 300 train / 40 valid videos): each on the frame where its target is
-    largest, or with `all_frames` on every frame where the target shows at least 20 pixels."""
+def world_frames(work: Path, count: int, *, split: str = "valid", all_frames: bool = False) -> list[Item]:
+    """Grounding items of the world's `split` (`revseg synth --seed 0`: 300 train / 40 valid
+    videos, written under `work/world` on first use), as (frame, description, box) tuples."""
     from revseg_agent.synth import WorldSpec, write_world
-    from revseg_agent.training.data import benchmark_samples
-    from revseg_agent.training.recipe import BenchmarkData
-    from revseg_agent.video import open_video
 
     world = work / "world"
     if not (world / "world.json").is_file():
         write_world(world, WorldSpec(seed=0, train=300, valid=40, test=0))
-    out: list[tuple[np.ndarray, str, Box]] = []
-    for sample in benchmark_samples(BenchmarkData(dataset="mevis", root=str(world / split))):
-        _, objects = sample.truth()
-        if len(objects) != 1:
-            continue
-        areas = objects[0].reshape(len(objects[0]), -1).sum(1)
-        indices = [int(i) for i in np.flatnonzero(areas >= 20)] if all_frames else [int(np.argmax(areas))]
-        video = open_video(sample.video_path)
-        for index in indices:
-            box = Box.from_mask(objects[0][index])
-            if box is None:
-                continue
-            out.append((video.frame(index), sample.description or sample.query, box))
-        if len(out) >= count:
-            break
-    return out[:count]
+    return [(i.frame, i.label, i.box) for i in grounding_items(world / split, count, all_frames=all_frames)]
 
 
-def answer_ious(policy: QwenVLPolicy, items: list[tuple[np.ndarray, str, Box]]) -> np.ndarray:
-    """Greedy round-2 answers: IoU of the first box with the target's (0 when unparsed)."""
-    policy.model.eval()
-    ious = []
-    for frame, label, truth in items:
-        (gen,) = policy.generate(
-            round2_messages(label),
-            {KEYFRAME_REF: ImageFrame(frame)},
-            sampling=SamplingParams(max_new_tokens=50),
-        )
-        answer = parse_box_answer(gen.text)
-        size = (int(frame.shape[0]), int(frame.shape[1]))
-        boxes = (
-            to_frame_space(answer, model_size=gen.image_sizes[-1], frame_size=size)
-            if isinstance(answer, BoxAnswer)
-            else answer
-        )
-        ious.append(boxes[0].iou(truth) if isinstance(boxes, tuple) and boxes else 0.0)
-    return np.array(ious)
-
-
-def centre_ious(items: list[tuple[np.ndarray, str, Box]]) -> np.ndarray:
-    ious = []
-    for frame, _, truth in items:
-        h, w = frame.shape[:2]
-        ious.append(Box(w / 4, h / 4, 3 * w / 4, 3 * h / 4).iou(truth))
-    return np.array(ious)
-
-
-def summary(ious: np.ndarray) -> dict[str, float]:
-    return {
-        "mean": round(float(ious.mean()), 4),
-        "median": round(float(np.median(ious)), 4),
-        "over_0.5": round(float((ious > 0.5).mean()), 4),
-    }
+def ious_of(policy: QwenVLPolicy, items: list[Item]) -> np.ndarray:
+    return answer_ious(policy, [GroundingItem(f, label, box) for f, label, box in items])
 
 
 def main() -> None:
@@ -150,7 +95,7 @@ def main() -> None:
         state = {"step": 0}
     world = world_frames(args.work, args.world_frames)
     train_frames = world_frames(args.work, 10**9, split="train", all_frames=True) if args.world_mix else []
-    centre = summary(centre_ious(world))
+    centre = summary(centre_ious([GroundingItem(f, label, box) for f, label, box in world]))
     print(json.dumps({"centre_box_on_world_frames": centre, "world_frames": len(world)}), flush=True)
     total = sum(s[2] for s in stages)
     optimizer = None
@@ -212,8 +157,8 @@ def main() -> None:
                 "stage": index,
                 "distractors": f"{lo}-{hi}",
                 "loss": round(float(loss.detach()), 4),
-                "held_out_stills": summary(answer_ious(policy, held)),
-                "world_frames": summary(answer_ious(policy, world)),
+                "held_out_stills": summary(ious_of(policy, held)),
+                "world_frames": summary(ious_of(policy, world)),
                 "minutes": round((time.perf_counter() - started) / 60, 1),
             }
             print(json.dumps(row), flush=True)

@@ -1,0 +1,92 @@
+"""Round 2 alone, measured: does a policy box the object a description names on one frame?
+
+The probe the grounding curriculum reports and the shipped checkpoint's test re-measures: for
+single-target expressions of a MeViS-layout split (the synthetic world's), the frame where the
+target is largest with the expression's `description` (what round 1 should name) as the label;
+the policy answers round 2's prompt alone (no history), greedily, and the first box's IoU with
+the target's box is the score (0 when nothing parses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from revseg_agent.eval.datasets import open_benchmark
+from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
+from revseg_agent.parsing import BoxAnswer, parse_box_answer, to_frame_space
+from revseg_agent.policies.base import ImageFrame, Policy, SamplingParams, box_units
+from revseg_agent.types import Box
+from revseg_agent.video import open_video
+
+
+@dataclass(frozen=True)
+class GroundingItem:
+    """One frame, the description of its target, the target's box (frame pixels)."""
+
+    frame: np.ndarray
+    label: str
+    box: Box
+
+
+def grounding_items(split_root: str | Path, count: int, *, all_frames: bool = False) -> list[GroundingItem]:
+    """Up to `count` items of a split's single-target expressions, in the split's order: each on
+    the frame where its target is largest, or with `all_frames` on every frame where the target
+    shows at least 20 pixels (training data)."""
+    bench = open_benchmark("mevis", split_root)
+    out: list[GroundingItem] = []
+    for sample in bench.samples():
+        if len(sample.targets) != 1:
+            continue
+        gt = bench.ground_truth(sample)
+        if gt is None:
+            continue
+        areas = gt.reshape(len(gt), -1).sum(1)
+        if not areas.any():
+            continue
+        indices = [int(i) for i in np.flatnonzero(areas >= 20)] if all_frames else [int(np.argmax(areas))]
+        video = open_video(bench.frames_dir(sample))
+        label = str(sample.extra.get("description") or sample.text)
+        for index in indices:
+            box = Box.from_mask(gt[index])
+            if box is not None:
+                out.append(GroundingItem(video.frame(index), label, box))
+        if len(out) >= count:
+            break
+    return out[:count]
+
+
+def answer_ious(policy: Policy, items: list[GroundingItem], *, max_new_tokens: int = 50) -> np.ndarray:
+    """Greedy round-2 answers on each item alone: IoU of the first box with the target's (0 when
+    the answer does not parse)."""
+    ious = []
+    for item in items:
+        (gen,) = policy.generate(
+            round2_messages(item.label),
+            {KEYFRAME_REF: ImageFrame(item.frame)},
+            sampling=SamplingParams(max_new_tokens=max_new_tokens),
+        )
+        answer = parse_box_answer(gen.text, units=box_units(policy))
+        size = (int(item.frame.shape[0]), int(item.frame.shape[1]))
+        boxes = (
+            to_frame_space(answer, model_size=gen.image_sizes[-1], frame_size=size)
+            if isinstance(answer, BoxAnswer)
+            else answer
+        )
+        ious.append(boxes[0].iou(item.box) if isinstance(boxes, tuple) and boxes else 0.0)
+    return np.array(ious)
+
+
+def centre_ious(items: list[GroundingItem]) -> np.ndarray:
+    """The centre box's IoU on the same items (the baseline that knows nothing)."""
+    return np.array([Box.centre(int(i.frame.shape[0]), int(i.frame.shape[1])).iou(i.box) for i in items])
+
+
+def summary(ious: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": round(float(ious.mean()), 4),
+        "median": round(float(np.median(ious)), 4),
+        "over_0.5": round(float((ious > 0.5).mean()), 4),
+    }
