@@ -20,8 +20,9 @@ from pathlib import Path
 
 from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.eval.runner import EvalRunner
+from revseg_agent.eval.world_record import write_world_record
 from revseg_agent.graphs.context import Context
-from revseg_agent.graphs.registry import load_policy, load_tracker
+from revseg_agent.graphs.registry import load_policy, load_tracker, policy_source
 from revseg_agent.policies.base import SamplingParams
 
 BASELINES = (("centre box", "centre-box"), ("random keyframe + true box", "random-keyframe"))
@@ -58,15 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/synthetic-world-benchmark"))
     parser.add_argument("--limit", type=int)
     parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="write each local policy's row into its folder (world-benchmark.json; `revseg demo` prints it)",
+    )
     args = parser.parse_args(argv)
     bench = open_benchmark("mevis", args.world / args.split)
     tracker = load_tracker("classical")
     rows = []
+    summaries = {}
     for name, baseline in BASELINES:
         runner = EvalRunner(
             bench, args.out / baseline, tracker=tracker, baseline=baseline, num_frames=args.frames
         )
-        rows.append(row(name, runner.run(limit=args.limit)))
+        summaries[baseline] = runner.run(limit=args.limit)
+        rows.append(row(name, summaries[baseline]))
     for item in args.policy:
         name, _, spec = item.partition("=")
         context = Context(
@@ -78,7 +86,26 @@ def main(argv: list[str] | None = None) -> int:
             sampling=SamplingParams(max_new_tokens=160),
         )
         runner = EvalRunner(bench, args.out / name.replace("/", "_"), context=context)
-        rows.append(row(name, runner.run(limit=args.limit)))
+        measured = runner.run(limit=args.limit)
+        rows.append(row(name, measured))
+        folder = Path(policy_source(spec or name))
+        if args.record and folder.is_dir():
+            diag = measured["diagnostics"]
+            write_world_record(
+                folder,
+                {
+                    "split": args.split,
+                    "expressions": diag["expressions"],
+                    "command": f"python benchmarks/synthetic_world.py --world WORLD --limit {args.limit} "
+                    f"--frames {args.frames} --policy {name}",
+                    "J&F": round(float(measured["J&F"]), 2),
+                    "centre_box_J&F": round(float(summaries["centre-box"]["J&F"]), 2),
+                    "round1_parse_rate": diag["round1_parse_rate"],
+                    "round2_parse_rate": diag["round2_parse_rate"],
+                    "mean_box_iou": diag["mean_box_iou"],
+                    "median_box_iou": diag["median_box_iou"],
+                },
+            )
     oracle = EvalRunner(
         bench, args.out / "oracle", tracker=tracker, baseline="oracle", num_frames=args.frames
     )

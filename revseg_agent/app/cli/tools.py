@@ -67,6 +67,7 @@ def add_commands(sub: Any) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from revseg_agent.app.demo import run_demo as demo
+    from revseg_agent.eval.world_record import record_line
 
     check_policy_spec(args.policy)
     check_tracker_spec(args.tracker)
@@ -81,8 +82,17 @@ def run_demo(args: argparse.Namespace) -> int:
     print(run.trace.summary())
     print(f"query: {run.query.text!r} (the answer: {run.query.description})")
     print(f"J&F against the exact ground truth: {100 * run.jf:.1f}  ({run.seconds:.1f} s)")
+    print(f"{args.policy} {record_line(_world_record(args.policy))}")
     print(f"wrote masks/, masks.json, overlay.mp4, trace.json and demo.html to {args.out}")
     return 0
+
+
+def _world_record(spec: str) -> dict[str, Any] | None:
+    from revseg_agent.eval.world_record import read_world_record
+    from revseg_agent.graphs.registry import policy_source
+    from revseg_agent.specs import PolicySpec
+
+    return None if PolicySpec.parse(spec).served else read_world_record(policy_source(spec))
 
 
 def run_synth(args: argparse.Namespace) -> int:
