@@ -83,7 +83,17 @@ def _requests() -> list:  # type: ignore[type-arg]
     ]
 
 
-def test_batches_and_positions_equal_transformers_reference(policy: QwenVLPolicy) -> None:
+@pytest.fixture(scope="module", params=["2B", "4B"])
+def released_shape_policy(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> QwenVLPolicy:
+    """A tiny policy shrunk from each released dense configuration."""
+    folder = build_tiny_qwen3_vl(tmp_path_factory.mktemp(f"qwen3-{request.param}"), released=request.param)
+    return QwenVLPolicy.from_pretrained(folder, device="cpu")
+
+
+def test_batches_and_positions_equal_transformers_reference(released_shape_policy: QwenVLPolicy) -> None:
+    policy = released_shape_policy
     requests = _requests()
     ours = policy.prepare_batch(requests)
     theirs = processor_reference_batch(policy, requests)  # Qwen3-VL's recipe
