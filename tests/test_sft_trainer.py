@@ -327,6 +327,23 @@ def test_examples_per_forward_do_not_change_what_a_step_learns(tiny_policy_dir: 
     assert moved
 
 
+def test_grounding_steps_are_rehearsed_in_the_chain_stage(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """`grounding_every: 3` after a 2-step grounding stage: steps 1-2 ground, then every third."""
+    from revseg_agent.training.sft_trainer import SFTTrainer
+
+    recipe = tiny_sft_recipe(
+        tiny_policy_dir,
+        tmp_path / "run",
+        grounding_steps=2,
+        grounding_every=3,
+        grounding_batch_size=2,
+        max_steps=8,
+    )
+    trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"))
+    stages = [int(trainer.train_step()["stage"]) for _ in range(8)]
+    assert stages == [1, 1, 2, 2, 1, 2, 2, 1]
+
+
 def test_a_gpu_sft_run_is_refused_when_its_plan_cannot_fit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

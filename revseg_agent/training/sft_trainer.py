@@ -5,7 +5,8 @@ optimizer, data-parallel averaging and DeepSpeed by `optimization`, prompts in T
 
 Steps: the first `grounding_steps` are the curriculum's grounding stage (round 2 alone on random
 frames where the target is visible, `grounding_batch_size` a step per process); the rest train
-both rounds of the chain on `prompts_per_step` expressions a step per process. The trained policy
+both rounds of the chain on `prompts_per_step` expressions a step per process, with every
+`grounding_every`-th of them a grounding step again (rehearsal). The trained policy
 is written to `<output_dir>/policy` at the end, LoRA adapters merged, to load as `--policy`.
 """
 
@@ -76,6 +77,15 @@ class SFTTrainer(TrainerBase):
                 items.append((frame, sample.description or sample.query, boxes))
         return items
 
+    def is_grounding_step(self, step: int) -> bool:
+        """The grounding stage, then every `grounding_every`-th step of the chain stage."""
+        r = self.recipe
+        if step < r.grounding_steps:
+            return True
+        return (
+            r.grounding_every > 0 and (step - r.grounding_steps) % r.grounding_every == r.grounding_every - 1
+        )
+
     def _in_forwards(self, count: int) -> list[slice]:
         """`count` examples in forwards of `per_device_train_batch_size` (the same number of
         backward passes on every process, as DeepSpeed needs)."""
@@ -111,7 +121,7 @@ class SFTTrainer(TrainerBase):
 
     def train_step(self) -> dict[str, float]:
         started = time.time()
-        grounding = self.step < self.recipe.grounding_steps
+        grounding = self.is_grounding_step(self.step)
         self.policy.model.train()
         losses = self._grounding_losses(self.step) if grounding else self._chain_losses(self.step)
         self.policy.model.eval()
