@@ -46,7 +46,7 @@ def test_the_keyframe_gets_8x8_tokens_and_video_frames_4x4(fresh: QwenVLPolicy) 
     `benchmarks/grounding_probe.py`); the video of round 1 keeps 4 x 4 tokens a frame."""
     frame = np.asarray(render_scene(3, num_frames=2).frames[0])
     inputs = fresh.prepare_inputs(round2_messages("the red circle"), {KEYFRAME_REF: ImageFrame(frame)})
-    assert QwenVLPolicy.model_sizes(inputs["image_grid_thw"]) == [(224, 224)]
+    assert fresh.model_sizes(inputs["image_grid_thw"]) == [(224, 224)]
     frames = VideoFrames([frame] * 4, [0, 1, 2, 3], 8.0, 4)
     inputs = fresh.prepare_inputs(
         round1_messages("the red circle", [0.0, 0.125, 0.25, 0.375]), {FRAMES_REF: frames}
