@@ -21,7 +21,8 @@ from revseg_agent.errors import CheckpointError, InputError
 SERVED_PREFIX = "served:"
 #: `served:transformers+http://...` names a `transformers serve` endpoint.
 TRANSFORMERS_SERVE = "transformers+"
-#: The tiny policy trained on the synthetic world, shipped inside the package (Hugging Face layout).
+#: The tiny policy trained on the synthetic world, shipped inside the package (Hugging Face layout):
+#: the step-2500 save of `recipes/revseg-tiny-chain.yaml` (docs/synthetic-world.md).
 REVSEG_TINY = "revseg-tiny"
 #: The supervised warm start of the current world's recipe (`recipes/revseg-tiny-sft.yaml`, its
 #: step-3250 save): where `recipes/revseg-tiny-grpo.yaml` starts, shipped so GRPO runs from a clone.

@@ -188,3 +188,41 @@ def test_refdavis_void_pixels_are_excluded(tmp_path: Path) -> None:
     pred[:, 0:10, 2:10] = 1  # covers the object and the void above it
     ((j, f),) = score_video(gt, pred)
     assert j == 1.0 and f == 1.0
+
+
+def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_path: Path) -> None:
+    """`benchmarks/world_descriptions.py` reads a benchmark row back: per intent, the share of
+    round-1 descriptions equal to the expression's, and box IoU where they were right."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "world_descriptions.py"
+    spec = importlib.util.spec_from_file_location("world_descriptions", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    cases = [  # (intent, expected description, round 1's description, box IoU, J&F)
+        ("attribute", "the red circle", "the red circle", 0.8, 0.9),
+        ("attribute", "the blue square", "the blue circle", 0.0, 0.0),
+        ("fastest", "the green triangle", "the green triangle", 0.4, 0.5),
+    ]
+    split, row = tmp_path / "test", tmp_path / "row"
+    (row / "traces").mkdir(parents=True)
+    split.mkdir()
+    expressions, records = {}, []
+    for i, (intent, expected, said, iou, jf) in enumerate(cases):
+        expressions[str(i)] = {"exp": "q", "intent": intent, "description": expected}
+        trace = {"steps": [{"node": "semantic_interpretation", "parsed": {"description": said}}]}
+        (row / "traces" / f"{i}.json").write_text(json.dumps(trace))
+        records.append(
+            {"video": "v", "exp_id": str(i), "trace": f"traces/{i}.json", "box_iou": iou, "JF": jf}
+        )
+    (split / "meta_expressions.json").write_text(json.dumps({"videos": {"v": {"expressions": expressions}}}))
+    (row / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+
+    lines = bench.description_table(split, row)
+    assert lines[2:] == [
+        "| all | 3 | 67% | 0.400 | 0.600 | 46.7 |",
+        "| attribute | 2 | 50% | 0.400 | 0.800 | 45.0 |",
+        "| fastest | 1 | 100% | 0.400 | 0.400 | 50.0 |",
+    ]
