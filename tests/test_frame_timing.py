@@ -110,13 +110,15 @@ def test_without_the_floor_neighbouring_ids_would_share_times(tiny_policy_dir: P
 
 
 def test_a_checkpoint_keeps_the_timing_it_was_trained_with(tiny_policy_dir: Path, tmp_path: Path) -> None:
-    """The shipped tiny policies were trained on clips fed at their real rate (`revseg.json`:
-    "real"); a checkpoint without the file gets the floor; `revseg train` writes the policy's."""
+    """`revseg-tiny-sft` was trained on clips fed at their real rate (`revseg.json`: "real"),
+    `revseg-tiny` (from the grounding curriculum's snapshot, which had no file) at the floor; a
+    checkpoint without the file gets the floor; `revseg train` writes the policy's."""
     from revseg_agent.graphs.registry import policy_source
     from revseg_agent.policies.frame_layout import checkpoint_frame_timing
     from revseg_agent.training.sft import save_policy
 
-    assert checkpoint_frame_timing(policy_source("revseg-tiny")) == "real"
+    assert checkpoint_frame_timing(policy_source("revseg-tiny-sft")) == "real"
+    assert checkpoint_frame_timing(policy_source("revseg-tiny")) == "floor"
     assert QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu").frame_timing == "floor"
     real = QwenVLPolicy.from_pretrained(tiny_policy_dir, device="cpu", frame_timing="real")
     save_policy(real, tmp_path / "trained")
