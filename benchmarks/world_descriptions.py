@@ -4,7 +4,8 @@
 
 For each intent of the split's expressions: how often round 1's description equals the
 expression's `description` exactly, the keyframe box IoU (all, and where the description was
-right) and J&F, from the row's `records.jsonl` and traces.
+right) and J&F, from the row's records and traces (`Trace.result.description`: round 1's
+answer as the chain used it).
 """
 
 from __future__ import annotations
@@ -15,22 +16,16 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from revseg_agent.eval.runner import RECORDS, read_records
+from revseg_agent.graphs.traces import Trace
+
 
 def description_table(split: Path, row: Path) -> list[str]:
     meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
     by_intent: dict[str, list[tuple[bool, float, float]]] = defaultdict(list)
-    for line in (row / "records.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in read_records(row / RECORDS).values():
         expression = meta[record["video"]]["expressions"][record["exp_id"]]
-        trace = json.loads((row / record["trace"]).read_text())
-        described = next(
-            (
-                (s["parsed"] or {}).get("description")
-                for s in trace["steps"]
-                if s["node"] == "semantic_interpretation"
-            ),
-            None,
-        )
+        described = Trace.load(row / record["trace"]).result.description
         item = (
             described == expression.get("description"),
             float(record.get("box_iou") or 0.0),

@@ -110,6 +110,18 @@ def bars(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int | None]]:
     return closed
 
 
+def load_benchmark(name: str) -> Any:
+    """A script of `benchmarks/` (not a package) imported as a module, for tests of its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def render_in_chromium(page: Path | str, shot: Path, *, size: str = "1280,1600") -> Path:
     """A headless-Chromium screenshot of `page`, a file or a URL (the test skips where Debian's
     chromium is absent). Virtual time runs 15 s ahead so a served page's scripts finish."""

@@ -193,13 +193,11 @@ def test_refdavis_void_pixels_are_excluded(tmp_path: Path) -> None:
 def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_path: Path) -> None:
     """`benchmarks/world_descriptions.py` reads a benchmark row back: per intent, the share of
     round-1 descriptions equal to the expression's, and box IoU where they were right."""
-    import importlib.util
+    from revseg_agent.graphs.traces import Trace, TraceResult
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "world_descriptions.py"
-    spec = importlib.util.spec_from_file_location("world_descriptions", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    from .conftest import load_benchmark
+
+    bench = load_benchmark("world_descriptions")
 
     cases = [  # (intent, expected description, round 1's description, box IoU, J&F)
         ("attribute", "the red circle", "the red circle", 0.8, 0.9),
@@ -212,13 +210,22 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
     expressions, records = {}, []
     for i, (intent, expected, said, iou, jf) in enumerate(cases):
         expressions[str(i)] = {"exp": "q", "intent": intent, "description": expected}
-        trace = {"steps": [{"node": "semantic_interpretation", "parsed": {"description": said}}]}
-        (row / "traces" / f"{i}.json").write_text(json.dumps(trace))
+        trace = Trace(
+            video_path="v", query="q", policy="p", tracker="t", result=TraceResult(description=said)
+        )
+        trace.save(row / "traces" / f"{i}.json")
         records.append(
-            {"video": "v", "exp_id": str(i), "trace": f"traces/{i}.json", "box_iou": iou, "JF": jf}
+            {
+                "key": f"v__{i}",
+                "video": "v",
+                "exp_id": str(i),
+                "trace": f"traces/{i}.json",
+                "box_iou": iou,
+                "JF": jf,
+            }
         )
     (split / "meta_expressions.json").write_text(json.dumps({"videos": {"v": {"expressions": expressions}}}))
-    (row / "records.jsonl").write_text("\n".join(json.dumps(r) for r in records))
+    (row / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
     lines = bench.description_table(split, row)
     assert lines[2:] == [

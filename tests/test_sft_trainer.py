@@ -15,7 +15,7 @@ from revseg_agent.app.cli import main
 from revseg_agent.training.data import load_samples
 from revseg_agent.training.recipe import GeneratedData, LoraConfig, Recipe, SFTRecipe, load_recipe
 
-from .conftest import torchrun_workers
+from .conftest import load_benchmark, torchrun_workers
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 SFT_LORA_7B = RECIPES / "revseg-qwen2.5-vl-7b-sft-lora.yaml"
@@ -116,13 +116,7 @@ def test_the_activation_model_is_within_its_stated_error_of_the_profiler(
     runs them): the plan is within 20% below the measured peak with activations stored (it
     measured -8.5%), and not below it with checkpointing (it measured +45%: one recomputed
     layer is a large share of a 2-layer model)."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "activation_memory.py"
-    spec = importlib.util.spec_from_file_location("activation_memory", path)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("activation_memory")
     row = bench.measured_and_planned(str(tiny_policy_dir), tmp_path, checkpointing=checkpointing)
     error = row["planned"] / row["measured"] - 1
     assert len(row["forwards"]) == 2  # round 1 and round 2
