@@ -338,6 +338,30 @@ def test_grounding_steps_are_rehearsed_in_the_chain_stage(tiny_policy_dir: Path,
     assert stages == [1, 1, 2, 2, 1, 2, 2, 1]
 
 
+def test_video_pixels_are_what_the_trained_checkpoint_sees(tiny_policy_dir: Path, tmp_path: Path) -> None:
+    """`video_pixels` resizes round 1's frames (the tiny policy's own budget caps them at 56 x 56:
+    4 x 4 patches) and is saved with the checkpoint, which then loads seeing 112 x 112 frames
+    (8 x 8 patches) without being told."""
+    from revseg_agent.graphs.chats import FRAMES_REF, round1_messages
+    from revseg_agent.policies.base import VideoFrames
+    from revseg_agent.policies.qwen import QwenVLPolicy
+    from revseg_agent.training.sft_trainer import SFTTrainer
+
+    frames = VideoFrames(np.zeros((4, 112, 112, 3), np.uint8), [0, 1, 2, 3], 4.0, 4)
+    request = (round1_messages("the red square", [0.0, 0.25, 0.5, 0.75]), {FRAMES_REF: frames})
+
+    def patches(policy: QwenVLPolicy) -> list[int]:
+        return policy.prepare_inputs(*request)["video_grid_thw"][0, 1:].tolist()
+
+    assert patches(QwenVLPolicy.from_pretrained(str(tiny_policy_dir), device="cpu")) == [4, 4]
+    recipe = tiny_sft_recipe(tiny_policy_dir, tmp_path / "run", video_pixels=112 * 112, max_steps=1)
+    trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"))
+    assert patches(trainer.policy) == [8, 8]
+    trainer.train_step()
+    saved = QwenVLPolicy.from_pretrained(str(trainer.save_checkpoint()), device="cpu")
+    assert patches(saved) == [8, 8]
+
+
 def test_a_gpu_sft_run_is_refused_when_its_plan_cannot_fit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -182,6 +182,63 @@ def test_mevis_readers_take_it_unchanged(world: Path, tmp_path: Path) -> None:
     assert results["J&F"] > 50
 
 
+@pytest.mark.parametrize(
+    ("objects", "expected"),
+    [
+        (
+            {"1": {"name": "the red circle", "size": "large", "role": "static"}},
+            "The video shows the red circle (large, stays still).",
+        ),
+        (
+            {
+                "2": {"name": "the blue square", "size": "small", "role": "hit"},
+                "1": {"name": "the red circle", "size": "large", "role": "hitter"},
+            },
+            "The video shows the red circle (large, rolls into another) and the blue square (small, is hit).",
+        ),
+        (
+            {
+                "1": {"name": "the red circle", "size": "small", "role": "mover"},
+                "2": {"name": "the blue square", "size": "large", "role": "enterer"},
+                "3": {"name": "the white triangle", "size": "small", "role": "leaver"},
+            },
+            "The video shows the red circle (small, moves), the blue square (large, enters) and the "
+            "white triangle (small, leaves).",
+        ),
+    ],
+    ids=["one", "two-in-id-order", "three"],
+)
+def test_an_inventory_lists_objects_in_id_order_with_size_and_motion(
+    objects: dict[str, dict[str, str]], expected: str
+) -> None:
+    from revseg_agent.synth.queries import inventory
+
+    assert inventory(objects) == expected
+
+
+def test_training_samples_carry_their_video_s_inventory(world: Path, tmp_path: Path) -> None:
+    """Every object of the sample's video is in its inventory with what it does, the query's
+    targets among them; SFT's round-1 target lists it before the evidence only when asked."""
+    from revseg_agent.synth.queries import ROLE_WORDS
+    from revseg_agent.training.data import load_samples
+    from revseg_agent.training.recipe import BenchmarkData
+    from revseg_agent.training.sft import chain_example
+
+    meta = _meta(world, "train")
+    training = load_samples(BenchmarkData(dataset="mevis", root=str(world / "train")), tmp_path)
+    for sample in training:
+        objects = meta[sample.sample_id.rsplit("__", 1)[0]]["objects"]
+        assert sample.inventory is not None and sample.description is not None
+        for o in objects.values():  # type: ignore[union-attr]
+            assert f"{o['name']} ({o['size']}, {ROLE_WORDS[o['role']]})" in sample.inventory
+        for name in sample.description.split(" and "):
+            assert name in sample.inventory
+    plain = chain_example(training[0], 4).answer1
+    listed = chain_example(training[0], 4, inventory=True).answer1
+    assert training[0].inventory not in plain
+    assert listed.index(training[0].inventory) < listed.index(str(training[0].evidence))
+
+
 def test_cli_writes_once_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["synth", "--out", str(tmp_path / "w"), "--train", "2", "--valid", "1", "--test", "1"]
     assert main(args) == 0

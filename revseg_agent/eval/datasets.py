@@ -184,7 +184,8 @@ class MevisBenchmark:
                         targets=[str(a) for a in (anno if isinstance(anno, list) else [anno])],
                         # the synthetic world's reasoning annotations ride along (MeViS has none)
                         extra={"obj_id": exp.get("obj_id")}
-                        | {k: exp[k] for k in ("intent", "description", "evidence") if k in exp},
+                        | {k: exp[k] for k in ("intent", "description", "evidence") if k in exp}
+                        | ({"objects": entry["objects"]} if "objects" in entry else {}),
                     )
                 )
         return out

@@ -235,6 +235,16 @@ class QwenInputBuilder:
             budget["total_pixels"] = self.video_total_pixels
         return budget
 
+    def set_video_pixels(self, pixels: int) -> None:
+        """Resize every video frame to about `pixels` pixels, up or down (aspect kept, sides on
+        the patch grid), by setting the video processor's own budget: `save_pretrained` then
+        writes it, so a checkpoint trained this way sees frames this way wherever it loads."""
+        from transformers.image_utils import SizeDict
+
+        if pixels < 1:
+            raise ValueError(f"video_pixels must be positive, got {pixels}")
+        self.processor.video_processor.size = SizeDict(shortest_edge=pixels, longest_edge=pixels)
+
     def budget(self, which: str) -> tuple[int, int]:
         """`(min_pixels, max_pixels)` of the processor's image or video processor."""
         proc = getattr(self.processor, f"{which}_processor")

@@ -10,7 +10,7 @@ holds for whichever frames a run samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,6 +110,31 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
 #: Intents whose answer is more than one object, and the one with none.
 MULTI = {"keeps_moving", "same_colour"}
 NO_TARGET = "absent"
+
+
+#: What each scripted role does, in the words round 1's reasoning lists a scene's objects with.
+ROLE_WORDS = {
+    "mover": "moves",
+    "stopper": "stops",
+    "static": "stays still",
+    "enterer": "enters",
+    "leaver": "leaves",
+    "hitter": "rolls into another",
+    "hit": "is hit",
+}
+
+
+def inventory(objects: Mapping[str, Mapping[str, str]]) -> str:
+    """The scene's objects, each with its size and what it does, in id order, as the world's
+    `meta_expressions.json` lists them per video: "The video shows the red circle (large,
+    moves) and the blue square (small, stays still)." A perception step for round 1's reasoning:
+    which objects are there and how each moves, before which one the query means."""
+    items = [
+        f"{o['name']} ({o['size']}, {ROLE_WORDS.get(o['role'], o['role'])})"
+        for _, o in sorted(objects.items(), key=lambda kv: int(kv[0]))
+    ]
+    listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return f"The video shows {listed}."
 
 
 def _names(objects: list[SceneObject]) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 
 from revseg_agent.eval.datasets import Benchmark, DatasetError, Sample, has_target, open_benchmark
 from revseg_agent.io import claim_output_dir
+from revseg_agent.synth.queries import inventory
 from revseg_agent.training.recipe import BenchmarkData, GeneratedData
 
 #: A sample's ground truth: the union mask stack `(frames, H, W)` and one stack per target object.
@@ -35,6 +36,9 @@ class TrainingSample:
     #: targets use them where present, else the query itself).
     description: str | None = None
     evidence: str | None = None
+    #: The video's objects, their sizes and what each does, in words (the synthetic world's
+    #: `synth.queries.inventory`); SFT's `think_inventory` puts it in round 1's reasoning.
+    inventory: str | None = None
     read_truth: Callable[[], GroundTruth] | None = field(default=None, repr=False, compare=False)
 
     def truth(self) -> GroundTruth:
@@ -108,6 +112,7 @@ def benchmark_samples(spec: BenchmarkData) -> list[TrainingSample]:
                 sample.text,
                 description=sample.extra.get("description"),
                 evidence=sample.extra.get("evidence"),
+                inventory=inventory(objects) if (objects := sample.extra.get("objects")) else None,
                 read_truth=functools.partial(_read_truth, bench, sample),
             )
         )

@@ -27,6 +27,8 @@ def load_trainable_policy(
         dtype=settings.dtype,
         name=settings.policy,  # traces record the recipe's spec (`specs`), not the folder it loads
     )
+    if settings.video_pixels is not None:
+        policy.inputs.set_video_pixels(settings.video_pixels)
     if settings.lora is not None:
         policy.model = with_lora(policy.model, settings, checkpoint)
     if settings.gradient_checkpointing:

@@ -137,6 +137,11 @@ class TrainingSettings(BaseModel):
     #: processes), e.g. `deepspeed/zero2.json` (relative to the recipe file); "auto" values are
     #: filled from the recipe. Launch with `accelerate launch` or `torchrun` as usual.
     deepspeed: str | None = None
+    #: Resize every video frame the policy sees to about this many pixels (upscaled when
+    #: smaller); saved into the trained checkpoint's processor, so it loads seeing frames this
+    #: way. None keeps the checkpoint's own budget. revseg-tiny's round 1 saw frames of 4 x 4
+    #: tokens (112 x 112); `recipes/revseg-tiny-chain-frames224.yaml` gives it 8 x 8 (224 x 224).
+    video_pixels: int | None = Field(None, ge=56 * 56)
 
     @field_validator("policy")
     @classmethod
@@ -249,6 +254,10 @@ class SFTRecipe(TrainingSettings):
     #: `grounding_batch_size`) examples run in forwards of this many, gradients accumulated. Small
     #: models train several times faster batched; a 7B model's video prompts need 1.
     per_device_train_batch_size: int = Field(1, ge=1)
+    #: Round 1's templated reasoning lists the video's objects, their sizes and what each does
+    #: (`TrainingSample.inventory`, from the synthetic world's meta) before the evidence that
+    #: picks one: a perception step supervised densely, so picking is reading its own list.
+    think_inventory: bool = False
 
 
 def load_recipe(path: str | Path) -> Recipe | SFTRecipe:

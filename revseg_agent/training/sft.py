@@ -35,11 +35,16 @@ logger = logging.getLogger(__name__)
 
 
 def round1_target(
-    query: str, position: int, description: str | None = None, evidence: str | None = None
+    query: str,
+    position: int,
+    description: str | None = None,
+    evidence: str | None = None,
+    inventory: str | None = None,
 ) -> str:
-    """The ideal round-1 answer: templated reasoning (the query, the evidence that resolves it
-    when known, the keyframe) and the description round 2 grounds (the query when unknown)."""
-    why = f" {evidence.strip()}" if evidence else ""
+    """The ideal round-1 answer: templated reasoning (the query, the video's objects when given,
+    the evidence that resolves it when known, the keyframe) and the description round 2 grounds
+    (the query when unknown)."""
+    why = "".join(f" {part.strip()}" for part in (inventory, evidence) if part)
     think = (
         f"The query asks for {query.strip()}.{why} "
         f"It is most clearly visible in frame {FRAME_ID_BASE + position}."
@@ -89,9 +94,10 @@ class ChainExample:
     frame_size: tuple[int, int]
 
 
-def chain_example(sample: TrainingSample, num_frames: int) -> ChainExample:
+def chain_example(sample: TrainingSample, num_frames: int, *, inventory: bool = False) -> ChainExample:
     """The ideal chain for `sample` on `num_frames` sampled frames: the keyframe is the sampled
-    frame where the target is largest, its boxes those of every target there."""
+    frame where the target is largest, its boxes those of every target there; round 1's
+    reasoning lists the video's objects first when `inventory` (and the sample has them)."""
     video = open_video(sample.video_path)
     sampled = video.sample(num_frames)
     masks, objects = sample.truth()
@@ -99,7 +105,9 @@ def chain_example(sample: TrainingSample, num_frames: int) -> ChainExample:
     key = sampled.indices[position]
     messages = round1_messages(sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
-    answer1 = round1_target(sample.query, position, sample.description, sample.evidence)
+    answer1 = round1_target(
+        sample.query, position, sample.description, sample.evidence, sample.inventory if inventory else None
+    )
     history = round2_messages(sample.query, round1=messages, round1_answer=answer1)
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
     boxes = tuple(b for b in (Box.from_mask(o[key]) for o in objects) if b is not None)
@@ -114,12 +122,17 @@ def chain_example(sample: TrainingSample, num_frames: int) -> ChainExample:
 
 
 def chain_losses(
-    policy: QwenVLPolicy, samples: Sequence[TrainingSample], num_frames: int, *, model: Any = None
+    policy: QwenVLPolicy,
+    samples: Sequence[TrainingSample],
+    num_frames: int,
+    *,
+    model: Any = None,
+    inventory: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy `(B,)` of the ideal round-1 and round-2 answers of each sample, each round
     one batched forward. A sample whose target is absent on every sampled frame has no round-2
     target: its round-2 loss is 0 (and adds no gradient)."""
-    examples = [chain_example(s, num_frames) for s in samples]
+    examples = [chain_example(s, num_frames, inventory=inventory) for s in samples]
     rows1 = policy.inputs.rows([e.round1 for e in examples])
     loss1 = answer_losses(policy, rows1, [e.answer1 for e in examples], model)
     grounded = [k for k, e in enumerate(examples) if e.boxes]

@@ -113,7 +113,11 @@ class SFTTrainer(TrainerBase):
         losses: list[tuple[float, float]] = []
         for k, part in enumerate(parts):
             loss1, loss2 = chain_losses(
-                self.policy, batch[part], r.num_frames, model=self.optimization.forward_model
+                self.policy,
+                batch[part],
+                r.num_frames,
+                model=self.optimization.forward_model,
+                inventory=r.think_inventory,
             )
             self.optimization.backward((loss1 + loss2).sum() / len(batch), last=k == len(parts) - 1)
             losses += [(float(a), float(b)) for a, b in zip(loss1.detach(), loss2.detach(), strict=True)]
