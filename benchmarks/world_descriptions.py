@@ -3,47 +3,69 @@
     python benchmarks/world_descriptions.py --split runs/world/test --row runs/world-bench/revseg-tiny
 
 For each intent of the split's expressions: how often round 1's description equals the
-expression's `description` exactly, the keyframe box IoU (all, and where the description was
-right) and J&F, from the row's records and traces (`Trace.result.description`: round 1's
-answer as the chain used it).
+expression's `description` exactly, how often its reasoning lists exactly the video's objects
+(a policy trained with `think_inventory`: "The video shows the red circle (large, moves) and
+..."; "-" when it lists none), the keyframe box IoU (all, and where the description was right)
+and J&F, from the row's records and traces (`Trace.result.description`: round 1's answer as the
+chain used it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from revseg_agent.eval.runner import RECORDS, read_records
 from revseg_agent.graphs.traces import Trace
+from revseg_agent.synth.scenes import COLOURS, SHAPES
+
+NAME = re.compile(rf"the (?:{'|'.join(COLOURS)}) (?:{'|'.join(SHAPES)})")
+LISTED = re.compile(r"The video shows (.*?)\.(?: |<|$)")
+
+
+def listed_objects(trace: Trace) -> set[str] | None:
+    """The object names round 1's reasoning lists after "The video shows" (None: no list)."""
+    for step in trace.steps:
+        if step.node == "semantic_interpretation" and step.completion:
+            found = LISTED.search(step.completion)
+            return set(NAME.findall(found.group(1))) if found else None
+    return None
 
 
 def description_table(split: Path, row: Path) -> list[str]:
     meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
-    by_intent: dict[str, list[tuple[bool, float, float]]] = defaultdict(list)
+    by_intent: dict[str, list[tuple[bool, float, float, bool | None]]] = defaultdict(list)
     for record in read_records(row / RECORDS).values():
-        expression = meta[record["video"]]["expressions"][record["exp_id"]]
-        described = Trace.load(row / record["trace"]).result.description
+        video = meta[record["video"]]
+        expression = video["expressions"][record["exp_id"]]
+        trace = Trace.load(row / record["trace"])
+        listed = listed_objects(trace)
+        truth = {o["name"] for o in video.get("objects", {}).values()}
         item = (
-            described == expression.get("description"),
+            trace.result.description == expression.get("description"),
             float(record.get("box_iou") or 0.0),
             float(record["JF"]),
+            None if listed is None else listed == truth,
         )
         by_intent[str(expression.get("intent"))].append(item)
         by_intent["all"].append(item)
     lines = [
-        "| intent | n | description right | box IoU | box IoU where right | J&F |",
-        "|---|---|---|---|---|---|",
+        "| intent | n | description right | objects listed right | box IoU | box IoU where right | J&F |",
+        "|---|---|---|---|---|---|---|",
     ]
     for intent, items in sorted(by_intent.items(), key=lambda kv: -len(kv[1])):
-        right = [iou for ok, iou, _ in items if ok]
+        right = [iou for ok, iou, _, _ in items if ok]
+        lists = [ok for *_, ok in items if ok is not None]
         lines.append(
-            f"| {intent} | {len(items)} | {sum(ok for ok, _, _ in items) / len(items):.0%} "
-            f"| {statistics.mean(iou for _, iou, _ in items):.3f} "
+            f"| {intent} | {len(items)} | {sum(ok for ok, *_ in items) / len(items):.0%} "
+            f"| {f'{sum(lists) / len(lists):.0%}' if lists else '-'} "
+            f"| {statistics.mean(iou for _, iou, _, _ in items):.3f} "
             f"| {statistics.mean(right) if right else float('nan'):.3f} "
-            f"| {100 * statistics.mean(jf for _, _, jf in items):.1f} |"
+            f"| {100 * statistics.mean(jf for _, _, jf, _ in items):.1f} |"
         )
     return lines
 

@@ -192,26 +192,53 @@ def test_refdavis_void_pixels_are_excluded(tmp_path: Path) -> None:
 
 def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_path: Path) -> None:
     """`benchmarks/world_descriptions.py` reads a benchmark row back: per intent, the share of
-    round-1 descriptions equal to the expression's, and box IoU where they were right."""
-    from revseg_agent.graphs.traces import Trace, TraceResult
+    round-1 descriptions equal to the expression's, of object lists equal to the video's ("-"
+    where round 1 lists none), and box IoU where the description was right."""
+    from revseg_agent.graphs.traces import StepRecord, Trace, TraceResult
 
     from .conftest import load_benchmark
 
     bench = load_benchmark("world_descriptions")
 
-    cases = [  # (intent, expected description, round 1's description, box IoU, J&F)
-        ("attribute", "the red circle", "the red circle", 0.8, 0.9),
-        ("attribute", "the blue square", "the blue circle", 0.0, 0.0),
-        ("fastest", "the green triangle", "the green triangle", 0.4, 0.5),
+    both = "The video shows the red circle (large, moves) and the blue square (small, stops)."
+    cases = [  # (intent, expected description, round 1's description, its reasoning, box IoU, J&F)
+        (
+            "attribute",
+            "the red circle",
+            "the red circle",
+            f"{both} The red circle is in the video.",
+            0.8,
+            0.9,
+        ),
+        (
+            "attribute",
+            "the blue square",
+            "the blue circle",
+            "The video shows the red circle (large, moves).",
+            0.0,
+            0.0,
+        ),
+        ("fastest", "the green triangle", "the green triangle", "The green triangle moves faster.", 0.4, 0.5),
     ]
     split, row = tmp_path / "test", tmp_path / "row"
     (row / "traces").mkdir(parents=True)
     split.mkdir()
     expressions, records = {}, []
-    for i, (intent, expected, said, iou, jf) in enumerate(cases):
+    for i, (intent, expected, said, think, iou, jf) in enumerate(cases):
         expressions[str(i)] = {"exp": "q", "intent": intent, "description": expected}
+        round1 = StepRecord(
+            node="semantic_interpretation",
+            completion=f"<think>{think}</think><answer>frame id: 1\nobject description: {said}</answer>",
+            started_at=0.0,
+            duration_s=0.0,
+        )
         trace = Trace(
-            video_path="v", query="q", policy="p", tracker="t", result=TraceResult(description=said)
+            video_path="v",
+            query="q",
+            policy="p",
+            tracker="t",
+            steps=[round1],
+            result=TraceResult(description=said),
         )
         trace.save(row / "traces" / f"{i}.json")
         records.append(
@@ -224,12 +251,17 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
                 "JF": jf,
             }
         )
-    (split / "meta_expressions.json").write_text(json.dumps({"videos": {"v": {"expressions": expressions}}}))
+    objects = {
+        "1": {"name": "the red circle", "size": "large", "role": "mover"},
+        "2": {"name": "the blue square", "size": "small", "role": "stopper"},
+    }
+    meta = {"videos": {"v": {"expressions": expressions, "objects": objects}}}
+    (split / "meta_expressions.json").write_text(json.dumps(meta))
     (row / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
 
     lines = bench.description_table(split, row)
     assert lines[2:] == [
-        "| all | 3 | 67% | 0.400 | 0.600 | 46.7 |",
-        "| attribute | 2 | 50% | 0.400 | 0.800 | 45.0 |",
-        "| fastest | 1 | 100% | 0.400 | 0.400 | 50.0 |",
+        "| all | 3 | 67% | 50% | 0.400 | 0.600 | 46.7 |",
+        "| attribute | 2 | 50% | 50% | 0.400 | 0.800 | 45.0 |",
+        "| fastest | 1 | 100% | - | 0.400 | 0.400 | 50.0 |",
     ]
