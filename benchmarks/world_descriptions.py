@@ -20,6 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from revseg_agent.eval.runner import RECORDS, read_records
+from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
 from revseg_agent.graphs.traces import Trace
 from revseg_agent.synth.scenes import COLOURS, SHAPES
 
@@ -29,11 +30,9 @@ LISTED = re.compile(r"The video shows (.*?)\.(?: |<|$)")
 
 def listed_objects(trace: Trace) -> set[str] | None:
     """The object names round 1's reasoning lists after "The video shows" (None: no list)."""
-    for step in trace.steps:
-        if step.node == "semantic_interpretation" and step.completion:
-            found = LISTED.search(step.completion)
-            return set(NAME.findall(found.group(1))) if found else None
-    return None
+    step = trace.final_step(SEMANTIC_INTERPRETATION)
+    found = LISTED.search(step.completion) if step is not None and step.completion else None
+    return set(NAME.findall(found.group(1))) if found else None
 
 
 def description_table(split: Path, row: Path) -> list[str]:

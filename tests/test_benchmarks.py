@@ -194,6 +194,7 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
     """`benchmarks/world_descriptions.py` reads a benchmark row back: per intent, the share of
     round-1 descriptions equal to the expression's, of object lists equal to the video's ("-"
     where round 1 lists none), and box IoU where the description was right."""
+    from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
     from revseg_agent.graphs.traces import StepRecord, Trace, TraceResult
 
     from .conftest import load_benchmark
@@ -227,7 +228,7 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
     for i, (intent, expected, said, think, iou, jf) in enumerate(cases):
         expressions[str(i)] = {"exp": "q", "intent": intent, "description": expected}
         round1 = StepRecord(
-            node="semantic_interpretation",
+            node=SEMANTIC_INTERPRETATION,
             completion=f"<think>{think}</think><answer>frame id: 1\nobject description: {said}</answer>",
             started_at=0.0,
             duration_s=0.0,

@@ -73,12 +73,12 @@ def _uri(rgb: np.ndarray, scale: int = 2) -> str:
 
 
 def _step_text(trace: Trace, node: str) -> tuple[str, str]:
-    steps = [s for s in trace.steps if s.node == node]
-    if not steps:
+    step = trace.final_step(node)
+    if step is None:
         return "", "(not reached)"
-    step = steps[-1]
+    attempts = sum(s.node == node for s in trace.steps)
     note = f" (fallback: {step.fallback})" if step.fallback else ""
-    return step.completion or "", f"{len(steps)} attempt(s){note}, {step.duration_s:.2f} s"
+    return step.completion or "", f"{attempts} attempt(s){note}, {step.duration_s:.2f} s"
 
 
 def write_page(

@@ -130,6 +130,11 @@ class Trace(BaseModel):
     def load(cls, path: str | Path) -> Trace:
         return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
 
+    def final_step(self, node: str) -> StepRecord | None:
+        """The node's last attempt (the one the chain went on with); None when not reached."""
+        steps = [s for s in self.steps if s.node == node]
+        return steps[-1] if steps else None
+
     def summary(self) -> str:
         """A readable account of the chain, for people."""
         lines = [f"query: {self.query}", f"video: {self.video_path}"]

@@ -140,7 +140,7 @@ class TrainingSettings(BaseModel):
     #: Resize every video frame the policy sees to about this many pixels (upscaled when
     #: smaller); saved into the trained checkpoint's processor, so it loads seeing frames this
     #: way. None keeps the checkpoint's own budget. revseg-tiny's round 1 saw frames of 4 x 4
-    #: tokens (112 x 112); `recipes/revseg-tiny-chain-frames224.yaml` gives it 8 x 8 (224 x 224).
+    #: tokens (112 x 112); `recipes/revseg-tiny-inventory.yaml` gives it 8 x 8 (224 x 224).
     video_pixels: int | None = Field(None, ge=56 * 56)
 
     @field_validator("policy")

@@ -45,11 +45,6 @@ ROUND1 = SEMANTIC_INTERPRETATION
 ROUND2 = SPATIAL_GROUNDING
 
 
-def _final(trace: Trace, node: str) -> StepRecord | None:
-    steps = [s for s in trace.steps if s.node == node]
-    return steps[-1] if steps else None
-
-
 def _answered(step: StepRecord | None) -> bool:
     """The round's final answer came from the policy and parsed."""
     return step is not None and step.error is None and step.fallback is None and step.parsed is not None
@@ -58,7 +53,7 @@ def _answered(step: StepRecord | None) -> bool:
 def format_reward(completions: Sequence[Trace], **kwargs: Any) -> list[float | None]:
     out: list[float | None] = []
     for trace in completions:
-        r1, r2 = _final(trace, ROUND1), _final(trace, ROUND2)
+        r1, r2 = trace.final_step(ROUND1), trace.final_step(ROUND2)
         ok = (
             _answered(r1)
             and _answered(r2)
@@ -78,7 +73,7 @@ def temporal_reward(
             out.append(None)
             continue
         key = trace.result.keyframe_index
-        if key is None or not _answered(_final(trace, ROUND1)) or not 0 <= key < len(gt):
+        if key is None or not _answered(trace.final_step(ROUND1)) or not 0 <= key < len(gt):
             out.append(0.0)
             continue
         out.append(keyframe_area_ratio(gt, key, trace.sampled_indices or [key]))
@@ -107,7 +102,7 @@ def spatial_reward(
             out.append(None)
             continue
         key = trace.result.keyframe_index
-        if key is None or not trace.result.boxes or not _answered(_final(trace, ROUND2)):
+        if key is None or not trace.result.boxes or not _answered(trace.final_step(ROUND2)):
             out.append(0.0)
             continue
         stacks = list(objects) if objects else [gt]
@@ -168,7 +163,7 @@ DOWNSTREAM_OF_ROUND2 = {"spatial", "mask"}
 
 def fell_back(trace: Trace, node: str) -> bool:
     """The round's final answer is a fallback (or missing), not the policy's."""
-    return not _answered(_final(trace, node))
+    return not _answered(trace.final_step(node))
 
 
 def compute_rewards(
