@@ -22,9 +22,8 @@ from pathlib import Path
 from revseg_agent.eval.runner import RECORDS, read_records
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
 from revseg_agent.graphs.traces import Trace
-from revseg_agent.synth.scenes import COLOURS, SHAPES
+from revseg_agent.synth.queries import NAME_PATTERN as NAME
 
-NAME = re.compile(rf"the (?:{'|'.join(COLOURS)}) (?:{'|'.join(SHAPES)})")
 LISTED = re.compile(r"The video shows (.*?)\.(?: |<|$)")
 
 

@@ -16,7 +16,7 @@ from revseg_agent.app.cli import main
 from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.masks_io import decode_rle
 from revseg_agent.synth import SPLITS, WorldSpec, write_world
-from revseg_agent.synth.queries import PHRASINGS
+from revseg_agent.synth.queries import NAME_PATTERN, NAMES, PHRASINGS, listing
 from revseg_agent.synth.scenes import lit_colour, render_still
 
 SPEC = WorldSpec(seed=3, train=8, valid=2, test=6)
@@ -214,6 +214,24 @@ def test_an_inventory_lists_objects_in_id_order_with_size_and_motion(
     from revseg_agent.synth.queries import inventory
 
     assert inventory(objects) == expected
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        (["the red circle"], "the red circle"),
+        (["the blue square", "the red circle"], "the red circle and the blue square"),
+        (
+            ["the white triangle", "the red square", "the red circle"],
+            "the red circle, the red square and the white triangle",
+        ),
+        (["the green circle", "the green circle"], "the green circle"),
+    ],
+)
+def test_a_listing_writes_a_set_of_names_one_way(names: list[str], expected: str) -> None:
+    assert listing(names) == expected
+    assert listing(reversed(names)) == expected
+    assert NAME_PATTERN.findall(expected) == sorted(set(names), key=NAMES.index)
 
 
 def test_training_samples_carry_their_video_s_inventory(world: Path, tmp_path: Path) -> None:

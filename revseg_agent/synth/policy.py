@@ -19,8 +19,8 @@ from revseg_agent.graphs.chats import KEYFRAME_REF, round1_messages, round2_mess
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ImageFrame, TextPart
 from revseg_agent.prompts import SYSTEM_PROMPT, round2_text
-from revseg_agent.synth.queries import PHRASINGS
-from revseg_agent.synth.scenes import COLOURS, SHAPES, SIZE
+from revseg_agent.synth.queries import NAMES, PHRASINGS
+from revseg_agent.synth.scenes import SIZE
 from revseg_agent.types import Box
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ KEYFRAME_PIXELS = (2 * SIZE[0]) * (2 * SIZE[1])
 
 def tokenizer_corpus() -> list[str]:
     """Text the tiny tokenizer is fitted to: prompts, phrasings, answers and numbers."""
-    names = [f"the {c} {s}" for c in COLOURS for s in SHAPES]
+    names = NAMES
     lines = [SYSTEM_PROMPT, "system user assistant"]
     for n in (4, 8, 12, 16):
         timestamps = [k * 0.5 for k in range(n)]

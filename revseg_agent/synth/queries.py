@@ -10,7 +10,8 @@ holds for whichever frames a run samples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,6 +136,19 @@ def inventory(objects: Mapping[str, Mapping[str, str]]) -> str:
     ]
     listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
     return f"The video shows {listed}."
+
+
+#: Every object name the world draws, colours then shapes in their fixed order.
+NAMES: tuple[str, ...] = tuple(f"the {c} {s}" for c in COLOURS for s in SHAPES)
+#: An object name anywhere in text (a description, a listing).
+NAME_PATTERN = re.compile(rf"the (?:{'|'.join(COLOURS)}) (?:{'|'.join(SHAPES)})")
+
+
+def listing(names: Iterable[str]) -> str:
+    """Object names in the world's fixed order ("the red circle, the blue square and the green
+    triangle"): a set written one way only, so a target listing a scene is one string."""
+    ordered = sorted(set(names), key=NAMES.index)
+    return ordered[0] if len(ordered) == 1 else ", ".join(ordered[:-1]) + " and " + ordered[-1]
 
 
 def _names(objects: list[SceneObject]) -> str:

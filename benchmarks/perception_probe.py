@@ -1,0 +1,284 @@
+"""Does round 1 see which shapes a video holds? Two measurements of the synthetic world.
+
+Round 1 fails the world's reasoning queries by naming shapes the video does not have
+(docs/synthetic-world.md). Each video's round-1 frames are sampled as the chain samples them (8).
+
+`probe`: is the information in the visual tokens? The frames go through a policy's frozen vision
+tower and merger (`get_video_features`: one language-model-wide vector per merged patch); a
+small MLP scores every token for each of the world's object names, a video's score for a name is
+a smooth maximum over its tokens (multiple-instance: present if some token shows it), fitted
+with binary cross-entropy on train videos and read on the world's valid and test videos.
+
+`listing`: can round 1 learn to say it when that is all it is taught? Round 1's own prompt asks
+for "every shape in the video" (three phrasings), the target is the templated answer whose
+description lists the video's objects in the world's fixed order (`synth.queries.listing`); all
+weights train (`training.sft.answer_losses`, `--batch` videos a step, warm-up then cosine), and
+every `--eval-every` steps it answers greedily on the valid videos.
+
+Both print, as JSON lines, the share of held-out videos whose set of shapes is exactly right,
+precision and recall of the names given; `probe` also the exact share when told the count.
+
+    python benchmarks/perception_probe.py probe --world runs/world3k --train 3000 \
+        --row shipped=revseg-tiny --row random=random --row shipped-224=revseg-tiny@50176
+    python benchmarks/perception_probe.py listing --world runs/world3k --policy revseg-tiny@50176 \
+        --work runs/listing-224 --steps 1500 --lr 3e-4
+
+A row or policy is POLICY[@VIDEO_PIXELS]: a policy spec (`revseg-tiny`, a folder) or `random`
+(the revseg-tiny architecture at random init), optionally with round 1's frames resized to that
+many pixels (`video_pixels` of a recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from revseg_agent.graphs.chats import FRAMES_REF, round1_messages
+from revseg_agent.policies.base import VideoFrames
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.policies.qwen_inputs import Request
+from revseg_agent.synth.queries import NAME_PATTERN, NAMES, listing
+from revseg_agent.video import open_video
+
+PAIRS = NAMES
+LISTING_QUERIES = ("every shape in the video", "all the shapes", "each object in the scene")
+#: The keyframe the listing target names (the middle of 8 sampled frames): any fixed choice.
+LISTING_KEYFRAME = 4
+
+
+@dataclass
+class Tokens:
+    """Visual tokens `(videos, tokens, width)` and which pairs each video holds `(videos, pairs)`."""
+
+    tokens: torch.Tensor
+    present: torch.Tensor
+
+
+def split_videos(split: Path, limit: int | None = None) -> list[tuple[Path, list[str]]]:
+    """(frames folder, names of its objects) per video of a `revseg synth` split, in id order."""
+    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
+    items = sorted(meta.items())[:limit]
+    return [(split / "JPEGImages" / vid, [o["name"] for o in v["objects"].values()]) for vid, v in items]
+
+
+def round1_request(path: Path, num_frames: int, query: str = LISTING_QUERIES[0]) -> Request:
+    """Round 1's chat and frames for the video at `path`, sampled as the chain samples them."""
+    video = open_video(path)
+    sampled = video.sample(num_frames)
+    frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
+    return (round1_messages(query, sampled.timestamps), {FRAMES_REF: frames})
+
+
+def visual_tokens(policy: QwenVLPolicy, videos: list[tuple[Path, list[str]]], num_frames: int = 8) -> Tokens:
+    """Round 1's visual tokens of each video through the frozen vision tower and merger."""
+    rows, present = [], []
+    for path, names in tqdm(videos, desc="tokens", unit="video", leave=False):
+        batch = policy.inputs.collate(policy.inputs.rows([round1_request(path, num_frames)]))
+        with torch.inference_mode():
+            out = policy.model.model.get_video_features(batch["pixel_values_videos"], batch["video_grid_thw"])
+        pooled = out.pooler_output if hasattr(out, "pooler_output") else out
+        rows.append(torch.cat(list(pooled)) if isinstance(pooled, list | tuple) else pooled)
+        present.append(torch.tensor([pair in names for pair in PAIRS], dtype=torch.float32))
+    return Tokens(torch.stack(rows).float(), torch.stack(present))
+
+
+def presence_logits(probe: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """A video's logit per pair: the log-mean-exp of its tokens' scores, a smooth maximum (a hard
+    maximum passes gradient to one token and left some pairs unlearned even when one token
+    carried them plainly, in the test's planted case)."""
+    scores = probe(tokens)
+    return torch.logsumexp(scores, 1) - math.log(scores.shape[1])
+
+
+def fit_probe(train: Tokens, *, steps: int = 1500, hidden: int = 256, seed: int = 0) -> torch.nn.Module:
+    """A token-wise MLP whose smooth maximum over a video's tokens is the pair's presence logit."""
+    torch.manual_seed(seed)
+    width = train.tokens.shape[-1]
+    probe = torch.nn.Sequential(
+        torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, len(PAIRS))
+    )
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=3e-3, weight_decay=1e-2)
+    for _ in range(steps):
+        pick = torch.randint(len(train.tokens), (min(256, len(train.tokens)),))
+        logits = presence_logits(probe, train.tokens[pick])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, train.present[pick])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return probe
+
+
+def probe_scores(probe: torch.nn.Module, held: Tokens) -> dict[str, float]:
+    """Exact-set rate, precision and recall of the probe's sets, and exact when told the count."""
+    with torch.no_grad():
+        logits = presence_logits(probe, held.tokens)
+    truth = held.present
+    chosen = (logits > 0).float()
+    count = truth.sum(1).long()
+    top = torch.zeros_like(truth)
+    for k, order in enumerate(logits.argsort(1, descending=True)):
+        top[k, order[: int(count[k])]] = 1
+    return {
+        "exact": round(float((chosen == truth).all(1).float().mean()), 3),
+        "precision": round(float((chosen * truth).sum() / chosen.sum().clamp(min=1)), 3),
+        "recall": round(float((chosen * truth).sum() / truth.sum()), 3),
+        "exact_given_count": round(float((top == truth).all(1).float().mean()), 3),
+    }
+
+
+def load_row(spec: str, work: Path) -> QwenVLPolicy:
+    """`random`, `revseg-tiny` or a folder, optionally `@PIXELS` for round 1's frames."""
+    from revseg_agent.specs import PolicySpec
+    from revseg_agent.synth.policy import build_revseg_tiny
+
+    name, _, pixels = spec.partition("@")
+    if name == "random":
+        path = str(build_revseg_tiny(work / "random-init", seed=0, keyframe_pixels=224 * 224))
+    else:
+        path = PolicySpec.parse(name).source()
+    policy = QwenVLPolicy.from_pretrained(path, device="cpu", dtype="float32")
+    if pixels:
+        policy.inputs.set_video_pixels(int(pixels))
+    return policy
+
+
+def set_scores(named: list[set[str] | None], truth: list[list[str]]) -> dict[str, float]:
+    """Exact-set share, precision and recall of the names given (None: no parsed answer)."""
+    given = [g or set() for g in named]
+    hits = sum(len(g & set(t)) for g, t in zip(given, truth, strict=True))
+    return {
+        "exact": round(sum(g == set(t) for g, t in zip(given, truth, strict=True)) / len(truth), 3),
+        "precision": round(hits / max(1, sum(len(g) for g in given)), 3),
+        "recall": round(hits / max(1, sum(len(t) for t in truth)), 3),
+        "parsed": round(sum(g is not None for g in named) / len(truth), 3),
+    }
+
+
+def listed_names(
+    policy: QwenVLPolicy, videos: list[tuple[Path, list[str]]], num_frames: int = 8
+) -> list[set[str] | None]:
+    """The object names in round 1's greedy description when asked for every shape."""
+    from revseg_agent.parsing import KeyframeAnswer, parse_keyframe_answer
+    from revseg_agent.policies.base import SamplingParams
+
+    out: list[set[str] | None] = []
+    for path, _ in videos:
+        (gen,) = policy.generate(
+            *round1_request(path, num_frames), sampling=SamplingParams(max_new_tokens=160)
+        )
+        answer = parse_keyframe_answer(gen.text, num_frames)
+        out.append(
+            set(NAME_PATTERN.findall(answer.description)) if isinstance(answer, KeyframeAnswer) else None
+        )
+    return out
+
+
+def listing_losses(
+    policy: QwenVLPolicy, batch: list[tuple[Path, list[str], str]], num_frames: int = 8
+) -> torch.Tensor:
+    """Round 1's cross-entropy `(B,)` of the listing answer for each (video, names, query)."""
+    from revseg_agent.training.sft import answer_losses
+
+    rows = policy.inputs.rows([round1_request(path, num_frames, query) for path, _, query in batch])
+    return answer_losses(policy, rows, [listing_answer(query, names) for _, names, query in batch])
+
+
+def listing_answer(query: str, names: list[str]) -> str:
+    """Round 1's ideal answer to a listing query: templated reasoning, the fixed keyframe, and the
+    video's objects in the world's order as the description."""
+    from revseg_agent.training.sft import round1_target
+
+    return round1_target(query, LISTING_KEYFRAME, listing(names))
+
+
+def train_listing(args: argparse.Namespace) -> None:
+    """Round 1 taught to list, evaluated on the valid videos; state saved at every evaluation."""
+    import numpy as np
+
+    from revseg_agent.training.optim import build_optimizer, clip_gradients
+
+    policy = load_row(args.policy, args.work)
+    train = split_videos(args.world / "train", args.train)
+    valid = split_videos(args.world / "valid")
+    truth = [names for _, names in valid]
+    optimizer = build_optimizer(
+        policy.model.parameters(), learning_rate=args.lr, weight_decay=0.01, master_weights=False
+    )
+    print(json.dumps({"step": 0, **set_scores(listed_names(policy, valid), truth)}), flush=True)
+    started = time.perf_counter()
+    for step in range(args.steps):
+        rng = np.random.default_rng([args.seed, step])
+        factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr * max(factor, 0.02)
+        batch = []
+        for _ in range(args.batch):
+            path, names = train[int(rng.integers(len(train)))]
+            batch.append((path, names, LISTING_QUERIES[int(rng.integers(len(LISTING_QUERIES)))]))
+        policy.model.train()
+        loss = listing_losses(policy, batch).mean()
+        loss.backward()
+        clip_gradients(policy.model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            policy.model.eval()
+            row = {
+                "step": step + 1,
+                "loss": round(float(loss.detach()), 4),
+                **set_scores(listed_names(policy, valid), truth),
+                "minutes": round((time.perf_counter() - started) / 60, 1),
+            }
+            print(json.dumps(row), flush=True)
+            policy.model.save_pretrained(args.work / "state")
+            policy.processor.save_pretrained(args.work / "state")
+
+
+def run_probe(args: argparse.Namespace) -> None:
+    train_videos = split_videos(args.world / "train", args.train)
+    held_videos = split_videos(args.world / "valid") + split_videos(args.world / "test")
+    for row in args.row:
+        name, _, spec = row.partition("=")
+        policy = load_row(spec, args.work)
+        probe = fit_probe(visual_tokens(policy, train_videos))
+        scores = probe_scores(probe, visual_tokens(policy, held_videos))
+        print(
+            json.dumps({"row": name, "train": len(train_videos), "held_out": len(held_videos), **scores}),
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    modes = parser.add_subparsers(dest="mode", required=True)
+    probe = modes.add_parser("probe", help="fit a probe on frozen visual tokens")
+    probe.add_argument("--row", action="append", required=True, help="NAME=POLICY[@VIDEO_PIXELS]")
+    listing_mode = modes.add_parser("listing", help="teach round 1 to list the shapes")
+    listing_mode.add_argument("--policy", default="revseg-tiny", help="POLICY[@VIDEO_PIXELS]")
+    listing_mode.add_argument("--steps", type=int, default=1500)
+    listing_mode.add_argument("--lr", type=float, default=3e-4)
+    listing_mode.add_argument("--batch", type=int, default=8)
+    listing_mode.add_argument("--eval-every", type=int, default=250)
+    listing_mode.add_argument("--seed", type=int, default=7)
+    for mode in (probe, listing_mode):
+        mode.add_argument("--world", type=Path, required=True, help="a `revseg synth` folder")
+        mode.add_argument("--train", type=int, default=3000, help="train videos used")
+        mode.add_argument("--work", type=Path, default=Path("runs/perception"))
+        mode.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.work.mkdir(parents=True, exist_ok=True)
+    (run_probe if args.mode == "probe" else train_listing)(args)
+
+
+if __name__ == "__main__":
+    main()
