@@ -101,10 +101,19 @@ def fit_probe(train: Tokens, *, steps: int = 1500, hidden: int = 256, seed: int 
     """A token-wise MLP whose smooth maximum over a video's tokens is the pair's presence logit."""
     torch.manual_seed(seed)
     width = train.tokens.shape[-1]
+    flat = train.tokens.reshape(-1, width)
+    standardise = torch.nn.Linear(width, width)  # fixed: each feature to zero mean, unit variance
+    with torch.no_grad():
+        scale = 1 / (flat.std(0) + 1e-6)
+        standardise.weight.copy_(torch.diag(scale))
+        standardise.bias.copy_(-flat.mean(0) * scale)
+    standardise.requires_grad_(False)
     probe = torch.nn.Sequential(
-        torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, len(PAIRS))
+        standardise, torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, len(PAIRS))
     )
-    optimizer = torch.optim.AdamW(probe.parameters(), lr=3e-3, weight_decay=1e-2)
+    optimizer = torch.optim.AdamW(
+        [p for p in probe.parameters() if p.requires_grad], lr=3e-3, weight_decay=1e-2
+    )
     for _ in range(steps):
         pick = torch.randint(len(train.tokens), (min(256, len(train.tokens)),))
         logits = presence_logits(probe, train.tokens[pick])
