@@ -74,6 +74,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument(
+        "--rope-theta",
+        type=float,
+        default=3.0,
+        help="the language model's M-RoPE base for a new run (revseg-tiny's: 3)",
+    )
+    parser.add_argument(
         "--world-mix",
         type=float,
         default=0.0,
@@ -90,7 +96,9 @@ def main() -> None:
     else:
         from revseg_agent.synth.policy import build_revseg_tiny
 
-        folder = build_revseg_tiny(args.work / "initial", seed=args.seed, keyframe_pixels=224 * 224)
+        folder = build_revseg_tiny(
+            args.work / "initial", seed=args.seed, keyframe_pixels=224 * 224, rope_theta=args.rope_theta
+        )
         policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu", dtype="float32")
         state = {"step": 0}
     world = world_frames(args.work, args.world_frames)

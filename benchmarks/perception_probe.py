@@ -45,6 +45,7 @@ from revseg_agent.policies.base import VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.policies.qwen_inputs import Request
 from revseg_agent.synth.queries import NAME_PATTERN, NAMES, listing
+from revseg_agent.training.frozen_vision import FrozenVision
 from revseg_agent.video import open_video
 
 PAIRS = NAMES
@@ -190,13 +191,18 @@ def listed_names(
 
 
 def listing_losses(
-    policy: QwenVLPolicy, batch: list[tuple[Path, list[str], str]], num_frames: int = 8
+    policy: QwenVLPolicy,
+    batch: list[tuple[Path, list[str], str]],
+    num_frames: int = 8,
+    *,
+    vision: FrozenVision | None = None,
 ) -> torch.Tensor:
     """Round 1's cross-entropy `(B,)` of the listing answer for each (video, names, query)."""
     from revseg_agent.training.sft import answer_losses
 
     rows = policy.inputs.rows([round1_request(path, num_frames, query) for path, _, query in batch])
-    return answer_losses(policy, rows, [listing_answer(query, names) for _, names, query in batch])
+    answers = [listing_answer(query, names) for _, names, query in batch]
+    return answer_losses(policy, rows, answers, vision=vision)
 
 
 def listing_answer(query: str, names: list[str]) -> str:
@@ -207,22 +213,43 @@ def listing_answer(query: str, names: list[str]) -> str:
     return round1_target(query, LISTING_KEYFRAME, listing(names))
 
 
+def set_rope_theta(policy: QwenVLPolicy, theta: float) -> None:
+    """Give the language model's M-RoPE base `theta` (the rotary frequencies are recomputed;
+    the weights stay): an experiment on whether the readout needs slowly turning frequencies."""
+    config = policy.model.config.text_config
+    config.rope_parameters["rope_theta"] = theta
+    language_model = policy.model.model.language_model
+    language_model.rotary_emb = type(language_model.rotary_emb)(config=config)
+
+
 def train_listing(args: argparse.Namespace) -> None:
-    """Round 1 taught to list, evaluated on the valid videos; state saved at every evaluation."""
+    """Round 1 taught to list, evaluated on the valid videos; the state (weights, optimizer,
+    step) is saved at every evaluation and `--resume` continues from it."""
     import numpy as np
 
     from revseg_agent.training.optim import build_optimizer, clip_gradients
 
-    policy = load_row(args.policy, args.work)
+    state_dir = args.work / "state"
+    resumed = args.resume and (state_dir / "step.json").is_file()
+    first = json.loads((state_dir / "step.json").read_text())["step"] if resumed else 0
+    if resumed:
+        policy = QwenVLPolicy.from_pretrained(str(state_dir), device="cpu", dtype="float32")
+    else:
+        policy = load_row(args.policy, args.work)
+        if args.rope_theta is not None:
+            set_rope_theta(policy, args.rope_theta)
+    vision = FrozenVision(policy.model) if args.frozen_vision else None
     train = split_videos(args.world / "train", args.train)
     valid = split_videos(args.world / "valid")
     truth = [names for _, names in valid]
-    optimizer = build_optimizer(
-        policy.model.parameters(), learning_rate=args.lr, weight_decay=0.01, master_weights=False
-    )
-    print(json.dumps({"step": 0, **set_scores(listed_names(policy, valid), truth)}), flush=True)
+    trained = [p for p in policy.model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(trained, learning_rate=args.lr, weight_decay=0.01, master_weights=False)
+    if resumed:
+        optimizer.load_state_dict(torch.load(state_dir / "optimizer.pt", weights_only=True))
+    else:
+        print(json.dumps({"step": 0, **set_scores(listed_names(policy, valid), truth)}), flush=True)
     started = time.perf_counter()
-    for step in range(args.steps):
+    for step in range(first, args.steps):
         rng = np.random.default_rng([args.seed, step])
         factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
         for group in optimizer.param_groups:
@@ -232,9 +259,9 @@ def train_listing(args: argparse.Namespace) -> None:
             path, names = train[int(rng.integers(len(train)))]
             batch.append((path, names, LISTING_QUERIES[int(rng.integers(len(LISTING_QUERIES)))]))
         policy.model.train()
-        loss = listing_losses(policy, batch).mean()
+        loss = listing_losses(policy, batch, vision=vision).mean()
         loss.backward()
-        clip_gradients(policy.model.parameters(), 1.0)
+        clip_gradients(trained, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
@@ -246,8 +273,10 @@ def train_listing(args: argparse.Namespace) -> None:
                 "minutes": round((time.perf_counter() - started) / 60, 1),
             }
             print(json.dumps(row), flush=True)
-            policy.model.save_pretrained(args.work / "state")
-            policy.processor.save_pretrained(args.work / "state")
+            policy.model.save_pretrained(state_dir)
+            policy.processor.save_pretrained(state_dir)
+            torch.save(optimizer.state_dict(), state_dir / "optimizer.pt")
+            (state_dir / "step.json").write_text(json.dumps({"step": step + 1}))
 
 
 def run_probe(args: argparse.Namespace) -> None:
@@ -278,6 +307,9 @@ def main() -> None:
     listing_mode.add_argument("--batch", type=int, default=8)
     listing_mode.add_argument("--eval-every", type=int, default=250)
     listing_mode.add_argument("--seed", type=int, default=7)
+    listing_mode.add_argument("--frozen-vision", action="store_true", help="train the language model alone")
+    listing_mode.add_argument("--rope-theta", type=float, default=None, help="a new M-RoPE base")
+    listing_mode.add_argument("--resume", action="store_true", help="continue the state under --work")
     for mode in (probe, listing_mode):
         mode.add_argument("--world", type=Path, required=True, help="a `revseg synth` folder")
         mode.add_argument("--train", type=int, default=3000, help="train videos used")

@@ -28,6 +28,7 @@ from revseg_agent.policies.qwen_inputs import Request
 from revseg_agent.policies.token_rows import TokenRow
 from revseg_agent.prompts import FRAME_ID_BASE
 from revseg_agent.training.data import TrainingSample
+from revseg_agent.training.frozen_vision import FrozenVision
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
 
@@ -57,19 +58,28 @@ def round2_target(boxes: Sequence[Box], label: str) -> str:
 
 
 def answer_losses(
-    policy: QwenVLPolicy, rows: Sequence[TokenRow], answers: Sequence[str], model: Any = None
+    policy: QwenVLPolicy,
+    rows: Sequence[TokenRow],
+    answers: Sequence[str],
+    model: Any = None,
+    *,
+    vision: FrozenVision | None = None,
 ) -> torch.Tensor:
     """Cross-entropy `(B,)` of each `answers[i]` (plus the end-of-turn token) after prompt row
     `rows[i]`, from one left-padded forward pass: every row ends with its answer, so the logits
     kept are the last positions alone (`logits_to_keep`). `model` runs the forward instead of
-    `policy.model` (a DeepSpeed engine: its hooks run)."""
+    `policy.model` (a DeepSpeed engine: its hooks run); `vision` supplies cached visual tokens
+    of a frozen tower instead of the patches."""
     from trl.trainer.utils import selective_log_softmax
 
     tokenizer = policy.processor.tokenizer
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     targets = [tokenizer(a, add_special_tokens=False)["input_ids"] + [end] for a in answers]
-    batch = policy.inputs.collate([row + TokenRow.text(t) for row, t in zip(rows, targets, strict=True)])
+    full = [row + TokenRow.text(t) for row, t in zip(rows, targets, strict=True)]
+    batch = policy.inputs.collate(full)
     batch = {k: v.to(policy.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if vision is not None:
+        batch = vision.inputs(batch, full)
     width = max(len(t) for t in targets)
     forward = model if model is not None else policy.model
     logits = forward(**batch, logits_to_keep=width + 1).logits.float()  # (B, width + 1, V)
