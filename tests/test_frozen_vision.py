@@ -72,3 +72,10 @@ def test_a_capacity_bounds_the_cache(policy: QwenVLPolicy) -> None:
         for seed in range(3):
             vision.encoder_outputs(policy.inputs.rows(requests(seed)[:1]))
     assert len(vision.cache) == 2 and vision.misses == 3
+
+
+def test_qwen3_vl_is_refused_by_name(tiny_qwen3_policy_dir: Path) -> None:
+    """Qwen3-VL feeds deepstack features from inside the tower to the language model too."""
+    policy = QwenVLPolicy.from_pretrained(str(tiny_qwen3_policy_dir), device="cpu", dtype="float32")
+    with pytest.raises(ValueError, match="qwen3_vl"):
+        FrozenVision(policy.model)

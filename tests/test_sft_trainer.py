@@ -393,3 +393,29 @@ def test_a_gpu_sft_run_is_refused_when_its_plan_cannot_fit(
     recipe = SFTRecipe(policy="no/such-model", output_dir=str(tmp_path / "run"), device="cpu")
     with pytest.raises(InputError, match="checked"):  # before any model is loaded
         SFTTrainer(recipe, [object()])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("grounding_steps", [1, 0], ids=["grounding step", "chain step"])
+def test_freeze_vision_trains_the_language_model_alone(
+    tiny_policy_dir: Path, tmp_path: Path, grounding_steps: int
+) -> None:
+    """`freeze_vision`: after a step of either stage the saved checkpoint's vision tower is the
+    loaded one, bit for bit, and its language model has moved."""
+    from safetensors.torch import load_file
+
+    from revseg_agent.training.sft_trainer import SFTTrainer
+
+    recipe = tiny_sft_recipe(
+        tiny_policy_dir, tmp_path / "run", freeze_vision=True, max_steps=1, grounding_steps=grounding_steps
+    )
+    trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"))
+    assert trainer.is_grounding_step(0) == bool(grounding_steps)
+    trainer.train_step()
+    before = load_file(str(tiny_policy_dir / "model.safetensors"))
+    after = load_file(str(trainer.save_checkpoint() / "model.safetensors"))
+    tower = [k for k in before if k.startswith("visual.")]
+    language = [k for k in before if k.startswith("model.layers.")]
+    assert tower and language
+    assert all(torch.equal(before[k], after[k]) for k in tower)
+    assert any(not torch.equal(before[k], after[k]) for k in language)
+    assert trainer.vision is not None and trainer.vision.misses > 0

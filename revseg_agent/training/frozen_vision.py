@@ -20,6 +20,9 @@ import torch
 
 from revseg_agent.policies.token_rows import TokenRow, VisualBlock
 
+#: Model types whose visual tokens are the merger's output alone (`pooler_output`).
+SUPPORTED = ("qwen2_5_vl", "qwen2_vl")
+
 
 def block_key(block: VisualBlock) -> bytes:
     """A visual's identity: its kind, patch grid and the bytes of its patches."""
@@ -38,13 +41,19 @@ class FrozenVision:
     are kept (least recently used first out)."""
 
     def __init__(self, model: Any, *, capacity: int = 20_000) -> None:
-        inner = model.model
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT
+        inner = base.model
+        if base.config.model_type not in SUPPORTED:
+            raise ValueError(
+                f"frozen vision supports {', '.join(SUPPORTED)}, not {base.config.model_type!r} "
+                "(Qwen3-VL's deepstack features would have to be cached too)"
+            )
         if "mm_encoder_outputs" not in inspect.signature(inner.forward).parameters:
             raise RuntimeError(
                 f"{type(inner).__name__}.forward takes no `mm_encoder_outputs`: frozen vision "
                 "needs a transformers release whose Qwen-VL models accept precomputed visual tokens"
             )
-        self.model = model
+        self.inner = inner
         self.capacity = capacity
         self.cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.hits = 0
@@ -59,7 +68,7 @@ class FrozenVision:
             self.cache.move_to_end(key)
             return cached
         self.misses += 1
-        inner = self.model.model
+        inner = self.inner
         device = next(inner.visual.parameters()).device
         pixels = block.pixels.to(device)
         grid = block.grid.view(1, 3).to(device)

@@ -258,6 +258,11 @@ class SFTRecipe(TrainingSettings):
     #: (`TrainingSample.inventory`, from the synthetic world's meta) before the evidence that
     #: picks one: a perception step supervised densely, so picking is reading its own list.
     think_inventory: bool = False
+    #: Train the language model alone: the vision tower and merger stay as loaded and each
+    #: distinct frame's or video's visual tokens are computed once and reused
+    #: (`training.frozen_vision`), which keeps the tower's grounding while round 1 is taught
+    #: and saves its forward and backward (measured for revseg-tiny at 224 x 224 frames).
+    freeze_vision: bool = False
 
 
 def load_recipe(path: str | Path) -> Recipe | SFTRecipe:

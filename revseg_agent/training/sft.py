@@ -138,13 +138,14 @@ def chain_losses(
     *,
     model: Any = None,
     inventory: bool = False,
+    vision: FrozenVision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy `(B,)` of the ideal round-1 and round-2 answers of each sample, each round
     one batched forward. A sample whose target is absent on every sampled frame has no round-2
-    target: its round-2 loss is 0 (and adds no gradient)."""
+    target: its round-2 loss is 0 (and adds no gradient). `vision`: see `answer_losses`."""
     examples = [chain_example(s, num_frames, inventory=inventory) for s in samples]
     rows1 = policy.inputs.rows([e.round1 for e in examples])
-    loss1 = answer_losses(policy, rows1, [e.answer1 for e in examples], model)
+    loss1 = answer_losses(policy, rows1, [e.answer1 for e in examples], model, vision=vision)
     grounded = [k for k, e in enumerate(examples) if e.boxes]
     loss2 = torch.zeros(len(examples), device=loss1.device)
     if grounded:
@@ -155,7 +156,8 @@ def chain_losses(
             for row, e in zip(rows2, chosen, strict=True)
         ]
         loss2 = loss2.index_put(
-            (torch.tensor(grounded, device=loss1.device),), answer_losses(policy, rows2, answers, model)
+            (torch.tensor(grounded, device=loss1.device),),
+            answer_losses(policy, rows2, answers, model, vision=vision),
         )
     return loss1, loss2
 
@@ -181,8 +183,10 @@ def keyframe_box_losses(
     items: Sequence[tuple[np.ndarray, str, Sequence[Box]]],
     *,
     model: Any = None,
+    vision: FrozenVision | None = None,
 ) -> torch.Tensor:
-    """`keyframe_box_loss` of each `(frame, label, boxes)` item `(B,)`, from one batched forward."""
+    """`keyframe_box_loss` of each `(frame, label, boxes)` item `(B,)`, from one batched forward
+    (`vision`: see `answer_losses`)."""
     rows = policy.inputs.rows(
         [(round2_messages(label), {KEYFRAME_REF: ImageFrame(frame)}) for frame, label, _ in items]
     )
@@ -190,7 +194,7 @@ def keyframe_box_losses(
         box_answer(policy, row, (int(frame.shape[0]), int(frame.shape[1])), boxes, label)
         for row, (frame, label, boxes) in zip(rows, items, strict=True)
     ]
-    return answer_losses(policy, rows, answers, model)
+    return answer_losses(policy, rows, answers, model, vision=vision)
 
 
 def box_answer(

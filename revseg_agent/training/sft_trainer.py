@@ -21,6 +21,7 @@ import numpy as np
 
 from revseg_agent.io import atomic_write_text
 from revseg_agent.training.data import TrainingSample
+from revseg_agent.training.frozen_vision import FrozenVision
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to
 from revseg_agent.training.model_setup import load_trainable_policy
 from revseg_agent.training.optimization import Optimization
@@ -56,6 +57,7 @@ class SFTTrainer(TrainerBase):
         super().__init__(recipe, samples, output_dir=output_dir, resume=resume)
         self.recipe = recipe
         self.policy = load_trainable_policy(recipe, self.base_policy, self.resume_from, self.device)
+        self.vision = FrozenVision(self.policy.model) if recipe.freeze_vision else None
         self.optimization = Optimization(self.policy.model, recipe, self.dist)
         self._resume_optimization()
 
@@ -98,7 +100,9 @@ class SFTTrainer(TrainerBase):
         parts = self._in_forwards(len(items))
         losses: list[tuple[float, float]] = []
         for k, part in enumerate(parts):
-            loss = keyframe_box_losses(self.policy, items[part], model=self.optimization.forward_model)
+            loss = keyframe_box_losses(
+                self.policy, items[part], model=self.optimization.forward_model, vision=self.vision
+            )
             self.optimization.backward(loss.sum() / len(items), last=k == len(parts) - 1)
             losses += [(0.0, float(x)) for x in loss.detach()]
         return losses
@@ -118,6 +122,7 @@ class SFTTrainer(TrainerBase):
                 r.num_frames,
                 model=self.optimization.forward_model,
                 inventory=r.think_inventory,
+                vision=self.vision,
             )
             self.optimization.backward((loss1 + loss2).sum() / len(batch), last=k == len(parts) - 1)
             losses += [(float(a), float(b)) for a, b in zip(loss1.detach(), loss2.detach(), strict=True)]
