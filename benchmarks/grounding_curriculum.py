@@ -80,6 +80,12 @@ def main() -> None:
         help="the language model's M-RoPE base for a new run (revseg-tiny's: 3)",
     )
     parser.add_argument(
+        "--rope-slow",
+        type=int,
+        default=0,
+        help="near-still temporal M-RoPE frequencies for a new run (synth.policy.content_channel_rope)",
+    )
+    parser.add_argument(
         "--world-mix",
         type=float,
         default=0.0,
@@ -100,6 +106,20 @@ def main() -> None:
             args.work / "initial", seed=args.seed, keyframe_pixels=224 * 224, rope_theta=args.rope_theta
         )
         policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu", dtype="float32")
+        if args.rope_slow:
+            from revseg_agent.synth.policy import content_channel_rope, set_text_rope
+
+            text = policy.model.config.text_config
+            set_text_rope(
+                policy.model,
+                content_channel_rope(
+                    args.rope_theta,
+                    text.hidden_size // text.num_attention_heads,
+                    text.rope_parameters["mrope_section"],
+                    args.rope_slow,
+                    max_positions=text.max_position_embeddings,
+                ),
+            )
         state = {"step": 0}
     world = world_frames(args.work, args.world_frames)
     train_frames = world_frames(args.work, 10**9, split="train", all_frames=True) if args.world_mix else []

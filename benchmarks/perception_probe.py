@@ -213,13 +213,22 @@ def listing_answer(query: str, names: list[str]) -> str:
     return round1_target(query, LISTING_KEYFRAME, listing(names))
 
 
-def set_rope_theta(policy: QwenVLPolicy, theta: float) -> None:
-    """Give the language model's M-RoPE base `theta` (the rotary frequencies are recomputed;
-    the weights stay): an experiment on whether the readout needs slowly turning frequencies."""
+def set_rope(policy: QwenVLPolicy, theta: float | None, slow: int) -> None:
+    """Give the language model a new M-RoPE (base `theta`, `slow` near-still temporal
+    frequencies; the weights stay): experiments on what the readout needs."""
+    from revseg_agent.synth.policy import content_channel_rope, set_text_rope
+
     config = policy.model.config.text_config
-    config.rope_parameters["rope_theta"] = theta
-    language_model = policy.model.model.language_model
-    language_model.rotary_emb = type(language_model.rotary_emb)(config=config)
+    current = dict(config.rope_parameters)
+    base = float(theta if theta is not None else current["rope_theta"])
+    if slow:
+        head_dim = config.hidden_size // config.num_attention_heads
+        params = content_channel_rope(
+            base, head_dim, current["mrope_section"], slow, max_positions=config.max_position_embeddings
+        )
+    else:
+        params = {**current, "rope_theta": base}
+    set_text_rope(policy.model, params)
 
 
 def train_listing(args: argparse.Namespace) -> None:
@@ -236,8 +245,8 @@ def train_listing(args: argparse.Namespace) -> None:
         policy = QwenVLPolicy.from_pretrained(str(state_dir), device="cpu", dtype="float32")
     else:
         policy = load_row(args.policy, args.work)
-        if args.rope_theta is not None:
-            set_rope_theta(policy, args.rope_theta)
+        if args.rope_theta is not None or args.rope_slow:
+            set_rope(policy, args.rope_theta, args.rope_slow)
     vision = FrozenVision(policy.model) if args.frozen_vision else None
     train = split_videos(args.world / "train", args.train)
     valid = split_videos(args.world / "valid")
@@ -309,6 +318,12 @@ def main() -> None:
     listing_mode.add_argument("--seed", type=int, default=7)
     listing_mode.add_argument("--frozen-vision", action="store_true", help="train the language model alone")
     listing_mode.add_argument("--rope-theta", type=float, default=None, help="a new M-RoPE base")
+    listing_mode.add_argument(
+        "--rope-slow",
+        type=int,
+        default=0,
+        help="near-still temporal M-RoPE frequencies (content_channel_rope)",
+    )
     listing_mode.add_argument("--resume", action="store_true", help="continue the state under --work")
     for mode in (probe, listing_mode):
         mode.add_argument("--world", type=Path, required=True, help="a `revseg synth` folder")

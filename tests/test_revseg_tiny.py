@@ -12,7 +12,7 @@ from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages,
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.synth.policy import build_revseg_tiny
+from revseg_agent.synth.policy import build_revseg_tiny, content_channel_rope, set_text_rope
 from revseg_agent.synth.scenes import render_scene
 from revseg_agent.types import Box
 
@@ -183,3 +183,62 @@ def test_grpo_on_the_world_raises_the_held_out_reward_of_the_sft_checkpoint(
     print("held-out mean rewards before", before, "after", after)
     assert after["total"] > before["total"] + 0.15
     assert after["format"] > before["format"]
+
+
+def _round1_logits(policy: QwenVLPolicy) -> torch.Tensor:
+    frames = [np.asarray(f) for f in render_scene(5, num_frames=4).frames]
+    inputs = policy.prepare_inputs(
+        round1_messages("the shape that leaves", [0.0, 0.125, 0.25, 0.375]),
+        {FRAMES_REF: VideoFrames(frames, [0, 1, 2, 3], 8.0, 4)},
+    )
+    with torch.no_grad():
+        return policy.model(**inputs).logits[0, -8:]
+
+
+def _content_rope(policy: QwenVLPolicy, slow: int) -> dict[str, object]:
+    text = policy.model.config.text_config
+    return content_channel_rope(
+        3.0, text.hidden_size // text.num_attention_heads, [6, 5, 5], slow, max_positions=4096
+    )
+
+
+def test_a_content_channel_rope_round_trips_and_without_slow_frequencies_is_the_default(
+    fresh: QwenVLPolicy, tmp_path: Path
+) -> None:
+    """`content_channel_rope` is a plain transformers `longrope` config: with no slow frequency
+    it computes what the default M-RoPE does; with three it changes the model's answer, and
+    `from_pretrained` reads back exactly that model."""
+    folder = tmp_path / "tiny"
+    fresh.model.save_pretrained(folder)
+    fresh.processor.save_pretrained(folder)
+    policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu")
+    default = _round1_logits(policy)
+    set_text_rope(policy.model, _content_rope(policy, 0))
+    torch.testing.assert_close(_round1_logits(policy), default, rtol=0, atol=1e-5)
+
+    set_text_rope(policy.model, _content_rope(policy, 3))
+    rotary = policy.model.model.language_model.rotary_emb
+    assert rotary.attention_scaling == 1.0
+    torch.testing.assert_close(rotary.inv_freq[3:6], torch.tensor([1e-2, 1e-3, 1e-4]))
+    torch.testing.assert_close(rotary.inv_freq[6:], rotary.original_inv_freq[6:])
+    slowed = _round1_logits(policy)
+    assert float((slowed - default).abs().max()) > 1e-3
+    policy.model.save_pretrained(tmp_path / "slowed")
+    policy.processor.save_pretrained(tmp_path / "slowed")
+    reloaded = QwenVLPolicy.from_pretrained(str(tmp_path / "slowed"), device="cpu")
+    torch.testing.assert_close(_round1_logits(reloaded), slowed, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("head_dim", "section", "slow", "message"),
+    [
+        (32, [6, 5, 4], 1, "does not sum"),
+        (32, [6, 5, 5], 7, "temporal section"),
+        (32, [6, 5, 5], -1, "temporal"),
+    ],
+)
+def test_content_channel_rope_refuses_impossible_spectra(
+    head_dim: int, section: list[int], slow: int, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        content_channel_rope(3.0, head_dim, section, slow, max_positions=4096)

@@ -91,6 +91,51 @@ def center_visual_tokens(policy: QwenVLPolicy, frames: list[np.ndarray]) -> None
         merger_out.bias *= target / spread
 
 
+def content_channel_rope(
+    theta: float, head_dim: int, mrope_section: list[int], slow: int, *, max_positions: int
+) -> dict[str, object]:
+    """M-RoPE parameters whose temporal section ends in `slow` near-still frequencies (1e-2,
+    1e-3, ...), every other frequency as at base `theta`.
+
+    Why: at `theta` 3 every frequency turns by >= 0.36 rad a position, so attention can match
+    content only at fixed offsets; in a still image the temporal section is constant over the
+    grid, but across a video's frames nothing is. Near-still frequencies are a channel where a
+    query matches a key wherever it is, while height and width keep the fast frequencies that
+    grounding needs (a large base, which slows them all, made it unlearnable). Written as
+    transformers' `longrope` with per-frequency factors (`factor` 1, so no attention scaling):
+    a plain config field that `from_pretrained` reads back.
+    """
+    pairs = head_dim // 2
+    if sum(mrope_section) != pairs:
+        raise ValueError(f"mrope_section {mrope_section} does not sum to head_dim / 2 = {pairs}")
+    if not 0 <= slow <= mrope_section[0]:
+        raise ValueError(
+            f"slow must be within the temporal section's {mrope_section[0]} frequencies: {slow}"
+        )
+    target = [theta ** (-2 * i / head_dim) for i in range(pairs)]
+    for k, index in enumerate(range(mrope_section[0] - slow, mrope_section[0])):
+        target[index] = 10.0 ** -(k + 2)
+    factors = [1.0 / (t * theta ** (2 * i / head_dim)) for i, t in enumerate(target)]
+    return {
+        "rope_type": "longrope",
+        "rope_theta": theta,
+        "mrope_section": list(mrope_section),
+        "short_factor": factors,
+        "long_factor": factors,
+        "factor": 1.0,
+        "original_max_position_embeddings": max_positions,
+    }
+
+
+def set_text_rope(model: object, rope_parameters: dict[str, object]) -> None:
+    """Give a loaded Qwen-VL language model new M-RoPE parameters (the weights stay; the rotary
+    frequencies are recomputed and `save_pretrained` writes them into the config)."""
+    config = model.config.text_config  # type: ignore[attr-defined]
+    config.rope_parameters = dict(rope_parameters)
+    language_model = model.model.language_model  # type: ignore[attr-defined]
+    language_model.rotary_emb = type(language_model.rotary_emb)(config=config)
+
+
 def build_revseg_tiny(
     out: str | Path, *, seed: int = 0, rope_theta: float = 3.0, keyframe_pixels: int = KEYFRAME_PIXELS
 ) -> Path:
