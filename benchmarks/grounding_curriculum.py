@@ -103,23 +103,13 @@ def main() -> None:
         from revseg_agent.synth.policy import build_revseg_tiny
 
         folder = build_revseg_tiny(
-            args.work / "initial", seed=args.seed, keyframe_pixels=224 * 224, rope_theta=args.rope_theta
+            args.work / "initial",
+            seed=args.seed,
+            keyframe_pixels=224 * 224,
+            rope_theta=args.rope_theta,
+            rope_slow=args.rope_slow,
         )
         policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu", dtype="float32")
-        if args.rope_slow:
-            from revseg_agent.synth.policy import content_channel_rope, set_text_rope
-
-            text = policy.model.config.text_config
-            set_text_rope(
-                policy.model,
-                content_channel_rope(
-                    args.rope_theta,
-                    text.hidden_size // text.num_attention_heads,
-                    text.rope_parameters["mrope_section"],
-                    args.rope_slow,
-                    max_positions=text.max_position_embeddings,
-                ),
-            )
         state = {"step": 0}
     world = world_frames(args.work, args.world_frames)
     train_frames = world_frames(args.work, 10**9, split="train", all_frames=True) if args.world_mix else []

@@ -242,3 +242,14 @@ def test_content_channel_rope_refuses_impossible_spectra(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         content_channel_rope(3.0, head_dim, section, slow, max_positions=4096)
+
+
+def test_a_new_build_can_carry_the_content_channel(tmp_path: Path) -> None:
+    """`build_revseg_tiny(rope_slow=3)` writes the channel into the saved config, so a lineage
+    started with it keeps it through every later `from_pretrained`."""
+    folder = build_revseg_tiny(tmp_path / "slow", rope_slow=3)
+    policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu")
+    assert policy.model.config.text_config.rope_parameters["rope_type"] == "longrope"
+    inv_freq = policy.model.model.language_model.rotary_emb.inv_freq
+    torch.testing.assert_close(inv_freq[3:6], torch.tensor([1e-2, 1e-3, 1e-4]))
+    torch.testing.assert_close(inv_freq[:3], 3.0 ** (-torch.arange(0, 6, 2) / 32))

@@ -109,9 +109,7 @@ def content_channel_rope(
     if sum(mrope_section) != pairs:
         raise ValueError(f"mrope_section {mrope_section} does not sum to head_dim / 2 = {pairs}")
     if not 0 <= slow <= mrope_section[0]:
-        raise ValueError(
-            f"slow must be within the temporal section's {mrope_section[0]} frequencies: {slow}"
-        )
+        raise ValueError(f"slow must be within the temporal section's {mrope_section[0]} frequencies: {slow}")
     target = [theta ** (-2 * i / head_dim) for i in range(pairs)]
     for k, index in enumerate(range(mrope_section[0] - slow, mrope_section[0])):
         target[index] = 10.0 ** -(k + 2)
@@ -137,11 +135,18 @@ def set_text_rope(model: object, rope_parameters: dict[str, object]) -> None:
 
 
 def build_revseg_tiny(
-    out: str | Path, *, seed: int = 0, rope_theta: float = 3.0, keyframe_pixels: int = KEYFRAME_PIXELS
+    out: str | Path,
+    *,
+    seed: int = 0,
+    rope_theta: float = 3.0,
+    rope_slow: int = 0,
+    keyframe_pixels: int = KEYFRAME_PIXELS,
 ) -> Path:
     """Write the random-init `revseg-tiny` (model + processor) to `out`, its visual tokens
     centred on frames of the world (`center_visual_tokens`). Images (the keyframe) are resized
-    to exactly `keyframe_pixels` (the shipped checkpoints were trained at 112 x 112)."""
+    to exactly `keyframe_pixels` (the shipped checkpoints were trained at 112 x 112);
+    `rope_slow` near-still time frequencies give M-RoPE a content channel
+    (`content_channel_rope`; the shipped checkpoints have none)."""
     from revseg_agent.policies.qwen import QwenVLPolicy
     from revseg_agent.policies.tiny import build_tiny_qwen2_5_vl
     from revseg_agent.synth.scenes import render_scene
@@ -166,5 +171,15 @@ def build_revseg_tiny(
     policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu")
     frames = [render_scene(seed * 1000 + k, num_frames=2).frames[0] for k in range(16)]
     center_visual_tokens(policy, frames)
+    if rope_slow:
+        text = policy.model.config.text_config
+        rope = content_channel_rope(
+            rope_theta,
+            text.hidden_size // text.num_attention_heads,
+            text.rope_parameters["mrope_section"],
+            rope_slow,
+            max_positions=text.max_position_embeddings,
+        )
+        set_text_rope(policy.model, rope)
     policy.model.save_pretrained(folder, safe_serialization=True)
     return folder

@@ -261,7 +261,8 @@ class SFTRecipe(TrainingSettings):
     #: Train the language model alone: the vision tower and merger stay as loaded and each
     #: distinct frame's or video's visual tokens are computed once and reused
     #: (`training.frozen_vision`), which keeps the tower's grounding while round 1 is taught
-    #: and saves its forward and backward (measured for revseg-tiny at 224 x 224 frames).
+    #: and saves its forward and backward (revseg-tiny at 224 x 224 frames, one thread: 1.41x the
+    #: grounding steps and 1.46x the chain steps a second; `benchmarks/sft_speed.py`).
     freeze_vision: bool = False
 
 
