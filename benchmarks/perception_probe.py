@@ -216,18 +216,14 @@ def listing_answer(query: str, names: list[str]) -> str:
 def set_rope(policy: QwenVLPolicy, theta: float | None, slow: int) -> None:
     """Give the language model a new M-RoPE (base `theta`, `slow` near-still temporal
     frequencies; the weights stay): experiments on what the readout needs."""
-    from revseg_agent.synth.policy import content_channel_rope, set_text_rope
+    from revseg_agent.synth.policy import set_text_rope, text_content_channel_rope
 
     config = policy.model.config.text_config
-    current = dict(config.rope_parameters)
-    base = float(theta if theta is not None else current["rope_theta"])
     if slow:
-        head_dim = config.hidden_size // config.num_attention_heads
-        params = content_channel_rope(
-            base, head_dim, current["mrope_section"], slow, max_positions=config.max_position_embeddings
-        )
+        params = text_content_channel_rope(config, slow, theta)
     else:
-        params = {**current, "rope_theta": base}
+        current = dict(config.rope_parameters)
+        params = {**current, "rope_theta": float(theta if theta is not None else current["rope_theta"])}
     set_text_rope(policy.model, params)
 
 

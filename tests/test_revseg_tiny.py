@@ -12,7 +12,12 @@ from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages,
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ImageFrame, VideoFrames
 from revseg_agent.policies.qwen import QwenVLPolicy
-from revseg_agent.synth.policy import build_revseg_tiny, content_channel_rope, set_text_rope
+from revseg_agent.synth.policy import (
+    build_revseg_tiny,
+    content_channel_rope,
+    set_text_rope,
+    text_content_channel_rope,
+)
 from revseg_agent.synth.scenes import render_scene
 from revseg_agent.types import Box
 
@@ -195,13 +200,6 @@ def _round1_logits(policy: QwenVLPolicy) -> torch.Tensor:
         return policy.model(**inputs).logits[0, -8:]
 
 
-def _content_rope(policy: QwenVLPolicy, slow: int) -> dict[str, object]:
-    text = policy.model.config.text_config
-    return content_channel_rope(
-        3.0, text.hidden_size // text.num_attention_heads, [6, 5, 5], slow, max_positions=4096
-    )
-
-
 def test_a_content_channel_rope_round_trips_and_without_slow_frequencies_is_the_default(
     fresh: QwenVLPolicy, tmp_path: Path
 ) -> None:
@@ -213,10 +211,10 @@ def test_a_content_channel_rope_round_trips_and_without_slow_frequencies_is_the_
     fresh.processor.save_pretrained(folder)
     policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu")
     default = _round1_logits(policy)
-    set_text_rope(policy.model, _content_rope(policy, 0))
+    set_text_rope(policy.model, text_content_channel_rope(policy.model.config.text_config, 0))
     torch.testing.assert_close(_round1_logits(policy), default, rtol=0, atol=1e-5)
 
-    set_text_rope(policy.model, _content_rope(policy, 3))
+    set_text_rope(policy.model, text_content_channel_rope(policy.model.config.text_config, 3))
     rotary = policy.model.model.language_model.rotary_emb
     assert rotary.attention_scaling == 1.0
     torch.testing.assert_close(rotary.inv_freq[3:6], torch.tensor([1e-2, 1e-3, 1e-4]))

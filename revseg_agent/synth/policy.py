@@ -125,6 +125,21 @@ def content_channel_rope(
     }
 
 
+def text_content_channel_rope(
+    text_config: object, slow: int, theta: float | None = None
+) -> dict[str, object]:
+    """`content_channel_rope` for a loaded Qwen-VL language model's config (its head size,
+    sections and length), at its own base unless `theta` is given."""
+    rope = text_config.rope_parameters  # type: ignore[attr-defined]
+    return content_channel_rope(
+        float(rope["rope_theta"] if theta is None else theta),
+        text_config.hidden_size // text_config.num_attention_heads,  # type: ignore[attr-defined]
+        rope["mrope_section"],
+        slow,
+        max_positions=text_config.max_position_embeddings,  # type: ignore[attr-defined]
+    )
+
+
 def set_text_rope(model: object, rope_parameters: dict[str, object]) -> None:
     """Give a loaded Qwen-VL language model new M-RoPE parameters (the weights stay; the rotary
     frequencies are recomputed and `save_pretrained` writes them into the config)."""
@@ -172,14 +187,6 @@ def build_revseg_tiny(
     frames = [render_scene(seed * 1000 + k, num_frames=2).frames[0] for k in range(16)]
     center_visual_tokens(policy, frames)
     if rope_slow:
-        text = policy.model.config.text_config
-        rope = content_channel_rope(
-            rope_theta,
-            text.hidden_size // text.num_attention_heads,
-            text.rope_parameters["mrope_section"],
-            rope_slow,
-            max_positions=text.max_position_embeddings,
-        )
-        set_text_rope(policy.model, rope)
+        set_text_rope(policy.model, text_content_channel_rope(policy.model.config.text_config, rope_slow))
     policy.model.save_pretrained(folder, safe_serialization=True)
     return folder
