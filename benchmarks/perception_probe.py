@@ -222,8 +222,9 @@ def set_rope(policy: QwenVLPolicy, theta: float | None, slow: int) -> None:
     if slow:
         params = text_content_channel_rope(config, slow, theta)
     else:
-        current = dict(config.rope_parameters)
-        params = {**current, "rope_theta": float(theta if theta is not None else current["rope_theta"])}
+        current = config.rope_parameters
+        base = float(theta if theta is not None else current["rope_theta"])
+        params = {"rope_type": "default", "rope_theta": base, "mrope_section": current["mrope_section"]}
     set_text_rope(policy.model, params)
 
 
