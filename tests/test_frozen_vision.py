@@ -18,6 +18,10 @@ from revseg_agent.training.sft import answer_losses
 TOLERANCE = 1e-5
 
 
+#: Each test loads a tiny real model.
+pytestmark = pytest.mark.slow
+
+
 def requests(seed: int) -> list:  # type: ignore[type-arg]
     """Round 1 on a 4-frame video, and round 2 continuing it on a keyframe: one row holds a video
     only, the other a video and an image, so visuals of both kinds come from several rows."""

@@ -200,6 +200,7 @@ def _round1_logits(policy: QwenVLPolicy) -> torch.Tensor:
         return policy.model(**inputs).logits[0, -8:]
 
 
+@pytest.mark.slow
 def test_a_content_channel_rope_round_trips_and_without_slow_frequencies_is_the_default(
     fresh: QwenVLPolicy, tmp_path: Path
 ) -> None:
@@ -242,6 +243,7 @@ def test_content_channel_rope_refuses_impossible_spectra(
         content_channel_rope(3.0, head_dim, section, slow, max_positions=4096)
 
 
+@pytest.mark.slow
 def test_a_new_build_can_carry_the_content_channel(tmp_path: Path) -> None:
     """`build_revseg_tiny(rope_slow=3)` writes the channel into the saved config, so a lineage
     started with it keeps it through every later `from_pretrained`."""
