@@ -18,8 +18,19 @@ every `--eval-every` steps it answers greedily on the valid videos.
 Both print, as JSON lines, the share of held-out videos whose set of shapes is exactly right,
 precision and recall of the names given; `probe` also the exact share when told the count.
 
+`intents`: could a small model answer round 1's reasoning queries from these tokens at all? For
+every single-object reasoning expression (fastest, stops first, enters last, leaves, hit, hitter,
+static, largest, smallest) a 2-layer transformer reads the video's tokens with learned time, row
+and column embeddings (positions for free, which the language model's M-RoPE does not give) and
+picks the target among the video's objects, given by name; fitted on the train split, read on
+valid + test. Prints held-out accuracy per intent beside chance (one over the object count).
+Rows `pixels` (the sampled frames themselves, cut into round 1's 4 x 4 cells: everything is in
+them) and `blind` (no tokens: what the names and intent alone give) bound what a row can show.
+
     python benchmarks/perception_probe.py probe --world runs/world3k --train 3000 \
         --row shipped=revseg-tiny --row random=random --row shipped-224=revseg-tiny@50176
+    python benchmarks/perception_probe.py intents --world runs/world3k --row blind=blind \
+        --row pixels=pixels --row shipped=revseg-tiny
     python benchmarks/perception_probe.py listing --world runs/world3k --policy revseg-tiny@50176 \
         --work runs/listing-224 --steps 1500 --lr 3e-4
 
@@ -36,7 +47,9 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -299,6 +312,200 @@ def run_probe(args: argparse.Namespace) -> None:
         )
 
 
+#: Intents whose answer is one of the video's objects (the probe picks it among them).
+ONE_OBJECT_INTENTS = (
+    "fastest",
+    "stops_first",
+    "enters_last",
+    "leaves",
+    "hit",
+    "hitter",
+    "static",
+    "largest",
+    "smallest",
+)
+
+
+@dataclass
+class IntentItems:
+    """Single-object reasoning expressions: the video's row in a token tensor, the intent's
+    index, the video's objects as pair indices (-1 pads) and the target's place among them."""
+
+    video: torch.Tensor
+    intent: torch.Tensor
+    candidates: torch.Tensor
+    target: torch.Tensor
+
+
+def intent_items(split: Path, limit: int | None = None) -> IntentItems:
+    """Every single-object reasoning expression of the first `limit` videos of a split (video
+    rows in `split_videos` order)."""
+    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
+    video, intent, candidates, target = [], [], [], []
+    for row, (_, v) in enumerate(sorted(meta.items())[:limit]):
+        ids = sorted(v["objects"], key=int)
+        names = [PAIRS.index(v["objects"][i]["name"]) for i in ids]
+        for e in v["expressions"].values():
+            if e["intent"] not in ONE_OBJECT_INTENTS or len(e["obj_id"]) != 1:
+                continue
+            video.append(row)
+            intent.append(ONE_OBJECT_INTENTS.index(e["intent"]))
+            candidates.append(names + [-1] * (4 - len(names)))
+            target.append(ids.index(str(e["obj_id"][0])))
+    return IntentItems(*(torch.tensor(x) for x in (video, intent, candidates, target)))
+
+
+def pixel_tokens(videos: list[tuple[Path, list[str]]], num_frames: int = 8, cell: int = 28) -> Tokens:
+    """A control with everything in it: each sampled frame's `cell` x `cell` squares (round 1's
+    merged tokens at its default 112 x 112), average-pooled by 2, as tokens `(t, h, w)` order."""
+    rows = []
+    for path, _ in tqdm(videos, desc="pixels", unit="video", leave=False):
+        video = open_video(path)
+        frames = (
+            torch.from_numpy(np.stack(video.read(video.sample(num_frames).indices))).float() / 255
+        )  # (T, H, W, 3)
+        t, h, w, _ = frames.shape
+        pooled = torch.nn.functional.avg_pool2d(frames.permute(0, 3, 1, 2), 2)  # (T, 3, H/2, W/2)
+        c = cell // 2
+        grid = pooled.unfold(2, c, c).unfold(3, c, c)  # (T, 3, h', w', c, c)
+        rows.append(grid.permute(0, 2, 3, 1, 4, 5).reshape(t * (h // cell) * (w // cell), -1).half())
+    return Tokens(torch.stack(rows), torch.zeros(len(rows), len(PAIRS)))  # half: 20k videos fit
+
+
+class IntentProbe(torch.nn.Module):
+    """A small transformer over a video's tokens (learned time, row and column embeddings) and
+    one query per candidate object (its name's embedding plus the intent's); each candidate's
+    output scores it. What a model *could* read from the tokens, given positions for free."""
+
+    def __init__(self, tokens: torch.Tensor, grid: tuple[int, int, int], width: int = 64, layers: int = 2):
+        super().__init__()
+        flat = tokens[:2000].reshape(-1, tokens.shape[-1]).float()
+        self.register_buffer("mean", flat.mean(0))
+        self.register_buffer("scale", 1 / (flat.std(0) + 1e-6))
+        t, h, w = grid
+        self.grid = grid
+        self.project = torch.nn.Linear(tokens.shape[-1], width)
+        self.time = torch.nn.Parameter(torch.randn(t, 1, 1, width) * 0.02)
+        self.row = torch.nn.Parameter(torch.randn(1, h, 1, width) * 0.02)
+        self.col = torch.nn.Parameter(torch.randn(1, 1, w, width) * 0.02)
+        self.names = torch.nn.Embedding(len(PAIRS), width)
+        self.intents = torch.nn.Embedding(len(ONE_OBJECT_INTENTS), width)
+        layer = torch.nn.TransformerEncoderLayer(
+            width, 4, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.encoder = torch.nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.score = torch.nn.Linear(width, 1)
+
+    def forward(self, tokens: torch.Tensor, intent: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        x = self.project((tokens.float() - self.mean) * self.scale)
+        x = x + (self.time + self.row + self.col).reshape(1, -1, x.shape[-1])
+        pad = candidates < 0
+        queries = self.names(candidates.clamp(min=0)) + self.intents(intent)[:, None]
+        seq = torch.cat([queries, x], 1)
+        mask = torch.cat([pad, torch.zeros(x.shape[:2], dtype=torch.bool)], 1)
+        out = self.encoder(seq, src_key_padding_mask=mask)
+        return self.score(out[:, : candidates.shape[1]]).squeeze(-1).masked_fill(pad, float("-inf"))
+
+
+def fit_intent_probe(
+    tokens: torch.Tensor,
+    items: IntentItems,
+    grid: tuple[int, int, int],
+    *,
+    steps: int,
+    batch: int = 64,
+    seed: int = 0,
+) -> IntentProbe:
+    torch.manual_seed(seed)
+    probe = IntentProbe(tokens, grid)
+    optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
+    for step in tqdm(range(steps), desc="intent probe", unit="step", leave=False):
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        pick = torch.randint(len(items.video), (batch,))
+        logits = probe(tokens[items.video[pick]], items.intent[pick], items.candidates[pick])
+        loss = torch.nn.functional.cross_entropy(logits, items.target[pick])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return probe
+
+
+def intent_scores(probe: IntentProbe, tokens: torch.Tensor, items: IntentItems) -> dict[str, Any]:
+    """Held-out accuracy per intent beside chance (one over the video's object count)."""
+    with torch.no_grad():
+        chosen = torch.cat(
+            [
+                probe(
+                    tokens[items.video[k : k + 256]], items.intent[k : k + 256], items.candidates[k : k + 256]
+                ).argmax(1)
+                for k in range(0, len(items.video), 256)
+            ]
+        )
+    right = (chosen == items.target).float()
+    chance = 1 / (items.candidates >= 0).sum(1).float()
+    out: dict[str, Any] = {"all": [round(float(right.mean()), 3), round(float(chance.mean()), 3)]}
+    for k, name in enumerate(ONE_OBJECT_INTENTS):
+        sel = items.intent == k
+        if sel.any():
+            out[name] = [
+                round(float(right[sel].mean()), 3),
+                round(float(chance[sel].mean()), 3),
+                int(sel.sum()),
+            ]
+    return out
+
+
+def token_grid(policy: QwenVLPolicy, path: Path, num_frames: int = 8) -> tuple[int, int, int]:
+    """Round 1's merged token grid (time, rows, columns) for the video at `path`."""
+    batch = policy.inputs.collate(policy.inputs.rows([round1_request(path, num_frames)]))
+    t, h, w = (int(x) for x in batch["video_grid_thw"][0])
+    merge = policy.model.config.vision_config.spatial_merge_size
+    return t, h // merge, w // merge
+
+
+def run_intents(args: argparse.Namespace) -> None:
+    train_videos = split_videos(args.world / "train", args.train)
+    valid_videos = split_videos(args.world / "valid")
+    held_videos = valid_videos + split_videos(args.world / "test")
+    train_items = intent_items(args.world / "train", args.train)
+    valid_items = intent_items(args.world / "valid")
+    test_items = intent_items(args.world / "test")
+    held_items = IntentItems(
+        torch.cat([valid_items.video, test_items.video + len(valid_videos)]),
+        *(
+            torch.cat([getattr(valid_items, f), getattr(test_items, f)])
+            for f in ("intent", "candidates", "target")
+        ),
+    )
+    for row in args.row:
+        name, _, spec = row.partition("=")
+        if spec in ("pixels", "blind"):
+            train, held = pixel_tokens(train_videos).tokens, pixel_tokens(held_videos).tokens
+            grid = (8, 4, 4)
+            if spec == "blind":
+                train, held = torch.zeros_like(train[..., :1]), torch.zeros_like(held[..., :1])
+        else:
+            policy = load_row(spec, args.work)
+            grid = token_grid(policy, train_videos[0][0])
+            train, held = (
+                visual_tokens(policy, train_videos).tokens,
+                visual_tokens(policy, held_videos).tokens,
+            )
+        probe = fit_intent_probe(train, train_items, grid, steps=args.steps, batch=args.batch)
+        print(
+            json.dumps(
+                {
+                    "row": name,
+                    "train_expressions": len(train_items.video),
+                    "held_out": intent_scores(probe, held, held_items),
+                    "train": intent_scores(probe, train, train_items)["all"],
+                }
+            ),
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -306,6 +513,10 @@ def main() -> None:
     modes = parser.add_subparsers(dest="mode", required=True)
     probe = modes.add_parser("probe", help="fit a probe on frozen visual tokens")
     probe.add_argument("--row", action="append", required=True, help="NAME=POLICY[@VIDEO_PIXELS]")
+    intents = modes.add_parser("intents", help="could a small model read each intent's answer?")
+    intents.add_argument("--row", action="append", required=True, help="NAME=POLICY[@PIXELS]|pixels|blind")
+    intents.add_argument("--steps", type=int, default=3000)
+    intents.add_argument("--batch", type=int, default=64)
     listing_mode = modes.add_parser("listing", help="teach round 1 to list the shapes")
     listing_mode.add_argument("--policy", default="revseg-tiny", help="POLICY[@VIDEO_PIXELS]")
     listing_mode.add_argument("--steps", type=int, default=1500)
@@ -322,7 +533,7 @@ def main() -> None:
         help="near-still temporal M-RoPE frequencies (content_channel_rope)",
     )
     listing_mode.add_argument("--resume", action="store_true", help="continue the state under --work")
-    for mode in (probe, listing_mode):
+    for mode in (probe, intents, listing_mode):
         mode.add_argument("--world", type=Path, required=True, help="a `revseg synth` folder")
         mode.add_argument("--train", type=int, default=3000, help="train videos used")
         mode.add_argument("--work", type=Path, default=Path("runs/perception"))
@@ -330,7 +541,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.work.mkdir(parents=True, exist_ok=True)
-    (run_probe if args.mode == "probe" else train_listing)(args)
+    {"probe": run_probe, "intents": run_intents, "listing": train_listing}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -320,6 +320,108 @@ def test_perception_probe_tokens_are_round_one_s_visual_tokens(tmp_path: Path) -
         assert {probe_mod.PAIRS[k] for k in row.nonzero().flatten().tolist()} == set(names)
 
 
+def _planted_intents(probe_mod: Any, count: int, *, planted: bool, seed: int) -> tuple[Any, Any]:
+    """Videos of 2 x 2 x 2 tokens, 2-4 candidate objects each; when `planted`, every candidate's
+    name code shows in a token of the first frame and the target's alone in the last frame too
+    (an answer only the time embedding can tell apart)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    pairs = len(probe_mod.PAIRS)
+    tokens = torch.randn(count, 8, pairs, generator=gen) * 0.1
+    candidates = torch.full((count, 4), -1)
+    target = torch.zeros(count, dtype=torch.long)
+    for v in range(count):
+        n = int(torch.randint(2, 5, (1,), generator=gen))
+        names = torch.randperm(pairs, generator=gen)[:n]
+        candidates[v, :n] = names
+        target[v] = int(torch.randint(n, (1,), generator=gen))
+        if planted:
+            for k, name in enumerate(names.tolist()):
+                tokens[v, k, name] += 3.0  # first frame: tokens 0-3
+            tokens[v, 4 + int(target[v]), int(names[target[v]])] += 3.0  # last frame: 4-7
+    items = probe_mod.IntentItems(
+        torch.arange(count), torch.zeros(count, dtype=torch.long), candidates, target
+    )
+    return tokens, items
+
+
+def test_intent_probe_reads_a_planted_answer_and_not_noise() -> None:
+    """The intent probe's accuracy means something: where only the target's name shows again in
+    the last frame it picks the target; on noise it stays near chance (1 / 2-4 candidates)."""
+    from .conftest import load_benchmark
+
+    probe_mod = load_benchmark("perception_probe")
+    grid = (2, 2, 2)
+    train, items = _planted_intents(probe_mod, 800, planted=True, seed=0)
+    held, held_items = _planted_intents(probe_mod, 200, planted=True, seed=1)
+    probe = probe_mod.fit_intent_probe(train, items, grid, steps=300, batch=32)
+    read = probe_mod.intent_scores(probe, held, held_items)
+    train, items = _planted_intents(probe_mod, 800, planted=False, seed=0)
+    held, held_items = _planted_intents(probe_mod, 200, planted=False, seed=1)
+    noise = probe_mod.intent_scores(
+        probe_mod.fit_intent_probe(train, items, grid, steps=300, batch=32), held, held_items
+    )
+    assert read["all"][0] >= 0.9, read
+    assert noise["all"][0] <= noise["all"][1] + 0.12, noise  # chance is ~0.36
+
+
+def test_intent_items_are_the_one_object_reasoning_expressions(tmp_path: Path) -> None:
+    """Each item is one single-object reasoning expression: its video's row, its intent, the
+    video's objects as names and the expression's object among them."""
+    from revseg_agent.synth import WorldSpec, write_world
+
+    from .conftest import load_benchmark
+
+    probe_mod = load_benchmark("perception_probe")
+    write_world(tmp_path / "world", WorldSpec(seed=0, train=12, valid=0, test=0))
+    split = tmp_path / "world" / "train"
+    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
+    expected = [
+        (row, e["intent"], e["description"])
+        for row, (_, v) in enumerate(sorted(meta.items()))
+        for e in v["expressions"].values()
+        if e["intent"] in probe_mod.ONE_OBJECT_INTENTS and len(e["obj_id"]) == 1
+    ]
+    items = probe_mod.intent_items(split)
+    got = [
+        (
+            int(video),
+            probe_mod.ONE_OBJECT_INTENTS[int(intent)],
+            probe_mod.PAIRS[int(candidates[int(target)])],
+        )
+        for video, intent, candidates, target in zip(
+            items.video, items.intent, items.candidates, items.target, strict=True
+        )
+    ]
+    assert got == expected and len(got) > 5
+    videos = probe_mod.split_videos(split)
+    for video, candidates in zip(items.video, items.candidates, strict=True):
+        names = {probe_mod.PAIRS[int(c)] for c in candidates if c >= 0}
+        assert names == set(videos[int(video)][1])
+
+
+def test_pixel_tokens_are_the_frames_cut_into_round_one_s_cells(tmp_path: Path) -> None:
+    """The pixel control: 8 sampled frames x 4 x 4 cells of 28 pixels, each cell pooled by 2."""
+    import torch
+
+    from revseg_agent.synth import WorldSpec, write_world
+    from revseg_agent.video import open_video
+
+    from .conftest import load_benchmark
+
+    probe_mod = load_benchmark("perception_probe")
+    write_world(tmp_path / "world", WorldSpec(seed=0, train=1, valid=0, test=0))
+    videos = probe_mod.split_videos(tmp_path / "world" / "train")
+    tokens = probe_mod.pixel_tokens(videos).tokens
+    assert tokens.shape == (1, 8 * 4 * 4, 3 * 14 * 14)
+    video = open_video(videos[0][0])
+    frame = video.read([video.sample(8).indices[5]])[0]  # (112, 112, 3)
+    cell = torch.from_numpy(frame[28:56, 84:112].astype(np.float32) / 255).permute(2, 0, 1)
+    pooled = torch.nn.functional.avg_pool2d(cell, 2).reshape(-1)
+    assert torch.allclose(tokens[0, 5 * 16 + 1 * 4 + 3].float(), pooled, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("named", "truth", "expected"),
     [
