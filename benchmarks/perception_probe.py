@@ -414,10 +414,12 @@ def fit_intent_probe(
     *,
     steps: int,
     batch: int = 64,
+    width: int = 64,
+    layers: int = 2,
     seed: int = 0,
 ) -> IntentProbe:
     torch.manual_seed(seed)
-    probe = IntentProbe(tokens, grid)
+    probe = IntentProbe(tokens, grid, width, layers)
     optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
     for step in tqdm(range(steps), desc="intent probe", unit="step", leave=False):
         for group in optimizer.param_groups:
@@ -492,7 +494,9 @@ def run_intents(args: argparse.Namespace) -> None:
                 visual_tokens(policy, train_videos).tokens,
                 visual_tokens(policy, held_videos).tokens,
             )
-        probe = fit_intent_probe(train, train_items, grid, steps=args.steps, batch=args.batch)
+        probe = fit_intent_probe(
+            train, train_items, grid, steps=args.steps, batch=args.batch, width=args.width, layers=args.layers
+        )
         print(
             json.dumps(
                 {
@@ -517,6 +521,8 @@ def main() -> None:
     intents.add_argument("--row", action="append", required=True, help="NAME=POLICY[@PIXELS]|pixels|blind")
     intents.add_argument("--steps", type=int, default=3000)
     intents.add_argument("--batch", type=int, default=64)
+    intents.add_argument("--width", type=int, default=64, help="the probe transformer's width")
+    intents.add_argument("--layers", type=int, default=2, help="the probe transformer's layers")
     listing_mode = modes.add_parser("listing", help="teach round 1 to list the shapes")
     listing_mode.add_argument("--policy", default="revseg-tiny", help="POLICY[@VIDEO_PIXELS]")
     listing_mode.add_argument("--steps", type=int, default=1500)
