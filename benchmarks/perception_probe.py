@@ -383,7 +383,6 @@ class IntentProbe(torch.nn.Module):
         self.register_buffer("mean", flat.mean(0))
         self.register_buffer("scale", 1 / (flat.std(0) + 1e-6))
         t, h, w = grid
-        self.grid = grid
         self.project = torch.nn.Linear(tokens.shape[-1], width)
         self.time = torch.nn.Parameter(torch.randn(t, 1, 1, width) * 0.02)
         self.row = torch.nn.Parameter(torch.randn(1, h, 1, width) * 0.02)
@@ -483,10 +482,11 @@ def run_intents(args: argparse.Namespace) -> None:
     for row in args.row:
         name, _, spec = row.partition("=")
         if spec in ("pixels", "blind"):
-            train, held = pixel_tokens(train_videos).tokens, pixel_tokens(held_videos).tokens
-            grid = (8, 4, 4)
-            if spec == "blind":
-                train, held = torch.zeros_like(train[..., :1]), torch.zeros_like(held[..., :1])
+            grid = (8, 4, 4)  # 8 sampled frames of the world's 112 x 112 in 28-pixel cells
+            if spec == "pixels":
+                train, held = pixel_tokens(train_videos).tokens, pixel_tokens(held_videos).tokens
+            else:
+                train, held = (torch.zeros(len(v), math.prod(grid), 1) for v in (train_videos, held_videos))
         else:
             policy = load_row(spec, args.work)
             grid = token_grid(policy, train_videos[0][0])
