@@ -75,11 +75,29 @@ class Tokens:
     present: torch.Tensor
 
 
+def split_meta(split: Path, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """The first `limit` videos of a `revseg synth` split's `meta_expressions.json`, in id order:
+    the row order of every token tensor here."""
+    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
+    return sorted(meta.items())[:limit]
+
+
 def split_videos(split: Path, limit: int | None = None) -> list[tuple[Path, list[str]]]:
     """(frames folder, names of its objects) per video of a `revseg synth` split, in id order."""
-    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
-    items = sorted(meta.items())[:limit]
-    return [(split / "JPEGImages" / vid, [o["name"] for o in v["objects"].values()]) for vid, v in items]
+    return [
+        (split / "JPEGImages" / vid, [o["name"] for o in v["objects"].values()])
+        for vid, v in split_meta(split, limit)
+    ]
+
+
+def standardisation(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each feature's mean and the scale that gives it unit variance, over rows of `flat`."""
+    return flat.mean(0), 1 / (flat.std(0) + 1e-6)
+
+
+def warm_cosine(step: int, steps: int, warmup: int) -> float:
+    """The probes' learning-rate factor: linear warm-up over `warmup` steps, cosine to 0."""
+    return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * step / steps))
 
 
 def round1_request(path: Path, num_frames: int, query: str = LISTING_QUERIES[0]) -> Request:
@@ -118,9 +136,9 @@ def fit_probe(train: Tokens, *, steps: int = 1500, hidden: int = 256, seed: int 
     flat = train.tokens.reshape(-1, width)
     standardise = torch.nn.Linear(width, width)  # fixed: each feature to zero mean, unit variance
     with torch.no_grad():
-        scale = 1 / (flat.std(0) + 1e-6)
+        mean, scale = standardisation(flat)
         standardise.weight.copy_(torch.diag(scale))
-        standardise.bias.copy_(-flat.mean(0) * scale)
+        standardise.bias.copy_(-mean * scale)
     standardise.requires_grad_(False)
     probe = torch.nn.Sequential(
         standardise, torch.nn.Linear(width, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, len(PAIRS))
@@ -270,7 +288,7 @@ def train_listing(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     for step in range(first, args.steps):
         rng = np.random.default_rng([args.seed, step])
-        factor = min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / args.steps))
+        factor = warm_cosine(step, args.steps, 50)
         for group in optimizer.param_groups:
             group["lr"] = args.lr * max(factor, 0.02)
         batch = []
@@ -325,6 +343,9 @@ ONE_OBJECT_INTENTS = (
     "smallest",
 )
 
+#: Candidate slots an item has: `synth.scenes` draws 2-4 objects a scene (-1 pads the rest).
+MOST_OBJECTS = 4
+
 
 @dataclass
 class IntentItems:
@@ -340,9 +361,8 @@ class IntentItems:
 def intent_items(split: Path, limit: int | None = None) -> IntentItems:
     """Every single-object reasoning expression of the first `limit` videos of a split (video
     rows in `split_videos` order)."""
-    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
     video, intent, candidates, target = [], [], [], []
-    for row, (_, v) in enumerate(sorted(meta.items())[:limit]):
+    for row, (_, v) in enumerate(split_meta(split, limit)):
         ids = sorted(v["objects"], key=int)
         names = [PAIRS.index(v["objects"][i]["name"]) for i in ids]
         for e in v["expressions"].values():
@@ -350,7 +370,7 @@ def intent_items(split: Path, limit: int | None = None) -> IntentItems:
                 continue
             video.append(row)
             intent.append(ONE_OBJECT_INTENTS.index(e["intent"]))
-            candidates.append(names + [-1] * (4 - len(names)))
+            candidates.append(names + [-1] * (MOST_OBJECTS - len(names)))
             target.append(ids.index(str(e["obj_id"][0])))
     return IntentItems(*(torch.tensor(x) for x in (video, intent, candidates, target)))
 
@@ -379,9 +399,9 @@ class IntentProbe(torch.nn.Module):
 
     def __init__(self, tokens: torch.Tensor, grid: tuple[int, int, int], width: int = 64, layers: int = 2):
         super().__init__()
-        flat = tokens[:2000].reshape(-1, tokens.shape[-1]).float()
-        self.register_buffer("mean", flat.mean(0))
-        self.register_buffer("scale", 1 / (flat.std(0) + 1e-6))
+        mean, scale = standardisation(tokens[:2000].reshape(-1, tokens.shape[-1]).float())
+        self.register_buffer("mean", mean)
+        self.register_buffer("scale", scale)
         t, h, w = grid
         self.project = torch.nn.Linear(tokens.shape[-1], width)
         self.time = torch.nn.Parameter(torch.randn(t, 1, 1, width) * 0.02)
@@ -422,7 +442,7 @@ def fit_intent_probe(
     optimizer = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
     for step in tqdm(range(steps), desc="intent probe", unit="step", leave=False):
         for group in optimizer.param_groups:
-            group["lr"] = 1e-3 * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            group["lr"] = 1e-3 * warm_cosine(step, steps, 100)
         pick = torch.randint(len(items.video), (batch,))
         logits = probe(tokens[items.video[pick]], items.intent[pick], items.candidates[pick])
         loss = torch.nn.functional.cross_entropy(logits, items.target[pick])
