@@ -194,7 +194,8 @@ def test_refdavis_void_pixels_are_excluded(tmp_path: Path) -> None:
 def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_path: Path) -> None:
     """`benchmarks/world_descriptions.py` reads a benchmark row back: per intent, the share of
     round-1 descriptions equal to the expression's, of object lists equal to the video's ("-"
-    where round 1 lists none), and box IoU where the description was right."""
+    where round 1 lists none), of keyframes that show the target, and box IoU where the
+    description was right."""
     from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
     from revseg_agent.graphs.traces import StepRecord, Trace, TraceResult
 
@@ -203,7 +204,9 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
     bench = load_benchmark("world_descriptions")
 
     both = "The video shows the red circle (large, moves) and the blue square (small, stops)."
-    cases = [  # (intent, expected description, round 1's description, its reasoning, box IoU, J&F)
+    # (intent, expected description, round 1's description, its reasoning, box IoU, J&F, target on
+    # the keyframe)
+    cases = [
         (
             "attribute",
             "the red circle",
@@ -211,6 +214,7 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
             f"{both} The red circle is in the video.",
             0.8,
             0.9,
+            True,
         ),
         (
             "attribute",
@@ -219,14 +223,23 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
             "The video shows the red circle (large, moves).",
             0.0,
             0.0,
+            False,
         ),
-        ("fastest", "the green triangle", "the green triangle", "The green triangle moves faster.", 0.4, 0.5),
+        (
+            "fastest",
+            "the green triangle",
+            "the green triangle",
+            "The green triangle moves faster.",
+            0.4,
+            0.5,
+            True,
+        ),
     ]
     split, row = tmp_path / "test", tmp_path / "row"
     (row / "traces").mkdir(parents=True)
     split.mkdir()
     expressions, records = {}, []
-    for i, (intent, expected, said, think, iou, jf) in enumerate(cases):
+    for i, (intent, expected, said, think, iou, jf, shown) in enumerate(cases):
         expressions[str(i)] = {"exp": "q", "intent": intent, "description": expected}
         round1 = StepRecord(
             node=SEMANTIC_INTERPRETATION,
@@ -251,6 +264,7 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
                 "trace": f"traces/{i}.json",
                 "box_iou": iou,
                 "JF": jf,
+                "target_on_keyframe": shown,
             }
         )
     objects = {
@@ -263,9 +277,9 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
 
     lines = bench.description_table(split, row)
     assert lines[2:] == [
-        "| all | 3 | 67% | 50% | 0.400 | 0.600 | 46.7 |",
-        "| attribute | 2 | 50% | 50% | 0.400 | 0.800 | 45.0 |",
-        "| fastest | 1 | 100% | - | 0.400 | 0.400 | 50.0 |",
+        "| all | 3 | 67% | 50% | 67% | 0.400 | 0.600 | 46.7 |",
+        "| attribute | 2 | 50% | 50% | 50% | 0.400 | 0.800 | 45.0 |",
+        "| fastest | 1 | 100% | - | 100% | 0.400 | 0.400 | 50.0 |",
     ]
 
 
