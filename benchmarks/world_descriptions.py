@@ -19,6 +19,7 @@ import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from revseg_agent.eval.runner import RECORDS, read_records
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
@@ -35,39 +36,50 @@ def listed_objects(trace: Trace) -> set[str] | None:
     return set(NAME.findall(found.group(1))) if found else None
 
 
+class Answer(NamedTuple):
+    """One expression of a row, as the table counts it."""
+
+    described_right: bool
+    box_iou: float
+    jf: float
+    listed_right: bool | None  # None: round 1 listed no objects
+    target_on_keyframe: bool
+
+
 def description_table(split: Path, row: Path) -> list[str]:
     meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
-    by_intent: dict[str, list[tuple[bool, float, float, bool | None, bool]]] = defaultdict(list)
+    by_intent: dict[str, list[Answer]] = defaultdict(list)
     for record in read_records(row / RECORDS).values():
         video = meta[record["video"]]
         expression = video["expressions"][record["exp_id"]]
         trace = Trace.load(row / record["trace"])
         listed = listed_objects(trace)
         truth = {o["name"] for o in video.get("objects", {}).values()}
-        item = (
-            trace.result.description == expression.get("description"),
-            float(record.get("box_iou") or 0.0),
-            float(record["JF"]),
-            None if listed is None else listed == truth,
-            bool(record.get("target_on_keyframe")),
+        answer = Answer(
+            described_right=trace.result.description == expression.get("description"),
+            box_iou=float(record.get("box_iou") or 0.0),
+            jf=float(record["JF"]),
+            listed_right=None if listed is None else listed == truth,
+            target_on_keyframe=bool(record.get("target_on_keyframe")),
         )
-        by_intent[str(expression.get("intent"))].append(item)
-        by_intent["all"].append(item)
+        by_intent[str(expression.get("intent"))].append(answer)
+        by_intent["all"].append(answer)
     lines = [
         "| intent | n | description right | objects listed right | target on keyframe | box IoU "
         "| box IoU where right | J&F |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for intent, items in sorted(by_intent.items(), key=lambda kv: -len(kv[1])):
-        right = [iou for ok, iou, *_ in items if ok]
-        lists = [listed for *_, listed, _ in items if listed is not None]
-        shown = sum(on for *_, on in items) / len(items)
+    for intent, answers in sorted(by_intent.items(), key=lambda kv: -len(kv[1])):
+        right = [a.box_iou for a in answers if a.described_right]
+        lists = [a.listed_right for a in answers if a.listed_right is not None]
         lines.append(
-            f"| {intent} | {len(items)} | {sum(ok for ok, *_ in items) / len(items):.0%} "
-            f"| {f'{sum(lists) / len(lists):.0%}' if lists else '-'} | {shown:.0%} "
-            f"| {statistics.mean(iou for _, iou, *_ in items):.3f} "
+            f"| {intent} | {len(answers)} "
+            f"| {statistics.mean(a.described_right for a in answers):.0%} "
+            f"| {f'{statistics.mean(lists):.0%}' if lists else '-'} "
+            f"| {statistics.mean(a.target_on_keyframe for a in answers):.0%} "
+            f"| {statistics.mean(a.box_iou for a in answers):.3f} "
             f"| {statistics.mean(right) if right else float('nan'):.3f} "
-            f"| {100 * statistics.mean(jf for _, _, jf, *_ in items):.1f} |"
+            f"| {100 * statistics.mean(a.jf for a in answers):.1f} |"
         )
     return lines
 
