@@ -257,6 +257,29 @@ def test_training_samples_carry_their_video_s_inventory(world: Path, tmp_path: P
     assert listed.index(training[0].inventory) < listed.index(str(training[0].evidence))
 
 
+def test_sft_round_2_asks_what_the_graph_asks_after_the_ideal_round_1(world: Path, tmp_path: Path) -> None:
+    """The chain's supervised round 2 is the graph's round 2 after the ideal round-1 answer: it
+    asks for round 1's description ("the blue square"), not the reasoning query, so what SFT
+    teaches is what inference asks."""
+    from revseg_agent.graphs.context import Context
+    from revseg_agent.graphs.pipeline import segment
+    from revseg_agent.testing import BoxTracker, ScriptedPolicy
+    from revseg_agent.training.data import load_samples
+    from revseg_agent.training.recipe import BenchmarkData
+    from revseg_agent.training.sft import chain_example
+
+    training = load_samples(BenchmarkData(dataset="mevis", root=str(world / "train")), tmp_path)
+    reasoning = [s for s in training if s.description and s.description not in s.query]
+    assert reasoning, "the world has reasoning queries whose words do not name their object"
+    for sample in reasoning[:3]:
+        example = chain_example(sample, 4)
+        policy = ScriptedPolicy(replies=[example.answer1, '[{"bbox_2d": [1, 1, 9, 9], "label": "x"}]'])
+        segment(sample.video_path, sample.query, Context(policy=policy, tracker=BoxTracker(), num_frames=4))
+        asked = policy.calls[1].messages
+        assert asked == example.round2[0]
+        assert str(sample.description) in str(asked[-1].content[-1])
+
+
 def test_cli_writes_once_and_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = ["synth", "--out", str(tmp_path / "w"), "--train", "2", "--valid", "1", "--test", "1"]
     assert main(args) == 0

@@ -115,10 +115,13 @@ def chain_example(sample: TrainingSample, num_frames: int, *, inventory: bool = 
     key = sampled.indices[position]
     messages = round1_messages(sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
+    label = sample.description or sample.query
     answer1 = round1_target(
-        sample.query, position, sample.description, sample.evidence, sample.inventory if inventory else None
+        sample.query, position, label, sample.evidence, sample.inventory if inventory else None
     )
-    history = round2_messages(sample.query, round1=messages, round1_answer=answer1)
+    # Round 2 asks for what round 1 answered, as the graph's spatial-grounding node does (it
+    # reads `description` from round 1's answer), not for the query.
+    history = round2_messages(label, round1=messages, round1_answer=answer1)
     visuals: dict[str, Any] = {FRAMES_REF: frames, KEYFRAME_REF: ImageFrame(video.frame(key))}
     boxes = tuple(b for b in (Box.from_mask(o[key]) for o in objects) if b is not None)
     return ChainExample(
@@ -126,7 +129,7 @@ def chain_example(sample: TrainingSample, num_frames: int, *, inventory: bool = 
         answer1=answer1,
         round2=(history, visuals),
         boxes=boxes,
-        label=sample.description or sample.query,
+        label=label,
         frame_size=(video.info.height, video.info.width),
     )
 
