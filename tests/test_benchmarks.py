@@ -283,6 +283,42 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
     ]
 
 
+def test_round2_history_scores_each_expression_after_the_ideal_round_1_and_alone(tmp_path: Path) -> None:
+    """`benchmarks/round2_history.py`: per expression with a target on the sampled frames, round 2
+    is asked twice on the ideal keyframe, first after the ideal round-1 answer (the graph's chat),
+    then alone; each answer's box hull is scored against the targets' hull, per intent."""
+    from revseg_agent.parsing import format_box_answer
+    from revseg_agent.synth import WorldSpec, write_world
+    from revseg_agent.testing import ScriptedPolicy
+    from revseg_agent.training.data import benchmark_samples
+    from revseg_agent.training.recipe import BenchmarkData
+    from revseg_agent.training.sft import chain_example
+
+    from .conftest import load_benchmark
+
+    history_mod = load_benchmark("round2_history")
+    write_world(tmp_path / "world", WorldSpec(seed=0, train=0, valid=3, test=0))
+    split = tmp_path / "world" / "valid"
+    samples = benchmark_samples(BenchmarkData(dataset="mevis", root=str(split)))
+    examples = [chain_example(s, 4) for s in samples]
+    grounded = [e for e in examples if e.boxes]
+    # After the ideal round 1: the targets' boxes exactly; alone: no box at all.
+    replies = [r for e in grounded for r in (format_box_answer(e.boxes, e.label), "no box here")]
+    policy = ScriptedPolicy(replies=replies)
+    by_intent = history_mod.measure(policy, split, 4, None)
+    assert by_intent["all"] == [(1.0, 0.0)] * len(grounded) and len(grounded) > 3
+    meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
+    intents = [e["intent"] for _, v in sorted(meta.items()) for e in v["expressions"].values()]
+    assert sum(len(v) for k, v in by_intent.items() if k != "all") == len(grounded)
+    assert set(by_intent) - {"all"} <= set(intents)
+    roles = [[m.role for m in call.messages] for call in policy.calls]
+    assert roles[0::2] == [["system", "user", "assistant", "user"]] * len(grounded)
+    assert roles[1::2] == [["system", "user"]] * len(grounded)
+    assert [c.messages[2].content[0].text for c in policy.calls[0::2]] == [e.answer1 for e in grounded]  # type: ignore[union-attr]
+    lines = history_mod.table(by_intent)
+    assert lines[2] == f"| all | {len(grounded)} | 1.000 / 100% | 0.000 / 0% |"
+
+
 def test_perception_probe_reads_a_planted_signal_and_not_noise() -> None:
     """The probe's numbers mean something: tokens where one token carries a pair's one-hot code
     are read exactly; tokens of pure noise are not (its sets are then mostly wrong)."""
