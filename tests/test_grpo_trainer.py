@@ -200,6 +200,11 @@ def test_shipped_recipes_load() -> None:
         and kinds["revseg-qwen2.5-vl-7b-sft-lora.yaml"] is SFTRecipe
     )
     assert kinds["tiny-cpu.yaml"] is Recipe and kinds["revseg-qwen2.5-vl-7b.yaml"] is Recipe
+    # a recipe that starts from a committed snapshot names one that is there (paths from the root)
+    snapshots = {p.name: load_recipe(p).policy for p in paths if "snapshots/" in load_recipe(p).policy}
+    assert "revseg-tiny-chain-20k-continue.yaml" in snapshots
+    for name, policy in snapshots.items():
+        assert (RECIPES.parent / policy / "model.safetensors").is_file(), name
 
 
 @pytest.mark.parametrize(
