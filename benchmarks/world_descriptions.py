@@ -8,7 +8,9 @@ expression's `description` exactly, how often its reasoning lists exactly the vi
 ..."; "-" when it lists none), how often the chosen keyframe shows the target at all (a
 keyframe without it caps round 2's box at IoU 0, whatever the description), the keyframe box
 IoU (all, and where the description was right) and J&F, from the row's records and traces
-(`Trace.result.description`: round 1's answer as the chain used it).
+(`Trace.result.description`: round 1's answer as the chain used it). On a split that asks some
+expressions in a phrasing held out of training (the test split), two more rows split the
+expressions by that (`synth.queries.held_out_phrasing`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from revseg_agent.eval.runner import RECORDS, read_records
 from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
 from revseg_agent.graphs.traces import Trace
 from revseg_agent.synth.queries import NAME_PATTERN as NAME
+from revseg_agent.synth.queries import held_out_phrasing
 
 LISTED = re.compile(r"The video shows (.*?)\.(?: |<|$)")
 
@@ -49,6 +52,7 @@ class Answer(NamedTuple):
 def description_table(split: Path, row: Path) -> list[str]:
     meta = json.loads((split / "meta_expressions.json").read_text())["videos"]
     by_intent: dict[str, list[Answer]] = defaultdict(list)
+    by_phrasing: dict[str, list[Answer]] = defaultdict(list)
     for record in read_records(row / RECORDS).values():
         video = meta[record["video"]]
         expression = video["expressions"][record["exp_id"]]
@@ -62,14 +66,20 @@ def description_table(split: Path, row: Path) -> list[str]:
             listed_right=None if listed is None else listed == truth,
             target_on_keyframe=bool(record.get("target_on_keyframe")),
         )
-        by_intent[str(expression.get("intent"))].append(answer)
+        intent = str(expression.get("intent"))
+        by_intent[intent].append(answer)
         by_intent["all"].append(answer)
+        held_out = held_out_phrasing(intent, str(expression.get("exp", "")))
+        by_phrasing["phrasing: held out" if held_out else "phrasing: seen in training"].append(answer)
     lines = [
         "| intent | n | description right | objects listed right | target on keyframe | box IoU "
         "| box IoU where right | J&F |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for intent, answers in sorted(by_intent.items(), key=lambda kv: -len(kv[1])):
+    groups = sorted(by_intent.items(), key=lambda kv: -len(kv[1]))
+    if "phrasing: held out" in by_phrasing:  # the test split: rows for words never trained on
+        groups += sorted(by_phrasing.items())
+    for intent, answers in groups:
         right = [a.box_iou for a in answers if a.described_right]
         lists = [a.listed_right for a in answers if a.listed_right is not None]
         lines.append(

@@ -195,7 +195,7 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
     """`benchmarks/world_descriptions.py` reads a benchmark row back: per intent, the share of
     round-1 descriptions equal to the expression's, of object lists equal to the video's ("-"
     where round 1 lists none), of keyframes that show the target, and box IoU where the
-    description was right."""
+    description was right; on a split with held-out phrasings, the same split by phrasing."""
     from revseg_agent.graphs.names import SEMANTIC_INTERPRETATION
     from revseg_agent.graphs.traces import StepRecord, Trace, TraceResult
 
@@ -240,7 +240,9 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
     split.mkdir()
     expressions, records = {}, []
     for i, (intent, expected, said, think, iou, jf, shown) in enumerate(cases):
-        expressions[str(i)] = {"exp": "q", "intent": intent, "description": expected}
+        # the first is asked in the attribute intent's held-out phrasing, as the test split does
+        exp = f"find {expected}" if i == 0 else "q"
+        expressions[str(i)] = {"exp": exp, "intent": intent, "description": expected}
         round1 = StepRecord(
             node=SEMANTIC_INTERPRETATION,
             completion=f"<think>{think}</think><answer>frame id: 1\nobject description: {said}</answer>",
@@ -280,6 +282,8 @@ def test_world_descriptions_counts_round_one_naming_the_expression_s_object(tmp_
         "| all | 3 | 67% | 50% | 67% | 0.400 | 0.600 | 46.7 |",
         "| attribute | 2 | 50% | 50% | 50% | 0.400 | 0.800 | 45.0 |",
         "| fastest | 1 | 100% | - | 100% | 0.400 | 0.400 | 50.0 |",
+        "| phrasing: held out | 1 | 100% | 100% | 100% | 0.800 | 0.800 | 90.0 |",
+        "| phrasing: seen in training | 2 | 50% | 0% | 50% | 0.200 | 0.400 | 25.0 |",
     ]
 
 

@@ -108,6 +108,21 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "find {name}",
     ),
 }
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A phrasing template as a regex: its words literally, each `{field}` as any text."""
+    parts = re.split(r"\{\w+\}", template)
+    return re.compile(".+?".join(re.escape(part) for part in parts))
+
+
+def held_out_phrasing(intent: str, text: str) -> bool:
+    """Whether `text` is worded in `intent`'s last phrasing, which only the test split asks: a
+    policy selected on the valid split has never been scored on these words."""
+    options = PHRASINGS.get(intent)
+    return options is not None and _template_pattern(options[-1]).fullmatch(text) is not None
+
+
 #: Intents whose answer is more than one object, and the one with none.
 MULTI = {"keeps_moving", "same_colour"}
 NO_TARGET = "absent"
