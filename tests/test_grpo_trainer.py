@@ -194,14 +194,15 @@ def test_shipped_recipes_load() -> None:
     from revseg_agent.training.recipe import SFTRecipe, load_recipe
 
     paths = sorted(RECIPES.glob("*.yaml"))
-    kinds = {path.name: type(load_recipe(path)) for path in paths}  # validates every field
+    recipes = {path.name: load_recipe(path) for path in paths}  # validates every field
+    kinds = {name: type(recipe) for name, recipe in recipes.items()}
     assert (
         kinds["revseg-tiny-sft.yaml"] is SFTRecipe
         and kinds["revseg-qwen2.5-vl-7b-sft-lora.yaml"] is SFTRecipe
     )
     assert kinds["tiny-cpu.yaml"] is Recipe and kinds["revseg-qwen2.5-vl-7b.yaml"] is Recipe
     # a recipe that starts from a committed snapshot names one that is there (paths from the root)
-    snapshots = {p.name: load_recipe(p).policy for p in paths if "snapshots/" in load_recipe(p).policy}
+    snapshots = {name: r.policy for name, r in recipes.items() if "snapshots/" in r.policy}
     assert "revseg-tiny-chain-20k-continue.yaml" in snapshots
     for name, policy in snapshots.items():
         assert (RECIPES.parent / policy / "model.safetensors").is_file(), name
