@@ -419,3 +419,47 @@ def test_freeze_vision_trains_the_language_model_alone(
     assert all(torch.equal(before[k], after[k]) for k in tower)
     assert any(not torch.equal(before[k], after[k]) for k in language)
     assert trainer.vision is not None and trainer.vision.misses > 0
+
+
+# -- query noise --------------------------------------------------------------------------------
+@pytest.mark.parametrize("query", ["the red circle", "the shape that enters last", "x"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_stray_word_is_inserted_and_every_query_word_kept_in_order(query: str, seed: int) -> None:
+    from revseg_agent.training.query_noise import with_stray_word
+
+    words = query.split()
+    noisy = with_stray_word(query, np.random.default_rng(seed)).split()
+    assert len(noisy) == len(words) + 1
+    kept = [noisy[:k] + noisy[k + 1 :] for k in range(len(noisy))]
+    strays = [noisy[k] for k in range(len(noisy)) if kept[k] == words]
+    assert strays, f"{noisy} does not hold {words} in order"
+    assert any(s.isalpha() and s.islower() and 2 <= len(s) <= 8 for s in strays)
+
+
+def test_query_noise_gives_that_share_of_chain_queries_a_stray_word_the_same_on_resume(
+    tiny_policy_dir: Path, tmp_path: Path
+) -> None:
+    """`query_noise: 1` puts one stray word into every query of a chain step, the same words
+    for the same step (a resumed run trains on what the uninterrupted one would); 0 leaves the
+    dataset's queries as they are."""
+    from revseg_agent.training.sft_trainer import SFTTrainer
+
+    queries = {}
+    for share in (0.0, 1.0):
+        recipe = tiny_sft_recipe(
+            tiny_policy_dir, tmp_path / f"noise-{share}", prompts_per_step=6, query_noise=share
+        )
+        trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"))
+        queries[share] = [[s.query for s in trainer.chain_batch(step)] for step in (0, 1)]
+        assert queries[share] == [[s.query for s in trainer.chain_batch(step)] for step in (0, 1)]
+    assert queries[0.0] == [["the red square"] * 6] * 2
+    for step in (0, 1):
+        for noisy in queries[1.0][step]:
+            words = noisy.split()
+            assert len(words) == 4 and [w for w in words if w in {"the", "red", "square"}] == [
+                "the",
+                "red",
+                "square",
+            ]
+    assert queries[1.0][0] != queries[1.0][1]
+    assert len({q for step in queries[1.0] for q in step}) > 6  # words drawn, not one fixed word

@@ -258,6 +258,10 @@ class SFTRecipe(TrainingSettings):
     #: (`TrainingSample.inventory`, from the synthetic world's meta) before the evidence that
     #: picks one: a perception step supervised densely, so picking is reading its own list.
     think_inventory: bool = False
+    #: The share of chain expressions whose query is trained with one random pseudo-word
+    #: inserted (`training.query_noise`): a policy trained from scratch then carries on past a
+    #: word it never saw (the synthetic world's held-out phrasings) instead of running on.
+    query_noise: float = Field(0.0, ge=0, le=1)
     #: Train the language model alone: the vision tower and merger stay as loaded and each
     #: distinct frame's or video's visual tokens are computed once and reused
     #: (`training.frozen_vision`), which keeps the tower's grounding while round 1 is taught

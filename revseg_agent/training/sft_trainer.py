@@ -12,6 +12,7 @@ is written to `<output_dir>/policy` at the end, LoRA adapters merged, to load as
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from revseg_agent.training.frozen_vision import FrozenVision
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to
 from revseg_agent.training.model_setup import load_trainable_policy
 from revseg_agent.training.optimization import Optimization
+from revseg_agent.training.query_noise import with_stray_word
 from revseg_agent.training.recipe import SFTRecipe
 from revseg_agent.training.sft import chain_losses, keyframe_box_losses, save_policy
 from revseg_agent.training.trainer_base import TrainerBase
@@ -35,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 METRICS_FILE = "sft_metrics.csv"
 POLICY_FOLDER = "policy"
+#: Tags the query-noise generator apart from the grounding items' (same seed, step, process).
+NOISE_STREAM = 1
 
 
 class SFTTrainer(TrainerBase):
@@ -107,12 +111,26 @@ class SFTTrainer(TrainerBase):
             losses += [(0.0, float(x)) for x in loss.detach()]
         return losses
 
-    def _chain_losses(self, step: int) -> list[tuple[float, float]]:
-        """Both rounds on this process's `prompts_per_step` expressions of the step."""
+    def chain_batch(self, step: int) -> list[TrainingSample]:
+        """This process's `prompts_per_step` expressions of chain step `step`, a `query_noise`
+        share of them with a stray word in the query, drawn by a generator of (seed, step,
+        process) so a resumed run trains on what the uninterrupted one would."""
         r = self.recipe
         chain_step = step - r.grounding_steps
         first = (chain_step * self.dist.num_processes + self.dist.process_index) * r.prompts_per_step
         batch = [self.samples[self.sampler.index(first + i)] for i in range(r.prompts_per_step)]
+        if r.query_noise == 0:
+            return batch
+        rng = np.random.default_rng([r.seed, step, self.dist.process_index, NOISE_STREAM])
+        return [
+            dataclasses.replace(s, query=with_stray_word(s.query, rng)) if rng.random() < r.query_noise else s
+            for s in batch
+        ]
+
+    def _chain_losses(self, step: int) -> list[tuple[float, float]]:
+        """Both rounds on this process's `prompts_per_step` expressions of the step."""
+        r = self.recipe
+        batch = self.chain_batch(step)
         parts = self._in_forwards(len(batch))
         losses: list[tuple[float, float]] = []
         for k, part in enumerate(parts):
