@@ -47,6 +47,50 @@ def test_targets_carry_the_evidence_and_one_box_per_target() -> None:
     assert len(boxes.boxes) == 2 and boxes.strict_format  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    ("areas", "first", "middle"),
+    [
+        ([5, 5, 5, 5, 5, 5, 5, 5], 0, 4),  # constant size: every frame ties
+        ([1, 9, 9, 2, 2, 2, 2, 2], 1, 2),  # the tied frame nearer the middle
+        ([9, 1, 1, 1, 1, 1, 1, 9], 0, 7),  # as near as each other: the later
+        ([1, 2, 3, 9, 9, 1, 1, 1], 3, 4),
+        ([1, 2, 3, 4, 5, 6, 7, 8], 7, 7),  # one largest: no choice
+        ([0, 0, 3, 3, 3, 0, 0, 0], 2, 4),
+    ],
+)
+def test_keyframe_ties_pick_the_first_or_the_middle_largest_frame(
+    areas: list[int], first: int, middle: int
+) -> None:
+    import numpy as np
+
+    from revseg_agent.eval.diagnostics import best_sampled_position
+
+    gt = np.zeros((16, 3, 3), bool)
+    sampled = list(range(0, 16, 2))
+    for k, area in zip(sampled, areas, strict=True):
+        gt[k].flat[:area] = True
+    assert best_sampled_position(gt, sampled) == first  # the default, as before
+    assert best_sampled_position(gt, sampled, ties="first") == first
+    assert best_sampled_position(gt, sampled, ties="middle") == middle
+
+
+@pytest.mark.parametrize(("ties", "position"), [("first", 0), ("middle", 2)])
+def test_the_supervised_keyframe_follows_keyframe_ties(tmp_path: Path, ties: str, position: int) -> None:
+    """The red square has one size on every frame: round 1 is taught the first of the 4 sampled
+    frames or the one nearest their middle, and round 2 boxes the square on that frame."""
+    from revseg_agent.parsing import parse_keyframe_answer
+    from revseg_agent.training.sft import chain_example
+    from revseg_agent.video import open_video
+
+    sample = generated_samples(tmp_path, GeneratedData(num_samples=1, num_frames=6))[0]
+    example = chain_example(sample, 4, keyframe_ties=ties)  # type: ignore[arg-type]
+    answer = parse_keyframe_answer(example.answer1, 4)
+    assert answer.position == position  # type: ignore[union-attr]
+    masks, _ = sample.truth()
+    key = open_video(sample.video_path).sample(4).indices[position]
+    assert example.boxes == (Box.from_mask(masks[key]),)
+
+
 def test_sft_teaches_the_format_then_the_graph_parses_both_rounds(tmp_path: Path) -> None:
     out = tmp_path / "sft"
     assert (

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from revseg_agent.eval.diagnostics import best_sampled_position
+from revseg_agent.eval.diagnostics import KeyframeTies, best_sampled_position
 from revseg_agent.graphs.chats import FRAMES_REF, KEYFRAME_REF, round1_messages, round2_messages
 from revseg_agent.parsing import format_box_answer, format_keyframe_answer, to_model_space
 from revseg_agent.policies.base import ImageFrame, VideoFrames
@@ -104,14 +104,21 @@ class ChainExample:
     frame_size: tuple[int, int]
 
 
-def chain_example(sample: TrainingSample, num_frames: int, *, inventory: bool = False) -> ChainExample:
+def chain_example(
+    sample: TrainingSample,
+    num_frames: int,
+    *,
+    inventory: bool = False,
+    keyframe_ties: KeyframeTies = "first",
+) -> ChainExample:
     """The ideal chain for `sample` on `num_frames` sampled frames: the keyframe is the sampled
-    frame where the target is largest, its boxes those of every target there; round 1's
-    reasoning lists the video's objects first when `inventory` (and the sample has them)."""
+    frame where the target is largest (of several, as `keyframe_ties` says), its boxes those of
+    every target there; round 1's reasoning lists the video's objects first when `inventory`
+    (and the sample has them)."""
     video = open_video(sample.video_path)
     sampled = video.sample(num_frames)
     masks, objects = sample.truth()
-    position = best_sampled_position(masks, sampled.indices)
+    position = best_sampled_position(masks, sampled.indices, ties=keyframe_ties)
     key = sampled.indices[position]
     messages = round1_messages(sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
@@ -141,12 +148,15 @@ def chain_losses(
     *,
     model: Any = None,
     inventory: bool = False,
+    keyframe_ties: KeyframeTies = "first",
     vision: FrozenVision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy `(B,)` of the ideal round-1 and round-2 answers of each sample, each round
     one batched forward. A sample whose target is absent on every sampled frame has no round-2
     target: its round-2 loss is 0 (and adds no gradient). `vision`: see `answer_losses`."""
-    examples = [chain_example(s, num_frames, inventory=inventory) for s in samples]
+    examples = [
+        chain_example(s, num_frames, inventory=inventory, keyframe_ties=keyframe_ties) for s in samples
+    ]
     rows1 = policy.inputs.rows([e.round1 for e in examples])
     loss1 = answer_losses(policy, rows1, [e.answer1 for e in examples], model, vision=vision)
     grounded = [k for k, e in enumerate(examples) if e.boxes]

@@ -140,6 +140,7 @@ class SFTTrainer(TrainerBase):
                 r.num_frames,
                 model=self.optimization.forward_model,
                 inventory=r.think_inventory,
+                keyframe_ties=r.keyframe_ties,
                 vision=self.vision,
             )
             self.optimization.backward((loss1 + loss2).sum() / len(batch), last=k == len(parts) - 1)
