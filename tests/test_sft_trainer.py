@@ -436,30 +436,33 @@ def test_a_stray_word_is_inserted_and_every_query_word_kept_in_order(query: str,
     assert any(s.isalpha() and s.islower() and 2 <= len(s) <= 8 for s in strays)
 
 
-def test_query_noise_gives_that_share_of_chain_queries_a_stray_word_the_same_on_resume(
+def test_query_noise_asks_that_share_of_chain_queries_with_a_stray_word_the_same_on_resume(
     tiny_policy_dir: Path, tmp_path: Path
 ) -> None:
-    """`query_noise: 1` puts one stray word into every query of a chain step, the same words
-    for the same step (a resumed run trains on what the uninterrupted one would); 0 leaves the
-    dataset's queries as they are."""
+    """`query_noise: 1` asks every query of a chain step with one stray word, the same words for
+    the same step (a resumed run trains on what the uninterrupted one would), while round 1's
+    target restates the query without it; 0 asks the dataset's queries as they are."""
+    from revseg_agent.training.sft import chain_example
     from revseg_agent.training.sft_trainer import SFTTrainer
 
-    queries = {}
+    asked = {}
     for share in (0.0, 1.0):
         recipe = tiny_sft_recipe(
             tiny_policy_dir, tmp_path / f"noise-{share}", prompts_per_step=6, query_noise=share
         )
         trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"))
-        queries[share] = [[s.query for s in trainer.chain_batch(step)] for step in (0, 1)]
-        assert queries[share] == [[s.query for s in trainer.chain_batch(step)] for step in (0, 1)]
-    assert queries[0.0] == [["the red square"] * 6] * 2
+        batches = [trainer.chain_batch(step) for step in (0, 1)]
+        asked[share] = [[s.asked or s.query for s in batch] for batch in batches]
+        assert asked[share] == [[s.asked or s.query for s in trainer.chain_batch(step)] for step in (0, 1)]
+        assert all(s.query == "the red square" for batch in batches for s in batch)
+        example = chain_example(batches[0][0], 4)
+        prompt = str(example.round1[0])
+        assert asked[share][0][0] in prompt and "The query asks for the red square." in example.answer1
+    assert asked[0.0] == [["the red square"] * 6] * 2
     for step in (0, 1):
-        for noisy in queries[1.0][step]:
+        for noisy in asked[1.0][step]:
             words = noisy.split()
-            assert len(words) == 4 and [w for w in words if w in {"the", "red", "square"}] == [
-                "the",
-                "red",
-                "square",
-            ]
-    assert queries[1.0][0] != queries[1.0][1]
-    assert len({q for step in queries[1.0] for q in step}) > 6  # words drawn, not one fixed word
+            assert len(words) == 4
+            assert [w for w in words if w in {"the", "red", "square"}] == ["the", "red", "square"]
+    assert asked[1.0][0] != asked[1.0][1]
+    assert len({q for step in asked[1.0] for q in step}) > 6  # words drawn, not one fixed word

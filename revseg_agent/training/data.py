@@ -39,6 +39,10 @@ class TrainingSample:
     #: The video's objects, their sizes and what each does, in words (the synthetic world's
     #: `synth.queries.inventory`); SFT's `think_inventory` puts it in round 1's reasoning.
     inventory: str | None = None
+    #: The query in the words round 1's prompt asks it, where training rewords it (SFT's
+    #: `query_noise`: a stray word inserted); the targets still restate `query`, so round 1 is
+    #: taught to read past the stray word rather than to spell it back.
+    asked: str | None = None
     read_truth: Callable[[], GroundTruth] | None = field(default=None, repr=False, compare=False)
 
     def truth(self) -> GroundTruth:

@@ -4,10 +4,10 @@ never saw.
 A policy whose language model is trained from nothing (the synthetic world's `revseg-tiny`)
 knows only the words of its training queries; the world's test split asks half its questions
 in a phrasing held out of training ("find the red circle"), and a stray first word was enough
-to make round 1 run on without closing its answer. Training on queries with a random
-pseudo-word inserted somewhere teaches round 1 to carry on past what it cannot read. The word is
-random letters, never one of the held-out phrasings' words on purpose: what is taught is
-robustness, not the test's wording.
+to make round 1 run on without closing its answer. Asking round 1 queries with a random
+pseudo-word inserted somewhere, while its target restates the query without it, teaches it to
+read past what it cannot read. The word is random letters, never one of the held-out
+phrasings' words on purpose: what is taught is robustness, not the test's wording.
 """
 
 from __future__ import annotations

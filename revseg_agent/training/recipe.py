@@ -259,9 +259,10 @@ class SFTRecipe(TrainingSettings):
     #: (`TrainingSample.inventory`, from the synthetic world's meta) before the evidence that
     #: picks one: a perception step supervised densely, so picking is reading its own list.
     think_inventory: bool = False
-    #: The share of chain expressions whose query is trained with one random pseudo-word
-    #: inserted (`training.query_noise`): a policy trained from scratch then carries on past a
-    #: word it never saw (the synthetic world's held-out phrasings) instead of running on.
+    #: The share of chain expressions whose query round 1 is asked with one random pseudo-word
+    #: inserted (`training.query_noise`; the targets restate the query without it): a policy
+    #: trained from scratch then reads past a word it never saw (the synthetic world's held-out
+    #: phrasings) instead of running on.
     query_noise: float = Field(0.0, ge=0, le=1)
     #: Which of the sampled frames where the target is largest round 1 is taught to answer
     #: (`eval.diagnostics.best_sampled_position`): the first, or the one nearest the middle. A

@@ -120,7 +120,7 @@ def chain_example(
     masks, objects = sample.truth()
     position = best_sampled_position(masks, sampled.indices, ties=keyframe_ties)
     key = sampled.indices[position]
-    messages = round1_messages(sample.query, sampled.timestamps)
+    messages = round1_messages(sample.asked or sample.query, sampled.timestamps)
     frames = VideoFrames(video.read(sampled.indices), list(sampled.indices), video.info.fps, video.num_frames)
     label = sample.description or sample.query
     answer1 = round1_target(

@@ -113,8 +113,9 @@ class SFTTrainer(TrainerBase):
 
     def chain_batch(self, step: int) -> list[TrainingSample]:
         """This process's `prompts_per_step` expressions of chain step `step`, a `query_noise`
-        share of them with a stray word in the query, drawn by a generator of (seed, step,
-        process) so a resumed run trains on what the uninterrupted one would."""
+        share of them asked with a stray word in the query (`TrainingSample.asked`), drawn by a
+        generator of (seed, step, process) so a resumed run trains on what the uninterrupted one
+        would."""
         r = self.recipe
         chain_step = step - r.grounding_steps
         first = (chain_step * self.dist.num_processes + self.dist.process_index) * r.prompts_per_step
@@ -123,7 +124,7 @@ class SFTTrainer(TrainerBase):
             return batch
         rng = np.random.default_rng([r.seed, step, self.dist.process_index, NOISE_STREAM])
         return [
-            dataclasses.replace(s, query=with_stray_word(s.query, rng)) if rng.random() < r.query_noise else s
+            dataclasses.replace(s, asked=with_stray_word(s.query, rng)) if rng.random() < r.query_noise else s
             for s in batch
         ]
 
