@@ -52,12 +52,16 @@ def _records(out: Path) -> list[dict[str, object]]:
 def test_eval_through_the_server_equals_the_local_run_expression_by_expression(
     served_tiny: str, world: Path, tmp_path: Path, one_torch_thread: None
 ) -> None:
+    # Answers cut at 48 new tokens: the longer round-1 answers do not parse, so sampled retries
+    # (seeded from what they ask) are among the expressions, beside ones that parse at once.
     args = ["eval", "--dataset", "mevis", "--root", str(world / "test"), "--tracker", "classical"]
+    args += ["--max-new-tokens", "48"]
     assert main([*args, "--out", str(tmp_path / "local"), "--policy", "revseg-tiny"]) == 0
     assert main([*args, "--out", str(tmp_path / "served"), "--policy", f"served:{served_tiny}"]) == 0
     local, served = _records(tmp_path / "local"), _records(tmp_path / "served")
     assert len(local) == 6 and served == local
-    assert any(int(r["round1_attempts"]) > 1 for r in local)  # a sampled retry is among them
+    attempts = {int(r["round1_attempts"]) for r in local}
+    assert 1 in attempts and max(attempts) > 1  # sampled retries among answers that parse at once
     results = [json.loads((tmp_path / n / "results.json").read_text()) for n in ("local", "served")]
     assert results[0]["J&F"] == results[1]["J&F"]
 
