@@ -466,3 +466,36 @@ def test_query_noise_asks_that_share_of_chain_queries_with_a_stray_word_the_same
             assert [w for w in words if w in {"the", "red", "square"}] == ["the", "red", "square"]
     assert asked[1.0][0] != asked[1.0][1]
     assert len({q for step in asked[1.0] for q in step}) > 6  # words drawn, not one fixed word
+
+
+def test_grounding_lookalikes_is_that_share_of_grounding_items_the_same_on_resume(
+    tiny_policy_dir: Path, tmp_path: Path
+) -> None:
+    """`grounding_lookalikes` swaps that share of a grounding step's frames for lookalike stills
+    (every distractor shares the target's shape or colour), labelled by name and boxed on the
+    still's own target; a step draws the same items again (resume); 0 keeps the dataset's frames."""
+    from revseg_agent.synth.scenes import render_still
+    from revseg_agent.training.sft_trainer import SFTTrainer, lookalike_item
+    from revseg_agent.types import Box
+
+    labels, from_clips = {}, {}
+    for share in (0.0, 0.5, 1.0):
+        recipe = tiny_sft_recipe(
+            tiny_policy_dir, tmp_path / f"look-{share}", grounding_batch_size=16, grounding_lookalikes=share
+        )
+        trainer = SFTTrainer(recipe, load_samples(recipe.data, tmp_path / "data"))
+        items = trainer.grounding_items(3)
+        again = trainer.grounding_items(3)
+        assert [label for _, label, _ in items] == [label for _, label, _ in again]
+        assert all(np.array_equal(a[0], b[0]) for a, b in zip(items, again, strict=True))
+        labels[share] = [label for _, label, _ in items]
+        assert len(items) == 16 and all(len(boxes) == 1 for _, _, boxes in items)
+        # the generated clips' target is a 24-pixel square; the world's shapes are 15 or 27 wide
+        from_clips[share] = sum(boxes[0].x2 - boxes[0].x1 == 24 for _, _, boxes in items)
+    assert labels[0.0] == ["the red square"] * 16 and from_clips[0.0] == 16
+    assert from_clips[1.0] == 0 and len(set(labels[1.0])) > 4
+    assert 3 <= from_clips[0.5] <= 13
+
+    frame, name, (box,) = lookalike_item(7, 2)
+    still = render_still(7, distractors=2, lookalikes=True)
+    assert name == still.name and np.array_equal(frame, still.frame) and box == Box.from_mask(still.mask)

@@ -310,3 +310,30 @@ def test_a_still_is_one_lit_shape_whose_mask_is_exactly_its_pixels(seed: int) ->
     assert np.array_equal(np.all(still.frame == lit_colour(colour), axis=-1) & still.mask, still.mask)
     again = render_still(seed)
     assert np.array_equal(again.frame, still.frame) and again.name == still.name
+
+
+@pytest.mark.parametrize("lookalikes", [False, True])
+def test_still_distractors_differ_and_lookalikes_share_the_shape_or_the_colour(lookalikes: bool) -> None:
+    """Lookalike stills (SFT's `grounding_lookalikes`) are answered only by the whole name: every
+    distractor shares the target's shape or its colour, never both; both kinds occur."""
+    shared = {"shape": 0, "colour": 0, "neither": 0}
+    for seed in range(40):
+        still = render_still(seed, distractors=3, lookalikes=lookalikes)
+        assert len(still.others) >= 1
+        _, colour, shape = still.name.split()
+        for other in still.others:
+            _, other_colour, other_shape = other.split()
+            assert other != still.name
+            kind = "shape" if other_shape == shape else "colour" if other_colour == colour else "neither"
+            shared[kind] += 1
+    if lookalikes:
+        assert shared["neither"] == 0 and shared["shape"] > 10 and shared["colour"] > 10
+    else:
+        assert shared["neither"] > shared["shape"] + shared["colour"]
+
+
+def test_a_lookalike_still_keeps_its_target_mask_exact() -> None:
+    for seed in range(6):
+        still = render_still(seed, distractors=2, lookalikes=True)
+        colour = still.name.split()[1]
+        assert np.array_equal(np.all(still.frame == lit_colour(colour), axis=-1) & still.mask, still.mask)

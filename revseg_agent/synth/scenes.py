@@ -148,13 +148,22 @@ class Still:
     frame: np.ndarray
     name: str
     mask: np.ndarray
+    #: The names of the other shapes drawn (distractors), in drawing order.
+    others: tuple[str, ...] = ()
 
 
-def render_still(seed: int, size: tuple[int, int] = SIZE, *, distractors: int = 0) -> Still:
+def render_still(
+    seed: int, size: tuple[int, int] = SIZE, *, distractors: int = 0, lookalikes: bool = False
+) -> Still:
     """A shape (any colour, shape and size of the world) at a uniform random position on one of
     the world's floors, under the scene's light, with `distractors` other shapes of other
     (colour, shape) pairs that do not touch it or each other; `name` names the first shape and
-    `mask` is exactly its pixels (the grounding curriculum's inputs)."""
+    `mask` is exactly its pixels (the grounding curriculum's inputs).
+
+    With `lookalikes` every distractor shares the target's shape (in another colour) or its
+    colour (in another shape), each by a coin flip: only the whole name tells the target apart.
+    Why: a policy that boxes "a triangle" when asked for "the blue triangle" scores well on
+    frames without a second triangle and no better than a coin where there is one."""
     rng = np.random.default_rng(seed)
     frame = _background(rng, size)
     h, w = size
@@ -163,6 +172,10 @@ def render_still(seed: int, size: tuple[int, int] = SIZE, *, distractors: int = 
         for _ in range(100):  # rejection sampling: a free spot of a new kind
             colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
             shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            if lookalikes and placed and rng.random() < 0.5:
+                shape = placed[0][1]  # the target's shape; the colour drawn above
+            elif lookalikes and placed:
+                colour = placed[0][0]  # the target's colour; the shape drawn above
             radius = RADII[list(RADII)[int(rng.integers(len(RADII)))]]
             centre = (
                 float(rng.uniform(radius + 1, w - 1 - radius)),
@@ -183,8 +196,8 @@ def render_still(seed: int, size: tuple[int, int] = SIZE, *, distractors: int = 
         _draw(mask, shape, centre, radius, 1)
         frame[mask.astype(bool)] = COLOURS[colour]
         masks.append(mask.astype(bool))
-    colour, shape = placed[0][:2]
-    return Still(_lit(frame, _lighting(size)), f"the {colour} {shape}", masks[0])
+    names = tuple(f"the {c} {s}" for c, s, _, _ in placed)
+    return Still(_lit(frame, _lighting(size)), names[0], masks[0], names[1:])
 
 
 def _draw(canvas: np.ndarray, shape: str, centre: tuple[float, float], radius: int, value: object) -> None:

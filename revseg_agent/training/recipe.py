@@ -251,6 +251,12 @@ class SFTRecipe(TrainingSettings):
     #: 5e-4 undid what the grounding stage had learned (world-frame box IoU 0.20 -> 0.07 in 700
     #: steps), so round 2 alone keeps being trained between them.
     grounding_every: int = Field(0, ge=0)
+    #: The share of grounding items that are lookalike stills instead of world frames: one lit
+    #: shape on a floor among 1-3 others that each share its shape or its colour
+    #: (`synth.scenes.render_still(lookalikes=True)`), named by colour and shape. Why: the
+    #: synthetic world's frames seldom hold two triangles, and a policy trained on them boxes the
+    #: wrong one of two about half the time (round 2 alone, valid split, session 24).
+    grounding_lookalikes: float = Field(0.0, ge=0, le=1)
     #: Examples in one forward pass (TRL's name): a step's `prompts_per_step` (or
     #: `grounding_batch_size`) examples run in forwards of this many, gradients accumulated. Small
     #: models train several times faster batched; a 7B model's video prompts need 1.

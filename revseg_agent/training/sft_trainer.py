@@ -4,7 +4,8 @@ optimizer, data-parallel averaging and DeepSpeed by `optimization`, prompts in T
 (`sampler`), and `checkpoint-<step>` folders a rerun resumes from.
 
 Steps: the first `grounding_steps` are the curriculum's grounding stage (round 2 alone on random
-frames where the target is visible, `grounding_batch_size` a step per process); the rest train
+frames where the target is visible, `grounding_batch_size` a step per process, a
+`grounding_lookalikes` share of them lookalike stills instead); the rest train
 both rounds of the chain on `prompts_per_step` expressions a step per process, with every
 `grounding_every`-th of them a grounding step again (rehearsal). The trained policy
 is written to `<output_dir>/policy` at the end, LoRA adapters merged, to load as `--policy`.
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from revseg_agent.io import atomic_write_text
+from revseg_agent.synth.scenes import render_still
 from revseg_agent.training.data import TrainingSample
 from revseg_agent.training.frozen_vision import FrozenVision
 from revseg_agent.training.metrics_log import append_csv, keep_csv_steps_up_to
@@ -39,6 +41,15 @@ METRICS_FILE = "sft_metrics.csv"
 POLICY_FOLDER = "policy"
 #: Tags the query-noise generator apart from the grounding items' (same seed, step, process).
 NOISE_STREAM = 1
+
+
+def lookalike_item(seed: int, distractors: int) -> tuple[np.ndarray, str, list[Box]]:
+    """A grounding item that only the whole name answers: a still whose `distractors` each share
+    the target's shape or colour (`render_still(lookalikes=True)`), with its name and box."""
+    still = render_still(seed, distractors=distractors, lookalikes=True)
+    box = Box.from_mask(still.mask)
+    assert box is not None  # a drawn shape always has pixels
+    return still.frame, still.name, [box]
 
 
 class SFTTrainer(TrainerBase):
@@ -66,7 +77,7 @@ class SFTTrainer(TrainerBase):
         self._resume_optimization()
 
     # -- steps ---------------------------------------------------------------------------------
-    def _grounding_items(self, step: int) -> list[tuple[np.ndarray, str, list[Box]]]:
+    def grounding_items(self, step: int) -> list[tuple[np.ndarray, str, list[Box]]]:
         """`grounding_batch_size` frames where a target is visible, with its label and boxes; drawn
         by a generator of (seed, step, process), so a resumed run draws what the uninterrupted
         one would."""
@@ -74,6 +85,9 @@ class SFTTrainer(TrainerBase):
         rng = np.random.default_rng([r.seed, step, self.dist.process_index])
         items: list[tuple[np.ndarray, str, list[Box]]] = []
         while len(items) < r.grounding_batch_size:
+            if r.grounding_lookalikes > 0 and rng.random() < r.grounding_lookalikes:
+                items.append(lookalike_item(int(rng.integers(2**31)), int(rng.integers(1, 4))))
+                continue
             sample = self.samples[int(rng.integers(len(self.samples)))]
             masks, objects = sample.truth()
             index = int(rng.integers(len(masks)))
@@ -100,7 +114,7 @@ class SFTTrainer(TrainerBase):
 
     def _grounding_losses(self, step: int) -> list[tuple[float, float]]:
         """Round 2 alone on this step's grounding frames, backwarded forward by forward."""
-        items = self._grounding_items(step)
+        items = self.grounding_items(step)
         parts = self._in_forwards(len(items))
         losses: list[tuple[float, float]] = []
         for k, part in enumerate(parts):
