@@ -9,6 +9,7 @@ the target's box is the score (0 when nothing parses).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 
 from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
+from revseg_agent.masks_io import decode_rle
 from revseg_agent.parsing import BoxAnswer, parse_box_answer, to_frame_space
 from revseg_agent.policies.base import ImageFrame, Policy, SamplingParams, box_units
 from revseg_agent.types import Box
@@ -58,24 +60,31 @@ def grounding_items(split_root: str | Path, count: int, *, all_frames: bool = Fa
     return out[:count]
 
 
+def answer_box(policy: Policy, frame: np.ndarray, label: str, *, max_new_tokens: int = 50) -> Box | None:
+    """Round 2's prompt alone on `frame` for `label`, answered greedily: the first box in frame
+    pixels, or None when the answer does not parse or boxes nothing."""
+    (gen,) = policy.generate(
+        round2_messages(label),
+        {KEYFRAME_REF: ImageFrame(frame)},
+        sampling=SamplingParams(max_new_tokens=max_new_tokens),
+    )
+    answer = parse_box_answer(gen.text, units=box_units(policy))
+    size = (int(frame.shape[0]), int(frame.shape[1]))
+    boxes = (
+        to_frame_space(answer, model_size=gen.image_sizes[-1], frame_size=size)
+        if isinstance(answer, BoxAnswer)
+        else answer
+    )
+    return boxes[0] if isinstance(boxes, tuple) and boxes else None
+
+
 def answer_ious(policy: Policy, items: list[GroundingItem], *, max_new_tokens: int = 50) -> np.ndarray:
     """Greedy round-2 answers on each item alone: IoU of the first box with the target's (0 when
     the answer does not parse)."""
     ious = []
     for item in items:
-        (gen,) = policy.generate(
-            round2_messages(item.label),
-            {KEYFRAME_REF: ImageFrame(item.frame)},
-            sampling=SamplingParams(max_new_tokens=max_new_tokens),
-        )
-        answer = parse_box_answer(gen.text, units=box_units(policy))
-        size = (int(item.frame.shape[0]), int(item.frame.shape[1]))
-        boxes = (
-            to_frame_space(answer, model_size=gen.image_sizes[-1], frame_size=size)
-            if isinstance(answer, BoxAnswer)
-            else answer
-        )
-        ious.append(boxes[0].iou(item.box) if isinstance(boxes, tuple) and boxes else 0.0)
+        box = answer_box(policy, item.frame, item.label, max_new_tokens=max_new_tokens)
+        ious.append(box.iou(item.box) if box is not None else 0.0)
     return np.array(ious)
 
 
@@ -90,3 +99,60 @@ def summary(ious: np.ndarray) -> dict[str, float]:
         "median": round(float(np.median(ious)), 4),
         "over_0.5": round(float((ious > 0.5).mean()), 4),
     }
+
+
+@dataclass(frozen=True)
+class SceneItem:
+    """One named object of a synthetic-world video on the frame where it is largest, with the
+    boxes of every object of that video visible there (by name, the target's among them)."""
+
+    frame: np.ndarray
+    label: str
+    boxes: dict[str, Box]
+
+
+def scene_items(split_root: str | Path) -> list[SceneItem]:
+    """Every object of a synthetic-world split (`revseg synth`'s MeViS layout, whose meta lists
+    each video's `objects` by name) that an expression refers to, in the split's order."""
+    root = Path(split_root)
+    videos = json.loads((root / "meta_expressions.json").read_text())["videos"]
+    rles = json.loads((root / "mask_dict.json").read_text())
+    out: list[SceneItem] = []
+    for video_id, video in videos.items():
+        anno_of = {
+            str(obj): str(anno)
+            for exp in video["expressions"].values()
+            for obj, anno in zip(exp["obj_id"], exp["anno_id"], strict=True)
+        }
+        masks = {
+            video["objects"][obj]["name"]: np.stack([decode_rle(r) for r in rles[anno]])
+            for obj, anno in anno_of.items()
+        }
+        frames = open_video(root / "JPEGImages" / video_id)
+        for name, stack in masks.items():
+            index = int(np.argmax(stack.reshape(len(stack), -1).sum(1)))
+            boxes = {n: b for n, m in masks.items() if (b := Box.from_mask(m[index])) is not None}
+            if name in boxes:
+                out.append(SceneItem(frames.frame(index), name, boxes))
+    return out
+
+
+#: Where round 2's box lands, named by what it shares with the target (`landing`).
+LANDINGS = ("target", "same shape", "same colour", "other object", "floor", "unparsed")
+
+
+def landing(answer: Box | None, target: str, boxes: dict[str, Box], *, min_iou: float = 0.1) -> str:
+    """Which object the answer boxes (the one its box overlaps most, IoU above `min_iou`),
+    named by what it shares with the target "the <colour> <shape>": the target itself, another
+    of its shape, another of its colour, another object, none ("floor"), or no box at all."""
+    if answer is None:
+        return "unparsed"
+    overlaps = {name: answer.iou(box) for name, box in boxes.items()}
+    best = max(overlaps, key=lambda name: overlaps[name], default=None)
+    if best is None or overlaps[best] <= min_iou:
+        return "floor"
+    if best == target:
+        return "target"
+    _, colour, shape = target.split()
+    _, best_colour, best_shape = best.split()
+    return "same shape" if best_shape == shape else "same colour" if best_colour == colour else "other object"
