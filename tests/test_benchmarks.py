@@ -538,3 +538,26 @@ def test_listing_steps_teach_round_one_the_listing_answer(tmp_path: Path) -> Non
     )
     assert answer.description == "the red circle and the red square"
     assert answer.position == probe_mod.LISTING_KEYFRAME
+
+
+def test_grounding_confusions_reads_each_object_s_cell_and_fits_its_colour(tmp_path: Path) -> None:
+    """`benchmarks/grounding_confusions.py --probe-train`: one feature row per object in view on
+    each item's frame, labelled with that object's colour and shape; the probe fits pixel
+    features of a split's cells to their colours (on the split it was fitted on)."""
+    from revseg_agent.eval.grounding import scene_items
+    from revseg_agent.synth import WorldSpec, write_world
+    from revseg_agent.synth.scenes import COLOURS, SHAPES
+
+    from .conftest import load_benchmark
+
+    bench = load_benchmark("grounding_confusions")
+    write_world(tmp_path / "world", WorldSpec(seed=2, train=0, valid=8, test=0))
+    items = scene_items(tmp_path / "world" / "valid")
+    features, colours, shapes = bench.cell_features(None, items)
+    names = [name for item in items for name in item.boxes]
+    assert features.shape == (len(names), 12)
+    assert [list(COLOURS)[c] for c in colours.tolist()] == [n.split()[1] for n in names]
+    assert [SHAPES[s] for s in shapes.tolist()] == [n.split()[2] for n in names]
+    assert bench.probe_accuracy(features, colours, features, colours, len(COLOURS)) >= 0.9
+    assert bench.has_twin("the blue triangle", ["the blue triangle", "the white triangle"])
+    assert not bench.has_twin("the blue triangle", ["the blue triangle", "the blue circle"])
