@@ -125,14 +125,14 @@ def main() -> None:
     parser.add_argument("--probe-train", help="a train split: also probe each policy's keyframe cells")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    policies = [
+        (entry.split("=", 1)[0], load_policy(entry.split("=", 1)[1], device="cpu")) for entry in args.policy
+    ]
     items = scene_items(args.split)
     twins = [has_twin(i.label, list(i.boxes)) for i in items]
     print(f"{len(items)} objects, {sum(twins)} with another of their shape in view")
     print("| policy | items | " + " | ".join(LANDINGS) + " |")
     print("|---|---|" + "---|" * len(LANDINGS))
-    policies = [
-        (entry.split("=", 1)[0], load_policy(entry.split("=", 1)[1], device="cpu")) for entry in args.policy
-    ]
     for name, policy in policies:
         landed = [landing(answer_box(policy, i.frame, i.label), i.label, i.boxes) for i in items]
         for subset, keep in (("all", [True] * len(items)), ("same shape in view", twins)):
