@@ -37,9 +37,9 @@ import numpy as np
 import torch
 
 from revseg_agent.eval.grounding import LANDINGS, SceneItem, answer_box, landing, scene_items
-from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
 from revseg_agent.graphs.registry import load_policy
-from revseg_agent.policies.base import ImageFrame, Policy
+from revseg_agent.policies.qwen import QwenVLPolicy
+from revseg_agent.synth.policy import keyframe_tokens
 from revseg_agent.synth.scenes import COLOURS, SHAPES
 
 #: The keyframe's merged-token grid (224 x 224 image: 8 x 8 tokens of 14 source pixels).
@@ -52,7 +52,7 @@ def has_twin(label: str, names: list[str]) -> bool:
 
 
 def cell_features(
-    policy: Policy | None, items: list[SceneItem]
+    policy: QwenVLPolicy | None, items: list[SceneItem]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per object view: the feature of its cell (the policy's merged keyframe token, or with no
     policy the cell's pixel statistics), its colour index and its shape index."""
@@ -60,14 +60,8 @@ def cell_features(
     for item in items:
         tokens = None
         if policy is not None:
-            request = (round2_messages(item.label), {KEYFRAME_REF: ImageFrame(item.frame)})
-            batch = policy.inputs.collate(policy.inputs.rows([request]))  # type: ignore[attr-defined]
             with torch.inference_mode():
-                out = policy.model.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"])  # type: ignore[attr-defined]
-            pooled = out.pooler_output if hasattr(out, "pooler_output") else out
-            flat = torch.cat(list(pooled)) if isinstance(pooled, list | tuple) else pooled
-            _, h, w = (int(v) for v in batch["image_grid_thw"][0])
-            tokens = flat.reshape(h // 2, w // 2, -1).float()
+                tokens = keyframe_tokens(policy, item.frame, item.label).float()
         height, width = item.frame.shape[:2]
         for name, box in item.boxes.items():
             fy, fx = (box.y1 + box.y2) / 2 / height, (box.x1 + box.x2) / 2 / width
@@ -104,7 +98,9 @@ def probe_accuracy(
         return float((mlp(held).argmax(1) == held_y).float().mean())
 
 
-def print_probe(rows: list[tuple[str, Policy | None]], train: list[SceneItem], held: list[SceneItem]) -> None:
+def print_probe(
+    rows: list[tuple[str, QwenVLPolicy | None]], train: list[SceneItem], held: list[SceneItem]
+) -> None:
     print("| cell features | object views (train / held out) | colour | shape |")
     print("|---|---|---|---|")
     for name, policy in rows:
@@ -140,7 +136,8 @@ def main() -> None:
             cells = " | ".join(str(counts[k]) for k in LANDINGS)
             print(f"| {name} ({subset}) | {sum(keep)} | {cells} |")
     if args.probe_train:
-        print_probe([("pixels", None), *policies], scene_items(args.probe_train)[:600], items)
+        local = [(name, p) for name, p in policies if isinstance(p, QwenVLPolicy)]  # tokens need weights
+        print_probe([("pixels", None), *local], scene_items(args.probe_train)[:600], items)
 
 
 if __name__ == "__main__":

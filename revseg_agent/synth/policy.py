@@ -24,6 +24,8 @@ from revseg_agent.synth.scenes import SIZE
 from revseg_agent.types import Box
 
 if TYPE_CHECKING:
+    import torch
+
     from revseg_agent.policies.qwen import QwenVLPolicy
 
 #: The policy's view of a video frame (the world's frame size: 4 x 4 tokens).
@@ -63,6 +65,21 @@ def tokenizer_corpus() -> list[str]:
     return lines
 
 
+def keyframe_tokens(policy: QwenVLPolicy, frame: np.ndarray, label: str = "the red circle") -> torch.Tensor:
+    """Round 2's visual tokens of `frame` (the vision tower and merger, as the language model
+    receives them), laid out on the merged patch grid `(rows, columns, width)`; call it under
+    `torch.no_grad()`."""
+    import torch
+
+    inputs = policy.prepare_inputs(round2_messages(label), {KEYFRAME_REF: ImageFrame(frame)})
+    feats = policy.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
+    feats = getattr(feats, "pooler_output", feats)
+    flat = torch.cat(list(feats)) if isinstance(feats, list | tuple) else feats
+    _, rows, columns = (int(v) for v in inputs["image_grid_thw"][0])
+    merge = int(policy.model.config.vision_config.spatial_merge_size)
+    return flat.reshape(rows // merge, columns // merge, -1)
+
+
 def center_visual_tokens(policy: QwenVLPolicy, frames: list[np.ndarray]) -> None:
     """Data-dependent initialisation of the vision merger's output layer (as LSUV initialises
     layers from data): shift its bias so the visual tokens of typical frames have zero mean, and
@@ -75,15 +92,7 @@ def center_visual_tokens(policy: QwenVLPolicy, frames: list[np.ndarray]) -> None
 
     merger_out = policy.model.model.visual.merger.mlp[2]
     with torch.no_grad():
-        tokens = []
-        for frame in frames:
-            inputs = policy.prepare_inputs(
-                round2_messages("the red circle"), {KEYFRAME_REF: ImageFrame(frame)}
-            )
-            feats = policy.model.model.get_image_features(inputs["pixel_values"], inputs["image_grid_thw"])
-            feats = getattr(feats, "pooler_output", feats)
-            tokens.append(torch.cat(list(feats)) if isinstance(feats, list | tuple) else feats)
-        stacked = torch.cat(tokens)
+        stacked = torch.cat([keyframe_tokens(policy, frame).flatten(0, 1) for frame in frames])
         merger_out.bias -= stacked.mean(0)
         spread = float((stacked - stacked.mean(0)).std())
         target = float(policy.model.get_input_embeddings().weight.std())
