@@ -15,6 +15,7 @@ from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import (
     build_revseg_tiny,
     content_channel_rope,
+    grow_text_depth,
     set_text_rope,
     text_content_channel_rope,
 )
@@ -191,13 +192,8 @@ def test_grpo_on_the_world_raises_the_held_out_reward_of_the_sft_checkpoint(
 
 
 def _round1_logits(policy: QwenVLPolicy) -> torch.Tensor:
-    frames = [np.asarray(f) for f in render_scene(5, num_frames=4).frames]
-    inputs = policy.prepare_inputs(
-        round1_messages("the shape that leaves", [0.0, 0.125, 0.25, 0.375]),
-        {FRAMES_REF: VideoFrames(frames, [0, 1, 2, 3], 8.0, 4)},
-    )
     with torch.no_grad():
-        return policy.model(**inputs).logits[0, -8:]
+        return _round1_logits_with_grad(policy)
 
 
 @pytest.mark.slow
@@ -253,3 +249,47 @@ def test_a_new_build_can_carry_the_content_channel(tmp_path: Path) -> None:
     inv_freq = policy.model.model.language_model.rotary_emb.inv_freq
     torch.testing.assert_close(inv_freq[3:6], torch.tensor([1e-2, 1e-3, 1e-4]))
     torch.testing.assert_close(inv_freq[:3], 3.0 ** (-torch.arange(0, 6, 2) / 32))
+
+
+@pytest.mark.slow
+def test_growing_the_language_model_keeps_its_answers_and_round_trips(
+    fresh: QwenVLPolicy, tmp_path: Path
+) -> None:
+    """`grow_text_depth` inserts zero-output copies after every decoder layer: the logits stay
+    exactly the trained model's (so a grown run starts where its parent ended), the saved config
+    says the new depth, `from_pretrained` reads back the same model, and the new layers learn
+    (their zeroed output projections get gradients)."""
+    folder = tmp_path / "tiny"
+    fresh.model.save_pretrained(folder)
+    fresh.processor.save_pretrained(folder)
+    policy = QwenVLPolicy.from_pretrained(str(folder), device="cpu")
+    before = _round1_logits(policy)
+    layers = policy.model.config.text_config.num_hidden_layers
+    assert grow_text_depth(policy.model, copies=1) == 2 * layers
+    torch.testing.assert_close(_round1_logits(policy), before, rtol=0, atol=1e-5)
+
+    policy.model.save_pretrained(tmp_path / "grown")
+    policy.processor.save_pretrained(tmp_path / "grown")
+    reloaded = QwenVLPolicy.from_pretrained(str(tmp_path / "grown"), device="cpu")
+    assert reloaded.model.config.text_config.num_hidden_layers == 2 * layers
+    torch.testing.assert_close(_round1_logits(reloaded), before, rtol=0, atol=1e-5)
+
+    new = reloaded.model.model.language_model.layers[1]
+    assert float(new.self_attn.o_proj.weight.abs().max()) == 0.0
+    _round1_logits_with_grad(reloaded).logsumexp(-1).sum().backward()
+    assert new.self_attn.o_proj.weight.grad is not None
+    assert float(new.self_attn.o_proj.weight.grad.abs().max()) > 0.0
+
+
+def _round1_logits_with_grad(policy: QwenVLPolicy) -> torch.Tensor:
+    frames = [np.asarray(f) for f in render_scene(5, num_frames=4).frames]
+    inputs = policy.prepare_inputs(
+        round1_messages("the shape that leaves", [0.0, 0.125, 0.25, 0.375]),
+        {FRAMES_REF: VideoFrames(frames, [0, 1, 2, 3], 8.0, 4)},
+    )
+    return policy.model(**inputs).logits[0, -8:]
+
+
+def test_growing_refuses_no_copies(fresh: QwenVLPolicy) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        grow_text_depth(fresh.model, copies=0)

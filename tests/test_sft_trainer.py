@@ -362,6 +362,31 @@ def test_video_pixels_are_what_the_trained_checkpoint_sees(tiny_policy_dir: Path
     assert patches(saved) == [8, 8]
 
 
+def test_a_grown_run_starts_deeper_and_resumes_at_the_same_depth(
+    tiny_policy_dir: Path, tmp_path: Path
+) -> None:
+    """`grow_text_depth: 1` trains the starting policy with twice its decoder layers; the
+    checkpoint saves that depth, and a resumed run loads it as it is (not grown again)."""
+    from revseg_agent.policies.qwen import QwenVLPolicy
+    from revseg_agent.training.sft_trainer import SFTTrainer
+
+    def depth(policy: QwenVLPolicy) -> int:
+        return len(policy.model.model.language_model.layers)
+
+    parent = depth(QwenVLPolicy.from_pretrained(str(tiny_policy_dir), device="cpu"))
+    recipe = tiny_sft_recipe(tiny_policy_dir, tmp_path / "run", grow_text_depth=1, max_steps=2, save_every=1)
+    samples = load_samples(recipe.data, tmp_path / "data")
+    trainer = SFTTrainer(recipe, samples)
+    assert depth(trainer.policy) == 2 * parent
+    trainer.train_step()
+    saved = trainer.save_checkpoint()
+    reloaded = QwenVLPolicy.from_pretrained(str(saved), device="cpu")
+    assert reloaded.model.config.text_config.num_hidden_layers == 2 * parent
+    resumed = SFTTrainer(recipe, samples, resume=True)
+    assert resumed.step == 1
+    assert depth(resumed.policy) == 2 * parent
+
+
 def test_a_gpu_sft_run_is_refused_when_its_plan_cannot_fit(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -199,3 +199,38 @@ def build_revseg_tiny(
         set_text_rope(policy.model, text_content_channel_rope(policy.model.config.text_config, rope_slow))
     policy.model.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def grow_text_depth(model: object, *, copies: int = 1) -> int:
+    """Deepen a loaded Qwen-VL language model in place without changing what it computes: after
+    each decoder layer insert `copies` copies of it whose residual branches are zeroed (attention
+    `o_proj` and MLP `down_proj`), so each new layer starts as the identity and the model's
+    logits are unchanged (function-preserving growth, as Net2Net deepens a network).
+
+    Why copies rather than random layers: a copy's queries and keys already attend where the
+    trained layer does, so the first gradient steps into its zeroed outputs are useful ones.
+    Returns the new layer count; `save_pretrained` writes it into the config."""
+    import copy
+
+    import torch
+
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1: {copies}")
+    config = model.config.text_config  # type: ignore[attr-defined]
+    language_model = model.model.language_model  # type: ignore[attr-defined]
+    grown = []
+    for layer in language_model.layers:
+        grown.append(layer)
+        for _ in range(copies):
+            twin = copy.deepcopy(layer)
+            with torch.no_grad():
+                twin.self_attn.o_proj.weight.zero_()
+                twin.mlp.down_proj.weight.zero_()
+            grown.append(twin)
+    for index, layer in enumerate(grown):
+        layer.self_attn.layer_idx = index
+    language_model.layers = torch.nn.ModuleList(grown)
+    config.num_hidden_layers = len(grown)
+    if getattr(config, "layer_types", None) is not None:
+        config.layer_types = [config.layer_types[0]] * len(grown)
+    return len(grown)

@@ -29,6 +29,10 @@ def load_trainable_policy(
     )
     if settings.video_pixels is not None:
         policy.inputs.set_video_pixels(settings.video_pixels)
+    if settings.grow_text_depth and not full_checkpoint:
+        from revseg_agent.synth.policy import grow_text_depth
+
+        grow_text_depth(policy.model, copies=settings.grow_text_depth)
     if settings.lora is not None:
         policy.model = with_lora(policy.model, settings, checkpoint)
     if settings.gradient_checkpointing:

@@ -143,6 +143,11 @@ class TrainingSettings(BaseModel):
     #: way. None keeps the checkpoint's own budget. revseg-tiny's round 1 saw frames of 4 x 4
     #: tokens (112 x 112); `recipes/revseg-tiny-inventory.yaml` gives it 8 x 8 (224 x 224).
     video_pixels: int | None = Field(None, ge=56 * 56)
+    #: Deepen the starting policy's language model before training: after each decoder layer,
+    #: this many copies whose outputs start at zero (`synth.policy.grow_text_depth`), so the run
+    #: starts from exactly the parent's answers with more layers to learn in. A checkpoint
+    #: resumed has them already. 0: the policy as it is.
+    grow_text_depth: int = Field(0, ge=0)
 
     @field_validator("policy")
     @classmethod
