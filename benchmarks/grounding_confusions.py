@@ -40,7 +40,7 @@ from revseg_agent.eval.grounding import LANDINGS, SceneItem, answer_box, landing
 from revseg_agent.graphs.registry import load_policy
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import keyframe_tokens
-from revseg_agent.synth.scenes import COLOURS, SHAPES
+from revseg_agent.synth.scenes import COLOURS, SHAPES, name_parts
 
 #: The keyframe's merged-token grid (224 x 224 image: 8 x 8 tokens of 14 source pixels).
 GRID = 8
@@ -48,7 +48,7 @@ GRID = 8
 
 def has_twin(label: str, names: list[str]) -> bool:
     """Another object of the label's shape is in view."""
-    return any(n != label and n.split()[-1] == label.split()[-1] for n in names)
+    return any(n != label and name_parts(n)[1] == name_parts(label)[1] for n in names)
 
 
 def cell_features(
@@ -72,7 +72,7 @@ def cell_features(
                 cell = item.frame[r * size : (r + 1) * size, c * size : (c + 1) * size].reshape(-1, 3) / 255.0
                 stats = np.concatenate([cell.mean(0), cell.std(0), cell.max(0), cell.min(0)])
                 rows.append(torch.tensor(stats, dtype=torch.float32))
-            _, colour, shape = name.split()
+            colour, shape = name_parts(name)
             colours.append(list(COLOURS).index(colour))
             shapes.append(SHAPES.index(shape))
     return torch.stack(rows), torch.tensor(colours), torch.tensor(shapes)

@@ -546,7 +546,7 @@ def test_grounding_confusions_reads_each_object_s_cell_and_fits_its_colour(tmp_p
     features of a split's cells to their colours (on the split it was fitted on)."""
     from revseg_agent.eval.grounding import scene_items
     from revseg_agent.synth import WorldSpec, write_world
-    from revseg_agent.synth.scenes import COLOURS, SHAPES
+    from revseg_agent.synth.scenes import COLOURS, SHAPES, name_parts
 
     from .conftest import load_benchmark
 
@@ -556,7 +556,7 @@ def test_grounding_confusions_reads_each_object_s_cell_and_fits_its_colour(tmp_p
     features, colours, shapes = bench.cell_features(None, items)
     names = [name for item in items for name in item.boxes]
     assert features.shape == (len(names), 12)
-    assert [list(COLOURS)[c] for c in colours.tolist()] == [n.split()[1] for n in names]
+    assert [list(COLOURS)[c] for c in colours.tolist()] == [name_parts(n)[0] for n in names]
     assert [SHAPES[s] for s in shapes.tolist()] == [n.split()[2] for n in names]
     assert bench.probe_accuracy(features, colours, features, colours, len(COLOURS)) >= 0.9
     assert bench.has_twin("the blue triangle", ["the blue triangle", "the white triangle"])

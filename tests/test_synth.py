@@ -16,7 +16,7 @@ from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.masks_io import decode_rle
 from revseg_agent.synth import SPLITS, WorldSpec, write_world
 from revseg_agent.synth.queries import NAME_PATTERN, NAMES, PHRASINGS, held_out_phrasing, listing
-from revseg_agent.synth.scenes import lit_colour, render_still
+from revseg_agent.synth.scenes import lit_colour, name_parts, object_name, render_still
 
 SPEC = WorldSpec(seed=3, train=8, valid=2, test=6)
 
@@ -89,11 +89,13 @@ def test_masks_are_exactly_the_pixels_of_their_objects(world: Path) -> None:
             stacked = np.stack([m[t] for m in by_obj.values()]) if by_obj else np.zeros((0, *frame.shape[:2]))
             assert stacked.sum(axis=0).max(initial=0) <= 1  # no pixel belongs to two objects
             for obj, stack in by_obj.items():
-                colour = lit_colour(objects[obj]["name"].split()[1], frame.shape[:2])  # type: ignore[index]
+                colour = lit_colour(name_parts(objects[obj]["name"])[0], frame.shape[:2])  # type: ignore[index]
                 painted = np.all(frame == colour, axis=-1)
                 same = [
-                    o for o in objects if objects[o]["name"].split()[1] == objects[obj]["name"].split()[1]
-                ]  # type: ignore[index]
+                    o
+                    for o in objects
+                    if name_parts(objects[o]["name"])[0] == name_parts(objects[obj]["name"])[0]  # type: ignore[index]
+                ]
                 if len(same) == 1:
                     assert np.array_equal(painted, stack[t]), (video, obj, t)
                 else:
@@ -305,7 +307,7 @@ def test_the_light_puts_position_into_an_objects_own_pixels(colour: str) -> None
 @pytest.mark.parametrize("seed", range(6))
 def test_a_still_is_one_lit_shape_whose_mask_is_exactly_its_pixels(seed: int) -> None:
     still = render_still(seed)
-    colour = still.name.split()[1]
+    colour, _ = name_parts(still.name)
     assert still.mask.any()
     assert np.array_equal(np.all(still.frame == lit_colour(colour), axis=-1) & still.mask, still.mask)
     again = render_still(seed)
@@ -320,9 +322,9 @@ def test_still_distractors_differ_and_lookalikes_share_the_shape_or_the_colour(l
     for seed in range(40):
         still = render_still(seed, distractors=3, lookalikes=lookalikes)
         assert len(still.others) >= 1
-        _, colour, shape = still.name.split()
+        colour, shape = name_parts(still.name)
         for other in still.others:
-            _, other_colour, other_shape = other.split()
+            other_colour, other_shape = name_parts(other)
             assert other != still.name
             kind = "shape" if other_shape == shape else "colour" if other_colour == colour else "neither"
             shared[kind] += 1
@@ -335,5 +337,22 @@ def test_still_distractors_differ_and_lookalikes_share_the_shape_or_the_colour(l
 def test_a_lookalike_still_keeps_its_target_mask_exact() -> None:
     for seed in range(6):
         still = render_still(seed, distractors=2, lookalikes=True)
-        colour = still.name.split()[1]
+        colour, _ = name_parts(still.name)
         assert np.array_equal(np.all(still.frame == lit_colour(colour), axis=-1) & still.mask, still.mask)
+
+
+@pytest.mark.parametrize(
+    ("name", "parts"),
+    [("the red circle", ("red", "circle")), ("the purple triangle", ("purple", "triangle"))],
+)
+def test_a_world_name_splits_into_its_colour_and_shape(name: str, parts: tuple[str, str]) -> None:
+    assert name_parts(name) == parts
+    assert object_name(*parts) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["the red", "the big red circle", "a red circle", "the red hexagon", "the teal square"]
+)
+def test_what_is_not_a_world_name_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="not a world object's name"):
+        name_parts(name)

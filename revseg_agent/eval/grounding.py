@@ -20,6 +20,7 @@ from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
 from revseg_agent.masks_io import decode_rle
 from revseg_agent.parsing import BoxAnswer, parse_box_answer, to_frame_space
 from revseg_agent.policies.base import ImageFrame, Policy, SamplingParams, box_units
+from revseg_agent.synth.scenes import name_parts
 from revseg_agent.types import Box
 from revseg_agent.video import open_video
 
@@ -153,6 +154,6 @@ def landing(answer: Box | None, target: str, boxes: dict[str, Box], *, min_iou: 
         return "floor"
     if best == target:
         return "target"
-    _, colour, shape = target.split()
-    _, best_colour, best_shape = best.split()
+    colour, shape = name_parts(target)
+    best_colour, best_shape = name_parts(best)
     return "same shape" if best_shape == shape else "same colour" if best_colour == colour else "other object"

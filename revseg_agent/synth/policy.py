@@ -20,7 +20,7 @@ from revseg_agent.parsing import format_box_answer, format_keyframe_answer
 from revseg_agent.policies.base import ImageFrame, TextPart
 from revseg_agent.prompts import SYSTEM_PROMPT, round2_text
 from revseg_agent.synth.queries import NAMES, PHRASINGS
-from revseg_agent.synth.scenes import SIZE
+from revseg_agent.synth.scenes import SIZE, name_parts
 from revseg_agent.types import Box
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def tokenizer_corpus() -> list[str]:
     for intent, templates in PHRASINGS.items():
         for template in templates:
             for k, name in enumerate(names):
-                colour, shape = name.split()[1:]
+                colour, shape = name_parts(name)
                 other = names[(k + 5) % len(names)]
                 text = template.format(name=name, colour=colour, shape=shape, hitter=other, hit=other)
                 lines.append(f"The query asks for {text}. {name.capitalize()} {intent}.")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from revseg_agent.synth.scenes import COLOURS, SHAPES, Scene, SceneObject
+from revseg_agent.synth.scenes import COLOURS, SHAPES, Scene, SceneObject, object_name
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def inventory(objects: Mapping[str, Mapping[str, str]]) -> str:
 
 
 #: Every object name the world draws, colours then shapes in their fixed order.
-NAMES: tuple[str, ...] = tuple(f"the {c} {s}" for c in COLOURS for s in SHAPES)
+NAMES: tuple[str, ...] = tuple(object_name(c, s) for c in COLOURS for s in SHAPES)
 #: An object name anywhere in text (a description, a listing).
 NAME_PATTERN = re.compile(rf"the (?:{'|'.join(COLOURS)}) (?:{'|'.join(SHAPES)})")
 
@@ -301,7 +301,7 @@ def absent_query(scene: Scene, rng: np.random.Generator, template: str) -> Query
     if not missing:
         return None
     colour, shape = missing[int(rng.integers(len(missing)))]
-    name = f"the {colour} {shape}"
+    name = object_name(colour, shape)
     return Query(
         NO_TARGET,
         template.format(name=name, colour=colour, shape=shape),

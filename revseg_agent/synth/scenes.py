@@ -36,6 +36,20 @@ RADII = {"small": 7, "large": 13}
 ROLES = ("mover", "stopper", "static", "enterer", "leaver")
 
 
+def object_name(colour: str, shape: str) -> str:
+    """How the world names an object: "the red circle"."""
+    return f"the {colour} {shape}"
+
+
+def name_parts(name: str) -> tuple[str, str]:
+    """The colour and shape of a world object's name ("the red circle" -> ("red", "circle")),
+    the inverse of `object_name`; anything else is refused rather than split wrongly."""
+    words = name.split()
+    if len(words) != 3 or words[0] != "the" or words[1] not in COLOURS or words[2] not in SHAPES:
+        raise ValueError(f"not a world object's name (the <colour> <shape>): {name!r}")
+    return words[1], words[2]
+
+
 @dataclass
 class SceneObject:
     """One shape and its script; `positions[t]` is its centre on frame t (None: not in the scene)."""
@@ -49,7 +63,7 @@ class SceneObject:
 
     @property
     def name(self) -> str:
-        return f"the {self.colour} {self.shape}"
+        return object_name(self.colour, self.shape)
 
     @property
     def radius(self) -> int:
@@ -196,7 +210,7 @@ def render_still(
         _draw(mask, shape, centre, radius, 1)
         frame[mask.astype(bool)] = COLOURS[colour]
         masks.append(mask.astype(bool))
-    names = tuple(f"the {c} {s}" for c, s, _, _ in placed)
+    names = tuple(object_name(c, s) for c, s, _, _ in placed)
     return Still(_lit(frame, _lighting(size)), names[0], masks[0], names[1:])
 
 
