@@ -13,6 +13,13 @@ Measured on the valid split (91 objects, session 24), the revseg-tiny shipped in
 target 64 / 91; where another object of the target's shape was in view, target 15 / 28 and that
 other shape 12 / 28 (colour was read no better than a coin flip).
 
+Then, per policy, whether the box depends on each word of the name (`word_gaps`): the
+teacher-forced loss of the target's box after the name of another object in view that shares
+the target's shape (or colour), minus after the target's own name.
+Measured (session 25, valid; 34 same-shape pairs, 18 same-colour pairs): the colour word's gap
+-0.0002 (session 23's SFT policy) and -0.0003 (shipped), the shape word's +0.155 and +0.143:
+round 2's box does not depend on the colour word at all (docs/synthetic-world.md, session 25).
+
 With `--probe-train runs/world/train`: is it the eyes or the reading? Each object's own merged
 token of round 2's keyframe (the 8 x 8 grid of the 224 x 224 image, the cell of the object's box
 centre) through the policy's frozen vision tower and merger; a small MLP fitted on the train
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -41,9 +49,50 @@ from revseg_agent.graphs.registry import load_policy
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import keyframe_tokens
 from revseg_agent.synth.scenes import COLOURS, SHAPES, name_parts
+from revseg_agent.training.sft import keyframe_box_losses
+from revseg_agent.types import Box
 
 #: The keyframe's merged-token grid (224 x 224 image: 8 x 8 tokens of 14 source pixels).
 GRID = 8
+
+
+#: A box loss: (frame, label named in the prompt, the box to score) -> teacher-forced loss.
+BoxLoss = Callable[[np.ndarray, str, Box], float]
+
+
+def word_gaps(items: list[SceneItem], box_loss: BoxLoss) -> dict[str, tuple[float, int]]:
+    """Does round 2 read each word of the name? Per item, for each other object in view that
+    shares one word with the target, the loss of the *target's* box after that object's name
+    minus after the target's own: the colour word's gap over objects of the target's shape
+    (only the colour tells them apart), the shape word's over objects of its colour. A gap of 0
+    means the box does not depend on that word at all. Returns kind -> (mean gap, pairs)."""
+    gaps: dict[str, list[float]] = {"colour word": [], "shape word": []}
+    for item in items:
+        colour, shape = name_parts(item.label)
+        own: float | None = None
+        for other in item.boxes:
+            if other == item.label:
+                continue
+            other_colour, other_shape = name_parts(other)
+            kind = "colour word" if other_shape == shape else "shape word" if other_colour == colour else None
+            if kind is None:
+                continue
+            own = box_loss(item.frame, item.label, item.boxes[item.label]) if own is None else own
+            gaps[kind].append(box_loss(item.frame, other, item.boxes[item.label]) - own)
+    return {
+        kind: (float(np.mean(values)) if values else float("nan"), len(values))
+        for kind, values in gaps.items()
+    }
+
+
+def policy_box_loss(policy: QwenVLPolicy) -> BoxLoss:
+    """`BoxLoss` of a policy: round 2's supervised loss (`training.sft.keyframe_box_losses`)."""
+
+    def loss(frame: np.ndarray, label: str, box: Box) -> float:
+        with torch.inference_mode():
+            return float(keyframe_box_losses(policy, [(frame, label, [box])])[0])
+
+    return loss
 
 
 def has_twin(label: str, names: list[str]) -> bool:
@@ -135,8 +184,14 @@ def main() -> None:
             counts = collections.Counter(x for x, k in zip(landed, keep, strict=True) if k)
             cells = " | ".join(str(counts[k]) for k in LANDINGS)
             print(f"| {name} ({subset}) | {sum(keep)} | {cells} |")
+    local = [(name, p) for name, p in policies if isinstance(p, QwenVLPolicy)]  # losses need weights
+    print("\n| policy | colour word: gap (pairs) | shape word: gap (pairs) |")
+    print("|---|---|---|")
+    for name, policy in local:
+        gaps = word_gaps(items, policy_box_loss(policy))
+        cells = " | ".join(f"{gap:+.4f} ({n})" for gap, n in gaps.values())
+        print(f"| {name} | {cells} |")
     if args.probe_train:
-        local = [(name, p) for name, p in policies if isinstance(p, QwenVLPolicy)]  # tokens need weights
         print_probe([("pixels", None), *local], scene_items(args.probe_train)[:600], items)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -560,4 +561,31 @@ def test_grounding_confusions_reads_each_object_s_cell_and_fits_its_colour(tmp_p
     assert [SHAPES[s] for s in shapes.tolist()] == [n.split()[2] for n in names]
     assert bench.probe_accuracy(features, colours, features, colours, len(COLOURS)) >= 0.9
     assert bench.has_twin("the blue triangle", ["the blue triangle", "the white triangle"])
+
+
+def test_word_gaps_pair_each_object_with_the_lookalikes_in_its_view() -> None:
+    """`grounding_confusions.word_gaps`: a box loss that reads only the colour word gives the
+    colour word a gap over same-shape lookalikes and the shape word none, and the reverse."""
+    from revseg_agent.eval.grounding import SceneItem
+    from revseg_agent.synth.scenes import name_parts
+    from revseg_agent.types import Box
+
+    from .conftest import load_benchmark
+
+    bench = load_benchmark("grounding_confusions")
+    frame = np.zeros((112, 112, 3), np.uint8)
+    boxes = {
+        "the blue triangle": Box(0, 0, 10, 10),
+        "the red triangle": Box(20, 20, 30, 30),  # same shape: only the colour word tells
+        "the blue circle": Box(40, 40, 50, 50),  # same colour: only the shape word tells
+        "the green square": Box(60, 60, 70, 70),  # shares nothing: no pair
+    }
+    items = [SceneItem(frame, "the blue triangle", boxes)]
+
+    def reads(part: int) -> Callable[[np.ndarray, str, Box], float]:
+        """Loss 0 when the named colour (0) or shape (1) is the target's, else 1."""
+        return lambda _f, label, _b: float(name_parts(label)[part] != ("blue", "triangle")[part])
+
+    assert bench.word_gaps(items, reads(0)) == {"colour word": (1.0, 1), "shape word": (0.0, 1)}
+    assert bench.word_gaps(items, reads(1)) == {"colour word": (0.0, 1), "shape word": (1.0, 1)}
     assert not bench.has_twin("the blue triangle", ["the blue triangle", "the blue circle"])
