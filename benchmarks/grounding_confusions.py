@@ -31,6 +31,13 @@ from session 23's SFT policy's tokens, 0.92 / 0.70 from the shipped one's, 0.92 
 pixels: the colour is in the token at the object's cell, so the miss is in reading it (binding
 the named colour to the named shape), not in seeing it.
 
+With `--probe-train` also the readout (`first_digit_states`): each decoder layer's input at the
+position that writes the box's first digit, probed for the *named* colour and shape (the probe
+MLP, fitted on the train split's first 150 frames). Measured (session 25, session 23's SFT
+policy, valid): named shape 0.30 / 1.00 / 1.00 / 1.00 at layers 0-3, named colour 0.13 / 0.45 /
+0.15 / 0.20 (chance 0.17): the box is computed from a state that knows the shape asked for and
+not the colour.
+
 Usage: python benchmarks/grounding_confusions.py --split runs/world/valid --policy NAME=SPEC [...]
            [--probe-train runs/world/train]
 """
@@ -45,7 +52,9 @@ import numpy as np
 import torch
 
 from revseg_agent.eval.grounding import LANDINGS, SceneItem, answer_box, landing, scene_items
+from revseg_agent.graphs.chats import KEYFRAME_REF, round2_messages
 from revseg_agent.graphs.registry import load_policy
+from revseg_agent.policies.base import ImageFrame
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import keyframe_tokens
 from revseg_agent.synth.scenes import COLOURS, SHAPES, name_parts
@@ -93,6 +102,65 @@ def policy_box_loss(policy: QwenVLPolicy) -> BoxLoss:
             return float(keyframe_box_losses(policy, [(frame, label, [box])])[0])
 
     return loss
+
+
+def first_digit_token(answer: str, offsets: list[tuple[int, int]]) -> int:
+    """The index of the token that starts the box's first coordinate in a round-2 answer (the
+    tokenizer's character `offsets` of each token)."""
+    first = answer.index("[", answer.index("bbox_2d")) + 1
+    return next(k for k, (start, _) in enumerate(offsets) if start >= first)
+
+
+def first_digit_states(policy: QwenVLPolicy, items: list[SceneItem]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per object view, each decoder layer's input at the position that writes the box's first
+    digit (teacher-forced on the object's own name and box) `(views, layers, width)`, and the
+    named colour and shape indices `(views, 2)`: what the box is computed from."""
+    from revseg_agent.policies.qwen_inputs import TokenRow
+    from revseg_agent.training.sft import box_answer
+
+    layers = policy.model.model.language_model.layers
+    tokenizer = policy.processor.tokenizer
+    captured: dict[int, torch.Tensor] = {}
+    hooks = [
+        layer.register_forward_pre_hook(lambda _m, args, k=k: captured.__setitem__(k, args[0]))
+        for k, layer in enumerate(layers)
+    ]
+    states, labels = [], []
+    try:
+        for item in items:
+            for name, box in item.boxes.items():
+                row = policy.inputs.rows([(round2_messages(name), {KEYFRAME_REF: ImageFrame(item.frame)})])[0]
+                answer = box_answer(policy, row, (item.frame.shape[0], item.frame.shape[1]), [box], name)
+                encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+                digit = first_digit_token(answer, encoded["offset_mapping"])
+                batch = policy.inputs.collate([row + TokenRow.text(encoded["input_ids"])])
+                with torch.inference_mode():
+                    captured.clear()
+                    policy.model(**batch)
+                position = batch["input_ids"].shape[1] - len(encoded["input_ids"]) + digit - 1
+                states.append(torch.stack([captured[k][0, position].float() for k in range(len(layers))]))
+                colour, shape = name_parts(name)
+                labels.append((list(COLOURS).index(colour), SHAPES.index(shape)))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack(states), torch.tensor(labels)
+
+
+def print_readout(
+    rows: list[tuple[str, QwenVLPolicy]], train: list[SceneItem], held: list[SceneItem]
+) -> None:
+    """Per policy and layer: how well the named colour and shape can be read (held out, the
+    probe MLP) from the state that writes the box's first digit."""
+    print("\n| policy | layer | named colour | named shape |")
+    print("|---|---|---|---|")
+    for name, policy in rows:
+        x, y = first_digit_states(policy, train)
+        hx, hy = first_digit_states(policy, held)
+        for layer in range(x.shape[1]):
+            colour = probe_accuracy(x[:, layer], y[:, 0], hx[:, layer], hy[:, 0], len(COLOURS))
+            shape = probe_accuracy(x[:, layer], y[:, 1], hx[:, layer], hy[:, 1], len(SHAPES))
+            print(f"| {name} | {layer} | {colour:.2f} | {shape:.2f} |")
 
 
 def has_twin(label: str, names: list[str]) -> bool:
@@ -192,7 +260,9 @@ def main() -> None:
         cells = " | ".join(f"{gap:+.4f} ({n})" for gap, n in gaps.values())
         print(f"| {name} | {cells} |")
     if args.probe_train:
-        print_probe([("pixels", None), *local], scene_items(args.probe_train)[:600], items)
+        train = scene_items(args.probe_train)
+        print_probe([("pixels", None), *local], train[:600], items)
+        print_readout(local, train[:150], items)
 
 
 if __name__ == "__main__":

@@ -563,6 +563,33 @@ def test_grounding_confusions_reads_each_object_s_cell_and_fits_its_colour(tmp_p
     assert bench.has_twin("the blue triangle", ["the blue triangle", "the white triangle"])
 
 
+def test_the_readout_reads_the_state_that_writes_the_first_coordinate(tiny_policy_dir: Path) -> None:
+    """`grounding_confusions.first_digit_states`: one state per object view and decoder layer,
+    taken where the box's first digit is predicted (the token before it), labelled by the name."""
+    from revseg_agent.eval.grounding import SceneItem
+    from revseg_agent.parsing import format_box_answer
+    from revseg_agent.policies.qwen import QwenVLPolicy
+    from revseg_agent.types import Box
+
+    from .conftest import load_benchmark
+
+    bench = load_benchmark("grounding_confusions")
+    policy = QwenVLPolicy.from_pretrained(str(tiny_policy_dir), device="cpu")
+    tokenizer = policy.processor.tokenizer
+    answer = format_box_answer([Box(74, 26, 104, 56)], "the red circle")
+    encoded = tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
+    index = bench.first_digit_token(answer, encoded["offset_mapping"])
+    assert tokenizer.decode(encoded["input_ids"][index]).strip().startswith("7")
+    assert tokenizer.decode(encoded["input_ids"][:index]).endswith("[")
+
+    boxes = {"the red circle": Box(10, 10, 30, 30), "the blue square": Box(60, 60, 90, 90)}
+    item = SceneItem(np.zeros((112, 112, 3), np.uint8), "the red circle", boxes)
+    states, labels = bench.first_digit_states(policy, [item])
+    layers = policy.model.config.text_config.num_hidden_layers
+    assert states.shape == (2, layers, policy.model.config.text_config.hidden_size)
+    assert labels.tolist() == [[0, 0], [2, 1]]  # red circle, blue square (COLOURS, SHAPES order)
+
+
 def test_word_gaps_pair_each_object_with_the_lookalikes_in_its_view() -> None:
     """`grounding_confusions.word_gaps`: a box loss that reads only the colour word gives the
     colour word a gap over same-shape lookalikes and the shape word none, and the reverse."""
