@@ -104,6 +104,12 @@ def policy_box_loss(policy: QwenVLPolicy) -> BoxLoss:
     return loss
 
 
+def name_classes(name: str) -> tuple[int, int]:
+    """A world name's colour and shape as class indices (the probes' labels)."""
+    colour, shape = name_parts(name)
+    return list(COLOURS).index(colour), SHAPES.index(shape)
+
+
 def first_digit_token(answer: str, offsets: list[tuple[int, int]]) -> int:
     """The index of the token that starts the box's first coordinate in a round-2 answer (the
     tokenizer's character `offsets` of each token)."""
@@ -139,8 +145,7 @@ def first_digit_states(policy: QwenVLPolicy, items: list[SceneItem]) -> tuple[to
                     policy.model(**batch)
                 position = batch["input_ids"].shape[1] - len(encoded["input_ids"]) + digit - 1
                 states.append(torch.stack([captured[k][0, position].float() for k in range(len(layers))]))
-                colour, shape = name_parts(name)
-                labels.append((list(COLOURS).index(colour), SHAPES.index(shape)))
+                labels.append(name_classes(name))
     finally:
         for hook in hooks:
             hook.remove()
@@ -189,9 +194,9 @@ def cell_features(
                 cell = item.frame[r * size : (r + 1) * size, c * size : (c + 1) * size].reshape(-1, 3) / 255.0
                 stats = np.concatenate([cell.mean(0), cell.std(0), cell.max(0), cell.min(0)])
                 rows.append(torch.tensor(stats, dtype=torch.float32))
-            colour, shape = name_parts(name)
-            colours.append(list(COLOURS).index(colour))
-            shapes.append(SHAPES.index(shape))
+            colour, shape = name_classes(name)
+            colours.append(colour)
+            shapes.append(shape)
     return torch.stack(rows), torch.tensor(colours), torch.tensor(shapes)
 
 
