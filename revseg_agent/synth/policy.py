@@ -231,6 +231,6 @@ def grow_text_depth(model: object, *, copies: int = 1) -> int:
         layer.self_attn.layer_idx = index
     language_model.layers = torch.nn.ModuleList(grown)
     config.num_hidden_layers = len(grown)
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[0]] * len(grown)
+    if getattr(config, "layer_types", None) is not None:  # each copy keeps its layer's own type
+        config.layer_types = [kind for kind in config.layer_types for _ in range(copies + 1)]
     return len(grown)
