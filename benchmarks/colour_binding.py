@@ -42,7 +42,7 @@ from revseg_agent.graphs.registry import load_policy
 from revseg_agent.policies.base import ImageFrame
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import keyframe_tokens
-from revseg_agent.synth.scenes import COLOURS, SHAPES, name_parts, render_still
+from revseg_agent.synth.scenes import COLOURS, SHAPES, name_classes, render_still
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +63,10 @@ def binding_still(seed: int) -> BindingStill:
     rng = np.random.default_rng(seed)
     while True:
         still = render_still(int(rng.integers(2**31)), distractors=1 + int(rng.integers(2)))
-        colour, shape = name_parts(still.name)
-        parts = [name_parts(o) for o in still.others]
-        if parts and all(c != colour and s != shape for c, s in parts):
-            return BindingStill(
-                still.frame, list(COLOURS).index(colour), SHAPES.index(shape), tuple(still.others)
-            )
+        colour, shape = name_classes(still.name)
+        others = [name_classes(o) for o in still.others]
+        if others and all(c != colour and s != shape for c, s in others):
+            return BindingStill(still.frame, colour, shape, tuple(still.others))
 
 
 def word_id(policy: QwenVLPolicy, word: str) -> int:

@@ -57,7 +57,7 @@ from revseg_agent.graphs.registry import load_policy
 from revseg_agent.policies.base import ImageFrame
 from revseg_agent.policies.qwen import QwenVLPolicy
 from revseg_agent.synth.policy import keyframe_tokens
-from revseg_agent.synth.scenes import COLOURS, SHAPES, name_parts
+from revseg_agent.synth.scenes import COLOURS, SHAPES, name_classes, name_parts
 from revseg_agent.training.sft import keyframe_box_losses
 from revseg_agent.types import Box
 
@@ -102,12 +102,6 @@ def policy_box_loss(policy: QwenVLPolicy) -> BoxLoss:
             return float(keyframe_box_losses(policy, [(frame, label, [box])])[0])
 
     return loss
-
-
-def name_classes(name: str) -> tuple[int, int]:
-    """A world name's colour and shape as class indices (the probes' labels)."""
-    colour, shape = name_parts(name)
-    return list(COLOURS).index(colour), SHAPES.index(shape)
 
 
 def first_digit_token(answer: str, offsets: list[tuple[int, int]]) -> int:

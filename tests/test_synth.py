@@ -16,7 +16,15 @@ from revseg_agent.eval.datasets import open_benchmark
 from revseg_agent.masks_io import decode_rle
 from revseg_agent.synth import SPLITS, WorldSpec, write_world
 from revseg_agent.synth.queries import NAME_PATTERN, NAMES, PHRASINGS, held_out_phrasing, listing
-from revseg_agent.synth.scenes import lit_colour, name_parts, object_name, render_still
+from revseg_agent.synth.scenes import (
+    COLOURS,
+    SHAPES,
+    lit_colour,
+    name_classes,
+    name_parts,
+    object_name,
+    render_still,
+)
 
 SPEC = WorldSpec(seed=3, train=8, valid=2, test=6)
 
@@ -356,3 +364,13 @@ def test_a_world_name_splits_into_its_colour_and_shape(name: str, parts: tuple[s
 def test_what_is_not_a_world_name_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="not a world object's name"):
         name_parts(name)
+
+
+@pytest.mark.parametrize(
+    ("name", "classes"),
+    [("the red circle", (0, 0)), ("the blue triangle", (2, 2)), ("the white square", (5, 1))],
+)
+def test_name_classes_index_the_world_s_colours_and_shapes(name: str, classes: tuple[int, int]) -> None:
+    """`name_classes`: a name's colour and shape as indices into `COLOURS` and `SHAPES`."""
+    assert name_classes(name) == classes
+    assert (list(COLOURS)[classes[0]], SHAPES[classes[1]]) == name_parts(name)

@@ -50,6 +50,13 @@ def name_parts(name: str) -> tuple[str, str]:
     return words[1], words[2]
 
 
+def name_classes(name: str) -> tuple[int, int]:
+    """A world name's colour and shape as class indices into `COLOURS` and `SHAPES` (the labels
+    of the benchmarks' probes and readers)."""
+    colour, shape = name_parts(name)
+    return list(COLOURS).index(colour), SHAPES.index(shape)
+
+
 @dataclass
 class SceneObject:
     """One shape and its script; `positions[t]` is its centre on frame t (None: not in the scene)."""
